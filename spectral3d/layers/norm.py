@@ -1,0 +1,97 @@
+"""Normalisation layers for 5-D volumes: ``LayerNorm3d`` and ``GRN3d``.
+
+``LayerNorm3d`` normalises over channels at every voxel of an ``(N, C, D, H, W)`` tensor
+(eps 1e-6, ConvNeXt's choice); it is timm's ``LayerNorm2d`` with one more spatial axis and has
+the same parameter names (``weight``, ``bias``), so 2-D checkpoints load into it.
+
+``GRN3d`` is ConvNeXtV2's Global Response Normalisation over a volume (DESIGN.md §4):
+
+    Gx = ||x||_2 over (D, H, W),   Nx = Gx / (mean_c Gx + eps),   y = weight * (x * Nx) + bias + x
+
+with ``eps = 1e-6`` outside the norm and ``weight``/``bias`` zero-initialised, so it starts as the
+identity. Half-precision inputs are computed in float32 (the sum of squares over a volume
+overflows fp16) and cast back; float64 stays float64. It works channels-last
+``(N, D, H, W, C)`` (inside a ConvNeXt block, after the permute) or channels-first.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spectral3d._checks import check_channels, check_ndim
+
+__all__ = ["LayerNorm3d", "GRN3d"]
+
+
+class LayerNorm3d(nn.LayerNorm):
+    """LayerNorm over the channel axis of a channels-first volume.
+
+    Args:
+        num_channels: C.
+        eps: added to the variance (default 1e-6).
+        affine: learn ``weight`` and ``bias``.
+
+    Shapes: ``(N, C, D, H, W) -> (N, C, D, H, W)``; any memory format.
+
+    Example::
+
+        >>> import torch
+        >>> from spectral3d.layers import LayerNorm3d
+        >>> LayerNorm3d(8)(torch.randn(2, 8, 5, 6, 7)).shape
+        torch.Size([2, 8, 5, 6, 7])
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-6, affine: bool = True) -> None:
+        super().__init__(num_channels, eps=eps, elementwise_affine=affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_ndim(x, 5)
+        check_channels(x, self.normalized_shape[0])
+        x = x.permute(0, 2, 3, 4, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 4, 1, 2, 3)
+
+
+class GRN3d(nn.Module):
+    """Global Response Normalisation (ConvNeXtV2) over the three spatial axes.
+
+    Args:
+        dim: number of channels C.
+        eps: added to the channel mean of the norms (default 1e-6).
+        channels_last: inputs are ``(N, D, H, W, C)`` (default) rather than ``(N, C, D, H, W)``.
+
+    Parameters ``weight`` and ``bias`` have shape ``(C,)`` and start at zero (identity).
+
+    Example::
+
+        >>> import torch
+        >>> from spectral3d.layers import GRN3d
+        >>> GRN3d(16)(torch.randn(2, 4, 4, 4, 16)).shape
+        torch.Size([2, 4, 4, 4, 16])
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6, channels_last: bool = True) -> None:
+        super().__init__()
+        self.dim = dim
+        self.eps = eps
+        self.channels_last = channels_last
+        self.weight = nn.Parameter(torch.zeros(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_ndim(x, 5, layout="(N, D, H, W, C)" if self.channels_last else "(N, C, D, H, W)")
+        cdim = -1 if self.channels_last else 1
+        check_channels(x, self.dim, dim=cdim)
+        spatial = (1, 2, 3) if self.channels_last else (2, 3, 4)
+        shape = (1, 1, 1, 1, -1) if self.channels_last else (1, -1, 1, 1, 1)
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
+        gx = torch.linalg.vector_norm(xf, ord=2, dim=spatial, keepdim=True)
+        nx = gx / (gx.mean(dim=cdim, keepdim=True) + self.eps)
+        w = self.weight.to(xf.dtype).view(shape)
+        b = self.bias.to(xf.dtype).view(shape)
+        return (xf + torch.addcmul(b, w, xf * nx)).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.dim}, eps={self.eps}, channels_last={self.channels_last}"

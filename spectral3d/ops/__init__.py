@@ -1,0 +1,1 @@
+"""Spectral ops (DESIGN.md §3, "The ops")."""
