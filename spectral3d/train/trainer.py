@@ -1,0 +1,522 @@
+"""The training loop behind ``spectral3d train``: Eq. 5, AdamW, warm-up + cosine, checkpoints, DDP.
+
+Data contract: a dataset item is ``(volume, tabular, label)`` — ``(S, D, H, W)`` float32, ``(F,)``
+float32 with NaN for missing values (``F`` may be 0), and an int class index. Datasets may offer
+``set_epoch(epoch)`` (augmentations seeded per epoch and item) and ``labels`` (class indices, used for
+class weights without loading volumes).
+
+Model contract: multi-sequence models (DeSamba) take ``(x, tabular)`` and provide
+``forward_with_aux`` returning ``(logits, {"self": ..., "cross": ...})``; any other registered model
+takes ``x`` alone (early fusion, the S sequences as channels) and has no auxiliary terms.
+
+Loss (Eq. 5): ``L = CE(logits, y; class weights) + self_weight·L_self + cross_weight·L_cross`` through
+``backbones3d.desamba.DeSambaLoss``; both weights 0.5 as in the paper.
+
+Choices *(ours)*, each a ``TrainConfig`` field:
+- AdamW (lr 3e-4, weight decay 0.05, no decay on biases/norm parameters), linear warm-up for
+  ``warmup_epochs`` then cosine to ``min_lr_ratio · lr``, stepped per optimizer step; gradient
+  clipping at norm 1.0; gradient accumulation over ``grad_accum`` batches.
+- bf16 autocast on CUDA (the spectral ops keep their FFTs in float32); float32 on CPU.
+- Shuffling: one permutation per epoch from ``seed + epoch`` (the same permutation on every rank,
+  sharded ``rank::world_size``), so a resumed run sees exactly the batches an uninterrupted one would.
+- Early stopping on validation macro AUC (``patience`` epochs without improvement; 0 disables);
+  ``best`` is the epoch with the highest validation AUC (ties: lower validation loss).
+- SIGINT/SIGTERM: the current optimizer step finishes, a checkpoint named ``interrupted`` is written
+  with the position inside the epoch, ``last`` points at it, and training stops; ``resume`` continues
+  from that exact batch (or from the last complete epoch), reaching the same weights as an
+  uninterrupted run on CPU.
+- DDP: ``torchrun`` sets ``WORLD_SIZE``/``RANK``; the loop initialises the process group (NCCL on
+  CUDA, gloo on CPU), wraps the model in ``DistributedDataParallel``, shards batches and validation,
+  gathers validation predictions and lets rank 0 alone write checkpoints and logs. With the global
+  batch fixed (``batch_size`` per process × processes), the optimizer steps equal one process's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from spectral3d.metrics import classification_metrics
+from spectral3d.train.checkpoint import (
+    load_model_state,
+    load_training_state,
+    resolve_checkpoint,
+    save_checkpoint,
+    update_pointer,
+)
+
+__all__ = ["FitResult", "TrainConfig", "fit", "predict", "stack_batch"]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :func:`fit` (all serialised into each checkpoint's ``config.json``)."""
+
+    epochs: int = 30
+    batch_size: int = 4
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01
+    grad_accum: int = 1
+    clip_grad_norm: float | None = 1.0
+    class_weights: str | Sequence[float] | None = None
+    patience: int = 0
+    self_weight: float = 0.5
+    cross_weight: float = 0.5
+    seed: int = 0
+    num_workers: int = 0
+    amp: bool = True
+    progress: bool = True
+    keep_last: int = 0  # 0 keeps every epoch; n keeps the n newest besides best
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr: expected a positive learning rate, got {self.lr}")
+        if isinstance(self.class_weights, str) and self.class_weights != "balanced":
+            raise ValueError(f"class_weights: expected 'balanced' or a list of floats, got {self.class_weights!r}")
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the run directory, the epochs done and the per-epoch history."""
+
+    run_dir: Path
+    epochs_done: int
+    best_epoch: int | None
+    best_auc: float | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+    stopped_early: bool = False
+
+
+class _TaskModule(nn.Module):
+    """Gives every model one ``forward(x, tabular) -> (logits, aux)`` so DDP sees a single forward."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.multi_sequence = hasattr(model, "forward_with_aux")
+
+    def forward(self, x: torch.Tensor, tabular: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.multi_sequence:
+            return self.model.forward_with_aux(x, tabular if tabular is not None and tabular.shape[-1] else None)
+        return self.model(x), {}
+
+
+class _EpochSampler(Sampler[int]):
+    """The epoch's permutation from ``seed + epoch``, sharded ``rank::world``, minus ``skip`` items."""
+
+    def __init__(
+        self, n: int, seed: int, epoch: int, rank: int = 0, world: int = 1, skip: int = 0, shuffle: bool = True
+    ) -> None:
+        g = torch.Generator().manual_seed(seed + epoch)
+        order = torch.randperm(n, generator=g).tolist() if shuffle else list(range(n))
+        if shuffle and world > 1:  # equal shard sizes keep DDP's collectives in step
+            order += order[: (-n) % world]
+        self.indices = order[rank::world][skip:]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def stack_batch(items: list[tuple[torch.Tensor, torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Collate ``(volume, tabular, label)`` items into ``(N,S,D,H,W)``, ``(N,F)``, ``(N,)`` tensors."""
+    vols, tabs, labels = zip(*items)
+    return torch.stack(vols), torch.stack(tabs), torch.as_tensor(labels, dtype=torch.int64)
+
+
+def _dist_info() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached": float(np_state[4]),
+        },
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
+    def fn(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return fn
+
+
+def _class_weights(cfg: TrainConfig, dataset: Dataset, num_classes: int) -> torch.Tensor | None:
+    if cfg.class_weights is None:
+        return None
+    if cfg.class_weights == "balanced":
+        labels = getattr(dataset, "labels", None)
+        if labels is None:
+            labels = [int(dataset[i][2]) for i in range(len(dataset))]
+        counts = torch.bincount(torch.as_tensor(list(labels)), minlength=num_classes).double()
+        if (counts == 0).any():
+            missing = (counts == 0).nonzero().flatten().tolist()
+            raise ValueError(f"class_weights='balanced': classes {missing} have no training case")
+        return (counts.sum() / (num_classes * counts)).float()
+    weights = torch.as_tensor(list(cfg.class_weights), dtype=torch.float32)
+    if weights.shape != (num_classes,):
+        raise ValueError(f"class_weights: expected {num_classes} values, got {weights.numel()}")
+    return weights
+
+
+def _loss_fn(cfg: TrainConfig, weight: torch.Tensor | None) -> nn.Module:
+    from backbones3d.desamba import DeSambaLoss
+
+    return DeSambaLoss(self_weight=cfg.self_weight, cross_weight=cfg.cross_weight, weight=weight)
+
+
+def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    dataset: Dataset,
+    batch_size: int = 4,
+    num_workers: int = 0,
+    device: torch.device | str | None = None,
+    amp: bool = True,
+    progress: bool = False,
+    rank: int = 0,
+    world: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities for every item of ``dataset``, in dataset order.
+
+    Returns ``(labels (n,), probs (n, K))``. Under DDP each rank predicts ``rank::world`` and the
+    results are gathered, so every rank returns the full arrays.
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    task = model if isinstance(model, _TaskModule) else _TaskModule(model)
+    was_training = task.training
+    task.eval()
+    sampler = _EpochSampler(len(dataset), 0, 0, rank, world, shuffle=False)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=stack_batch
+    )
+    probs, labels = [], []
+    for x, tab, y in tqdm(loader, desc="predict", disable=not progress, leave=False):
+        with _autocast(device, amp):
+            logits, _ = task(x.to(device), tab.to(device))
+        probs.append(torch.softmax(logits.float(), dim=-1).cpu())
+        labels.append(y)
+    task.train(was_training)
+    p = torch.cat(probs).numpy() if probs else np.zeros((0, 0))
+    y_all = torch.cat(labels).numpy() if labels else np.zeros((0,), dtype=np.int64)
+    if world > 1:
+        parts: list[Any] = [None] * world
+        dist.all_gather_object(parts, (sampler.indices, p, y_all))
+        n = len(dataset)
+        k = next(part[1].shape[1] for part in parts if len(part[0]))
+        p, y_all = np.zeros((n, k)), np.zeros(n, dtype=np.int64)
+        for idx, pp, yy in parts:
+            p[idx], y_all[idx] = pp, yy
+    return y_all, p
+
+
+def _validate(
+    task: _TaskModule,
+    val_set: Dataset,
+    cfg: TrainConfig,
+    device: torch.device,
+    rank: int,
+    world: int,
+    class_names: Sequence[str] | None,
+) -> dict[str, Any]:
+    y, p = predict(task, val_set, cfg.batch_size, cfg.num_workers, device, cfg.amp, False, rank, world)
+    metrics = classification_metrics(y, p, class_names=class_names, n_bootstrap=0)
+    eps = 1e-12
+    metrics["loss"] = float(-np.log(np.clip(p[np.arange(len(y)), y], eps, None)).mean())
+    return metrics
+
+
+def _better(auc: float, loss: float, best: tuple[float, float] | None) -> bool:
+    if best is None:
+        return True
+    auc = -math.inf if math.isnan(auc) else auc
+    best_auc = -math.inf if math.isnan(best[0]) else best[0]
+    return auc > best_auc or (auc == best_auc and loss < best[1])
+
+
+def fit(
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    cfg: TrainConfig,
+    run_dir: str | os.PathLike,
+    run_config: dict[str, Any] | None = None,
+    resume: bool = False,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
+) -> FitResult:
+    """Train ``model`` and write checkpoints into ``run_dir``.
+
+    Args:
+        model: any registered model (DeSamba gets Eq. 5's auxiliary terms).
+        train_set, val_set: datasets of ``(volume, tabular, label)`` items; ``val_set`` may be None.
+        cfg: hyper-parameters.
+        run_dir: output directory (created).
+        run_config: extra JSON-serialisable entries for each checkpoint's ``config.json`` (model name
+            and kwargs, class names, sequences, preprocessing, tabular statistics).
+        resume: continue from ``run_dir/last`` (an epoch or an interrupted checkpoint).
+        num_classes: K (default: the model's ``num_classes`` attribute or ``pretrained_cfg``).
+        class_names: names for the metrics (default: ``run_config["class_names"]``).
+
+    Example::
+
+        >>> from spectral3d.train import TrainConfig, fit  # doctest: +SKIP
+        >>> fit(model, train_ds, val_ds, TrainConfig(epochs=2), "runs/demo")  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    run_dir = Path(run_dir)
+    rank, world, device = _dist_info()
+    run_config = dict(run_config or {})
+    class_names = class_names or run_config.get("class_names")
+    if num_classes is None:
+        num_classes = getattr(model, "num_classes", None) or model.pretrained_cfg["num_classes"]
+    if len(train_set) == 0:
+        raise ValueError("train_set: the training split is empty")
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    model.to(device)
+    task = _TaskModule(model)
+    ddp_task: nn.Module = task
+    if world > 1:
+        ddp_task = nn.parallel.DistributedDataParallel(
+            task, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    per_rank = math.ceil(len(train_set) / world)
+    steps_per_epoch = max(1, math.ceil(math.ceil(per_rank / cfg.batch_size) / cfg.grad_accum))
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = min(total_steps, max(1, round(cfg.warmup_epochs * steps_per_epoch))) if cfg.warmup_epochs > 0 else 0
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, warmup, cfg.min_lr_ratio))
+    criterion = _loss_fn(cfg, _class_weights(cfg, train_set, num_classes)).to(device)
+
+    start_epoch, skip_batches, history = 0, 0, []
+    best: tuple[float, float] | None = None
+    best_epoch: int | None = None
+    bad_epochs = 0
+    if resume:
+        ckpt = resolve_checkpoint(run_dir / "last")
+        model.load_state_dict(load_model_state(ckpt))
+        state = load_training_state(ckpt)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, skip_batches = state["epoch"], state["batch_in_epoch"]
+        history = json.loads(state["history"])
+        best = tuple(state["best"]) if state["best"] is not None else None
+        best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
+        _set_rng_state(state["rng"])
+
+    stop = {"signal": None}
+    handlers = {}
+    if rank == 0 or world == 1:
+
+        def _on_signal(signum: int, _frame: Any) -> None:
+            stop["signal"] = signum
+
+        for s in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not in the main thread
+                handlers[s] = signal.signal(s, _on_signal)
+
+    def _state(epoch: int, batch_in_epoch: int) -> dict[str, Any]:
+        return {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": _rng_state(),
+            "epoch": epoch,
+            "batch_in_epoch": batch_in_epoch,
+            "history": json.dumps(history),
+            "best": list(best) if best is not None else None,
+            "best_epoch": best_epoch,
+            "bad_epochs": bad_epochs,
+        }
+
+    full_config = {**run_config, "train": asdict(cfg), "world_size": world}
+    result = FitResult(run_dir, start_epoch, best_epoch, best[0] if best else None, history)
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            if hasattr(train_set, "set_epoch"):
+                train_set.set_epoch(epoch)
+            sampler = _EpochSampler(len(train_set), cfg.seed, epoch, rank, world, skip=skip_batches * cfg.batch_size)
+            loader = DataLoader(
+                train_set,
+                batch_size=cfg.batch_size,
+                sampler=sampler,
+                num_workers=cfg.num_workers,
+                collate_fn=stack_batch,
+                drop_last=False,
+            )
+            task.train()
+            sums: dict[str, float] = {}
+            n_seen, t0 = 0, time.time()
+            bar = tqdm(
+                loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and rank == 0), leave=False
+            )
+            batch_idx = skip_batches
+            skip_batches = 0
+            n_batches = batch_idx + len(loader)
+            for x, tab, y in bar:
+                x, tab, y = x.to(device), tab.to(device), y.to(device)
+                last_micro = (batch_idx + 1) % cfg.grad_accum == 0 or batch_idx + 1 == n_batches
+                sync = contextlib.nullcontext() if (last_micro or world == 1) else ddp_task.no_sync()
+                with sync:
+                    with _autocast(device, cfg.amp):
+                        logits, aux = ddp_task(x, tab)
+                    loss, parts = criterion(logits.float(), y, aux)
+                    (loss / cfg.grad_accum).backward()
+                if last_micro:
+                    if cfg.clip_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    scheduler.step()
+                batch_idx += 1
+                n_seen += len(y)
+                for k, v in {"loss": loss, **parts}.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * len(y)
+                bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                if stop["signal"] is not None and last_micro:
+                    break
+            if world > 1:  # every rank learns whether rank 0 was signalled
+                flag = torch.tensor([1 if stop["signal"] is not None else 0], device=device)
+                dist.broadcast(flag, 0)
+                if flag.item():
+                    stop["signal"] = stop["signal"] or signal.SIGTERM
+            if stop["signal"] is not None and batch_idx < n_batches:
+                if rank == 0:
+                    save_checkpoint(run_dir, "interrupted", model.state_dict(), _state(epoch, batch_idx), full_config)
+                    update_pointer(run_dir, "last", "interrupted")
+                result.interrupted = True
+                break
+
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "lr": scheduler.get_last_lr()[0],
+                "time_s": round(time.time() - t0, 2),
+            }
+            record.update({f"train_{k}": v / max(1, n_seen) for k, v in sums.items()})
+            improved = True
+            if val_set is not None and len(val_set):
+                val = _validate(task, val_set, cfg, device, rank, world, class_names)
+                record.update({f"val_{k}": val[k] for k in ("loss", "accuracy", "auc", "f1")})
+                improved = _better(val["auc"], val["loss"], best)
+                if improved:
+                    best, best_epoch, bad_epochs = (val["auc"], val["loss"]), epoch + 1, 0
+                else:
+                    bad_epochs += 1
+            else:
+                best_epoch = epoch + 1
+            history.append(record)
+            name = f"epoch_{epoch + 1:04d}"
+            if rank == 0:
+                save_checkpoint(run_dir, name, model.state_dict(), _state(epoch + 1, 0), full_config, record)
+                update_pointer(run_dir, "last", name)
+                if improved:
+                    update_pointer(run_dir, "best", name)
+                with open(run_dir / "log.jsonl", "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                _prune(run_dir, cfg.keep_last)
+                msg = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+                tqdm.write(msg)
+            result.epochs_done = epoch + 1
+            if cfg.patience and bad_epochs >= cfg.patience:
+                result.stopped_early = True
+                break
+            if stop["signal"] is not None:
+                result.interrupted = True
+                break
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    result.history, result.best_epoch = history, best_epoch
+    result.best_auc = best[0] if best else None
+    return result
+
+
+def _prune(run_dir: Path, keep_last: int) -> None:
+    """Delete the ``interrupted`` checkpoint once superseded, and old epochs beyond ``keep_last``."""
+    import shutil
+
+    keep = {os.readlink(run_dir / p) for p in ("best", "last") if (run_dir / p).is_symlink()}
+    if "interrupted" not in keep and (run_dir / "interrupted").exists():
+        shutil.rmtree(run_dir / "interrupted", ignore_errors=True)
+    if keep_last > 0:
+        epochs = sorted(p.name for p in run_dir.glob("epoch_*"))
+        for name in epochs[:-keep_last]:
+            if name not in keep:
+                shutil.rmtree(run_dir / name, ignore_errors=True)
