@@ -1,0 +1,72 @@
+"""3D Grad-CAM: the CAM identity for GAP+linear heads, localisation of a known feature, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spectral3d.gradcam import GradCAM3d, cam_from_activations
+
+
+class _GapNet(nn.Module):
+    """conv → ReLU → global average pool → linear: Grad-CAM must equal CAM (Zhou et al. 2016)."""
+
+    def __init__(self, in_chans: int = 2, width: int = 6, num_classes: int = 3) -> None:
+        super().__init__()
+        self.stages = nn.Sequential(nn.Conv3d(in_chans, width, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.stages(x).mean(dim=(2, 3, 4)))
+
+
+def test_gradcam_equals_cam_for_a_gap_linear_head() -> None:
+    torch.manual_seed(1)
+    model = _GapNet().double()
+    x = torch.randn(2, 2, 6, 7, 5, dtype=torch.float64)
+    out = GradCAM3d(model)(x, class_idx=1)
+    acts = model.stages(x)
+    cam = F.relu(torch.einsum("k,nkdhw->ndhw", model.fc.weight[1], acts))
+    lo = cam.flatten(1).min(1).values.view(-1, 1, 1, 1)
+    hi = cam.flatten(1).max(1).values.view(-1, 1, 1, 1)
+    torch.testing.assert_close(out.maps["input"].double(), (cam - lo) / (hi - lo), rtol=1e-5, atol=1e-6)
+    assert out.class_idx.tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_map_peaks_at_the_feature_the_class_responds_to(method: str) -> None:
+    torch.manual_seed(2)
+    model = _GapNet(in_chans=1, width=1, num_classes=2)
+    with torch.no_grad():
+        model.stages[0].weight.zero_()
+        model.stages[0].weight[0, 0, 1, 1, 1] = 1.0  # the activation is the (rectified) input
+        model.stages[0].bias.zero_()
+        model.fc.weight.copy_(torch.tensor([[1.0], [-1.0]]))
+    x = 0.05 * torch.rand(1, 1, 16, 16, 16)
+    x[0, 0, 10:13, 3:6, 7:10] = 1.0  # a bright blob
+    out = GradCAM3d(model, method=method)(x, class_idx=0)
+    peak = torch.nonzero(out.maps["input"][0] == out.maps["input"][0].max())[0].tolist()
+    assert 10 <= peak[0] <= 12 and 3 <= peak[1] <= 5 and 7 <= peak[2] <= 9
+
+
+def test_maps_are_upsampled_to_the_input_grid_and_normalised() -> None:
+    model = nn.Sequential()
+    model.stages = nn.Sequential(nn.Conv3d(1, 4, 3, stride=2, padding=1), nn.GELU())
+    net = _GapNet(in_chans=1, width=4)
+    net.stages = model.stages
+    out = GradCAM3d(net)(torch.randn(3, 1, 9, 10, 11))
+    m = out.maps["input"]
+    assert m.shape == (3, 9, 10, 11) and float(m.min()) >= 0 and float(m.max()) <= 1 + 1e-6
+
+
+def test_bad_input_and_method() -> None:
+    with pytest.raises(ValueError, match="method"):
+        GradCAM3d(_GapNet(), method="scorecam")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="5-D"):
+        GradCAM3d(_GapNet())(torch.randn(2, 8, 8, 8))
+    with pytest.raises(ValueError, match="equal"):
+        cam_from_activations(torch.randn(1, 2, 3, 3, 3), torch.randn(1, 2, 3, 3))
+    with pytest.raises(ValueError, match="no default Grad-CAM layer"):
+        GradCAM3d(nn.Linear(2, 2))
