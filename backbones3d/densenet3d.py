@@ -1,0 +1,328 @@
+"""3D DenseNet-121: the paper's DenseNet121 baseline (DESIGN.md §9).
+
+A densely connected network (Huang et al. 2017) with 3D operators. For an input ``x`` of shape
+``(N, in_chans, D, H, W)``::
+
+    stem:        conv0 7³ (stride 2, pad 3) → norm0 → ReLU → pool0 max 3³ (stride 2, pad 1)
+    dense block: x ← [x, H_l(x)] for l = 1 … L (channel concatenation); each layer adds k channels
+                 H_l = conv2 3³(ReLU(norm2(conv1 1³(ReLU(norm1(x))))))   (C → bn_size·k → k)
+    transition:  norm → ReLU → conv 1³ (C → C/2) → avg-pool 2³ (stride 2)
+    end:         norm5 → ReLU → global pool → dropout(``drop_rate``) → classifier
+
+DenseNet-121 is ``k = 32`` (``growth_rate``), blocks of 6-12-24-16 layers, ``bn_size = 4`` and 64
+stem features, as MONAI's ``DenseNet121``; ``forward_features`` returns ``(N, 1024, D/32, H/32,
+W/32)``.
+
+Reference parity (checked by ``tests/test_baselines_cnn.py``): the parameter count equals MONAI's
+``DenseNet121(spatial_dims=3, in_channels=in_chans, out_channels=num_classes)``; parameter names
+are timm's ``densenet121`` (``features.conv0``, ``features.denseblock1.denselayer1.norm1``,
+``features.transition1.conv``, ``features.norm5``, ``classifier``), so a timm checkpoint inflates
+key for key. Initialisation as both: Kaiming-normal convolutions (fan-in, ReLU gain), BatchNorm
+γ = 1 and β = 0, zero classifier bias.
+
+Choices the references leave open:
+
+* Input sizes: the stem is padded (``n → ⌈n / 4⌉``), but each transition's 2³ average pool is
+  not, and would silently drop the last slice of an odd extent (MONAI and torchvision do). Sizes
+  are therefore checked: ``⌈n / 4⌉`` must be a multiple of ``2^(number of transitions)`` (8 for
+  DenseNet-121, e.g. any multiple of 32), else a ``ValueError`` names the axis, the size and the
+  transition that would truncate it *(ours, DESIGN.md §2)*.
+* ``drop_path_rate`` *(ours)*: DenseNet has no residual sum, so stochastic depth drops a dense
+  layer's new features (per sample, rescaled by ``1/(1-p)``, as ``DropPath``), the rate growing
+  linearly from 0 at the first layer to ``drop_path_rate`` at the last. ``proj_drop_rate`` is the
+  paper's (and MONAI's ``dropout_prob``) element-wise dropout on those features.
+* ``global_pool=""`` keeps the map: ``forward_head`` then applies ``classifier`` at every voxel.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from timm.layers import DropPath
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from backbones3d._builder import build_model_with_cfg
+from backbones3d._registry import register_model
+from backbones3d.resnet3d import _check_positive_int, _check_rate, channel_linear, check_global_pool, global_pool_3d
+from spectral3d._checks import AXES, check_channels, check_finite, check_floating, check_ndim
+
+__all__ = ["DenseBlock3d", "DenseLayer3d", "DenseNet3d", "DenseTransition3d"]
+
+
+class DenseLayer3d(nn.Module):
+    """One dense layer: BN-ReLU-conv 1³ bottleneck, BN-ReLU-conv 3³, concatenated to its input.
+
+    Args:
+        in_chs: Input channels ``C``; the layer returns ``C + growth_rate`` channels.
+        growth_rate: New channels ``k``.
+        bn_size: Bottleneck width factor (``bn_size * k`` channels after the 1³ conv).
+        proj_drop_rate: Element-wise dropout on the new features.
+        drop_path: Probability of dropping the new features of a whole sample.
+
+    Example::
+
+        >>> DenseLayer3d(16, growth_rate=8, bn_size=4)(torch.randn(2, 16, 4, 4, 4)).shape
+        torch.Size([2, 24, 4, 4, 4])
+    """
+
+    def __init__(
+        self, in_chs: int, growth_rate: int, bn_size: int, proj_drop_rate: float = 0.0, drop_path: float = 0.0
+    ) -> None:
+        super().__init__()
+        mid_chs = bn_size * growth_rate
+        self.norm1 = nn.BatchNorm3d(in_chs)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv3d(in_chs, mid_chs, 1, bias=False)
+        self.norm2 = nn.BatchNorm3d(mid_chs)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv3d(mid_chs, growth_rate, 3, padding=1, bias=False)
+        self.proj_drop = nn.Dropout(proj_drop_rate) if proj_drop_rate > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        new = self.conv1(self.relu1(self.norm1(x)))
+        new = self.conv2(self.relu2(self.norm2(new)))
+        return torch.cat([x, self.drop_path(self.proj_drop(new))], dim=1)
+
+
+class DenseBlock3d(nn.Sequential):
+    """``num_layers`` dense layers ``denselayer1`` …; ``C`` input channels become ``C + num_layers·k``.
+
+    Example::
+
+        >>> DenseBlock3d(2, 16, growth_rate=8, bn_size=4)(torch.randn(2, 16, 4, 4, 4)).shape
+        torch.Size([2, 32, 4, 4, 4])
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        in_chs: int,
+        growth_rate: int,
+        bn_size: int,
+        proj_drop_rate: float = 0.0,
+        drop_path: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        drop_path = list(drop_path) if drop_path is not None else [0.0] * num_layers
+        for i in range(num_layers):
+            layer = DenseLayer3d(in_chs + i * growth_rate, growth_rate, bn_size, proj_drop_rate, drop_path[i])
+            self.add_module(f"denselayer{i + 1}", layer)
+
+
+class DenseTransition3d(nn.Sequential):
+    """BN-ReLU-conv 1³ then a 2³ average pool of stride 2 (halves channels and every extent).
+
+    Example::
+
+        >>> DenseTransition3d(16, 8)(torch.randn(2, 16, 4, 6, 8)).shape
+        torch.Size([2, 8, 2, 3, 4])
+    """
+
+    def __init__(self, in_chs: int, out_chs: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm3d(in_chs)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv = nn.Conv3d(in_chs, out_chs, 1, bias=False)
+        self.pool = nn.AvgPool3d(kernel_size=2, stride=2)
+
+
+class DenseNet3d(nn.Module):
+    """3D DenseNet-BC with the timm model contract and timm's parameter names.
+
+    Args:
+        block_config: Dense layers per block (DenseNet-121: ``(6, 12, 24, 16)``).
+        growth_rate: Channels each dense layer adds (``k``).
+        bn_size: Bottleneck factor of a dense layer.
+        num_init_features: Stem channels.
+        in_chans: Input channels (the MRI sequences, fused early).
+        num_classes: Classifier outputs; 0 replaces ``classifier`` by ``nn.Identity``.
+        global_pool: ``"avg"``, ``"max"`` or ``""`` (keep the map; the classifier is applied per voxel).
+        drop_rate: Dropout before the classifier.
+        proj_drop_rate: Dropout on every dense layer's new features (MONAI's ``dropout_prob``).
+        drop_path_rate: Stochastic depth of the last dense layer's features (linear from 0).
+
+    Example::
+
+        >>> model = DenseNet3d(block_config=(1, 1), growth_rate=8, num_init_features=16, in_chans=2, num_classes=3)
+        >>> x = torch.randn(2, 2, 8, 16, 24)
+        >>> model(x).shape
+        torch.Size([2, 3])
+        >>> model.forward_features(x).shape
+        torch.Size([2, 16, 1, 2, 3])
+    """
+
+    def __init__(
+        self,
+        block_config: Sequence[int] = (6, 12, 24, 16),
+        growth_rate: int = 32,
+        bn_size: int = 4,
+        num_init_features: int = 64,
+        in_chans: int = 3,
+        num_classes: int = 2,
+        global_pool: str = "avg",
+        drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        block_config = tuple(block_config)
+        if not block_config:
+            raise ValueError("block_config: expected at least one dense block, got ()")
+        for i, depth in enumerate(block_config):
+            _check_positive_int(depth, f"block_config[{i}]")
+        _check_positive_int(growth_rate, "growth_rate")
+        _check_positive_int(bn_size, "bn_size")
+        _check_positive_int(num_init_features, "num_init_features")
+        self.in_chans = _check_positive_int(in_chans, "in_chans")
+        self.num_classes = _check_positive_int(num_classes, "num_classes", minimum=0)
+        self.global_pool = check_global_pool(global_pool)
+        self.drop_rate = _check_rate(drop_rate, "drop_rate")
+        proj_drop_rate = _check_rate(proj_drop_rate, "proj_drop_rate")
+        drop_path_rate = _check_rate(drop_path_rate, "drop_path_rate")
+        self.num_transitions = len(block_config) - 1
+        self.grad_checkpointing = False
+
+        self.features = nn.Sequential()
+        self.features.add_module("conv0", nn.Conv3d(in_chans, num_init_features, 7, stride=2, padding=3, bias=False))
+        self.features.add_module("norm0", nn.BatchNorm3d(num_init_features))
+        self.features.add_module("relu0", nn.ReLU(inplace=True))
+        self.features.add_module("pool0", nn.MaxPool3d(kernel_size=3, stride=2, padding=1))
+
+        total_layers = sum(block_config)
+        dpr = [drop_path_rate * i / max(total_layers - 1, 1) for i in range(total_layers)]
+        chs = num_init_features
+        for i, num_layers in enumerate(block_config):
+            block_dpr, dpr = dpr[:num_layers], dpr[num_layers:]
+            block = DenseBlock3d(num_layers, chs, growth_rate, bn_size, proj_drop_rate, block_dpr)
+            self.features.add_module(f"denseblock{i + 1}", block)
+            chs += num_layers * growth_rate
+            if i < self.num_transitions:
+                self.features.add_module(f"transition{i + 1}", DenseTransition3d(chs, chs // 2))
+                chs //= 2
+        self.features.add_module(f"norm{len(block_config) + 1}", nn.BatchNorm3d(chs))
+        self.features.add_module(f"relu{len(block_config) + 1}", nn.ReLU(inplace=True))
+
+        self.num_features = chs
+        self.head_drop = nn.Dropout(self.drop_rate)
+        self.classifier = nn.Linear(chs, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm3d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    def extra_repr(self) -> str:
+        return f"global_pool={self.global_pool!r}, drop_rate={self.drop_rate}"
+
+    def check_input_size(self, size: Sequence[int]) -> None:
+        """Raise ``ValueError`` if a transition's unpadded 2³ pool would drop voxels of ``(D, H, W)``.
+
+        Example::
+
+            >>> model = DenseNet3d()
+            >>> model.check_input_size((64, 96, 96))
+            >>> try:
+            ...     model.check_input_size((64, 96, 80))
+            ... except ValueError as err:
+            ...     print(str(err).split(" (")[0])
+            input size (64, 96, 80): size 80 on axis W would be truncated by transition3
+        """
+        for axis, n in zip(AXES, size):
+            reached = -(-n // 4)  # the padded stride-2 conv and max pool map n → ⌈n / 2⌉ each
+            for t in range(1, self.num_transitions + 1):
+                if reached % 2:
+                    need = 2**self.num_transitions
+                    raise ValueError(
+                        f"input size {tuple(size)}: size {n} on axis {axis} would be truncated by transition{t} "
+                        f"(its unpadded 2x2x2 average pool receives {reached} voxels on axis {axis}); "
+                        f"{type(self).__name__} needs ceil(size / 4) to be a multiple of {need} on every axis, "
+                        f"e.g. a multiple of {4 * need}"
+                    )
+                reached //= 2
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each dense block and transition in the backward pass instead of storing activations."""
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        """The final classifier, ``classifier``."""
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace ``classifier`` by a fresh ``Linear(num_features, num_classes)`` (0: ``Identity``)."""
+        self.num_classes = _check_positive_int(num_classes, "num_classes", minimum=0)
+        if global_pool is not None:
+            self.global_pool = check_global_pool(global_pool)
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            nn.init.zeros_(self.classifier.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, in_chans, D, H, W)`` → the unpooled last map ``(N, num_features, d, h, w)`` (after norm5-ReLU)."""
+        check_ndim(x, 5)
+        check_channels(x, self.in_chans)
+        check_floating(x)
+        self.check_input_size(x.shape[2:])
+        check_finite(x)
+        use_ckpt = self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting()
+        for name, module in self.features.named_children():
+            if use_ckpt and name.startswith(("denseblock", "transition")):
+                x = checkpoint(module, x, use_reentrant=False)
+            else:
+                x = module(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, dropout and classify; ``pre_logits=True`` stops before ``classifier`` (``(N, num_features)``)."""
+        x = self.head_drop(global_pool_3d(x, self.global_pool))
+        return x if pre_logits else channel_linear(x, self.classifier)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, in_chans, D, H, W)`` → logits ``(N, num_classes)`` (``(N, num_classes, d, h, w)`` unpooled)."""
+        return self.forward_head(self.forward_features(x))
+
+
+def _cfg(**kwargs) -> dict:
+    return {
+        "input_size": (3, 64, 96, 96),
+        "num_classes": 2,
+        "first_conv": "features.conv0",
+        "classifier": "classifier",
+        **kwargs,
+    }
+
+
+default_cfgs = {
+    "densenet121_3d": _cfg(),
+    "test_densenet_3d": _cfg(input_size=(3, 32, 32, 32)),
+}
+
+
+def _create_densenet3d(variant: str, pretrained: bool = False, **kwargs) -> DenseNet3d:
+    return build_model_with_cfg(DenseNet3d, variant, pretrained, **kwargs)
+
+
+@register_model
+def densenet121_3d(pretrained: bool = False, **kwargs) -> DenseNet3d:
+    """3D DenseNet-121 (k = 32, blocks 6-12-24-16); MONAI's ``DenseNet121`` parameter count, timm's names."""
+    model_args = dict(block_config=(6, 12, 24, 16), growth_rate=32, bn_size=4, num_init_features=64)
+    return _create_densenet3d("densenet121_3d", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def test_densenet_3d(pretrained: bool = False, **kwargs) -> DenseNet3d:
+    """Tiny DenseNet (k = 8, blocks 2-2-2-2, 16 stem features) for the test-suite."""
+    model_args = dict(block_config=(2, 2, 2, 2), growth_rate=8, bn_size=2, num_init_features=16)
+    return _create_densenet3d("test_densenet_3d", pretrained, **dict(model_args, **kwargs))

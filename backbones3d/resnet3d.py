@@ -1,0 +1,364 @@
+"""3D ResNet-50 and ResNeXt-50 (32x4d): the paper's ResNet50 and ResNeXt baselines (DESIGN.md §9).
+
+A bottleneck residual network (He et al. 2016; ResNeXt: Xie et al. 2017) with every 2D operator
+replaced by its 3D counterpart. For an input ``x`` of shape ``(N, in_chans, D, H, W)``::
+
+    stem:    conv1 7³ (stride ``stem_stride``, pad 3) → bn1 → ReLU → maxpool 3³ (stride 2, pad 1)
+    stage i: layer_i = [Bottleneck3d] × layers[i], the first one strided (2 for i ≥ 2) with a
+             1³ conv + BN shortcut (``downsample``)
+    block:   y = ReLU(x' + bn3(conv3(ReLU(bn2(conv2(ReLU(bn1(conv1(x)))))))))
+             conv1 1³ (C → w), conv2 3³ (w → w, ``cardinality`` groups), conv3 1³ (w → 4·planes),
+             w = ⌊planes · base_width / 64⌋ · cardinality, x' = x or downsample(x)
+    head:    global pool → dropout(``drop_rate``) → fc
+
+``forward_features`` returns ``(N, 2048, d, h, w)`` with ``d = ⌈D / (16·s)⌉`` (``s = stem_stride``
+on that axis; likewise ``h``, ``w``): every convolution and pooling layer is padded, each stride-2
+layer maps ``n → ⌈n / 2⌉``, so any size ≥ 1 works on every axis and no voxel is dropped.
+
+Reference parity (checked by ``tests/test_baselines_cnn.py``):
+
+* **Parameter names** are timm's ``resnet50`` / ``resnext50_32x4d`` (``conv1``, ``bn1``,
+  ``layer1.0.conv1`` … ``layer4.2.bn3``, ``layer1.0.downsample.0/1``, ``fc``), so
+  ``backbones3d.inflate.inflate_2d`` maps a timm checkpoint onto this model key for key.
+* **Parameter counts** equal MONAI's ``monai.networks.nets.resnet50(spatial_dims=3,
+  n_input_channels=in_chans, num_classes=...)``: a 7³ stem conv without bias and — MONAI's
+  default ``bias_downsample=True`` — a bias on each 1³ shortcut conv (``downsample_bias=True``,
+  3,840 parameters; timm's 2D ResNets have none). The biases start at zero, so a model inflated
+  from timm computes exactly the inflated 2D function; pass ``downsample_bias=False`` for timm's
+  key set exactly.
+
+Choices the references leave open:
+
+* ``stem_stride`` defaults to **2** *(ours)*: the stride of He et al.'s ResNet-50, timm,
+  torchvision and MONAI's own ``ResNetFeatures`` (MedicalNet). MONAI's ``resnet50`` defaults to a
+  stride-1 stem (``conv1_t_stride=1``), which runs every stage at twice the resolution per axis:
+  8× the MACs and activation memory for the same parameters. ``stem_stride=1`` reproduces
+  MONAI's default; the parameter count does not depend on it.
+* Initialisation follows both references: Kaiming-normal (fan-out, ReLU gain) convolutions,
+  BatchNorm γ = 1 and β = 0, zero classifier and shortcut biases. The last BN of a block is not
+  zero-initialised (timm's ``zero_init_last``) *(ours, as MONAI)*: every weight then receives
+  gradient from the first step.
+* Stochastic depth (``drop_path_rate``) grows linearly from 0 at the first block to
+  ``drop_path_rate`` at the last, as timm does.
+* ``global_pool=""`` keeps the map: ``forward_head`` then applies ``fc`` at every voxel and
+  returns ``(N, num_classes, d, h, w)`` *(ours)*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from backbones3d._builder import build_model_with_cfg
+from backbones3d._registry import register_model
+from spectral3d._checks import check_channels, check_finite, check_floating, check_ndim, to_3tuple_int
+
+__all__ = ["Bottleneck3d", "ResNet3d", "channel_linear", "check_global_pool", "global_pool_3d"]
+
+_POOL_TYPES = ("avg", "max", "")
+
+
+def check_global_pool(global_pool: str) -> str:
+    """Return ``global_pool`` if it is ``"avg"``, ``"max"`` or ``""``; raise ``ValueError`` otherwise."""
+    if global_pool not in _POOL_TYPES:
+        raise ValueError(f"global_pool: expected one of 'avg', 'max' or '' (no pooling), got {global_pool!r}")
+    return global_pool
+
+
+def global_pool_3d(x: torch.Tensor, pool_type: str) -> torch.Tensor:
+    """Pool ``(N, C, D, H, W)`` over its three spatial axes to ``(N, C)``; ``pool_type=""`` returns ``x``.
+
+    Example::
+
+        >>> global_pool_3d(torch.randn(2, 8, 3, 4, 5), "max").shape
+        torch.Size([2, 8])
+    """
+    if pool_type == "avg":
+        return x.mean(dim=(2, 3, 4))
+    if pool_type == "max":
+        return x.amax(dim=(2, 3, 4))
+    return x
+
+
+def channel_linear(x: torch.Tensor, fc: nn.Module) -> torch.Tensor:
+    """Apply a classifier to pooled ``(N, C)`` features, or at every voxel of a ``(N, C, D, H, W)`` map.
+
+    Example::
+
+        >>> channel_linear(torch.randn(2, 8, 3, 4, 5), nn.Linear(8, 6)).shape
+        torch.Size([2, 6, 3, 4, 5])
+    """
+    if x.ndim == 2:
+        return fc(x)
+    return fc(x.movedim(1, -1)).movedim(-1, 1)
+
+
+def _check_rate(value: float, name: str) -> float:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name}: expected a probability in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _check_positive_int(value: int, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    return value
+
+
+class Bottleneck3d(nn.Module):
+    """Bottleneck residual block (1³ → 3³ grouped → 1³ convolutions) with an optional strided shortcut.
+
+    Args:
+        in_chs: Input channels ``C``.
+        planes: Bottleneck base width; the block outputs ``4 * planes`` channels.
+        stride: Stride of the 3³ convolution (and of the shortcut conv).
+        downsample: Shortcut branch (``Sequential(conv 1³, BN)``) when the shape changes, else ``None``.
+        cardinality: Groups of the 3³ convolution (ResNeXt); 1 for ResNet.
+        base_width: Width per group; the inner width is ``⌊planes · base_width / 64⌋ · cardinality``.
+        drop_path: Stochastic-depth probability of the residual branch.
+
+    Example::
+
+        >>> block = Bottleneck3d(64, 64, downsample=nn.Sequential(nn.Conv3d(64, 256, 1), nn.BatchNorm3d(256)))
+        >>> block(torch.randn(1, 64, 4, 6, 6)).shape
+        torch.Size([1, 256, 4, 6, 6])
+    """
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_chs: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        cardinality: int = 1,
+        base_width: int = 64,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        width = int(planes * base_width / 64) * cardinality
+        out_chs = planes * self.expansion
+        self.conv1 = nn.Conv3d(in_chs, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm3d(width)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv3d(width, width, 3, stride=stride, padding=1, groups=cardinality, bias=False)
+        self.bn2 = nn.BatchNorm3d(width)
+        self.act2 = nn.ReLU(inplace=True)
+        self.conv3 = nn.Conv3d(width, out_chs, 1, bias=False)
+        self.bn3 = nn.BatchNorm3d(out_chs)
+        self.act3 = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.act2(self.bn2(self.conv2(x)))
+        x = self.bn3(self.conv3(x))
+        return self.act3(self.drop_path(x) + shortcut)
+
+
+class ResNet3d(nn.Module):
+    """3D bottleneck ResNet / ResNeXt with the timm model contract and timm's parameter names.
+
+    Args:
+        layers: Blocks per stage, e.g. ``(3, 4, 6, 3)`` for ResNet-50.
+        in_chans: Input channels (the MRI sequences, fused early).
+        num_classes: Classifier outputs; 0 replaces ``fc`` by ``nn.Identity``.
+        cardinality: Groups of every 3³ convolution (32 for ResNeXt-50 32x4d).
+        base_width: Width per group (4 for ResNeXt-50 32x4d, 64 for ResNet).
+        stem_width: Channels of the stem and width of the first stage's ``planes``.
+        stem_stride: Stride of the 7³ stem convolution, an int or ``(D, H, W)``; 2 by default,
+            1 reproduces MONAI's default stem (8× the MACs). See the module docstring.
+        downsample_bias: Give each 1³ shortcut conv a bias (MONAI's default, zero-initialised).
+        global_pool: ``"avg"``, ``"max"`` or ``""`` (keep the map; ``fc`` is applied per voxel).
+        drop_rate: Dropout before ``fc``.
+        drop_path_rate: Stochastic depth of the last block (linear from 0 at the first).
+
+    Example::
+
+        >>> model = ResNet3d(layers=(1, 1, 1, 1), stem_width=8, in_chans=2, num_classes=3)
+        >>> x = torch.randn(2, 2, 16, 20, 40)
+        >>> model(x).shape
+        torch.Size([2, 3])
+        >>> model.forward_features(x).shape
+        torch.Size([2, 256, 1, 1, 2])
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[int] = (3, 4, 6, 3),
+        in_chans: int = 3,
+        num_classes: int = 2,
+        cardinality: int = 1,
+        base_width: int = 64,
+        stem_width: int = 64,
+        stem_stride: int | Sequence[int] = 2,
+        downsample_bias: bool = True,
+        global_pool: str = "avg",
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        layers = tuple(layers)
+        if len(layers) != 4:
+            raise ValueError(f"layers: expected 4 stage depths, got {len(layers)} ({layers!r})")
+        for i, depth in enumerate(layers):
+            _check_positive_int(depth, f"layers[{i}]")
+        self.in_chans = _check_positive_int(in_chans, "in_chans")
+        self.num_classes = _check_positive_int(num_classes, "num_classes", minimum=0)
+        _check_positive_int(cardinality, "cardinality")
+        _check_positive_int(base_width, "base_width")
+        _check_positive_int(stem_width, "stem_width")
+        if int(stem_width * base_width / 64) < 1:
+            raise ValueError(f"base_width: stem_width * base_width / 64 must be >= 1, got {stem_width}*{base_width}/64")
+        self.stem_stride = to_3tuple_int(stem_stride, "stem_stride")
+        self.global_pool = check_global_pool(global_pool)
+        self.drop_rate = _check_rate(drop_rate, "drop_rate")
+        drop_path_rate = _check_rate(drop_path_rate, "drop_path_rate")
+        self.grad_checkpointing = False
+
+        self.conv1 = nn.Conv3d(in_chans, stem_width, 7, stride=self.stem_stride, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm3d(stem_width)
+        self.act1 = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
+
+        total_blocks = sum(layers)
+        block_idx = 0
+        in_chs = stem_width
+        for stage, depth in enumerate(layers):
+            planes = stem_width * 2**stage
+            out_chs = planes * Bottleneck3d.expansion
+            stride = 1 if stage == 0 else 2
+            blocks = []
+            for i in range(depth):
+                block_stride = stride if i == 0 else 1
+                downsample = None
+                if block_stride != 1 or in_chs != out_chs:
+                    downsample = nn.Sequential(
+                        nn.Conv3d(in_chs, out_chs, 1, stride=block_stride, bias=downsample_bias),
+                        nn.BatchNorm3d(out_chs),
+                    )
+                dpr = drop_path_rate * block_idx / max(total_blocks - 1, 1)
+                blocks.append(
+                    Bottleneck3d(in_chs, planes, block_stride, downsample, cardinality, base_width, drop_path=dpr)
+                )
+                in_chs = out_chs
+                block_idx += 1
+            self.add_module(f"layer{stage + 1}", nn.Sequential(*blocks))
+
+        self.num_features = in_chs
+        self.head_drop = nn.Dropout(self.drop_rate)
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm3d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    @property
+    def stages(self) -> list[nn.Sequential]:
+        """The four residual stages ``layer1`` … ``layer4``."""
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def extra_repr(self) -> str:
+        return f"stem_stride={self.stem_stride}, global_pool={self.global_pool!r}, drop_rate={self.drop_rate}"
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each stage in the backward pass instead of storing its activations."""
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        """The final classifier, ``fc``."""
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace ``fc`` by a freshly initialised ``Linear(num_features, num_classes)`` (0: ``Identity``)."""
+        self.num_classes = _check_positive_int(num_classes, "num_classes", minimum=0)
+        if global_pool is not None:
+            self.global_pool = check_global_pool(global_pool)
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            nn.init.zeros_(self.fc.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, in_chans, D, H, W)`` → the unpooled last map ``(N, num_features, d, h, w)``."""
+        check_ndim(x, 5)
+        check_channels(x, self.in_chans)
+        check_floating(x)
+        check_finite(x)
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        for stage in self.stages:
+            if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+                x = checkpoint(stage, x, use_reentrant=False)
+            else:
+                x = stage(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, dropout and classify; ``pre_logits=True`` stops before ``fc`` (``(N, num_features)``)."""
+        x = self.head_drop(global_pool_3d(x, self.global_pool))
+        return x if pre_logits else channel_linear(x, self.fc)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, in_chans, D, H, W)`` → logits ``(N, num_classes)`` (``(N, num_classes, d, h, w)`` unpooled)."""
+        return self.forward_head(self.forward_features(x))
+
+
+def _cfg(**kwargs) -> dict:
+    return {
+        "input_size": (3, 64, 96, 96),
+        "num_classes": 2,
+        "first_conv": "conv1",
+        "classifier": "fc",
+        **kwargs,
+    }
+
+
+default_cfgs = {
+    "resnet50_3d": _cfg(),
+    "resnext50_32x4d_3d": _cfg(),
+    "test_resnet_3d": _cfg(input_size=(3, 32, 32, 32)),
+}
+
+
+def _create_resnet3d(variant: str, pretrained: bool = False, **kwargs) -> ResNet3d:
+    return build_model_with_cfg(ResNet3d, variant, pretrained, **kwargs)
+
+
+@register_model
+def resnet50_3d(pretrained: bool = False, **kwargs) -> ResNet3d:
+    """3D ResNet-50 (stages 3-4-6-3); timm's ``resnet50`` names, MONAI's ``resnet50`` parameter count."""
+    return _create_resnet3d("resnet50_3d", pretrained, **dict(dict(layers=(3, 4, 6, 3)), **kwargs))
+
+
+@register_model
+def resnext50_32x4d_3d(pretrained: bool = False, **kwargs) -> ResNet3d:
+    """3D ResNeXt-50 32x4d (32 groups of width 4 in the first stage); timm's ``resnext50_32x4d`` names."""
+    model_args = dict(layers=(3, 4, 6, 3), cardinality=32, base_width=4)
+    return _create_resnet3d("resnext50_32x4d_3d", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def test_resnet_3d(pretrained: bool = False, **kwargs) -> ResNet3d:
+    """Tiny ResNeXt (stages 1-1-1-1, stem width 8, 2 groups) for the test-suite."""
+    model_args = dict(layers=(1, 1, 1, 1), stem_width=8, cardinality=2, base_width=32)
+    return _create_resnet3d("test_resnet_3d", pretrained, **dict(model_args, **kwargs))

@@ -1,0 +1,426 @@
+"""A cohort on disk: ``cases.csv`` plus one folder of NIfTI files per case (DESIGN.md §11).
+
+Layout::
+
+    ROOT/
+      cases.csv          case_id,label,split[,patient_id][,fold][,clinical columns...]
+      case001/           t1.nii.gz  t2.nii.gz  t2fs.nii.gz  [roi.nii.gz]   (.nii also)
+      case002/ ...
+
+* ``label`` holds class *names*. The class order is the sorted set of labels unless
+  ``classes=`` fixes it (and then a label outside it is an error); it is stored with a model.
+* ``split`` is one of ``train``, ``val``, ``test``. ``fold`` (optional, integers) defines k-fold
+  cross-validation over the non-test cases: ``cohort.split("val", fold=k)`` is fold ``k``,
+  ``"train"`` the other folds, ``"test"`` stays the ``split == "test"`` cases.
+* ``patient_id`` (optional, default: the case id) groups cases of one patient; a patient whose
+  cases fall in two splits (or two folds) is an error — that would leak the patient.
+* Every other column is a clinical (tabular) feature, parsed as a float; an empty cell or
+  ``NA``/``NaN``/``null``/``?`` is missing (NaN). Categorical values must be numerically encoded.
+* Sequences are the file stems (``t1`` for ``t1.nii.gz``); ``sequences=None`` takes the sorted
+  union of the stems found (``roi`` excluded); pass ``sequences=`` to fix the channel order.
+
+Validation names the case and the path for: a missing sequence file, a case in ``cases.csv``
+without its folder and a folder (holding NIfTI files) absent from ``cases.csv``, a label outside
+the classes, an empty or unknown split, a non-numeric clinical value or fold, and a patient in
+two splits or folds. All problems are gathered and reported together in one :class:`DataError`;
+with ``skip_bad=True`` the bad cases are left out and listed in ``Cohort.skipped`` instead.
+Problems inside the images (corrupt files, NaN voxels, disagreeing grids) need the voxel data;
+:meth:`Cohort.verify` loads every case once to find them, with the same ``skip_bad`` choice.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spectral3d.data.errors import DataError, SkippedCase
+from spectral3d.data.nifti import LoadedCase, PreprocessConfig, load_case
+
+__all__ = ["CASES_CSV", "SPLITS", "CaseRecord", "Cohort"]
+
+CASES_CSV = "cases.csv"
+SPLITS = ("train", "val", "test")
+RESERVED_COLUMNS = ("case_id", "label", "split", "patient_id", "fold")
+MISSING_VALUES = frozenset({"", "na", "nan", "null", "none", "?"})
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+ROI_NAME = "roi"
+
+
+@dataclass(frozen=True, eq=False)
+class CaseRecord:
+    """One validated row of ``cases.csv`` with its files.
+
+    Attributes:
+        case_id: the folder name and the ``case_id`` cell.
+        label: the class name.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        patient_id: the patient (the case id when the column is absent or empty).
+        fold: the cross-validation fold, or ``None``.
+        clinical: values of ``Cohort.clinical_columns`` in that order (NaN = missing).
+        sequences: ``{sequence name: file}`` in ``Cohort.sequences`` order.
+        roi: the ROI file, or ``None``.
+    """
+
+    case_id: str
+    label: str
+    split: str
+    patient_id: str
+    fold: int | None
+    clinical: tuple[float, ...]
+    sequences: dict[str, Path] = field(repr=False)
+    roi: Path | None = field(default=None, repr=False)
+
+
+class Cohort:
+    """A validated cohort: the cases, the class order, the sequences and the clinical columns.
+
+    Build it with :meth:`from_folder`. Attributes: ``root``, ``cases`` (tuple of
+    :class:`CaseRecord`), ``classes``, ``sequences``, ``clinical_columns``, ``folds`` (sorted
+    fold numbers, empty without a ``fold`` column) and ``skipped`` (tuple of
+    :class:`SkippedCase`, empty unless ``skip_bad=True`` left cases out).
+
+    Example::
+
+        >>> from spectral3d.data import write_synthetic_cohort
+        >>> root = write_synthetic_cohort(tmp_path / "spine", task="spine", cases=12)  # doctest: +SKIP
+        >>> cohort = Cohort.from_folder(root)                                          # doctest: +SKIP
+        >>> cohort.sequences, len(cohort.classes)                                      # doctest: +SKIP
+        (('t1', 't2', 't2fs'), 6)
+        >>> train = cohort.split("train")                                              # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        cases: Sequence[CaseRecord],
+        classes: Sequence[str],
+        sequences: Sequence[str],
+        clinical_columns: Sequence[str] = (),
+        skipped: Sequence[SkippedCase] = (),
+    ) -> None:
+        self.root = Path(root)
+        self.cases = tuple(cases)
+        self.classes = tuple(classes)
+        self.sequences = tuple(sequences)
+        self.clinical_columns = tuple(clinical_columns)
+        self.skipped = tuple(skipped)
+        self._by_id = {c.case_id: c for c in self.cases}
+        self._class_index = {name: i for i, name in enumerate(self.classes)}
+        self.folds = tuple(sorted({c.fold for c in self.cases if c.fold is not None}))
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_folder(
+        cls,
+        root: str | os.PathLike,
+        sequences: Sequence[str] | None = None,
+        classes: Sequence[str] | None = None,
+        clinical_columns: Sequence[str] | None = None,
+        skip_bad: bool = False,
+    ) -> Cohort:
+        """Read and validate ``ROOT/cases.csv`` and the case folders (module docstring).
+
+        Args:
+            root: the cohort folder.
+            sequences: sequence names in channel order; ``None`` = sorted stems found on disk.
+            classes: class names in index order; ``None`` = sorted labels found.
+            clinical_columns: the tabular columns to use, in order; ``None`` = every
+                non-reserved column, in file order.
+            skip_bad: leave bad cases out and list them in ``skipped`` instead of raising.
+
+        Raises:
+            DataError: a table-level problem (no ``cases.csv``, a missing column, a duplicated
+                case id) always; case-level problems unless ``skip_bad``.
+        """
+        root = Path(root)
+        csv_path = root / CASES_CSV
+        if not root.is_dir():
+            raise DataError("cohort folder not found", paths=(root,))
+        if not csv_path.is_file():
+            raise DataError(f"no {CASES_CSV} in the cohort folder", paths=(csv_path,))
+        header, rows = _read_table(csv_path)
+        columns = _clinical_columns(header, clinical_columns, csv_path)
+        has_fold = "fold" in header
+
+        problems: dict[str, list[DataError]] = defaultdict(list)
+
+        def bad(case_id: str, message: str, *paths: str | os.PathLike) -> None:
+            problems[case_id].append(DataError(message, case_id, paths or (csv_path,)))
+
+        # folders on disk that hold NIfTI files: case folders
+        listed = {row["case_id"] for row in rows}
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            if folder.name not in listed and _nifti_stems(folder):
+                bad(folder.name, f"folder on disk but not in {CASES_CSV}", folder)
+
+        if sequences is None:
+            found = set()
+            for row in rows:
+                folder = root / row["case_id"]
+                if folder.is_dir():
+                    found.update(_nifti_stems(folder))
+            found.discard(ROI_NAME)
+            if not found:
+                raise DataError("no NIfTI sequence files in any case folder", paths=(root,))
+            sequences = sorted(found)
+        sequences = tuple(sequences)
+        if not sequences or len(set(sequences)) != len(sequences) or ROI_NAME in sequences:
+            raise ValueError(f"sequences: expected distinct names other than {ROI_NAME!r}, got {sequences!r}")
+        if classes is not None:
+            classes = tuple(classes)
+            if not classes or len(set(classes)) != len(classes):
+                raise ValueError(f"classes: expected distinct class names, got {classes!r}")
+
+        records = []
+        for row in rows:
+            cid = row["case_id"]
+            folder = root / cid
+            split = row["split"]
+            if split == "":
+                bad(cid, "empty split (expected one of train, val, test)")
+            elif split not in SPLITS:
+                bad(cid, f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+            label = row["label"]
+            if label == "":
+                bad(cid, "empty label")
+            elif classes is not None and label not in classes:
+                bad(cid, f"label {label!r} is not one of the classes {list(classes)}")
+            fold = None
+            if has_fold and row["fold"] != "":
+                try:
+                    fold = int(row["fold"])
+                except ValueError:
+                    bad(cid, f"fold {row['fold']!r} is not an integer")
+            clinical = []
+            for col in columns:
+                value = row[col]
+                if value.lower() in MISSING_VALUES:
+                    clinical.append(math.nan)
+                    continue
+                try:
+                    clinical.append(float(value))
+                except ValueError:
+                    bad(cid, f"clinical column {col!r}: {value!r} is not a number (encode categories numerically)")
+                    clinical.append(math.nan)
+            seq_files: dict[str, Path] = {}
+            roi = None
+            if not folder.is_dir():
+                bad(cid, f"in {CASES_CSV} but its folder is missing", folder)
+            else:
+                for name in sequences:
+                    found = [folder / f"{name}{s}" for s in NIFTI_SUFFIXES if (folder / f"{name}{s}").is_file()]
+                    if not found:
+                        bad(cid, f"missing sequence {name!r}", folder / f"{name}.nii.gz")
+                    elif len(found) > 1:
+                        bad(cid, f"sequence {name!r} is ambiguous (both .nii and .nii.gz)", *found)
+                    else:
+                        seq_files[name] = found[0]
+                rois = [folder / f"{ROI_NAME}{s}" for s in NIFTI_SUFFIXES if (folder / f"{ROI_NAME}{s}").is_file()]
+                if len(rois) > 1:
+                    bad(cid, "ROI is ambiguous (both .nii and .nii.gz)", *rois)
+                roi = rois[0] if rois else None
+            records.append(
+                CaseRecord(
+                    case_id=cid,
+                    label=label,
+                    split=split,
+                    patient_id=row.get("patient_id") or cid,
+                    fold=fold,
+                    clinical=tuple(clinical),
+                    sequences=seq_files,
+                    roi=roi,
+                )
+            )
+
+        if has_fold and any(r.fold is not None for r in records):
+            for r in records:
+                if r.fold is None and r.split in ("train", "val"):
+                    bad(r.case_id, f"{r.split} case without a fold while the fold column is used")
+        _check_patients(records, problems, csv_path)
+
+        all_problems = [e for errs in problems.values() for e in errs]
+        if all_problems and not skip_bad:
+            raise _combine(all_problems)
+        kept = [r for r in records if r.case_id not in problems]
+        if not kept:
+            raise DataError("no valid case left", paths=(csv_path,))
+        if classes is None:
+            classes = tuple(sorted({r.label for r in kept}))
+        skipped = [SkippedCase.from_error(e) for e in all_problems]
+        return cls(root, kept, classes, sequences, columns, skipped)
+
+    # ------------------------------------------------------------------ queries
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __repr__(self) -> str:
+        counts = {s: sum(c.split == s for c in self.cases) for s in SPLITS}
+        return (
+            f"Cohort(root={str(self.root)!r}, cases={len(self.cases)}, splits={counts}, classes={self.classes}, "
+            f"sequences={self.sequences}, clinical_columns={len(self.clinical_columns)}, folds={self.folds}, "
+            f"skipped={len(self.skipped)})"
+        )
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+    @property
+    def num_tabular(self) -> int:
+        """Number of clinical columns (the tabular feature count ``F``)."""
+        return len(self.clinical_columns)
+
+    def case(self, case_id: str) -> CaseRecord:
+        """The record of ``case_id`` (``KeyError`` naming it if absent or skipped)."""
+        try:
+            return self._by_id[case_id]
+        except KeyError:
+            raise KeyError(f"case_id: {case_id!r} is not a (valid) case of {self.root}") from None
+
+    def label_index(self, case: CaseRecord | str) -> int:
+        """The class index of a case (its position in ``classes``)."""
+        label = self.case(case).label if isinstance(case, str) else case.label
+        return self._class_index[label]
+
+    def split(self, name: str, fold: int | None = None) -> list[CaseRecord]:
+        """The cases of split ``name`` (``train``/``val``/``test``), or of fold ``fold``.
+
+        With ``fold=k``: ``"val"`` is the non-test cases with ``fold == k``, ``"train"`` the other
+        non-test cases, ``"test"`` the ``split == "test"`` cases.
+
+        Raises:
+            ValueError: unknown split name.
+            DataError: ``fold`` given but the cohort has no such fold, or the split is empty.
+        """
+        if name not in SPLITS:
+            raise ValueError(f"name: expected one of {SPLITS}, got {name!r}")
+        if fold is None or name == "test":
+            out = [c for c in self.cases if c.split == name]
+        else:
+            if fold not in self.folds:
+                raise DataError(f"fold {fold} not in the cohort's folds {list(self.folds)}", paths=(self.root,))
+            want_val = name == "val"
+            out = [c for c in self.cases if c.split != "test" and (c.fold == fold) == want_val]
+        if not out:
+            which = f"split {name!r}" + (f" of fold {fold}" if fold is not None and name != "test" else "")
+            raise DataError(f"{which} has no cases", paths=(self.root / CASES_CSV,))
+        return out
+
+    # ------------------------------------------------------------------ images
+    def load(self, case: CaseRecord | str, config: PreprocessConfig | None = None) -> LoadedCase:
+        """Load one case's sequences (and ROI) with :func:`~spectral3d.data.nifti.load_case`."""
+        rec = self.case(case) if isinstance(case, str) else case
+        return load_case(rec.sequences, roi=rec.roi, config=config, case_id=rec.case_id)
+
+    def verify(self, config: PreprocessConfig | None = None, skip_bad: bool = False) -> Cohort:
+        """Load every case once to find problems inside the images.
+
+        Args:
+            config: the preprocessing to check with (grid coverage depends on the crop).
+            skip_bad: leave failing cases out (listed in the result's ``skipped``) instead of
+                raising.
+
+        Returns:
+            this cohort when every case loads, else a new one without the failing cases.
+
+        Raises:
+            DataError: listing every failing case, unless ``skip_bad``.
+        """
+        errors = []
+        for rec in self.cases:
+            try:
+                self.load(rec, config)
+            except DataError as e:
+                errors.append(e)
+        if not errors:
+            return self
+        if not skip_bad:
+            raise _combine(errors)
+        failed = {e.case_id for e in errors}
+        kept = [c for c in self.cases if c.case_id not in failed]
+        if not kept:
+            raise _combine(errors)
+        skipped = self.skipped + tuple(SkippedCase.from_error(e) for e in errors)
+        return Cohort(self.root, kept, self.classes, self.sequences, self.clinical_columns, skipped)
+
+
+def _read_table(csv_path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and the stripped rows of ``cases.csv``; table-level checks."""
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise DataError(f"{CASES_CSV} is empty", paths=(csv_path,)) from None
+        body = [r for r in reader if any(cell.strip() for cell in r)]
+    missing = [c for c in ("case_id", "label", "split") if c not in header]
+    if missing:
+        raise DataError(f"missing column(s) {missing}; header is {header}", paths=(csv_path,))
+    if len(set(header)) != len(header):
+        raise DataError(f"duplicated column names in header {header}", paths=(csv_path,))
+    rows, seen = [], {}
+    for line, cells in enumerate(body, start=2):
+        if len(cells) != len(header):
+            raise DataError(f"line {line}: {len(cells)} cells for {len(header)} columns", paths=(csv_path,))
+        row = {h: c.strip() for h, c in zip(header, cells)}
+        cid = row["case_id"]
+        if not cid:
+            raise DataError(f"line {line}: empty case_id", paths=(csv_path,))
+        if cid in seen:
+            raise DataError(f"case_id {cid!r} on lines {seen[cid]} and {line}", cid, (csv_path,))
+        seen[cid] = line
+        rows.append(row)
+    if not rows:
+        raise DataError(f"{CASES_CSV} has no cases", paths=(csv_path,))
+    return header, rows
+
+
+def _clinical_columns(header: list[str], wanted: Sequence[str] | None, csv_path: Path) -> tuple[str, ...]:
+    available = [h for h in header if h not in RESERVED_COLUMNS]
+    if wanted is None:
+        return tuple(available)
+    missing = [c for c in wanted if c not in available]
+    if missing:
+        raise DataError(f"clinical column(s) {missing} not in the table (have {available})", paths=(csv_path,))
+    return tuple(wanted)
+
+
+def _nifti_stems(folder: Path) -> set[str]:
+    stems = set()
+    for p in folder.iterdir():
+        for suffix in NIFTI_SUFFIXES:
+            if p.name.endswith(suffix) and p.is_file():
+                stems.add(p.name[: -len(suffix)])
+                break
+    return stems
+
+
+def _check_patients(records: list[CaseRecord], problems: dict, csv_path: Path) -> None:
+    """A patient's cases must share one split and (for non-test cases) one fold."""
+    by_patient: dict[str, list[CaseRecord]] = defaultdict(list)
+    for r in records:
+        by_patient[r.patient_id].append(r)
+    for pid, recs in by_patient.items():
+        splits = {r.split for r in recs}
+        folds = {r.fold for r in recs if r.split != "test"}
+        if len(splits) > 1 or len(folds) > 1:
+            where = ", ".join(f"{r.case_id} ({r.split}, fold {r.fold})" for r in recs)
+            for r in recs:
+                problems[r.case_id].append(
+                    DataError(f"patient {pid!r} appears in more than one split or fold: {where}", r.case_id, (csv_path,))
+                )
+
+
+def _combine(errors: list[DataError]) -> DataError:
+    """One error for several: the first case named, every problem listed."""
+    if len(errors) == 1:
+        return errors[0]
+    lines = "\n".join(f"  - {e}" for e in errors)
+    paths = tuple(dict.fromkeys(p for e in errors for p in e.paths))
+    return DataError(f"{len(errors)} problems:\n{lines}", errors[0].case_id, paths)

@@ -1,0 +1,510 @@
+"""NIfTI loading onto the model grid, and the way back (DESIGN.md §11).
+
+One case is a set of sequences (``t1``, ``t2``, ``t2fs``, …), each a NIfTI file on its own grid,
+plus an optional ROI mask. :func:`load_case` puts them on one grid, the *model grid*:
+
+1. **Read** with nibabel (``get_fdata``: big-endian and integer files, ``scl_slope`` /
+   ``scl_inter`` are handled by nibabel). A 4-D file is rejected unless ``volume_index`` picks a
+   volume; trailing singleton axes (``(X, Y, Z, 1)``) count as 3-D. Non-finite voxels follow
+   ``nan_policy`` (an error by default).
+2. **Orientation.** The reference sequence (the first, or ``PreprocessConfig.reference``) is
+   brought to RAS canonical order exactly as ``nibabel.as_closest_canonical`` does (array axes
+   ``(i, j, k)`` closest to ``(R, A, S)``); the model axes are ``(D, H, W) = (k, j, i)``, so
+   ``D`` runs inferior→superior, ``H`` posterior→anterior and ``W`` left→right. An oblique
+   reference keeps its obliquity: the model grid is the canonical grid, re-spaced.
+3. **Spacing.** The canonical field of view is re-sampled at ``spacing`` mm (default 1 mm
+   isotropic *(ours)*; ``None`` keeps the reference's voxel size): ``n = round(N·z / s)`` voxels
+   per axis, centred on the centre of the reference field of view.
+4. **Crop.** A box of ``input_size`` voxels centred on the ROI centroid (``crop="roi"``, when a
+   ROI is given) or on the field-of-view centre. Where the box leaves the field of view, it is
+   padded with the volume minimum (after clipping, i.e. the lower percentile).
+5. **Resampling.** Every sequence is sampled *through world coordinates*
+   (``source_voxel = A_source⁻¹ · A_model · model_voxel``) with ``scipy.ndimage.map_coordinates``
+   (trilinear by default, ``order``), so sequences on different grids, orientations or spacings
+   align. Only the voxels of the crop are computed. The ROI uses nearest neighbour.
+6. **Intensity.** Per sequence: clip to the ``clip_percentiles`` (0.5, 99.5) of the *whole source
+   image*, then z-score with the mean and standard deviation of the clipped source image
+   *(ours: statistics from the source image, not the crop, so that they do not depend on where
+   the crop falls)*. A constant image gets standard deviation 1.
+7. **Coverage check.** Each sequence must cover at least ``min_coverage`` (default 0.9
+   *(ours)*) of the model-grid voxels that lie inside the reference field of view; otherwise the
+   grids "disagree beyond tolerance" and a :class:`DataError` names the case and both files,
+   with their world bounding boxes. This tolerates different fields of view (a sagittal T1 and an
+   axial T2 of one exam) as long as both see what the model sees.
+
+The way back: :class:`LoadedCase` keeps, for every sequence, the 4×4 matrix from model voxel
+``(d, h, w)`` to the *original* file's voxel ``(i, j, k)`` (not the canonical one), and the
+file's shape and affine. :meth:`LoadedCase.to_source_grid` resamples a model-grid map (e.g. a
+Grad-CAM map of shape ``(D, H, W)``) onto the source grid, so that
+``nib.Nifti1Image(case.to_source_grid(cam, "t1"), case.sources["t1"].affine)`` overlays the
+original T1 in any viewer (:meth:`LoadedCase.to_source_nifti` does exactly that).
+
+Shapes: ``LoadedCase.volume`` is ``(S, D, H, W)`` float32 (S = number of sequences, in the
+order asked), ``LoadedCase.roi`` is ``(D, H, W)`` bool or ``None``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import nibabel as nib
+import numpy as np
+from nibabel import orientations
+from scipy import ndimage
+
+from spectral3d._checks import to_3tuple_int
+from spectral3d.data.errors import DataError
+
+__all__ = [
+    "LoadedCase",
+    "PreprocessConfig",
+    "SourceGrid",
+    "canonical_grid",
+    "load_case",
+    "read_volume",
+]
+
+NanPolicy = Literal["error", "min", "zero"]
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Every parameter of :func:`load_case`; plain data, JSON-serialisable via :meth:`to_dict`.
+
+    Args:
+        input_size: the crop ``(D, H, W)`` in model voxels (an int means a cube); ``None`` keeps
+            the whole re-spaced field of view of the reference.
+        spacing: model voxel size in mm, an int/float or a ``(D, H, W)`` triple; ``None`` keeps
+            the reference's canonical voxel size.
+        reference: the sequence whose field of view and orientation define the grid; ``None``
+            means the first sequence.
+        crop: ``"roi"`` centres the crop on the ROI centroid when the case has a ROI (and on the
+            field-of-view centre otherwise); ``"centre"`` always uses the field-of-view centre.
+        clip_percentiles: ``(low, high)`` percentiles for clipping, or ``None`` for no clipping.
+        zscore: subtract the mean and divide by the standard deviation of each sequence.
+        order: spline order of the intensity resampling (0 nearest, 1 trilinear, 3 cubic).
+        volume_index: which volume of a 4-D file to use; ``None`` rejects 4-D files.
+        nan_policy: non-finite voxels: ``"error"`` raises, ``"min"`` replaces them by the
+            minimum finite value of the image, ``"zero"`` by 0.
+        min_coverage: the fraction of the model voxels inside the reference field of view that
+            every other sequence (and the ROI) must cover.
+
+    Example::
+
+        >>> cfg = PreprocessConfig(input_size=32, spacing=1.5)
+        >>> cfg.input_size, cfg.spacing
+        ((32, 32, 32), (1.5, 1.5, 1.5))
+        >>> PreprocessConfig.from_dict(cfg.to_dict()) == cfg
+        True
+    """
+
+    input_size: tuple[int, int, int] | None = None
+    spacing: tuple[float, float, float] | None = (1.0, 1.0, 1.0)
+    reference: str | None = None
+    crop: Literal["roi", "centre"] = "roi"
+    clip_percentiles: tuple[float, float] | None = (0.5, 99.5)
+    zscore: bool = True
+    order: int = 1
+    volume_index: int | None = None
+    nan_policy: NanPolicy = "error"
+    min_coverage: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.input_size is not None:
+            object.__setattr__(self, "input_size", to_3tuple_int(self.input_size, "input_size"))
+        if self.spacing is not None:
+            sp = self.spacing
+            sp = (sp, sp, sp) if isinstance(sp, (int, float)) and not isinstance(sp, bool) else tuple(sp)
+            if len(sp) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in sp):
+                raise ValueError(f"spacing: expected a positive number or a (D, H, W) triple in mm, got {self.spacing!r}")
+            object.__setattr__(self, "spacing", tuple(float(v) for v in sp))
+        if self.crop not in ("roi", "centre"):
+            raise ValueError(f"crop: expected 'roi' or 'centre', got {self.crop!r}")
+        if self.clip_percentiles is not None:
+            lo, hi = (float(v) for v in self.clip_percentiles)
+            if not 0.0 <= lo < hi <= 100.0:
+                raise ValueError(f"clip_percentiles: expected 0 <= low < high <= 100, got {self.clip_percentiles!r}")
+            object.__setattr__(self, "clip_percentiles", (lo, hi))
+        if not (isinstance(self.order, int) and 0 <= self.order <= 5):
+            raise ValueError(f"order: expected a spline order 0..5, got {self.order!r}")
+        if self.volume_index is not None and (not isinstance(self.volume_index, int) or self.volume_index < 0):
+            raise ValueError(f"volume_index: expected a non-negative int or None, got {self.volume_index!r}")
+        if self.nan_policy not in ("error", "min", "zero"):
+            raise ValueError(f"nan_policy: expected 'error', 'min' or 'zero', got {self.nan_policy!r}")
+        if not 0.0 <= float(self.min_coverage) <= 1.0:
+            raise ValueError(f"min_coverage: expected a fraction in [0, 1], got {self.min_coverage!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (tuples become lists); :meth:`from_dict` inverts it."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PreprocessConfig:
+        """The config stored by :meth:`to_dict` (unknown keys raise ``TypeError``)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+@dataclass(frozen=True)
+class SourceGrid:
+    """Where a model-grid map goes back to: one original image file.
+
+    Attributes:
+        path: the file.
+        shape: its spatial shape ``(I, J, K)`` as stored (not reoriented).
+        affine: its voxel→world (RAS mm) affine, as stored.
+        model_to_source: 4×4 matrix taking model voxel ``(d, h, w, 1)`` to this file's voxel
+            ``(i, j, k, 1)``.
+    """
+
+    path: str
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+    model_to_source: np.ndarray
+
+
+@dataclass
+class LoadedCase:
+    """One case on the model grid, with the transforms back to every source file.
+
+    Attributes:
+        case_id: the case.
+        sequences: the sequence names, in the order of ``volume``'s first axis.
+        volume: ``(S, D, H, W)`` float32, clipped and z-scored per sequence.
+        roi: ``(D, H, W)`` bool ROI on the model grid, or ``None``.
+        model_affine: 4×4 model voxel ``(d, h, w)`` → world (RAS mm).
+        sources: per sequence, its :class:`SourceGrid`.
+        roi_source: the ROI file's :class:`SourceGrid`, or ``None``.
+        config: the :class:`PreprocessConfig` it was loaded with.
+    """
+
+    case_id: str
+    sequences: tuple[str, ...]
+    volume: np.ndarray
+    roi: np.ndarray | None
+    model_affine: np.ndarray
+    sources: dict[str, SourceGrid]
+    roi_source: SourceGrid | None = None
+    config: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+    def world_to_model(self, points_xyz: np.ndarray) -> np.ndarray:
+        """Model-voxel coordinates ``(..., 3)`` as ``(d, h, w)`` of world points ``(..., 3)`` in mm."""
+        pts = np.asarray(points_xyz, dtype=np.float64)
+        return nib.affines.apply_affine(np.linalg.inv(self.model_affine), pts)
+
+    def to_source_grid(
+        self, map_dhw: np.ndarray, sequence: str, order: int = 1, fill: float = 0.0
+    ) -> np.ndarray:
+        """Resample a model-grid map onto the original grid of ``sequence``'s file.
+
+        Args:
+            map_dhw: ``(D, H, W)`` array on the model grid (a tensor is accepted via ``numpy()``).
+            sequence: a name in ``sequences`` (or ``"roi"`` for the ROI file's grid).
+            order: spline order (1 = trilinear; 0 for label maps).
+            fill: value for source voxels outside the model grid.
+
+        Returns:
+            float32 array of the source file's spatial shape, in its stored voxel order; save it
+            with the source affine: ``nib.Nifti1Image(out, case.sources[sequence].affine)``.
+
+        Example::
+
+            >>> cam = np.random.rand(*case.volume.shape[1:])          # doctest: +SKIP
+            >>> case.to_source_grid(cam, "t1").shape == case.sources["t1"].shape  # doctest: +SKIP
+            True
+        """
+        grid = self._grid(sequence)
+        arr = np.asarray(map_dhw.detach().cpu() if hasattr(map_dhw, "detach") else map_dhw, dtype=np.float64)
+        expected = self.volume.shape[1:]
+        if arr.shape != expected:
+            raise ValueError(f"map_dhw: expected a model-grid map of shape (D, H, W) = {expected}, got {arr.shape}")
+        coords = _grid_coordinates(np.linalg.inv(grid.model_to_source), grid.shape)
+        out = ndimage.map_coordinates(arr, coords, order=order, mode="constant", cval=fill, prefilter=order > 1)
+        return out.astype(np.float32)
+
+    def to_source_nifti(self, map_dhw: np.ndarray, sequence: str, order: int = 1) -> nib.Nifti1Image:
+        """:meth:`to_source_grid` wrapped as a NIfTI image with the source file's affine."""
+        return nib.Nifti1Image(self.to_source_grid(map_dhw, sequence, order), self._grid(sequence).affine)
+
+    def _grid(self, sequence: str) -> SourceGrid:
+        if sequence == "roi" and self.roi_source is not None:
+            return self.roi_source
+        if sequence not in self.sources:
+            raise KeyError(f"sequence: {sequence!r} is not one of {self.sequences} of case {self.case_id!r}")
+        return self.sources[sequence]
+
+
+def read_volume(
+    path: str | os.PathLike,
+    *,
+    case_id: str = "",
+    volume_index: int | None = None,
+    nan_policy: NanPolicy = "error",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read one 3-D NIfTI volume as float32 with its voxel→world affine, or raise :class:`DataError`.
+
+    Args:
+        path: a ``.nii`` / ``.nii.gz`` file (any image nibabel reads with an affine).
+        case_id: named in errors.
+        volume_index: volume of a 4-D file; ``None`` rejects files with more than one volume.
+        nan_policy: see :class:`PreprocessConfig`.
+
+    Returns:
+        ``(data, affine)``: float32 array in the file's voxel order (scaling applied) and the
+        float64 4×4 affine.
+
+    Example::
+
+        >>> from nibabel.testing import data_path
+        >>> data, affine = read_volume(os.path.join(data_path, "anatomical.nii"))
+        >>> data.shape, data.dtype
+        ((33, 41, 25), dtype('float32'))
+    """
+    where = {"case_id": case_id, "paths": (path,)}
+    try:
+        img = nib.load(os.fspath(path))
+    except FileNotFoundError as e:
+        raise DataError("file not found", **where) from e
+    except Exception as e:
+        raise DataError(f"not a readable NIfTI file ({type(e).__name__}: {e})", **where) from e
+    shape = tuple(int(s) for s in img.shape)
+    if len(shape) < 3:
+        raise DataError(f"expected a 3-D volume, got a {len(shape)}-D image of shape {shape}", **where)
+    extra = shape[3:]
+    try:
+        if all(s == 1 for s in extra):
+            data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape[:3])
+        elif volume_index is None:
+            raise DataError(
+                f"4-D image of shape {shape} ({extra[0]} volumes); pass volume_index (--volume-index) "
+                "to choose one",
+                **where,
+            )
+        elif len(shape) > 4 or volume_index >= shape[3]:
+            raise DataError(
+                f"volume_index {volume_index} out of range for an image of shape {shape} "
+                f"(volumes 0..{shape[3] - 1} on axis 3)",
+                **where,
+            )
+        else:
+            data = np.asarray(img.dataobj[..., volume_index], dtype=np.float32)
+    except DataError:
+        raise
+    except Exception as e:  # truncated or corrupt payload (EOFError, zlib.error, OSError, ...)
+        raise DataError(f"cannot read the voxel data, corrupt or truncated ({type(e).__name__}: {e})", **where) from e
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise DataError(f"invalid (singular or non-finite) affine:\n{affine}", **where)
+    bad = ~np.isfinite(data)
+    if bad.any():
+        if nan_policy == "error":
+            raise DataError(
+                f"{int(bad.sum())} NaN/Inf voxels (set nan_policy='min' or 'zero' to replace them)", **where
+            )
+        finite = data[~bad]
+        data = data.copy()
+        data[bad] = (finite.min() if finite.size else 0.0) if nan_policy == "min" else 0.0
+    return data, affine
+
+
+def canonical_grid(affine: np.ndarray, shape: Sequence[int]) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The RAS-canonical affine and shape of an image, as ``nibabel.as_closest_canonical`` gives.
+
+    Computed from the header only (no voxel data is touched).
+
+    Example::
+
+        >>> aff, shp = canonical_grid(np.diag([-2.0, 2.0, 2.0, 1.0]), (10, 20, 30))
+        >>> shp, aff[0, 0], aff[0, 3]
+        ((10, 20, 30), 2.0, -18.0)
+    """
+    ornt = orientations.io_orientation(affine)
+    shape3 = tuple(int(s) for s in shape[:3])
+    can_affine = affine @ orientations.inv_ornt_aff(ornt, shape3)
+    can_shape = tuple(shape3[int(ax)] for ax in np.argsort(ornt[:, 0]))
+    return can_affine, can_shape  # type: ignore[return-value]
+
+
+def load_case(
+    sequences: Mapping[str, str | os.PathLike],
+    roi: str | os.PathLike | None = None,
+    config: PreprocessConfig | None = None,
+    case_id: str = "",
+) -> LoadedCase:
+    """Load the sequences of one case onto the model grid (module docstring, steps 1–7).
+
+    Args:
+        sequences: ``{name: path}`` in channel order, e.g. ``{"t1": ".../t1.nii.gz", "t2": ...}``.
+        roi: optional ROI mask file (any grid; non-zero = inside).
+        config: the :class:`PreprocessConfig` (default: 1 mm, no crop, clip 0.5/99.5, z-score).
+        case_id: named in errors and stored in the result.
+
+    Returns:
+        a :class:`LoadedCase` with ``volume`` ``(S, D, H, W)`` float32.
+
+    Raises:
+        DataError: unreadable, corrupt, 4-D, NaN-holding files, an empty ROI, or sequences whose
+            grids do not cover the model grid — always naming the case and the file(s).
+
+    Example::
+
+        >>> from nibabel.testing import data_path
+        >>> case = load_case({"anat": os.path.join(data_path, "anatomical.nii")},
+        ...                  config=PreprocessConfig(input_size=(32, 48, 48), spacing=2.0))
+        >>> case.volume.shape, case.volume.dtype
+        ((1, 32, 48, 48), dtype('float32'))
+    """
+    cfg = config if config is not None else PreprocessConfig()
+    if not sequences:
+        raise ValueError("sequences: expected at least one {name: path} entry, got none")
+    names = tuple(sequences)
+    ref_name = cfg.reference if cfg.reference is not None else names[0]
+    if ref_name not in sequences:
+        raise ValueError(f"config.reference: {ref_name!r} is not one of the sequences {names}")
+
+    loaded = {
+        name: read_volume(p, case_id=case_id, volume_index=cfg.volume_index, nan_policy=cfg.nan_policy)
+        for name, p in sequences.items()
+    }
+    ref_data, ref_affine = loaded[ref_name]
+    can_affine, can_shape = canonical_grid(ref_affine, ref_data.shape)
+    zooms = np.linalg.norm(can_affine[:3, :3], axis=0)  # canonical (i, j, k) voxel sizes
+    # model axis (D, H, W) <- canonical axis (k, j, i)
+    can_axis_of = (2, 1, 0)
+    spacing = cfg.spacing if cfg.spacing is not None else tuple(float(zooms[a]) for a in can_axis_of)
+    full = tuple(max(1, round(can_shape[a] * zooms[a] / s)) for a, s in zip(can_axis_of, spacing))
+    size = cfg.input_size if cfg.input_size is not None else full
+
+    # model voxel (d, h, w) of the uncropped grid -> canonical voxel (i, j, k): centred on the FOV
+    full_to_can = np.zeros((4, 4))
+    full_to_can[3, 3] = 1.0
+    for m, a in enumerate(can_axis_of):
+        step = spacing[m] / zooms[a]
+        full_to_can[a, m] = step
+        full_to_can[a, 3] = (can_shape[a] - 1) / 2 - (full[m] - 1) / 2 * step
+    full_to_world = can_affine @ full_to_can
+
+    roi_data = roi_affine = None
+    if roi is not None:
+        roi_data, roi_affine = read_volume(roi, case_id=case_id, volume_index=cfg.volume_index, nan_policy="zero")
+        if not np.any(roi_data != 0):
+            raise DataError("the ROI mask is empty (no non-zero voxel)", case_id, (roi,))
+    if roi_data is not None and cfg.crop == "roi":
+        centroid_vox = np.argwhere(roi_data != 0).mean(axis=0)
+        centroid_world = nib.affines.apply_affine(roi_affine, centroid_vox)
+        centre = nib.affines.apply_affine(np.linalg.inv(full_to_world), centroid_world)
+    else:
+        centre = (np.asarray(full, dtype=np.float64) - 1) / 2
+    offset = np.array([round(c - (n - 1) / 2) for c, n in zip(centre, size)], dtype=np.float64)
+    crop_to_full = np.eye(4)
+    crop_to_full[:3, 3] = offset
+    model_affine = full_to_world @ crop_to_full
+
+    model_idx = _grid_coordinates(np.eye(4), size)  # (3, D, H, W) model voxel indices
+    ref_m2s = np.linalg.inv(ref_affine) @ model_affine
+    ref_inside = _inside(_apply(ref_m2s, model_idx), ref_data.shape)
+    n_ref = int(ref_inside.sum())
+    if n_ref == 0:
+        raise DataError(
+            "the crop centred on the ROI lies outside the reference field of view", case_id, (roi, sequences[ref_name])
+        )
+
+    channels, sources = [], {}
+    for name in names:
+        data, affine = loaded[name]
+        m2s = np.linalg.inv(affine) @ model_affine
+        coords = _apply(m2s, model_idx)
+        inside = _inside(coords, data.shape)
+        if name != ref_name:
+            coverage = float((inside & ref_inside).sum()) / n_ref
+            if coverage < cfg.min_coverage:
+                raise DataError(
+                    f"grids disagree: {name!r} covers {coverage:.0%} of the model grid inside the reference "
+                    f"{ref_name!r} field of view (min_coverage {cfg.min_coverage:.0%}); world bounding boxes (mm) "
+                    f"{ref_name}: {_bbox(ref_affine, ref_data.shape)}, {name}: {_bbox(affine, data.shape)}",
+                    case_id,
+                    (sequences[name], sequences[ref_name]),
+                )
+        lo, hi, mean, std = _intensity_stats(data, cfg)
+        values = ndimage.map_coordinates(data, coords, order=cfg.order, mode="nearest", prefilter=cfg.order > 1)
+        values = np.clip(values, lo, hi)
+        values[~inside] = lo
+        channels.append(((values - mean) / std).astype(np.float32))
+        sources[name] = SourceGrid(os.fspath(sequences[name]), tuple(data.shape), affine, m2s)
+
+    roi_model = roi_source = None
+    if roi_data is not None:
+        m2s = np.linalg.inv(roi_affine) @ model_affine
+        coords = _apply(m2s, model_idx)
+        inside = _inside(coords, roi_data.shape)
+        coverage = float((inside & ref_inside).sum()) / n_ref
+        if coverage < cfg.min_coverage:
+            raise DataError(
+                f"grids disagree: the ROI covers {coverage:.0%} of the model grid inside the reference "
+                f"{ref_name!r} field of view (min_coverage {cfg.min_coverage:.0%})",
+                case_id,
+                (roi, sequences[ref_name]),
+            )
+        mask = ndimage.map_coordinates((roi_data != 0).astype(np.float32), coords, order=0, mode="nearest")
+        roi_model = (mask > 0.5) & inside
+        roi_source = SourceGrid(os.fspath(roi), tuple(roi_data.shape), roi_affine, m2s)
+
+    return LoadedCase(
+        case_id=case_id,
+        sequences=names,
+        volume=np.stack(channels),
+        roi=roi_model,
+        model_affine=model_affine,
+        sources=sources,
+        roi_source=roi_source,
+        config=cfg,
+    )
+
+
+def _grid_coordinates(to_target: np.ndarray, target_shape: Sequence[int]) -> np.ndarray:
+    """``(3, *target_shape)`` coordinates, in the input grid, of every voxel of the target grid.
+
+    ``to_target`` maps a target voxel to an input voxel (4×4).
+    """
+    idx = np.indices(tuple(target_shape), dtype=np.float64)
+    return _apply(to_target, idx)
+
+
+def _apply(matrix: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Apply a 4×4 affine to ``(3, ...)`` coordinates."""
+    flat = coords.reshape(3, -1)
+    out = matrix[:3, :3] @ flat + matrix[:3, 3:4]
+    return out.reshape(coords.shape)
+
+
+def _inside(coords: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Which points of ``(3, ...)`` voxel coordinates fall inside a grid of ``shape`` (voxel extents)."""
+    ok = np.ones(coords.shape[1:], dtype=bool)
+    for ax, n in enumerate(shape[:3]):
+        ok &= (coords[ax] >= -0.5) & (coords[ax] <= n - 0.5)
+    return ok
+
+
+def _bbox(affine: np.ndarray, shape: Sequence[int]) -> str:
+    """World bounding box of a grid's field of view (voxel edges), as ``[x0..x1, y0..y1, z0..z1]``."""
+    corners = np.array(np.meshgrid(*[(-0.5, n - 0.5) for n in shape[:3]], indexing="ij")).reshape(3, -1).T
+    world = nib.affines.apply_affine(affine, corners)
+    lo, hi = world.min(axis=0), world.max(axis=0)
+    return "[" + ", ".join(f"{a:.1f}..{b:.1f}" for a, b in zip(lo, hi)) + "]"
+
+
+def _intensity_stats(data: np.ndarray, cfg: PreprocessConfig) -> tuple[float, float, float, float]:
+    """``(clip_low, clip_high, mean, std)`` of one source image under ``cfg``."""
+    if cfg.clip_percentiles is not None:
+        lo, hi = (float(v) for v in np.percentile(data, cfg.clip_percentiles))
+    else:
+        lo, hi = float(data.min()), float(data.max())
+    if not cfg.zscore:
+        return lo, hi, 0.0, 1.0
+    clipped = np.clip(data, lo, hi, dtype=np.float64)
+    mean, std = float(clipped.mean()), float(clipped.std())
+    return lo, hi, mean, (std if std > 0 else 1.0)
+

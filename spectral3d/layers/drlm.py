@@ -1,0 +1,246 @@
+"""DRLM — the Decoupled Representation Learning Module (paper Eq. 3–5, Fig. 4; DESIGN.md §7).
+
+Input: one feature vector per MRI sequence, ``S`` tensors ``f_i`` of shape ``(N, d)`` (a list) or
+one tensor ``(N, S, d)``, for any ``S >= 2``. Output: :class:`DRLMOutput` ``(representation,
+losses)`` with ``representation: (N, S * unique_dim + shared_dim)`` and ``losses`` a dict of
+scalars ``{"self": L_self, "cross": L_cross}``.
+
+    U_i    = Enc_u^i(f_i)                                  unique part of sequence i       (Eq. 3)
+    S_ij   = Enc_s(f_i, f_j)            for i < j          shared part of a pair           (Eq. 3)
+    SRF_i  = SDec_i(U_i, mean_{j != i} S_ij)               self-reconstruction             (Eq. 4)
+    CRF_i  = CDec_i(U_i, mean_{j<k; j,k != i} S_jk)        cross-reconstruction            (Eq. 4)
+    L_self = mean_i L1(SRF_i, f_i),   L_cross = mean_i L1(CRF_i, f_i)                      (Eq. 5)
+    representation = concat[U_1, ..., U_S, mean_{i<j} S_ij]
+
+Choices the paper leaves open, all *(ours)*:
+
+- One unique encoder per sequence (the paper writes a single ``Enc_u``);
+  ``share_unique_encoder=True`` gives the paper's literal form.
+- ``Enc_s`` is symmetric in its two arguments by construction: ``Enc_s(a, b) = fc2(GELU(fc1(a) +
+  fc1(b)))``, so ``S_ij = S_ji`` and one vector stands for the unordered pair.
+- The decoders see the shared vectors they are given as their mean (so one decoder width works
+  for any ``S``); each encoder/decoder is a two-layer MLP (Linear → GELU → Linear).
+- With ``S = 2`` no pair excludes sequence ``i``; the cross path then uses the other sequence's
+  "self-pair" ``Enc_s(f_j, f_j)``, i.e. sequence ``i`` is rebuilt from its unique part and what
+  the shared encoder extracts from the other sequence alone.
+- Targets are ``f_i.detach()`` by default (``detach_targets=True``): otherwise the upstream
+  encoders could lower the reconstruction loss by shrinking ``f_i``.
+- ``self_reconstruction`` / ``cross_reconstruction`` build only the decoders of the losses that
+  are switched on (the ablation rows of Table 3); ``losses`` then holds only those keys.
+
+DRLM has no classifier: the network puts its head on ``representation``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import combinations
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from timm.layers import Mlp, trunc_normal_
+from torch import nn
+
+__all__ = ["DRLM", "DRLMOutput", "SymmetricPairEncoder"]
+
+
+class DRLMOutput(NamedTuple):
+    """What :class:`DRLM` returns.
+
+    Attributes:
+        representation: ``(N, S * unique_dim + shared_dim)``, ``concat[U_1..U_S, mean_ij S_ij]``.
+        losses: scalar L1 reconstruction losses, keys ``"self"`` and/or ``"cross"`` (Eq. 5).
+    """
+
+    representation: torch.Tensor
+    losses: dict[str, torch.Tensor]
+
+
+class SymmetricPairEncoder(nn.Module):
+    """``Enc_s(a, b) = fc2(GELU(fc1(a) + fc1(b)))``: a two-layer MLP symmetric in its two inputs.
+
+    Args:
+        in_dim: width ``d`` of each input.
+        hidden_dim: width after ``fc1``.
+        out_dim: width of the shared vector.
+
+    Example::
+
+        >>> import torch
+        >>> enc = SymmetricPairEncoder(16, 32, 8)
+        >>> a, b = torch.randn(2, 16), torch.randn(2, 16)
+        >>> torch.allclose(enc(a, b), enc(b, a))
+        True
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, out_dim)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(a) + self.fc1(b)))
+
+
+class DRLM(nn.Module):
+    """Decoupled Representation Learning Module (paper Eq. 3–5).
+
+    Args:
+        num_sequences: S ≥ 2, the number of feature vectors per sample.
+        dim: width ``d`` of every input feature ``f_i``.
+        unique_dim: width of each unique vector ``U_i`` (default ``dim``).
+        shared_dim: width of each shared vector ``S_ij`` (default ``dim``).
+        hidden_dim: hidden width of every encoder/decoder MLP (default ``dim``).
+        share_unique_encoder: one ``Enc_u`` for all sequences (the paper's literal notation)
+            instead of one per sequence.
+        detach_targets: reconstruct ``f_i.detach()`` (default) rather than ``f_i``.
+        self_reconstruction: build the self decoders and return ``losses["self"]``.
+        cross_reconstruction: build the cross decoders and return ``losses["cross"]``.
+
+    Shapes: ``features`` is a list of S tensors ``(N, dim)`` or one tensor ``(N, S, dim)``;
+    ``representation`` is ``(N, out_dim)`` with ``out_dim = S * unique_dim + shared_dim``.
+
+    Example::
+
+        >>> import torch
+        >>> drlm = DRLM(num_sequences=3, dim=32)
+        >>> out = drlm(torch.randn(4, 3, 32))
+        >>> out.representation.shape, sorted(out.losses)
+        (torch.Size([4, 128]), ['cross', 'self'])
+    """
+
+    def __init__(
+        self,
+        num_sequences: int,
+        dim: int,
+        unique_dim: int | None = None,
+        shared_dim: int | None = None,
+        hidden_dim: int | None = None,
+        share_unique_encoder: bool = False,
+        detach_targets: bool = True,
+        self_reconstruction: bool = True,
+        cross_reconstruction: bool = True,
+    ) -> None:
+        super().__init__()
+        if isinstance(num_sequences, bool) or not isinstance(num_sequences, int) or num_sequences < 2:
+            raise ValueError(f"num_sequences: expected an int >= 2, got {num_sequences!r}")
+        for name, value in (("dim", dim), ("unique_dim", unique_dim), ("shared_dim", shared_dim),
+                            ("hidden_dim", hidden_dim)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        self.num_sequences = num_sequences
+        self.dim = dim
+        self.unique_dim = unique_dim or dim
+        self.shared_dim = shared_dim or dim
+        self.hidden_dim = hidden_dim or dim
+        self.share_unique_encoder = share_unique_encoder
+        self.detach_targets = detach_targets
+        self.out_dim = num_sequences * self.unique_dim + self.shared_dim
+        self.pairs: tuple[tuple[int, int], ...] = tuple(combinations(range(num_sequences), 2))
+
+        n_unique = 1 if share_unique_encoder else num_sequences
+        self.unique_encoders = nn.ModuleList(
+            Mlp(dim, self.hidden_dim, self.unique_dim, act_layer=nn.GELU) for _ in range(n_unique)
+        )
+        self.shared_encoder = SymmetricPairEncoder(dim, self.hidden_dim, self.shared_dim)
+        dec_in = self.unique_dim + self.shared_dim
+        self.self_decoders = (
+            nn.ModuleList(Mlp(dec_in, self.hidden_dim, dim, act_layer=nn.GELU) for _ in range(num_sequences))
+            if self_reconstruction
+            else None
+        )
+        self.cross_decoders = (
+            nn.ModuleList(Mlp(dec_in, self.hidden_dim, dim, act_layer=nn.GELU) for _ in range(num_sequences))
+            if cross_reconstruction
+            else None
+        )
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            trunc_normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+
+    def _as_list(self, features: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        s, d = self.num_sequences, self.dim
+        if isinstance(features, torch.Tensor):
+            if features.ndim != 3:
+                raise ValueError(
+                    f"features: expected a 3-D tensor (N, S={s}, d={d}) or a list of S (N, d) tensors, "
+                    f"got shape {tuple(features.shape)}"
+                )
+            if features.shape[1] != s or features.shape[2] != d:
+                raise ValueError(
+                    f"features: expected shape (N, S={s}, d={d}), got {tuple(features.shape)}"
+                )
+            return list(features.unbind(1))
+        if not isinstance(features, (list, tuple)):
+            raise TypeError(f"features: expected a tensor (N, S, d) or a list of tensors, got {type(features).__name__}")
+        if len(features) != s:
+            raise ValueError(f"features: expected S={s} tensors (one per sequence), got {len(features)}")
+        for i, f in enumerate(features):
+            if not isinstance(f, torch.Tensor):
+                raise TypeError(f"features[{i}]: expected a torch.Tensor (N, d={d}), got {type(f).__name__}")
+            if f.ndim != 2 or f.shape[1] != d:
+                raise ValueError(f"features[{i}]: expected shape (N, d={d}), got {tuple(f.shape)}")
+            if f.shape[0] != features[0].shape[0]:
+                raise ValueError(
+                    f"features[{i}]: batch size {f.shape[0]} differs from features[0]'s {features[0].shape[0]}"
+                )
+        return list(features)
+
+    def forward(self, features: torch.Tensor | Sequence[torch.Tensor]) -> DRLMOutput:
+        """Decouple, reconstruct and score; see the module docstring for the equations."""
+        f = self._as_list(features)
+        s = self.num_sequences
+        unique = [self.unique_encoders[0 if self.share_unique_encoder else i](f[i]) for i in range(s)]
+        shared = {(i, j): self.shared_encoder(f[i], f[j]) for i, j in self.pairs}
+        representation = torch.cat([*unique, torch.stack(list(shared.values()), 0).mean(0)], dim=-1)
+
+        targets = [t.detach() for t in f] if self.detach_targets else f
+        losses: dict[str, torch.Tensor] = {}
+        if self.self_decoders is not None:
+            srf = [self.self_decoders[i](self._decoder_input(unique[i], self._self_pairs(i, shared))) for i in range(s)]
+            losses["self"] = self._l1(srf, targets)
+        if self.cross_decoders is not None:
+            crf = [
+                self.cross_decoders[i](self._decoder_input(unique[i], self._cross_pairs(i, shared, f)))
+                for i in range(s)
+            ]
+            losses["cross"] = self._l1(crf, targets)
+        return DRLMOutput(representation, losses)
+
+    @staticmethod
+    def _decoder_input(unique: torch.Tensor, shared: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([unique, torch.stack(shared, 0).mean(0)], dim=-1)
+
+    @staticmethod
+    def _self_pairs(i: int, shared: dict[tuple[int, int], torch.Tensor]) -> list[torch.Tensor]:
+        return [v for pair, v in shared.items() if i in pair]
+
+    def _cross_pairs(
+        self, i: int, shared: dict[tuple[int, int], torch.Tensor], f: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        if self.num_sequences == 2:
+            j = 1 - i
+            return [self.shared_encoder(f[j], f[j])]
+        return [v for pair, v in shared.items() if i not in pair]
+
+    @staticmethod
+    def _l1(reconstructions: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
+        # In float32 at least (bf16 autocast), float64 stays float64.
+        per_sequence = []
+        for r, t in zip(reconstructions, targets):
+            dtype = torch.promote_types(torch.promote_types(r.dtype, t.dtype), torch.float32)
+            per_sequence.append(F.l1_loss(r.to(dtype), t.to(dtype)))
+        return torch.stack(per_sequence).mean()
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_sequences={self.num_sequences}, dim={self.dim}, unique_dim={self.unique_dim}, "
+            f"shared_dim={self.shared_dim}, out_dim={self.out_dim}, "
+            f"share_unique_encoder={self.share_unique_encoder}, detach_targets={self.detach_targets}"
+        )

@@ -1,0 +1,131 @@
+"""The multi-scale feature-fusion block of DeSamba's per-sequence encoder (paper Fig. 4; DESIGN.md §6).
+
+For one MRI sequence, the CNN branch (SAMNet) and the Mamba branch (MambaOut3d) each give four
+stage outputs ``(N, C_k, D_k, H_k, W_k)``. The paper says only that they are "fused by a
+multi-scale feature-fusion block" into ``f_i``; the design is ours *(ours)*:
+
+    z_k = proj_k(LN_k(pool(F_k)))              one d-vector per stage and branch (K = 4 or 8 tokens)
+    f   = fc2(GELU(fc1(LN(concat[z_1..z_K])))) K·d → d → d
+
+``pool`` is a global average (or max) over ``(D, H, W)``, so stages of any spatial size fuse;
+``LN_k`` puts every scale on one footing before its projection, and the final MLP mixes scales
+and branches (the "fusion"). With only one branch (the ablation rows with only CE or only ME of
+Table 3) the same block fuses that branch's four stages alone: pass ``in_dims_b=None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from timm.layers import trunc_normal_
+from torch import nn
+
+__all__ = ["MultiScaleFusion"]
+
+
+def _check_dims(dims: Sequence[int] | None, name: str) -> tuple[int, ...]:
+    if dims is None:
+        return ()
+    dims = tuple(dims)
+    if not dims or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in dims):
+        raise ValueError(f"{name}: expected a non-empty sequence of positive ints (channels per stage), got {dims!r}")
+    return dims
+
+
+class MultiScaleFusion(nn.Module):
+    """Pool, project and mix the stage outputs of one or two hierarchical encoders into one vector.
+
+    Args:
+        in_dims_a: channels of each stage output of the first branch, e.g. ``(96, 192, 384, 768)``.
+        in_dims_b: channels of each stage output of the second branch, or ``None`` (one branch).
+        out_dim: width ``d`` of the fused vector (512 at paper scale).
+        global_pool: ``"avg"`` or ``"max"`` over ``(D, H, W)``.
+        drop_rate: dropout before the last linear layer.
+
+    Shapes: ``forward(feats_a, feats_b=None)`` with lists of ``(N, C_k, D_k, H_k, W_k)`` tensors
+    → ``(N, out_dim)``.
+
+    Example::
+
+        >>> import torch
+        >>> fuse = MultiScaleFusion((8, 16), (4, 8), out_dim=32)
+        >>> a = [torch.randn(2, 8, 8, 8, 8), torch.randn(2, 16, 4, 4, 4)]
+        >>> b = [torch.randn(2, 4, 8, 8, 8), torch.randn(2, 8, 4, 4, 4)]
+        >>> fuse(a, b).shape
+        torch.Size([2, 32])
+    """
+
+    def __init__(
+        self,
+        in_dims_a: Sequence[int],
+        in_dims_b: Sequence[int] | None = None,
+        out_dim: int = 512,
+        global_pool: str = "avg",
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.in_dims_a = _check_dims(in_dims_a, "in_dims_a")
+        self.in_dims_b = _check_dims(in_dims_b, "in_dims_b")
+        if not self.in_dims_a:
+            raise ValueError("in_dims_a: expected the stage widths of at least one branch, got None")
+        if isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1:
+            raise ValueError(f"out_dim: expected a positive int, got {out_dim!r}")
+        self.out_dim = out_dim
+        self.global_pool = ""
+        self.set_global_pool(global_pool)
+        dims = self.in_dims_a + self.in_dims_b
+        self.norms = nn.ModuleList(nn.LayerNorm(c) for c in dims)
+        self.projs = nn.ModuleList(nn.Linear(c, out_dim) for c in dims)
+        self.norm = nn.LayerNorm(len(dims) * out_dim)
+        self.fc1 = nn.Linear(len(dims) * out_dim, out_dim)
+        self.act = nn.GELU()
+        self.drop = nn.Dropout(drop_rate)
+        self.fc2 = nn.Linear(out_dim, out_dim)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def set_global_pool(self, global_pool: str) -> None:
+        """Choose ``"avg"`` or ``"max"`` pooling over ``(D, H, W)``."""
+        if global_pool not in ("avg", "max"):
+            raise ValueError(f"global_pool: expected 'avg' or 'max', got {global_pool!r}")
+        self.global_pool = global_pool
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3, 4)) if self.global_pool == "avg" else x.amax(dim=(2, 3, 4))
+
+    @staticmethod
+    def _check(feats: Sequence[torch.Tensor] | None, dims: tuple[int, ...], name: str) -> list[torch.Tensor]:
+        if not dims:
+            if feats is not None:
+                raise ValueError(f"{name}: this fusion block has no second branch (in_dims_b=None), got features")
+            return []
+        if not isinstance(feats, (list, tuple)) or len(feats) != len(dims):
+            got = f"{len(feats)} tensors" if isinstance(feats, (list, tuple)) else type(feats).__name__
+            raise ValueError(f"{name}: expected a list of {len(dims)} stage outputs, got {got}")
+        for k, (f, c) in enumerate(zip(feats, dims)):
+            if not isinstance(f, torch.Tensor) or f.ndim != 5:
+                shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
+                raise ValueError(f"{name}[{k}]: expected a 5-D tensor (N, C={c}, D, H, W), got {shape}")
+            if f.shape[1] != c:
+                raise ValueError(f"{name}[{k}]: expected {c} channels on axis 1, got shape {tuple(f.shape)}")
+        return list(feats)
+
+    def forward(
+        self, feats_a: Sequence[torch.Tensor], feats_b: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        feats = self._check(feats_a, self.in_dims_a, "feats_a") + self._check(feats_b, self.in_dims_b, "feats_b")
+        batch = feats[0].shape[0]
+        for k, f in enumerate(feats):
+            if f.shape[0] != batch:
+                raise ValueError(f"stage output {k}: batch size {f.shape[0]} differs from the first one's {batch}")
+        tokens = [proj(norm(self._pool(f))) for f, norm, proj in zip(feats, self.norms, self.projs)]
+        return self.fc2(self.drop(self.act(self.fc1(self.norm(torch.cat(tokens, dim=-1))))))
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_dims_a={self.in_dims_a}, in_dims_b={self.in_dims_b or None}, out_dim={self.out_dim}, "
+            f"global_pool={self.global_pool!r}"
+        )

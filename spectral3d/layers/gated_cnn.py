@@ -1,0 +1,123 @@
+"""``GatedCNNBlock3d``: MambaOut's Gated CNN block over a volume (DESIGN.md §5; paper Fig. 1, MambaOut branch).
+
+The 2-D reference is timm's ``mambaout.GatedConvBlock``; this is the same block with a 3-D
+depthwise convolution. For an input ``x: (N, C, D, H, W)`` and ``hidden = int(expansion_ratio · C)``,
+``c = int(conv_ratio · C)`` (the channels that see the convolution)::
+
+    z         = fc1(LN(x))                                     (N, D, H, W, 2·hidden)   channels-last
+    g, i, c_  = split(z, [hidden, hidden − c, c])
+    c_        = DWConv3d_k(c_)                                  depthwise, zero padding k // 2
+    y         = x + DropPath(LayerScale(fc2(GELU(g) ⊙ concat(i, c_))))
+
+Shapes: ``(N, C, D, H, W) → (N, C, D, H, W)`` for every ``D, H, W ≥ 1``; the block works
+channels-last inside and is channels-first at its boundary (DESIGN.md §2). Its output is a
+channels-first view of channels-last memory, so a following block permutes for free.
+
+Parameter names equal timm's (``norm``, ``fc1``, ``conv``, ``fc2``, ``ls.gamma``), so a 2-D
+checkpoint maps onto it key for key (``backbones3d.inflate_2d``): with the 2-D kernel on the
+centre depth slice and zeros elsewhere, a depth-1 volume gives exactly the 2-D block's output.
+
+Choices *(ours)*: the kernel size may differ per axis (an int or a ``(D, H, W)`` triple) but must be
+odd on every axis, so that the zero padding keeps the size; LayerNorm eps is 1e-6 (timm's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import torch
+from timm.layers import DropPath, LayerScale
+from torch import nn
+
+from spectral3d._checks import AXES, check_channels, check_finite, check_floating, check_ndim, to_3tuple_int
+
+__all__ = ["GatedCNNBlock3d"]
+
+
+class GatedCNNBlock3d(nn.Module):
+    """MambaOut's Gated CNN block with a depthwise 3-D convolution.
+
+    Args:
+        dim: channels C of input and output.
+        expansion_ratio: hidden width ``int(expansion_ratio · C)`` of the gate and value paths.
+        kernel_size: depthwise kernel, an int or a ``(D, H, W)`` triple of odd sizes.
+        conv_ratio: fraction of C convolved (``int(conv_ratio · C)`` channels, at most hidden).
+        ls_init_value: start value of a per-channel LayerScale on the residual; ``None`` for none.
+        drop_path: stochastic-depth probability of the residual branch.
+        act_layer: activation class of the gate (default ``nn.GELU``).
+        norm_layer: channels-last norm class (default ``nn.LayerNorm`` with eps 1e-6).
+
+    Shapes: ``(N, C, D, H, W) → (N, C, D, H, W)``, any ``D, H, W ≥ 1``, any memory format.
+
+    Example::
+
+        >>> import torch
+        >>> from spectral3d.layers.gated_cnn import GatedCNNBlock3d
+        >>> block = GatedCNNBlock3d(16)
+        >>> block(torch.randn(2, 16, 5, 6, 7)).shape
+        torch.Size([2, 16, 5, 6, 7])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        expansion_ratio: float = 8 / 3,
+        kernel_size: int | Sequence[int] = 7,
+        conv_ratio: float = 1.0,
+        ls_init_value: float | None = None,
+        drop_path: float = 0.0,
+        act_layer: Callable[[], nn.Module] = nn.GELU,
+        norm_layer: Callable[[int], nn.Module] = partial(nn.LayerNorm, eps=1e-6),
+    ) -> None:
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"dim: expected a positive channel count, got {dim}")
+        hidden = int(expansion_ratio * dim)
+        conv_channels = int(conv_ratio * dim)
+        if not 1 <= conv_channels <= hidden:
+            raise ValueError(
+                f"conv_ratio: int(conv_ratio * dim) = {conv_channels} convolved channels must be in [1, hidden = "
+                f"int(expansion_ratio * dim) = {hidden}] (dim={dim}, conv_ratio={conv_ratio}, "
+                f"expansion_ratio={expansion_ratio})"
+            )
+        kernel = to_3tuple_int(kernel_size, "kernel_size")
+        for axis, k in zip(AXES, kernel):
+            if k % 2 == 0:
+                raise ValueError(f"kernel_size: expected an odd size on axis {axis} (size-preserving), got {k}")
+        if not 0.0 <= drop_path < 1.0:
+            raise ValueError(f"drop_path: expected a probability in [0, 1), got {drop_path}")
+        self.dim = dim
+        self.hidden = hidden
+        self.split_indices = (hidden, hidden - conv_channels, conv_channels)
+
+        self.norm = norm_layer(dim)
+        self.fc1 = nn.Linear(dim, 2 * hidden)
+        self.act = act_layer()
+        self.conv = nn.Conv3d(
+            conv_channels,
+            conv_channels,
+            kernel_size=kernel,
+            padding=tuple(k // 2 for k in kernel),
+            groups=conv_channels,
+        )
+        self.fc2 = nn.Linear(hidden, dim)
+        self.ls = LayerScale(dim, init_values=ls_init_value) if ls_init_value is not None else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, D, H, W) → (N, C, D, H, W)``."""
+        check_ndim(x, 5)
+        check_channels(x, self.dim)
+        check_floating(x)
+        check_finite(x)
+        shortcut = x
+        x = self.fc1(self.norm(x.permute(0, 2, 3, 4, 1)))
+        g, i, c = torch.split(x, self.split_indices, dim=-1)
+        c = self.conv(c.permute(0, 4, 1, 2, 3)).permute(0, 2, 3, 4, 1)
+        x = self.fc2(self.act(g) * torch.cat((i, c), dim=-1))
+        x = self.drop_path(self.ls(x))
+        return shortcut + x.permute(0, 4, 1, 2, 3)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, hidden={self.hidden}, conv_channels={self.split_indices[2]}"

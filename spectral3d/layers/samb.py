@@ -1,0 +1,209 @@
+"""SAMB, the Spectral Adaptive Modulation Block (paper §3.2, Eq. 2; DESIGN.md §3).
+
+Input ``x: (N, C, D, H, W)`` real, output of the same shape and dtype; ``t = promote_types(x.dtype,
+float32)`` (the FFT never runs in half precision), ``Wf = W // 2 + 1``:
+
+1. ``X = rfftn(x.to(t), norm="ortho")`` over ``(D, H, W)`` -> ``(N, C, D, H, Wf)``.
+2. ``[R, I, phi] = spectral_features(X)`` with ``R = Re X``, ``I = Im X``, ``phi = |X|``.
+3. Frequency enhancement *(layout ours)*: ``f_e = fc2(GELU(fc1([R, I, phi]) + E[band]))``, 3C -> C -> C,
+   ``enh_kernel_size`` (default 1, larger kernels zero-pad the spectrum); ``E`` is a learned
+   ``(B, C)`` embedding of each bin's radial frequency band, so the enhancement knows where it is.
+4. Modulator: ``f_m = 2 sigmoid(Mod(LayerNorm(x)))`` *(the 2·sigmoid range, so f_m - 1 ∈ (-1, 1),
+   is ours)*, per ``fm_mode``:
+
+   - ``"band"`` *(default, ours)*: global average pool -> 1x1x1 conv C -> C/r -> GELU -> 1x1x1 conv
+     C/r -> C·B: one gain per channel and radial band, ``f_m: (N, C, B)``. A per-channel gain alone
+     scales every frequency alike (a scaling of ``x`` in image space); per-band gains make the block
+     frequency-selective, chosen from the whole input.
+   - ``"channel"``: the same without bands, ``f_m: (N, C, 1, 1, 1)`` (the paper's simplest reading).
+   - ``"spectral"``: a full map ``(N, C, D, H, Wf)`` from 1x1x1 convs C -> C/r -> C on
+     ``log1p|rfftn(LayerNorm(x))|`` (one more FFT).
+
+5. Eq. 2 with per-channel ``alpha``, ``beta`` *(per-channel learnable is ours)*:
+   ``R' = R (1 + alpha (f_m - 1)) + beta f_e phi``, ``I' = I (1 + alpha (f_m - 1))``.
+6. ``y = irfftn(R' + i I', s=(D, H, W), norm="ortho").to(x.dtype)``.
+
+Radial bands: bin ``(d, h, w)`` belongs to ``band = min(B - 1, floor(B rho / rho_max))`` with
+``rho = sqrt((k_d/D)^2 + (k_h/H)^2 + (k_w/W)^2)`` over signed frequency indices and ``rho_max =
+sqrt(3)/2`` (:func:`band_index`). The index depends on the input size only; it is computed per size
+and cached (eager) or traced as a few constant ops (``torch.compile``), never stored in the
+``state_dict``.
+
+Initialisation: ``alpha = 1``, ``beta = 0``, the modulator's last conv zero (so ``f_m = 1``): SAMB
+starts as the identity (``irfftn o rfftn = id``). A network-wide weight init that overwrites
+convolutions must call :meth:`SAMB.reset_parameters` afterwards to keep this.
+
+Steps 2 and 5 are the custom ops of :mod:`spectral3d.ops` (Triton on CUDA). Any size >= 1 on every
+axis works (odd or even), in any memory format; float64 stays float64 (module in float64); under
+bf16 autocast the convolutions run in bf16 and the FFTs and Eq. 2 in float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from timm.layers import trunc_normal_
+from torch import nn
+
+from spectral3d._checks import check_channels, check_ndim, to_3tuple_int
+from spectral3d.layers.norm import LayerNorm3d
+from spectral3d.ops import spectral_features, spectral_modulation
+
+__all__ = ["SAMB", "band_index"]
+
+FM_MODES = ("band", "channel", "spectral")
+_FFT_DIMS = (-3, -2, -1)
+
+
+def band_index(
+    size: int | tuple[int, int, int], num_bands: int = 8, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Radial frequency band of every bin of the half spectrum of a ``(D, H, W)`` volume.
+
+    ``band = min(B - 1, floor(B * rho / rho_max))``, ``rho = sqrt((k_d/D)^2 + (k_h/H)^2 + (k_w/W)^2)``
+    with signed frequency indices (``torch.fft.fftfreq``; ``rfftfreq`` on W) and ``rho_max =
+    sqrt(3)/2``, evaluated in float64 so that the bands do not depend on the device.
+
+    Args:
+        size: spatial size ``(D, H, W)`` of the real volume (an int means a cube).
+        num_bands: number of bands B (>= 1).
+        device: where to build the index.
+
+    Returns:
+        int64 tensor ``(D, H, W // 2 + 1)`` with values in ``[0, B)``.
+
+    Example::
+
+        >>> from spectral3d.layers.samb import band_index
+        >>> idx = band_index((4, 6, 8), num_bands=4)
+        >>> idx.shape, int(idx[0, 0, 0]), int(idx.max())
+        (torch.Size([4, 6, 5]), 0, 3)
+    """
+    D, H, W = to_3tuple_int(size, "size")
+    if isinstance(num_bands, bool) or not isinstance(num_bands, int) or num_bands < 1:
+        raise ValueError(f"num_bands: expected an int >= 1, got {num_bands!r}")
+    kw = {"dtype": torch.float64, "device": device}
+    fd = torch.fft.fftfreq(D, **kw).view(D, 1, 1)
+    fh = torch.fft.fftfreq(H, **kw).view(1, H, 1)
+    fw = torch.fft.rfftfreq(W, **kw).view(1, 1, W // 2 + 1)
+    rho = torch.sqrt(fd * fd + fh * fh + fw * fw)
+    return torch.floor(rho * (num_bands / (math.sqrt(3.0) / 2))).clamp_(max=num_bands - 1).long()
+
+
+class SAMB(nn.Module):
+    """Spectral Adaptive Modulation Block: learned, input-dependent filtering in the Fourier domain.
+
+    Args:
+        dim: channels C of the input (and output).
+        fm_mode: form of the modulation gain ``f_m``: ``"band"`` (per channel and radial band,
+            default), ``"channel"`` (per channel) or ``"spectral"`` (per bin).
+        num_bands: radial frequency bands B (band embedding of the enhancement; ``f_m``'s bands in
+            ``"band"`` mode).
+        enh_kernel_size: odd kernel size of the two enhancement convolutions on the spectrum.
+        mod_reduction: hidden width of the modulator is ``max(1, dim // mod_reduction)``.
+
+    Shapes: ``(N, C, D, H, W) -> (N, C, D, H, W)``, same dtype, any ``D, H, W >= 1``.
+
+    Example::
+
+        >>> import torch
+        >>> from spectral3d.layers.samb import SAMB
+        >>> samb = SAMB(16)  # identity at init
+        >>> x = torch.randn(2, 16, 9, 10, 11)
+        >>> y = samb(x)
+        >>> y.shape, bool(torch.allclose(y, x, atol=1e-5))
+        (torch.Size([2, 16, 9, 10, 11]), True)
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        fm_mode: str = "band",
+        num_bands: int = 8,
+        enh_kernel_size: int = 1,
+        mod_reduction: int = 4,
+    ) -> None:
+        super().__init__()
+        for name, value in (("dim", dim), ("num_bands", num_bands), ("mod_reduction", mod_reduction)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        if fm_mode not in FM_MODES:
+            raise ValueError(f"fm_mode: expected one of {FM_MODES}, got {fm_mode!r}")
+        if isinstance(enh_kernel_size, bool) or not isinstance(enh_kernel_size, int) or enh_kernel_size % 2 != 1:
+            raise ValueError(f"enh_kernel_size: expected an odd int >= 1 (same-size output), got {enh_kernel_size!r}")
+        self.dim = dim
+        self.fm_mode = fm_mode
+        self.num_bands = num_bands
+        self.enh_kernel_size = enh_kernel_size
+        hidden = max(1, dim // mod_reduction)
+        self.mod_hidden = hidden
+        pad = enh_kernel_size // 2
+
+        self.alpha = nn.Parameter(torch.empty(dim))
+        self.beta = nn.Parameter(torch.empty(dim))
+        # frequency enhancement: [R, I, phi] (3C) -> C (+ band embedding) -> GELU -> C
+        self.enh_fc1 = nn.Conv3d(3 * dim, dim, enh_kernel_size, padding=pad)
+        self.band_embed = nn.Parameter(torch.empty(num_bands, dim))
+        self.enh_act = nn.GELU()
+        self.enh_fc2 = nn.Conv3d(dim, dim, enh_kernel_size, padding=pad)
+        # modulator
+        self.norm = LayerNorm3d(dim)
+        self.mod_fc1 = nn.Conv3d(dim, hidden, 1)
+        self.mod_act = nn.GELU()
+        self.mod_fc2 = nn.Conv3d(hidden, dim * num_bands if fm_mode == "band" else dim, 1)
+        self._band_index_cache: dict[tuple[int, int, int, torch.device], torch.Tensor] = {}
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The identity-at-init parameters: ``alpha = 1``, ``beta = 0``, last modulator conv zero,
+        band embedding ~ N(0, 0.02) truncated; the other convolutions keep PyTorch's default init."""
+        nn.init.ones_(self.alpha)
+        nn.init.zeros_(self.beta)
+        trunc_normal_(self.band_embed, std=0.02)
+        nn.init.zeros_(self.mod_fc2.weight)
+        nn.init.zeros_(self.mod_fc2.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, fm_mode={self.fm_mode!r}, num_bands={self.num_bands}, "
+            f"enh_kernel_size={self.enh_kernel_size}, mod_hidden={self.mod_hidden}"
+        )
+
+    def _band_index(self, size: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return band_index(size, self.num_bands, device)
+        key = (*size, device)
+        idx = self._band_index_cache.get(key)
+        if idx is None:
+            idx = self._band_index_cache[key] = band_index(size, self.num_bands, device)
+        return idx
+
+    def _modulation_gain(self, xt: torch.Tensor, t: torch.dtype) -> torch.Tensor:
+        z = self.norm(xt)
+        if self.fm_mode == "spectral":
+            z = torch.log1p(torch.fft.rfftn(z.to(t), dim=_FFT_DIMS, norm="ortho").abs())
+        else:
+            z = z.mean(dim=_FFT_DIMS, keepdim=True)
+        z = self.mod_fc2(self.mod_act(self.mod_fc1(z)))
+        if self.fm_mode == "band":
+            z = z.reshape(z.shape[0], self.dim, self.num_bands)
+        return 2 * torch.sigmoid(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply SAMB to ``x: (N, C, D, H, W)``; returns the same shape and dtype."""
+        check_ndim(x, 5)
+        check_channels(x, self.dim)
+        size = (x.shape[-3], x.shape[-2], x.shape[-1])
+        t = torch.promote_types(x.dtype, torch.float32)
+        xt = x.to(t)
+        X = torch.fft.rfftn(xt, dim=_FFT_DIMS, norm="ortho")
+        bands = self._band_index(size, x.device)
+
+        h = self.enh_fc1(spectral_features(X))
+        h = h + self.band_embed[bands].permute(3, 0, 1, 2).to(h.dtype)
+        f_e = self.enh_fc2(self.enh_act(h))
+
+        f_m = self._modulation_gain(xt, t)
+        Xm = spectral_modulation(X, f_m, f_e, self.alpha, self.beta, bands if self.fm_mode == "band" else None)
+        return torch.fft.irfftn(Xm, s=size, dim=_FFT_DIMS, norm="ortho").to(x.dtype)

@@ -1,0 +1,209 @@
+"""SAMBlock, the two-branch block of SAMNet (paper Fig. 2b, Eq. 1; DESIGN.md §4), and its ConvNeXtV2 body.
+
+Input and output ``x: (N, C, D, H, W)``:
+
+    F1    = Body_7(x)                                       spatial branch (ConvNeXtV2 block body)
+    F2    = Body_7(DWConv_3(SAMB(x)))                       frequency branch
+    theta = sigmoid(Conv_1x1x1(concat[F1, F2]))             2C -> C, per voxel and channel
+    F_out = theta * (w1 * F1 + w2 * F2)                     Eq. 1
+    y     = 0.5 * x + 0.5 * DropPath(F_out)
+
+``Body_k`` is the ConvNeXtV2 block without its residual: depthwise Conv3d k×k×k → LayerNorm →
+Linear C→4C → GELU → GRN3d → Linear 4C→C (channels-last between the convolution and the end,
+parameter names as timm's ``ConvNeXtBlock`` with ``use_grn=True``: ``conv_dw``, ``norm``,
+``mlp.fc1``, ``mlp.grn``, ``mlp.fc2``; ConvNeXtV2 has no layer scale).
+
+Choices the paper leaves open:
+
+- The frequency branch is SAMB → depthwise Conv3d k=3 (the paper's "3×3 convolution"; depthwise
+  *(ours)*) → the spatial branch's architecture, its own k=7 depthwise conv included ("the
+  subsequent architecture of this branch mirrors the spatial branch").
+- The gate is a 1×1×1 convolution over the concatenated branches *(ours)*.
+- The paper's branch weights α, β are the learnable scalars ``branch_weights = (w1, w2)``,
+  initialised to 0.5 each *(ours)*; the name keeps them apart from SAMB's α, β.
+- Weight init as timm's ConvNeXt (truncated normal, std 0.02, zero biases) for the convolutions
+  and linear layers of this block; SAMB keeps its own identity init.
+
+:class:`ConvNeXtV2Block3d` (``x + DropPath(Body_7(x))``) is the block SAMNet uses when the
+frequency pathway is off (DeSamba's ablation rows without FP: a 3D ConvNeXtV2).
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.layers import DropPath, trunc_normal_
+from torch import nn
+
+from spectral3d._checks import check_channels, check_ndim
+from spectral3d.layers.norm import GRN3d
+from spectral3d.layers.samb import SAMB
+
+__all__ = ["ConvNeXtV2Body3d", "ConvNeXtV2Block3d", "GRNMlp3d", "SAMBlock"]
+
+
+def _init_conv_linear(module: nn.Module) -> None:
+    if isinstance(module, (nn.Conv3d, nn.Linear)):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def _check_positive_int(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+
+
+class GRNMlp3d(nn.Module):
+    """Channels-last MLP with Global Response Normalisation: ``fc1 → GELU → GRN3d → fc2``.
+
+    The 3D counterpart of timm's ``GlobalResponseNormMlp`` (same parameter names).
+
+    Args:
+        dim: input/output width C.
+        hidden_dim: hidden width (ConvNeXtV2: 4C).
+
+    Shapes: ``(N, D, H, W, C) -> (N, D, H, W, C)``.
+
+    Example::
+
+        >>> import torch
+        >>> GRNMlp3d(8, 32)(torch.randn(2, 3, 4, 5, 8)).shape
+        torch.Size([2, 3, 4, 5, 8])
+    """
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.grn = GRN3d(hidden_dim, channels_last=True)
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.grn(self.act(self.fc1(x))))
+
+
+class ConvNeXtV2Body3d(nn.Module):
+    """The residual-free body of a ConvNeXtV2 block: DWConv k → LayerNorm → Linear → GELU → GRN → Linear.
+
+    Args:
+        dim: channels C.
+        kernel_size: depthwise kernel (default 7; padded, so any size ≥ 1 works).
+        mlp_ratio: hidden width of the MLP is ``int(mlp_ratio * dim)``.
+
+    Shapes: ``(N, C, D, H, W) -> (N, C, D, H, W)`` (channels-last inside).
+
+    Example::
+
+        >>> import torch
+        >>> ConvNeXtV2Body3d(8)(torch.randn(2, 8, 5, 6, 7)).shape
+        torch.Size([2, 8, 5, 6, 7])
+    """
+
+    def __init__(self, dim: int, kernel_size: int = 7, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        _check_positive_int(dim, "dim")
+        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size: expected an odd positive int (same-size output), got {kernel_size!r}")
+        if mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio: expected a positive number, got {mlp_ratio!r}")
+        self.dim = dim
+        self.conv_dw = nn.Conv3d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = GRNMlp3d(dim, int(mlp_ratio * dim))
+        self.apply(_init_conv_linear)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_ndim(x, 5)
+        check_channels(x, self.dim)
+        x = self.conv_dw(x).permute(0, 2, 3, 4, 1)
+        return self.mlp(self.norm(x)).permute(0, 4, 1, 2, 3)
+
+
+class ConvNeXtV2Block3d(ConvNeXtV2Body3d):
+    """A 3D ConvNeXtV2 block: ``x + DropPath(Body(x))`` (timm ``ConvNeXtBlock`` with GRN, no layer scale).
+
+    Args:
+        dim: channels C.
+        drop_path: stochastic-depth probability of the residual branch.
+        kernel_size: depthwise kernel (default 7).
+        mlp_ratio: MLP expansion (default 4).
+
+    Example::
+
+        >>> import torch
+        >>> ConvNeXtV2Block3d(8, drop_path=0.1)(torch.randn(2, 8, 5, 6, 7)).shape
+        torch.Size([2, 8, 5, 6, 7])
+    """
+
+    def __init__(self, dim: int, drop_path: float = 0.0, kernel_size: int = 7, mlp_ratio: float = 4.0) -> None:
+        super().__init__(dim, kernel_size=kernel_size, mlp_ratio=mlp_ratio)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop_path(super().forward(x))
+
+
+class SAMBlock(nn.Module):
+    """SAMNet's block: a ConvNeXtV2 spatial branch and a SAMB frequency branch, gated (paper Eq. 1).
+
+    Args:
+        dim: channels C.
+        drop_path: stochastic-depth probability of ``F_out``.
+        kernel_size: depthwise kernel of both bodies (paper: 7).
+        freq_kernel_size: depthwise kernel after SAMB (paper: 3).
+        mlp_ratio: MLP expansion of both bodies (ConvNeXtV2: 4).
+        fm_mode: SAMB's modulation form (``"band"``, ``"channel"``, ``"spectral"``).
+        num_bands: SAMB's radial frequency bands.
+        enh_kernel_size: SAMB's enhancement kernel.
+
+    Submodules: ``spatial`` (F1), ``samb``, ``conv_freq`` and ``frequency`` (F2), ``gate``;
+    parameter ``branch_weights`` ``(2,)``.
+
+    Shapes: ``(N, C, D, H, W) -> (N, C, D, H, W)``, any size ≥ 1, same dtype.
+
+    Example::
+
+        >>> import torch
+        >>> block = SAMBlock(16, drop_path=0.1)
+        >>> block(torch.randn(2, 16, 7, 8, 9)).shape
+        torch.Size([2, 16, 7, 8, 9])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        drop_path: float = 0.0,
+        kernel_size: int = 7,
+        freq_kernel_size: int = 3,
+        mlp_ratio: float = 4.0,
+        fm_mode: str = "band",
+        num_bands: int = 8,
+        enh_kernel_size: int = 1,
+    ) -> None:
+        super().__init__()
+        _check_positive_int(dim, "dim")
+        if isinstance(freq_kernel_size, bool) or not isinstance(freq_kernel_size, int) or freq_kernel_size % 2 != 1:
+            raise ValueError(f"freq_kernel_size: expected an odd positive int, got {freq_kernel_size!r}")
+        self.dim = dim
+        self.spatial = ConvNeXtV2Body3d(dim, kernel_size=kernel_size, mlp_ratio=mlp_ratio)
+        self.samb = SAMB(dim, fm_mode=fm_mode, num_bands=num_bands, enh_kernel_size=enh_kernel_size)
+        self.conv_freq = nn.Conv3d(dim, dim, freq_kernel_size, padding=freq_kernel_size // 2, groups=dim)
+        self.frequency = ConvNeXtV2Body3d(dim, kernel_size=kernel_size, mlp_ratio=mlp_ratio)
+        self.gate = nn.Conv3d(2 * dim, dim, 1)
+        self.branch_weights = nn.Parameter(torch.full((2,), 0.5))
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        _init_conv_linear(self.conv_freq)
+        _init_conv_linear(self.gate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_ndim(x, 5)
+        check_channels(x, self.dim)
+        f1 = self.spatial(x)
+        f2 = self.frequency(self.conv_freq(self.samb(x)))
+        theta = torch.sigmoid(self.gate(torch.cat([f1, f2], dim=1)))
+        w = self.branch_weights.to(f1.dtype)
+        f_out = theta * (w[0] * f1 + w[1] * f2)
+        return 0.5 * x + 0.5 * self.drop_path(f_out)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"

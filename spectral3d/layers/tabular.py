@@ -1,0 +1,90 @@
+"""The tabular (clinical feature) encoder of DeSamba (paper Fig. 1; DESIGN.md §6).
+
+Maps clinical features ``x: (N, F)`` to ``t: (N, dim)``. The paper gives no structure; ours *(ours)*:
+
+    m = isnan(x)                       missing-value mask, (N, F)
+    z = concat[where(m, 0, x), m]      (N, 2F): the value (0 where missing) and whether it is missing
+    t = fc2(GELU(norm(fc1(z))))        Linear 2F → hidden, LayerNorm, GELU, Linear hidden → dim
+
+Feeding the mask makes missingness itself informative (a lab value that was not taken says
+something) and keeps a missing value distinct from a measured 0. ``tabular=None`` at the network
+level means "every value missing": :meth:`TabularEncoder.missing` builds that input, and
+``forward(None, batch_size=N)`` uses it. Inputs are expected on comparable scales (z-scored
+continuous columns, 0/1 indicators); the data pipeline standardises them, this layer does not.
+The values are cast to the encoder's parameter dtype (tables often arrive as float64).
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.layers import trunc_normal_
+from torch import nn
+
+from spectral3d._checks import check_floating
+
+__all__ = ["TabularEncoder"]
+
+
+class TabularEncoder(nn.Module):
+    """Encode ``(N, F)`` clinical features with NaN marking missing values into ``(N, dim)``.
+
+    Args:
+        num_features: F, the number of clinical columns.
+        dim: output width ``d_t``.
+        hidden_dim: width of the hidden layer (default ``max(dim, 4 * num_features)``).
+        drop_rate: dropout after the activation.
+
+    Example::
+
+        >>> import torch
+        >>> enc = TabularEncoder(num_features=8, dim=32)
+        >>> x = torch.randn(4, 8)
+        >>> x[0, 3] = float("nan")   # a missing value
+        >>> enc(x).shape, enc(None, batch_size=4).shape
+        (torch.Size([4, 32]), torch.Size([4, 32]))
+    """
+
+    def __init__(self, num_features: int, dim: int, hidden_dim: int | None = None, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        for name, value in (("num_features", num_features), ("dim", dim), ("hidden_dim", hidden_dim)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        self.num_features = num_features
+        self.dim = dim
+        self.hidden_dim = hidden_dim or max(dim, 4 * num_features)
+        self.fc1 = nn.Linear(2 * num_features, self.hidden_dim)
+        self.norm = nn.LayerNorm(self.hidden_dim)
+        self.act = nn.GELU()
+        self.drop = nn.Dropout(drop_rate)
+        self.fc2 = nn.Linear(self.hidden_dim, dim)
+        for fc in (self.fc1, self.fc2):
+            trunc_normal_(fc.weight, std=0.02)
+            nn.init.zeros_(fc.bias)
+
+    def missing(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """An all-missing input ``(batch_size, F)`` of NaN (what ``tabular=None`` means)."""
+        return torch.full(
+            (batch_size, self.num_features), float("nan"), device=device, dtype=dtype or self.fc1.weight.dtype
+        )
+
+    def forward(self, x: torch.Tensor | None, batch_size: int | None = None) -> torch.Tensor:
+        """Encode ``x: (N, F)``; ``x=None`` needs ``batch_size`` and means every value is missing."""
+        if x is None:
+            if batch_size is None:
+                raise ValueError("x: None (all values missing) needs batch_size")
+            x = self.missing(batch_size, device=self.fc1.weight.device)
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"tabular: expected a torch.Tensor (N, F={self.num_features}), got {type(x).__name__}")
+        if x.ndim != 2 or x.shape[1] != self.num_features:
+            raise ValueError(f"tabular: expected shape (N, F={self.num_features}), got {tuple(x.shape)}")
+        check_floating(x, "tabular")
+        missing = torch.isnan(x)
+        z = torch.cat([torch.where(missing, torch.zeros_like(x), x), missing.to(x.dtype)], dim=-1)
+        # Clinical tables often arrive as float64 (pandas): values go in at the encoder's own dtype.
+        z = z.to(self.fc1.weight.dtype)
+        return self.fc2(self.drop(self.act(self.norm(self.fc1(z)))))
+
+    def extra_repr(self) -> str:
+        return f"num_features={self.num_features}, dim={self.dim}, hidden_dim={self.hidden_dim}"

@@ -1,0 +1,334 @@
+"""Selective scan (Mamba's S6 recurrence) in pure PyTorch, chunked, with a sequential oracle.
+
+The operation of Gu & Dao, "Mamba" (2023), Algorithm 2, with the signature and semantics of
+``mamba_ssm.ops.selective_scan_interface.selective_scan_fn``. For batch ``b``, channel ``d``,
+state ``n`` and token ``t``::
+
+    Δ[b,d,t]   = softplus(delta[b,d,t] + delta_bias[d])   (bias / softplus optional)
+    h[b,d,n,t] = exp(Δ[b,d,t]·A[d,n]) · h[b,d,n,t-1] + Δ[b,d,t] · B[b,n,t] · u[b,d,t],   h[...,-1] = 0
+    y[b,d,t]   = Σ_n C[b,n,t] · h[b,d,n,t] + D[d] · u[b,d,t]
+    out        = y · silu(z)                               (gate optional)
+
+Shapes: ``u``, ``delta``, ``z``: ``(B, D, L)``; ``A``: ``(D, N)`` real; ``B``, ``C``: ``(B, N, L)``
+(input-dependent) or ``(B, G, N, L)`` with ``G`` groups of ``D / G`` channels; ``D``,
+``delta_bias``: ``(D,)``. Output ``(B, D, L)`` in ``u``'s dtype; the arithmetic runs in
+``promote_types(u.dtype, float32)`` (float64 stays float64).
+
+:func:`selective_scan` dispatches to ``mamba_ssm``'s fused CUDA kernel when that package imports
+and the tensors are CUDA float32/float16/bfloat16; otherwise it runs :func:`selective_scan_chunked`.
+:func:`selective_scan_reference` is a plain loop over tokens, the oracle of the tests.
+
+The chunked algorithm *(ours)*: the sequence is cut into chunks of ``chunk_size`` tokens and the
+state ``h`` (``(B, D, N)``) is carried from one chunk to the next, so there are ``ceil(L /
+chunk_size)`` Python iterations, not ``L``. Inside a chunk the recurrence ``h_t = a_t h_{t-1} +
+x_t`` is an associative scan over pairs ``(log a, x)``, evaluated in ``ceil(log2(chunk_size))``
+Hillis–Steele doubling steps on the whole chunk at once: step ``k`` combines every token with
+the partial result ``2^k`` tokens earlier, ``x_t ← x_t + exp(S_t) · x_{t-2^k}`` and ``S_t ← S_t +
+S_{t-2^k}``, where ``S`` is a sum of log-decays ``Δ·A`` over a window. With Mamba's
+parametrisation (``A = -exp(A_log) < 0``, ``Δ = softplus(·) ≥ 0``) every exponent is ``≤ 0``:
+the scan never evaluates ``exp`` of a positive number, and nothing is divided by a small decay
+(the closed form ``exp(S_t) · cumsum(exp(-S_s) x_s)`` would, and overflows float32 once a chunk
+decays by more than ``e^88``). The chunk's states then get the carried state, ``h_t += exp(S_t)
+h_0``, and are contracted with ``C``. Work is ``O(B·D·N·L·log2(chunk_size))``, memory
+``O(B·D·N·chunk_size)`` per chunk; when gradients are needed each chunk runs under
+``torch.utils.checkpoint`` (its states are recomputed in the backward pass), so activation memory
+stays ``O(B·D·L + B·D·N·L/chunk_size)`` however long the sequence is.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+__all__ = [
+    "mamba_ssm_available",
+    "selective_scan",
+    "selective_scan_chunked",
+    "selective_scan_reference",
+]
+
+Backend = Literal["auto", "torch", "mamba_ssm"]
+_MAMBA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@functools.cache
+def _mamba_selective_scan_fn() -> Callable[..., torch.Tensor] | None:
+    """``mamba_ssm``'s fused ``selective_scan_fn``, or ``None`` when it does not import."""
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except (ImportError, OSError):  # not installed, or its CUDA extension fails to load
+        return None
+    return selective_scan_fn
+
+
+def mamba_ssm_available() -> bool:
+    """True when ``mamba_ssm``'s fused selective-scan kernel imports in this environment."""
+    return _mamba_selective_scan_fn() is not None
+
+
+def _check_inputs(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    delta_bias: torch.Tensor | None,
+) -> None:
+    """Validate shapes and dtypes (no host synchronisation)."""
+    for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name}: expected a real floating-point tensor, got dtype {t.dtype}")
+    if u.ndim != 3:
+        raise ValueError(f"u: expected a 3-D tensor (B, D, L), got shape {tuple(u.shape)}")
+    batch, dim, length = u.shape
+    if length < 1:
+        raise ValueError(f"u: expected at least one token (L >= 1), got shape {tuple(u.shape)}")
+    if delta.shape != u.shape:
+        raise ValueError(f"delta: expected shape {tuple(u.shape)} (same as u), got {tuple(delta.shape)}")
+    if A.ndim != 2 or A.shape[0] != dim:
+        raise ValueError(f"A: expected shape (D, N) = ({dim}, N), got {tuple(A.shape)}")
+    state = A.shape[1]
+    for name, t in (("B", B), ("C", C)):
+        if t.ndim == 3:
+            expected: tuple[int, ...] = (batch, state, length)
+        elif t.ndim == 4:
+            expected = (batch, t.shape[1], state, length)
+            if t.shape[1] < 1 or dim % t.shape[1] != 0:
+                raise ValueError(f"{name}: the number of groups {t.shape[1]} (axis 1) must divide D = {dim}")
+        else:
+            raise ValueError(f"{name}: expected shape (B, N, L) or (B, G, N, L), got {tuple(t.shape)}")
+        if tuple(t.shape) != expected:
+            raise ValueError(f"{name}: expected shape {expected} (B, [G,] N, L), got {tuple(t.shape)}")
+    if B.ndim == 4 and C.ndim == 4 and B.shape[1] != C.shape[1]:
+        raise ValueError(f"B and C: expected the same number of groups, got {B.shape[1]} and {C.shape[1]}")
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None and (not isinstance(t, torch.Tensor) or tuple(t.shape) != (dim,)):
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name}: expected shape ({dim},) (one value per channel D), got {shape}")
+    if z is not None and (not isinstance(z, torch.Tensor) or z.shape != u.shape):
+        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ValueError(f"z: expected shape {tuple(u.shape)} (same as u), got {shape}")
+
+
+def _as_groups(t: torch.Tensor) -> torch.Tensor:
+    """``(B, N, L)`` → ``(B, 1, N, L)``; ``(B, G, N, L)`` unchanged."""
+    return t.unsqueeze(1) if t.ndim == 3 else t
+
+
+def _prepare_delta(
+    delta: torch.Tensor, delta_bias: torch.Tensor | None, delta_softplus: bool, dtype: torch.dtype
+) -> torch.Tensor:
+    delta = delta.to(dtype)
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(dtype)[:, None]
+    return F.softplus(delta) if delta_softplus else delta
+
+
+def _finish(
+    y: torch.Tensor, u: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None, dtype_in: torch.dtype
+) -> torch.Tensor:
+    if D is not None:
+        y = y + u * D.to(y.dtype)[:, None]
+    if z is not None:
+        y = y * F.silu(z.to(y.dtype))
+    return y.to(dtype_in)
+
+
+def selective_scan_reference(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The selective scan as a plain loop over the ``L`` tokens (the oracle; slow, any float dtype).
+
+    Arguments, shapes and result are those of :func:`selective_scan`.
+
+    Example::
+
+        >>> u, delta = torch.randn(2, 8, 5), torch.rand(2, 8, 5)
+        >>> A, B, C = -torch.rand(8, 4), torch.randn(2, 4, 5), torch.randn(2, 4, 5)
+        >>> selective_scan_reference(u, delta, A, B, C).shape
+        torch.Size([2, 8, 5])
+    """
+    _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    dtype = torch.promote_types(u.dtype, torch.float32)
+    batch, dim, length = u.shape
+    groups = _as_groups(B).shape[1]
+    # Per-channel B/C: (B, G, N, L) → (B, D, N, L), channel d using group d // (D / G).
+    Bd = _as_groups(B).to(dtype).repeat_interleave(dim // groups, dim=1)
+    Cd = _as_groups(C).to(dtype).repeat_interleave(dim // groups, dim=1)
+    u_c = u.to(dtype)
+    delta_c = _prepare_delta(delta, delta_bias, delta_softplus, dtype)
+    A_c = A.to(dtype)
+    h = u_c.new_zeros(batch, dim, A.shape[1])
+    ys = []
+    for t in range(length):
+        h = torch.exp(delta_c[:, :, t, None] * A_c) * h + (delta_c[:, :, t] * u_c[:, :, t])[..., None] * Bd[..., t]
+        ys.append((h * Cd[..., t]).sum(-1))
+    out = _finish(torch.stack(ys, dim=-1), u_c, D, z, u.dtype)
+    return (out, h) if return_last_state else out
+
+
+def _scan_chunk(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, h0: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One chunk: ``u``, ``delta`` ``(b, G, D/G, T)``, ``A`` ``(G, D/G, N)``, ``B``, ``C`` ``(b, G, N, T)``,
+    carried state ``h0`` ``(b, G, D/G, N)`` → (``Σ_n C·h`` ``(b, G, D/G, T)``, last state ``h0``'s shape)."""
+    length = u.shape[-1]
+    log_decay = delta.unsqueeze(-2) * A.unsqueeze(-1)  # (b, G, D/G, N, T), ≤ 0 for A ≤ 0, Δ ≥ 0
+    h = (delta * u).unsqueeze(-2) * B.unsqueeze(2)  # local states, zero initial state
+    step = 1
+    while step < length:  # Hillis–Steele: after the step, each entry covers 2·step tokens
+        h = h + torch.exp(log_decay) * F.pad(h[..., :-step], (step, 0))
+        log_decay = log_decay + F.pad(log_decay[..., :-step], (step, 0))
+        step *= 2
+    h = h + torch.exp(log_decay) * h0.unsqueeze(-1)  # log_decay is now the cumulative sum over the chunk
+    y = torch.einsum("bgdnt,bgnt->bgdt", h, C)
+    return y, h[..., -1]
+
+
+def selective_scan_chunked(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    chunk_size: int = 64,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The selective scan in pure PyTorch: parallel scans inside chunks, the state carried between them.
+
+    Runs on any device and float dtype; ``ceil(L / chunk_size)`` Python iterations. See the module
+    docstring for the algorithm and its numerical stability. Arguments and result are those of
+    :func:`selective_scan`, plus:
+
+    Args:
+        chunk_size: tokens per chunk (``>= 1``). The work grows with ``log2(chunk_size)``, the
+            Python overhead with ``L / chunk_size``; 64 is a good default on CPU.
+
+    Example::
+
+        >>> u, delta = torch.randn(2, 8, 100), torch.rand(2, 8, 100)
+        >>> A, B, C = -torch.rand(8, 4), torch.randn(2, 4, 100), torch.randn(2, 4, 100)
+        >>> y = selective_scan_chunked(u, delta, A, B, C, chunk_size=16)
+        >>> torch.allclose(y, selective_scan_reference(u, delta, A, B, C), atol=1e-5)
+        True
+    """
+    _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size: expected a positive int, got {chunk_size!r}")
+    dtype = torch.promote_types(u.dtype, torch.float32)
+    batch, dim, length = u.shape
+    Bg, Cg = _as_groups(B).to(dtype), _as_groups(C).to(dtype)
+    groups, state = Bg.shape[1], A.shape[1]
+    u_c = u.to(dtype)
+    delta_c = _prepare_delta(delta, delta_bias, delta_softplus, dtype)
+    u_g = u_c.view(batch, groups, dim // groups, length)
+    delta_g = delta_c.view(batch, groups, dim // groups, length)
+    A_g = A.to(dtype).view(groups, dim // groups, state)
+    h = u_c.new_zeros(batch, groups, dim // groups, state)
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, delta_bias)
+    )
+    ys = []
+    for start in range(0, length, chunk_size):
+        chunk = (
+            u_g[..., start : start + chunk_size],
+            delta_g[..., start : start + chunk_size],
+            A_g,
+            Bg[..., start : start + chunk_size],
+            Cg[..., start : start + chunk_size],
+            h,
+        )
+        if needs_grad:  # keep only the chunk's inputs; its states are recomputed in the backward pass
+            y, h = checkpoint(_scan_chunk, *chunk, use_reentrant=False)
+        else:
+            y, h = _scan_chunk(*chunk)
+        ys.append(y)
+    y = torch.cat(ys, dim=-1).reshape(batch, dim, length)
+    out = _finish(y, u_c, D, z, u.dtype)
+    return (out, h.reshape(batch, dim, state)) if return_last_state else out
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    *,
+    chunk_size: int = 64,
+    backend: Backend = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Mamba's selective scan ``y = SSM(Δ, A, B, C)(u) + D·u``, gated by ``silu(z)`` (module docstring).
+
+    Same arguments and result as ``mamba_ssm``'s ``selective_scan_fn``.
+
+    Args:
+        u: input ``(B, D, L)``.
+        delta: step sizes before bias/softplus ``(B, D, L)``.
+        A: state matrix (diagonal per channel) ``(D, N)``; Mamba keeps it negative.
+        B: input projection ``(B, N, L)`` or ``(B, G, N, L)``.
+        C: output projection, same shape as ``B``.
+        D: skip connection ``(D,)``, or ``None``.
+        z: gate ``(B, D, L)``; the output is multiplied by ``silu(z)``. ``None`` for no gate.
+        delta_bias: ``(D,)`` added to ``delta`` before the softplus, or ``None``.
+        delta_softplus: apply ``softplus`` to ``delta (+ delta_bias)``.
+        return_last_state: also return the final state ``h`` ``(B, D, N)``.
+        chunk_size: tokens per chunk of the PyTorch path (:func:`selective_scan_chunked`).
+        backend: ``"auto"`` (``mamba_ssm``'s CUDA kernel for CUDA float32/16/bf16 tensors when it
+            imports, else the PyTorch path), ``"torch"`` (always the PyTorch path) or
+            ``"mamba_ssm"`` (the kernel, or ``RuntimeError`` when it cannot run).
+
+    Returns:
+        ``out`` ``(B, D, L)`` in ``u``'s dtype, and with ``return_last_state`` the tuple
+        ``(out, last_state)``.
+
+    Example::
+
+        >>> u, delta = torch.randn(2, 8, 100), torch.randn(2, 8, 100)
+        >>> A = -torch.exp(torch.randn(8, 16))
+        >>> B, C = torch.randn(2, 16, 100), torch.randn(2, 16, 100)
+        >>> out, h = selective_scan(u, delta, A, B, C, D=torch.ones(8), z=torch.randn(2, 8, 100),
+        ...                         delta_bias=torch.zeros(8), delta_softplus=True, return_last_state=True)
+        >>> out.shape, h.shape
+        (torch.Size([2, 8, 100]), torch.Size([2, 8, 16]))
+    """
+    if backend not in ("auto", "torch", "mamba_ssm"):
+        raise ValueError(f"backend: expected 'auto', 'torch' or 'mamba_ssm', got {backend!r}")
+    kernel = _mamba_selective_scan_fn() if backend != "torch" else None
+    kernel_fits = isinstance(u, torch.Tensor) and u.is_cuda and u.dtype in _MAMBA_DTYPES
+    if backend == "mamba_ssm" and (kernel is None or not kernel_fits):
+        why = "mamba_ssm does not import" if kernel is None else f"u is {u.device} {u.dtype}, not CUDA float32/16/bf16"
+        raise RuntimeError(f"backend='mamba_ssm': the fused kernel cannot run ({why})")
+    if kernel is not None and kernel_fits:
+        _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+        return kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    return selective_scan_chunked(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk_size=chunk_size
+    )

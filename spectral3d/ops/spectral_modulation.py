@@ -1,0 +1,564 @@
+"""Spectral modulation (paper Eq. 2) and spectral features as ``torch.library`` custom ops.
+
+Eq. 2 with per-channel ``alpha``, ``beta`` *(ours: the paper says "scaling coefficients")*, on the
+half spectrum ``X = R + iI`` of a real ``(N, C, D, H, W)`` volume (DESIGN.md §3):
+
+    g  = 1 + alpha * (f_m - 1)
+    R' = R * g + beta * f_e * phi,        phi = |X| = sqrt(R^2 + I^2)
+    I' = I * g
+
+Shapes: ``X`` complex ``(N, C, D, H, Wf)``, ``f_e`` real of the same shape, ``alpha``, ``beta``
+``(C,)``, and ``f_m`` in one of three forms:
+
+- per-channel ``(N, C, 1, 1, 1)``;
+- full ``(N, C, D, H, Wf)``;
+- banded ``(N, C, B)`` with ``band_index`` ``(D, H, Wf)`` (integers in ``[0, B)``): the gain of
+  bin ``(d, h, w)`` is ``f_m[n, c, band_index[d, h, w]]``, gathered, never materialised.
+
+Backward (``gR + i gI`` is the incoming gradient, PyTorch's convention for complex tensors;
+``s = gR * R + gI * I``; ``dphi/dR = R / phi``, ``dphi/dI = I / phi``, 0 where ``phi = 0``, the
+``torch.sgn`` convention):
+
+    dR     = gR * g + gR * beta * f_e * R / phi       dI = gI * g + gR * beta * f_e * I / phi
+    df_e   = gR * beta * phi                          df_m = alpha * s  (summed to f_m's form)
+    dalpha = sum_{n, bins} (f_m - 1) * s              dbeta = sum_{n, bins} gR * f_e * phi
+
+``spectral_features(X) = concat[R, I, phi]`` along channels, ``(N, 3C, D, H, Wf)``, is the input
+of SAMB's frequency enhancement; its backward is ``dX = (gR + g_phi R/phi) + i (gI + g_phi I/phi)``.
+
+Implementation choice, read at every call from ``SPECTRAL3D_KERNEL`` (``auto`` by default):
+
+- ``auto``: Triton on CUDA for complex64 ``X``, this module's PyTorch formulas otherwise;
+- ``triton``: the Triton kernels; on CPU only with ``TRITON_INTERPRET=1`` set at process start
+  (the interpreter), otherwise a ``RuntimeError``; complex128 always takes the PyTorch path;
+- ``reference``: the PyTorch formulas everywhere.
+
+Precision *(ours)*: everything is computed in ``X``'s real dtype (float32 for complex64, float64 for
+complex128); ``f_m``, ``f_e``, ``alpha``, ``beta`` may arrive in bf16/fp16 (autocast) and are
+upcast; each gradient comes back in its input's dtype and shape. Per-band gradients are segmented
+sums computed without atomics (deterministic).
+
+``spectral_modulation_reference`` and ``spectral_features_reference`` are plain differentiable
+PyTorch (autograd, no custom op), the oracles of every test.
+
+FLOPs (DESIGN.md §10) are registered with ``torch.utils.flop_counter`` per spectrum element:
+:data:`MODULATION_FLOPS_PER_ELEMENT` forward, :data:`MODULATION_BACKWARD_FLOPS_PER_ELEMENT`
+backward, :data:`FEATURES_FLOPS_PER_ELEMENT` / :data:`FEATURES_BACKWARD_FLOPS_PER_ELEMENT` for the
+features (our count of the arithmetic in the formulas above; the reductions' adds included).
+"""
+
+import math
+import os
+from typing import Optional
+
+import torch
+from torch.utils.flop_counter import register_flop_formula
+
+from spectral3d._checks import check_finite
+
+__all__ = [
+    "FEATURES_BACKWARD_FLOPS_PER_ELEMENT",
+    "FEATURES_FLOPS_PER_ELEMENT",
+    "MODULATION_BACKWARD_FLOPS_PER_ELEMENT",
+    "MODULATION_FLOPS_PER_ELEMENT",
+    "kernel_mode",
+    "spectral_features",
+    "spectral_features_reference",
+    "spectral_modulation",
+    "spectral_modulation_reference",
+]
+
+# phi: 2 mul + add + sqrt = 4; g: 3; R*g, I*g: 2; beta*f_e*phi: 2; add: 1.
+MODULATION_FLOPS_PER_ELEMENT = 12
+# phi 4, g 3, gR*beta*f_e 2, 1/phi 1, dR 4, dI 3, df_e 2, s 3, df_m 1, dalpha 2, dbeta 3.
+MODULATION_BACKWARD_FLOPS_PER_ELEMENT = 28
+# phi only (R and I are copies).
+FEATURES_FLOPS_PER_ELEMENT = 4
+# phi 4, 1/phi 1, g_phi/phi 1, two multiplies, two adds.
+FEATURES_BACKWARD_FLOPS_PER_ELEMENT = 10
+
+_KERNEL_MODES = ("auto", "triton", "reference")
+
+
+def kernel_mode() -> str:
+    """The value of ``SPECTRAL3D_KERNEL`` (``auto`` if unset), validated; read at call time."""
+    mode = os.environ.get("SPECTRAL3D_KERNEL", "auto").strip().lower() or "auto"
+    if mode not in _KERNEL_MODES:
+        raise ValueError(f"SPECTRAL3D_KERNEL: expected one of {_KERNEL_MODES}, got {mode!r}")
+    return mode
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------------
+
+
+def _check_tensor(t: object, name: str, layout: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor of shape {layout}, got {type(t).__name__}")
+    return t
+
+
+def _check_spectrum(X: object) -> torch.Tensor:
+    X = _check_tensor(X, "X", "(N, C, D, H, Wf)")
+    if X.dtype not in (torch.complex64, torch.complex128):
+        raise TypeError(f"X: expected a complex64 or complex128 spectrum (N, C, D, H, Wf), got dtype {X.dtype}")
+    if X.ndim != 5:
+        raise ValueError(f"X: expected a 5-D spectrum (N, C, D, H, Wf), got shape {tuple(X.shape)} ({X.ndim}-D)")
+    return X
+
+
+def _check_real(t: torch.Tensor, name: str) -> None:
+    if not t.is_floating_point():
+        raise TypeError(f"{name}: expected a real floating-point tensor, got dtype {t.dtype}")
+
+
+def _check_modulation_args(
+    X: object,
+    f_m: object,
+    f_e: object,
+    alpha: object,
+    beta: object,
+    band_index: object,
+) -> str:
+    """Validate the arguments of Eq. 2 (shapes, dtypes, devices) and return the form of ``f_m``.
+
+    Returns ``"channel"``, ``"full"`` or ``"band"``. Reads shapes and dtypes only, except the
+    range of ``band_index`` on CPU (free there) or on any device with ``SPECTRAL3D_CHECK_FINITE=1``.
+    """
+    X = _check_spectrum(X)
+    N, C, D, H, Wf = X.shape
+    full = (N, C, D, H, Wf)
+    f_e = _check_tensor(f_e, "f_e", "(N, C, D, H, Wf)")
+    _check_real(f_e, "f_e")
+    if tuple(f_e.shape) != full:
+        raise ValueError(f"f_e: expected shape {full} (the shape of X), got {tuple(f_e.shape)}")
+    for name, t in (("alpha", alpha), ("beta", beta)):
+        t = _check_tensor(t, name, "(C,)")
+        _check_real(t, name)
+        if tuple(t.shape) != (C,):
+            raise ValueError(f"{name}: expected shape ({C},) (one value per channel of X), got {tuple(t.shape)}")
+    f_m = _check_tensor(f_m, "f_m", "(N, C, 1, 1, 1), (N, C, D, H, Wf) or (N, C, B)")
+    _check_real(f_m, "f_m")
+    shape = tuple(f_m.shape)
+    if shape == (N, C, 1, 1, 1):
+        form = "channel"
+    elif shape == full:
+        form = "full"
+    elif f_m.ndim == 3 and shape[:2] == (N, C) and shape[2] >= 1:
+        form = "band"
+    else:
+        raise ValueError(
+            f"f_m: expected shape (N, C, 1, 1, 1) = {(N, C, 1, 1, 1)}, (N, C, D, H, Wf) = {full} or "
+            f"(N, C, B) = ({N}, {C}, B) with band_index, got {shape}"
+        )
+    if form == "band":
+        if band_index is None:
+            raise ValueError(f"band_index: a banded f_m of shape {shape} needs band_index of shape {(D, H, Wf)}")
+        band_index = _check_tensor(band_index, "band_index", "(D, H, Wf)")
+        if band_index.dtype.is_floating_point or band_index.dtype.is_complex or band_index.dtype == torch.bool:
+            raise TypeError(f"band_index: expected an integer tensor, got dtype {band_index.dtype}")
+        if tuple(band_index.shape) != (D, H, Wf):
+            raise ValueError(f"band_index: expected shape {(D, H, Wf)} (X's D, H, Wf), got {tuple(band_index.shape)}")
+        _check_band_range(band_index, shape[2])
+    elif band_index is not None:
+        raise ValueError(f"band_index: only used with a banded f_m (N, C, B), but f_m has shape {shape}")
+    for name, t in (("f_m", f_m), ("f_e", f_e), ("alpha", alpha), ("beta", beta), ("band_index", band_index)):
+        if t is not None and t.device != X.device:
+            raise ValueError(f"{name}: expected a tensor on X's device {X.device}, got {t.device}")
+    return form
+
+
+def _check_band_range(band_index: torch.Tensor, num_bands: int) -> None:
+    """Values in ``[0, num_bands)``; checked on CPU, elsewhere only with SPECTRAL3D_CHECK_FINITE=1."""
+    if torch.compiler.is_compiling() or band_index.numel() == 0:
+        return
+    from torch._subclasses.fake_tensor import is_fake
+
+    if is_fake(band_index) or band_index.device.type == "meta":
+        return
+    if band_index.device.type != "cpu" and os.environ.get("SPECTRAL3D_CHECK_FINITE", "0") in ("", "0"):
+        return
+    lo, hi = int(band_index.min()), int(band_index.max())
+    if lo < 0 or hi >= num_bands:
+        raise ValueError(
+            f"band_index: expected values in [0, {num_bands}) (B = f_m.shape[2]), got values in [{lo}, {hi}]"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# PyTorch formulas: the differentiable oracles and the explicit forward/backward of the op
+# --------------------------------------------------------------------------------------------
+
+
+def _per_channel(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t.to(dtype).view(1, -1, 1, 1, 1)
+
+
+def _expand_fm(f_m: torch.Tensor, band_index: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """``f_m`` broadcastable to ``X``: per-channel and full as they are, banded gathered per bin."""
+    f_m = f_m.to(dtype)
+    if f_m.ndim == 3:
+        return f_m[:, :, band_index.long()]
+    return f_m
+
+
+def spectral_modulation_reference(
+    X: torch.Tensor,
+    f_m: torch.Tensor,
+    f_e: torch.Tensor,
+    alpha: torch.Tensor,
+    beta: torch.Tensor,
+    band_index: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Eq. 2 in plain differentiable PyTorch (the oracle of the custom op).
+
+    Args:
+        X: complex spectrum ``(N, C, D, H, Wf)`` (complex64 or complex128).
+        f_m: modulation gain, ``(N, C, 1, 1, 1)``, ``(N, C, D, H, Wf)`` or ``(N, C, B)``.
+        f_e: enhancement map ``(N, C, D, H, Wf)``, real.
+        alpha: ``(C,)`` weight of ``f_m - 1``.
+        beta: ``(C,)`` weight of ``f_e * |X|``.
+        band_index: ``(D, H, Wf)`` integer band of each bin; required with a banded ``f_m``.
+
+    Returns:
+        The modulated spectrum, ``X``'s shape and dtype.
+
+    Example::
+
+        >>> import torch
+        >>> from spectral3d.ops import spectral_modulation_reference
+        >>> X = torch.randn(2, 4, 5, 6, 4, dtype=torch.complex64)
+        >>> f_m, f_e = torch.rand(2, 4, 1, 1, 1), torch.randn(2, 4, 5, 6, 4)
+        >>> spectral_modulation_reference(X, f_m, f_e, torch.ones(4), torch.zeros(4)).shape
+        torch.Size([2, 4, 5, 6, 4])
+    """
+    _check_modulation_args(X, f_m, f_e, alpha, beta, band_index)
+    return _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index)
+
+
+def spectral_features_reference(X: torch.Tensor) -> torch.Tensor:
+    """``concat[Re X, Im X, |X|]`` along channels in plain differentiable PyTorch.
+
+    Args:
+        X: complex spectrum ``(N, C, D, H, Wf)``.
+
+    Returns:
+        ``(N, 3C, D, H, Wf)`` in ``X``'s real dtype.
+
+    Example::
+
+        >>> import torch
+        >>> from spectral3d.ops import spectral_features_reference
+        >>> spectral_features_reference(torch.randn(1, 2, 3, 3, 2, dtype=torch.complex64)).shape
+        torch.Size([1, 6, 3, 3, 2])
+    """
+    _check_spectrum(X)
+    return _features_forward_torch(X)
+
+
+def _features_forward_torch(X):  # noqa: ANN001, ANN202
+    return torch.cat([X.real, X.imag, X.abs()], dim=1)
+
+
+def _safe_inverse(phi: torch.Tensor) -> torch.Tensor:
+    """``1 / phi`` where ``phi > 0``, else 0 (the derivative of |X| at 0 is taken as 0)."""
+    nonzero = phi > 0
+    return torch.where(nonzero, 1 / torch.where(nonzero, phi, torch.ones_like(phi)), torch.zeros_like(phi))
+
+
+def _band_sum(s: torch.Tensor, band_index: torch.Tensor, num_bands: int) -> torch.Tensor:
+    """Segmented sum ``(N, C, D, H, Wf) -> (N, C, B)`` over the bins of each band (a one-hot matmul:
+    deterministic on every device, unlike ``index_add_``)."""
+    one_hot = torch.nn.functional.one_hot(band_index.reshape(-1).long(), num_bands).to(s.dtype)
+    return s.flatten(2) @ one_hot
+
+
+def _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN202
+    rdt = X.real.dtype
+    R, I = X.real, X.imag
+    phi = X.abs()
+    g = 1 + _per_channel(alpha, rdt) * (_expand_fm(f_m, band_index, rdt) - 1)
+    return torch.complex(R * g + _per_channel(beta, rdt) * f_e.to(rdt) * phi, I * g)
+
+
+def _modulation_backward_torch(grad, X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN202
+    rdt = X.real.dtype
+    gR, gI = grad.real, grad.imag
+    R, I = X.real, X.imag
+    phi = X.abs()
+    inv = _safe_inverse(phi)
+    a, b, fe = _per_channel(alpha, rdt), _per_channel(beta, rdt), f_e.to(rdt)
+    fm = f_m.to(rdt)
+    fm_full = _expand_fm(f_m, band_index, rdt)
+    g = 1 + a * (fm_full - 1)
+    t = gR * b * fe * inv
+    grad_X = torch.complex(gR * g + t * R, gI * g + t * I)
+    grad_fe = gR * b * phi
+    grad_beta = (gR * fe * phi).sum(dim=(0, 2, 3, 4))
+    s = gR * R + gI * I
+    if f_m.ndim == 3:
+        S = _band_sum(s, band_index, f_m.shape[2])
+        grad_fm = alpha.to(rdt).view(1, -1, 1) * S
+        grad_alpha = ((fm - 1) * S).sum(dim=(0, 2))
+    elif f_m.shape[2:] == (1, 1, 1):
+        S = s.sum(dim=(2, 3, 4), keepdim=True)
+        grad_fm = a * S
+        grad_alpha = ((fm - 1) * S).sum(dim=(0, 2, 3, 4))
+    else:
+        grad_fm = a * s
+        grad_alpha = ((fm - 1) * s).sum(dim=(0, 2, 3, 4))
+    return (
+        grad_X.to(X.dtype),
+        grad_fm.to(f_m.dtype),
+        grad_fe.to(f_e.dtype),
+        grad_alpha.to(alpha.dtype),
+        grad_beta.to(beta.dtype),
+    )
+
+
+def _features_backward_torch(grad, X):  # noqa: ANN001, ANN202
+    C = X.shape[1]
+    rdt = X.real.dtype
+    grad = grad.to(rdt)
+    g_phi = grad[:, 2 * C :] * _safe_inverse(X.abs())
+    return torch.complex(grad[:, :C] + g_phi * X.real, grad[:, C : 2 * C] + g_phi * X.imag)
+
+
+# --------------------------------------------------------------------------------------------
+# kernel selection
+# --------------------------------------------------------------------------------------------
+
+
+def _interpreter_enabled() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _path(X: torch.Tensor) -> str:
+    """``"triton"`` (wrapped launch, CUDA), ``"interpret"`` (direct launch, CPU) or ``"torch"``."""
+    mode = kernel_mode()
+    if mode == "reference" or X.dtype != torch.complex64:
+        return "torch"
+    if X.device.type == "cuda":
+        return "triton"
+    if mode == "auto":
+        return "torch"
+    from torch._subclasses.fake_tensor import is_fake
+    from torch._subclasses.functional_tensor import FunctionalTensor
+
+    if is_fake(X) or isinstance(X, FunctionalTensor) or X.device.type == "meta":
+        return "torch"  # shape propagation only: the PyTorch formulas give the same metadata
+    if X.device.type == "cpu" and _interpreter_enabled():
+        return "interpret"
+    raise RuntimeError(
+        f"SPECTRAL3D_KERNEL=triton: Triton kernels need a CUDA tensor, or TRITON_INTERPRET=1 set at process "
+        f"start for CPU tensors; got a tensor on {X.device} without the interpreter"
+    )
+
+
+def _launchers():  # noqa: ANN202
+    from spectral3d.ops._triton import launchers
+
+    return launchers
+
+
+# --------------------------------------------------------------------------------------------
+# custom ops
+# --------------------------------------------------------------------------------------------
+
+
+@torch.library.triton_op(
+    "spectral3d::spectral_modulation",
+    mutates_args=(),
+    schema="(Tensor X, Tensor f_m, Tensor f_e, Tensor alpha, Tensor beta, Tensor? band_index) -> Tensor",
+)
+def _modulation_op(X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN202
+    path = _path(X)
+    if path == "torch":
+        return _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index)
+    return _launchers().modulation_forward(X, f_m, f_e, alpha, beta, band_index, wrap=path == "triton")
+
+
+@torch.library.triton_op(
+    "spectral3d::spectral_modulation_backward",
+    mutates_args=(),
+    schema=(
+        "(Tensor grad, Tensor X, Tensor f_m, Tensor f_e, Tensor alpha, Tensor beta, Tensor? band_index)"
+        " -> (Tensor, Tensor, Tensor, Tensor, Tensor)"
+    ),
+)
+def _modulation_backward_op(grad, X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN202
+    path = _path(X)
+    if path == "torch":
+        return _modulation_backward_torch(grad, X, f_m, f_e, alpha, beta, band_index)
+    return _launchers().modulation_backward(grad, X, f_m, f_e, alpha, beta, band_index, wrap=path == "triton")
+
+
+@torch.library.triton_op("spectral3d::spectral_features", mutates_args=(), schema="(Tensor X) -> Tensor")
+def _features_op(X):  # noqa: ANN001, ANN202
+    path = _path(X)
+    if path == "torch":
+        return _features_forward_torch(X)
+    return _launchers().features_forward(X, wrap=path == "triton")
+
+
+@torch.library.triton_op(
+    "spectral3d::spectral_features_backward", mutates_args=(), schema="(Tensor grad, Tensor X) -> Tensor"
+)
+def _features_backward_op(grad, X):  # noqa: ANN001, ANN202
+    path = _path(X)
+    if path == "torch":
+        return _features_backward_torch(grad, X)
+    return _launchers().features_backward(grad, X, wrap=path == "triton")
+
+
+@_modulation_op.register_fake
+def _(X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN202
+    return torch.empty_like(X)
+
+
+@_modulation_backward_op.register_fake
+def _(grad, X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN202
+    return (
+        torch.empty_like(X),
+        torch.empty_like(f_m),
+        torch.empty_like(f_e),
+        torch.empty_like(alpha),
+        torch.empty_like(beta),
+    )
+
+
+@_features_op.register_fake
+def _(X):  # noqa: ANN001, ANN202
+    N, C, D, H, Wf = X.shape
+    return X.new_empty((N, 3 * C, D, H, Wf), dtype=X.real.dtype)
+
+
+@_features_backward_op.register_fake
+def _(grad, X):  # noqa: ANN001, ANN202
+    return torch.empty_like(X)
+
+
+def _modulation_setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+    ctx.save_for_backward(*inputs[:5])
+    ctx.band_index = inputs[5]
+
+
+def _modulation_backward(ctx, grad):  # noqa: ANN001, ANN202
+    X, f_m, f_e, alpha, beta = ctx.saved_tensors
+    grads = torch.ops.spectral3d.spectral_modulation_backward(grad, X, f_m, f_e, alpha, beta, ctx.band_index)
+    return (*grads, None)
+
+
+def _features_setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+    ctx.save_for_backward(inputs[0])
+
+
+def _features_backward(ctx, grad):  # noqa: ANN001, ANN202
+    (X,) = ctx.saved_tensors
+    return torch.ops.spectral3d.spectral_features_backward(grad, X)
+
+
+_modulation_op.register_autograd(_modulation_backward, setup_context=_modulation_setup_context)
+_features_op.register_autograd(_features_backward, setup_context=_features_setup_context)
+
+
+@register_flop_formula(torch.ops.spectral3d.spectral_modulation)
+def _modulation_flops(X_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+    return MODULATION_FLOPS_PER_ELEMENT * math.prod(X_shape)
+
+
+@register_flop_formula(torch.ops.spectral3d.spectral_modulation_backward)
+def _modulation_backward_flops(grad_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+    return MODULATION_BACKWARD_FLOPS_PER_ELEMENT * math.prod(grad_shape)
+
+
+@register_flop_formula(torch.ops.spectral3d.spectral_features)
+def _features_flops(X_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+    return FEATURES_FLOPS_PER_ELEMENT * math.prod(X_shape)
+
+
+@register_flop_formula(torch.ops.spectral3d.spectral_features_backward)
+def _features_backward_flops(grad_shape, X_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+    return FEATURES_BACKWARD_FLOPS_PER_ELEMENT * math.prod(X_shape)
+
+
+# --------------------------------------------------------------------------------------------
+# public functions
+# --------------------------------------------------------------------------------------------
+
+
+def spectral_modulation(
+    X: torch.Tensor,
+    f_m: torch.Tensor,
+    f_e: torch.Tensor,
+    alpha: torch.Tensor,
+    beta: torch.Tensor,
+    band_index: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Eq. 2, ``R' = R (1 + alpha (f_m - 1)) + beta f_e |X|``, ``I' = I (1 + alpha (f_m - 1))``.
+
+    The custom op ``torch.ops.spectral3d.spectral_modulation`` after argument validation: one node
+    in compiled graphs, with a fake implementation, an explicit backward (itself a custom op) and
+    a FLOP formula. Triton on CUDA (complex64), PyTorch formulas otherwise (``SPECTRAL3D_KERNEL``).
+
+    Args:
+        X: complex spectrum ``(N, C, D, H, Wf)`` (complex64 or complex128).
+        f_m: gain, ``(N, C, 1, 1, 1)`` (per channel), ``(N, C, D, H, Wf)`` (per bin) or
+            ``(N, C, B)`` (per radial band, with ``band_index``); real, any float dtype.
+        f_e: enhancement map ``(N, C, D, H, Wf)``, real, any float dtype.
+        alpha: ``(C,)`` weight of ``f_m - 1``.
+        beta: ``(C,)`` weight of ``f_e * |X|``.
+        band_index: ``(D, H, Wf)`` integers in ``[0, B)``; only with a banded ``f_m``.
+
+    Returns:
+        The modulated spectrum, ``X``'s shape and dtype. Gradients flow to ``X``, ``f_m`` (in its
+        own form: per-band sums for the banded one), ``f_e``, ``alpha`` and ``beta``.
+
+    Raises:
+        TypeError: ``X`` not complex, a real input not floating point, ``band_index`` not integer.
+        ValueError: any shape other than those above, tensors on different devices, a banded ``f_m``
+            without ``band_index`` or with indices outside ``[0, B)``, NaN/Inf in ``X`` (only with
+            ``SPECTRAL3D_CHECK_FINITE=1``).
+
+    Example::
+
+        >>> import torch
+        >>> from spectral3d.layers.samb import band_index
+        >>> from spectral3d.ops import spectral_modulation
+        >>> X = torch.fft.rfftn(torch.randn(2, 4, 6, 6, 6), dim=(-3, -2, -1), norm="ortho")
+        >>> f_m, f_e = 2 * torch.rand(2, 4, 8), torch.randn(2, 4, 6, 6, 4)
+        >>> Y = spectral_modulation(X, f_m, f_e, torch.ones(4), torch.zeros(4), band_index((6, 6, 6), 8))
+        >>> Y.shape, Y.dtype
+        (torch.Size([2, 4, 6, 6, 4]), torch.complex64)
+    """
+    _check_modulation_args(X, f_m, f_e, alpha, beta, band_index)
+    if not torch.compiler.is_compiling():
+        check_finite(X, "X")
+    return torch.ops.spectral3d.spectral_modulation(X, f_m, f_e, alpha, beta, band_index)
+
+
+def spectral_features(X: torch.Tensor) -> torch.Tensor:
+    """``concat[Re X, Im X, |X|]`` along channels: the input of SAMB's frequency enhancement.
+
+    The custom op ``torch.ops.spectral3d.spectral_features`` (one pass over ``X`` with Triton on
+    CUDA), differentiable with ``d|X|/dX = X / |X|`` (0 at 0).
+
+    Args:
+        X: complex spectrum ``(N, C, D, H, Wf)`` (complex64 or complex128).
+
+    Returns:
+        ``(N, 3C, D, H, Wf)`` in ``X``'s real dtype: channels ``[0, C)`` real part, ``[C, 2C)``
+        imaginary part, ``[2C, 3C)`` magnitude.
+
+    Example::
+
+        >>> import torch
+        >>> from spectral3d.ops import spectral_features
+        >>> spectral_features(torch.randn(2, 4, 5, 5, 3, dtype=torch.complex64)).shape
+        torch.Size([2, 12, 5, 5, 3])
+    """
+    _check_spectrum(X)
+    if not torch.compiler.is_compiling():
+        check_finite(X, "X")
+    return torch.ops.spectral3d.spectral_features(X)
