@@ -11,7 +11,7 @@ from spectral3d.train.checkpoint import (
     save_checkpoint,
     update_pointer,
 )
-from spectral3d.train.trainer import FitResult, TrainConfig, fit, predict, stack_batch
+from spectral3d.train.trainer import FitResult, TrainConfig, fit, predict
 
 __all__ = [
     "FitResult",
@@ -23,6 +23,5 @@ __all__ = [
     "predict",
     "resolve_checkpoint",
     "save_checkpoint",
-    "stack_batch",
     "update_pointer",
 ]

@@ -1,9 +1,10 @@
 """The training loop behind ``spectral3d train``: Eq. 5, AdamW, warm-up + cosine, checkpoints, DDP.
 
-Data contract: a dataset item is ``(volume, tabular, label)`` — ``(S, D, H, W)`` float32, ``(F,)``
-float32 with NaN for missing values (``F`` may be 0), and an int class index. Datasets may offer
+Data contract: a dataset item is a :class:`spectral3d.data.Sample` ``(volume, tabular, label,
+case_id)`` — ``(S, D, H, W)`` float32, ``(F,)`` float32 with NaN for missing values (``F`` may be 0),
+an int64 class index and the case id — batched by :func:`spectral3d.data.collate`. Datasets may offer
 ``set_epoch(epoch)`` (augmentations seeded per epoch and item) and ``labels`` (class indices, used for
-class weights without loading volumes).
+class weights without loading volumes); :class:`spectral3d.data.MRIDataset` does.
 
 Model contract: multi-sequence models (DeSamba) take ``(x, tabular)`` and provide
 ``forward_with_aux`` returning ``(logits, {"self": ..., "cross": ...})``; any other registered model
@@ -51,6 +52,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from spectral3d.data import collate
 from spectral3d.metrics import classification_metrics
 from spectral3d.train.checkpoint import (
     load_model_state,
@@ -60,7 +62,7 @@ from spectral3d.train.checkpoint import (
     update_pointer,
 )
 
-__all__ = ["FitResult", "TrainConfig", "fit", "predict", "stack_batch"]
+__all__ = ["FitResult", "TrainConfig", "fit", "predict"]
 
 
 @dataclass
@@ -141,12 +143,6 @@ class _EpochSampler(Sampler[int]):
         return len(self.indices)
 
 
-def stack_batch(items: list[tuple[torch.Tensor, torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Collate ``(volume, tabular, label)`` items into ``(N,S,D,H,W)``, ``(N,F)``, ``(N,)`` tensors."""
-    vols, tabs, labels = zip(*items)
-    return torch.stack(vols), torch.stack(tabs), torch.as_tensor(labels, dtype=torch.int64)
-
-
 def _dist_info() -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -213,7 +209,7 @@ def _class_weights(cfg: TrainConfig, dataset: Dataset, num_classes: int) -> torc
     if cfg.class_weights == "balanced":
         labels = getattr(dataset, "labels", None)
         if labels is None:
-            labels = [int(dataset[i][2]) for i in range(len(dataset))]
+            labels = [int(dataset[i].label) for i in range(len(dataset))]
         counts = torch.bincount(torch.as_tensor(list(labels)), minlength=num_classes).double()
         if (counts == 0).any():
             missing = (counts == 0).nonzero().flatten().tolist()
@@ -248,11 +244,11 @@ def predict(
     progress: bool = False,
     rank: int = 0,
     world: int = 1,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Class probabilities for every item of ``dataset``, in dataset order.
 
-    Returns ``(labels (n,), probs (n, K))``. Under DDP each rank predicts ``rank::world`` and the
-    results are gathered, so every rank returns the full arrays.
+    Returns ``(labels (n,), probs (n, K), case_ids)``. Under DDP each rank predicts ``rank::world``
+    and the results are gathered, so every rank returns the full arrays.
     """
     from tqdm.auto import tqdm
 
@@ -261,27 +257,29 @@ def predict(
     was_training = task.training
     task.eval()
     sampler = _EpochSampler(len(dataset), 0, 0, rank, world, shuffle=False)
-    loader = DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=stack_batch
-    )
-    probs, labels = [], []
-    for x, tab, y in tqdm(loader, desc="predict", disable=not progress, leave=False):
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate)
+    probs, labels, ids = [], [], []
+    for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
         with _autocast(device, amp):
-            logits, _ = task(x.to(device), tab.to(device))
+            logits, _ = task(batch.volume.to(device), batch.tabular.to(device))
         probs.append(torch.softmax(logits.float(), dim=-1).cpu())
-        labels.append(y)
+        labels.append(batch.label)
+        ids.extend(batch.case_ids)
     task.train(was_training)
     p = torch.cat(probs).numpy() if probs else np.zeros((0, 0))
     y_all = torch.cat(labels).numpy() if labels else np.zeros((0,), dtype=np.int64)
     if world > 1:
         parts: list[Any] = [None] * world
-        dist.all_gather_object(parts, (sampler.indices, p, y_all))
+        dist.all_gather_object(parts, (sampler.indices, p, y_all, ids))
         n = len(dataset)
         k = next(part[1].shape[1] for part in parts if len(part[0]))
-        p, y_all = np.zeros((n, k)), np.zeros(n, dtype=np.int64)
-        for idx, pp, yy in parts:
+        p, y_all, all_ids = np.zeros((n, k)), np.zeros(n, dtype=np.int64), [""] * n
+        for idx, pp, yy, ii in parts:
             p[idx], y_all[idx] = pp, yy
-    return y_all, p
+            for j, case_id in zip(idx, ii):
+                all_ids[j] = case_id
+        ids = all_ids
+    return y_all, p, ids
 
 
 def _validate(
@@ -293,7 +291,7 @@ def _validate(
     world: int,
     class_names: Sequence[str] | None,
 ) -> dict[str, Any]:
-    y, p = predict(task, val_set, cfg.batch_size, cfg.num_workers, device, cfg.amp, False, rank, world)
+    y, p, _ = predict(task, val_set, cfg.batch_size, cfg.num_workers, device, cfg.amp, False, rank, world)
     metrics = classification_metrics(y, p, class_names=class_names, n_bootstrap=0)
     eps = 1e-12
     metrics["loss"] = float(-np.log(np.clip(p[np.arange(len(y)), y], eps, None)).mean())
@@ -367,6 +365,8 @@ def fit(
     criterion = _loss_fn(cfg, _class_weights(cfg, train_set, num_classes)).to(device)
 
     start_epoch, skip_batches, history = 0, 0, []
+    partial_sums: dict[str, float] = {}  # loss sums of an epoch interrupted part-way
+    partial_seen = 0
     best: tuple[float, float] | None = None
     best_epoch: int | None = None
     bad_epochs = 0
@@ -377,6 +377,7 @@ def fit(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, skip_batches = state["epoch"], state["batch_in_epoch"]
+        partial_sums, partial_seen = state.get("partial_sums", {}), state.get("partial_seen", 0)
         history = json.loads(state["history"])
         best = tuple(state["best"]) if state["best"] is not None else None
         best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
@@ -393,8 +394,10 @@ def fit(
             with contextlib.suppress(ValueError):  # not in the main thread
                 handlers[s] = signal.signal(s, _on_signal)
 
-    def _state(epoch: int, batch_in_epoch: int) -> dict[str, Any]:
+    def _state(epoch: int, batch_in_epoch: int, sums: dict[str, float] | None = None, seen: int = 0) -> dict[str, Any]:
         return {
+            "partial_sums": dict(sums or {}),
+            "partial_seen": seen,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": _rng_state(),
@@ -418,20 +421,23 @@ def fit(
                 batch_size=cfg.batch_size,
                 sampler=sampler,
                 num_workers=cfg.num_workers,
-                collate_fn=stack_batch,
+                collate_fn=collate,
                 drop_last=False,
+                # its own generator: worker seeds must not draw from the global RNG that dropout uses
+                generator=torch.Generator().manual_seed(cfg.seed + epoch),
             )
             task.train()
-            sums: dict[str, float] = {}
-            n_seen, t0 = 0, time.time()
+            sums: dict[str, float] = dict(partial_sums)
+            n_seen, t0 = partial_seen, time.time()
+            partial_sums, partial_seen = {}, 0
             bar = tqdm(
                 loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and rank == 0), leave=False
             )
             batch_idx = skip_batches
             skip_batches = 0
             n_batches = batch_idx + len(loader)
-            for x, tab, y in bar:
-                x, tab, y = x.to(device), tab.to(device), y.to(device)
+            for batch in bar:
+                x, tab, y = batch.volume.to(device), batch.tabular.to(device), batch.label.to(device)
                 last_micro = (batch_idx + 1) % cfg.grad_accum == 0 or batch_idx + 1 == n_batches
                 sync = contextlib.nullcontext() if (last_micro or world == 1) else ddp_task.no_sync()
                 with sync:
@@ -447,9 +453,9 @@ def fit(
                     scheduler.step()
                 batch_idx += 1
                 n_seen += len(y)
-                for k, v in {"loss": loss, **parts}.items():
+                for k, v in {"loss": loss.detach(), **parts}.items():
                     sums[k] = sums.get(k, 0.0) + float(v) * len(y)
-                bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
                 if stop["signal"] is not None and last_micro:
                     break
             if world > 1:  # every rank learns whether rank 0 was signalled
@@ -459,7 +465,9 @@ def fit(
                     stop["signal"] = stop["signal"] or signal.SIGTERM
             if stop["signal"] is not None and batch_idx < n_batches:
                 if rank == 0:
-                    save_checkpoint(run_dir, "interrupted", model.state_dict(), _state(epoch, batch_idx), full_config)
+                    save_checkpoint(
+                        run_dir, "interrupted", model.state_dict(), _state(epoch, batch_idx, sums, n_seen), full_config
+                    )
                     update_pointer(run_dir, "last", "interrupted")
                 result.interrupted = True
                 break

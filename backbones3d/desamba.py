@@ -1,0 +1,678 @@
+"""DeSamba: the decoupled spectral-adaptive multi-sequence classifier (paper Fig. 1, Fig. 4, Eq. 5; DESIGN.md §6–§8).
+
+Input: S MRI sequences of one lesion, ``x: (N, S, D, H, W)`` or a dict ``{name: (N, D, H, W) or
+(N, 1, D, H, W)}`` holding exactly the model's sequence names, and optionally clinical features
+``tabular: (N, F)`` (NaN = missing; ``None`` = all missing). Per sequence ``i`` (late fusion):
+
+    a_i = SAMNet_i(x_i).stages        four maps, CNN encoder (CE); SAMBlocks with FP, ConvNeXtV2 blocks without
+    b_i = MambaOut3d_i(x_i).stages    four maps, Mamba encoder (ME)
+    f_i = MultiScaleFusion_i(a_i, b_i)                        (N, feature_dim)
+    r   = DRLM(f_1..f_S).representation  with De, else concat[f_1..f_S]
+    t   = TabularEncoder(tabular)                             with TE
+    logits = head(concat[r, t])       head = LayerNorm → dropout → Linear
+
+Loss (Eq. 5, :class:`DeSambaLoss`): ``L = CE(logits, y) + 0.5 L_self + 0.5 L_cross``, the
+reconstruction terms coming from :meth:`DeSamba.forward_with_aux`.
+
+One :class:`DeSambaConfig` with the seven flags of the paper's Table 3 (TE, CE, FP, ME, De, C, S)
+builds the full model and all ten ablation rows (``desamba_spine_ablation_<row>``). Every entry
+point takes ``scale="paper" | "small" | "tiny"``:
+
+- ``"paper"`` *(ours: the paper gives no widths)* is sized against the paper's 433.82 M parameters
+  and 308.32 G "FLOPs" at (3, 64, 96, 96), read as multiply-adds without the FFT: per sequence a
+  SAMNet of widths 192-384-544-640 (depths 3-4-6-3, the paper's) and a MambaOut3d of depths
+  6-6-9-3, widths 256-352-384-448; feature_dim 512, tabular_dim 128. MACs go with resolution and
+  parameters with width, so wide early stages and moderate late ones meet both targets: measured
+  on the meta device with ``torch.utils.flop_counter.FlopCounterMode`` (batch 1, MACs = FLOPs / 2,
+  FFT not counted, elementwise ops and norms not counted) ``desamba_spine`` has 437.81 M
+  parameters (+0.9 %) and 305.29 G MACs (−1.0 %): ``PAPER_SCALE_MEASURED``.
+- ``"small"``: SAMNet-Tiny widths and MambaOut-Femto per sequence (a single GPU trains it).
+- ``"tiny"``: one block per stage, widths 8-16-24-32, input (S, 32, 32, 32): CPU-trainable in
+  minutes, used by the tests (``desamba_spine_tiny``, ``desamba_spondylitis_tiny``).
+
+Choices *(ours)*: the fusion block (:mod:`spectral3d.layers.fusion`), the tabular encoder
+(:mod:`spectral3d.layers.tabular`), DRLM's encoder/decoder forms (:mod:`spectral3d.layers.drlm`),
+the LayerNorm in the classifier head, ``share_encoders`` (one encoder for every sequence, run as
+one batch), and that rows without TE accept and ignore ``tabular`` (one training loop serves
+every row). Input sizes: with CE every axis must be a positive multiple of 32 (SAMNet's unpadded
+stride-4 stem and three stride-2 downsamplings; a ``ValueError`` names the axis); MambaOut alone
+accepts any size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from backbones3d._builder import build_model_with_cfg
+from backbones3d._registry import register_model
+from backbones3d.mambaout3d import MambaOut3d
+from backbones3d.samnet import SAMNet
+from spectral3d._checks import check_divisible, check_floating
+from spectral3d.layers.drlm import DRLM
+from spectral3d.layers.fusion import MultiScaleFusion
+from spectral3d.layers.tabular import TabularEncoder
+
+__all__ = ["DeSamba", "DeSambaConfig", "DeSambaLoss", "SequenceEncoder"]
+
+FLAGS = ("tabular_encoder", "cnn_encoder", "frequency_pathway", "mamba_encoder", "decouple", "cross_loss", "self_loss")
+
+
+@dataclass(frozen=True)
+class DeSambaConfig:
+    """Everything that defines a DeSamba network; the defaults are ``desamba_spine`` at paper scale.
+
+    The seven flags are the columns of the paper's Table 3:
+
+    ============  =====================  ===============================================
+    Table 3       field                  what it switches on
+    ============  =====================  ===============================================
+    TE            ``tabular_encoder``    :class:`TabularEncoder` on clinical features
+    CE            ``cnn_encoder``        a SAMNet per sequence
+    FP            ``frequency_pathway``  SAMBlocks in that SAMNet (else ConvNeXtV2 blocks)
+    ME            ``mamba_encoder``      a MambaOut3d per sequence
+    De            ``decouple``           :class:`DRLM` on the fused sequence features
+    C             ``cross_loss``         DRLM's cross-reconstruction decoders and loss
+    S             ``self_loss``          DRLM's self-reconstruction decoders and loss
+    ============  =====================  ===============================================
+
+    Attributes:
+        sequences: sequence names, in the order of the input's axis 1.
+        num_classes: classes K.
+        num_tabular: clinical features F.
+        cnn_depths, cnn_dims: SAMNet stages.
+        mamba_depths, mamba_dims: MambaOut3d stages.
+        feature_dim: width d of each fused sequence feature ``f_i``.
+        tabular_dim: width of the tabular embedding ``t``.
+        drlm_dim: width of DRLM's unique and shared vectors (default ``feature_dim``).
+        drlm_hidden_dim: hidden width of DRLM's MLPs (default ``feature_dim``).
+        fm_mode, num_bands: SAMB's modulation form and radial bands.
+        share_encoders: one CNN/Mamba/fusion encoder for every sequence.
+        global_pool: fusion pooling, ``"avg"`` or ``"max"``.
+        drop_rate: dropout before the classifier (and in the fusion and tabular MLPs).
+        drop_path_rate: stochastic depth of the encoders.
+
+    Example::
+
+        >>> cfg = DeSambaConfig(sequences=("t1", "t2fs"), num_classes=2, decouple=False,
+        ...                     cross_loss=False, self_loss=False)
+        >>> cfg.flags
+        {'TE': True, 'CE': True, 'FP': True, 'ME': True, 'De': False, 'C': False, 'S': False}
+    """
+
+    sequences: tuple[str, ...] = ("t1", "t2", "t2fs")
+    num_classes: int = 6
+    num_tabular: int = 8
+    tabular_encoder: bool = True
+    cnn_encoder: bool = True
+    frequency_pathway: bool = True
+    mamba_encoder: bool = True
+    decouple: bool = True
+    cross_loss: bool = True
+    self_loss: bool = True
+    cnn_depths: tuple[int, ...] = (3, 4, 6, 3)
+    cnn_dims: tuple[int, ...] = (192, 384, 544, 640)
+    mamba_depths: tuple[int, ...] = (6, 6, 9, 3)
+    mamba_dims: tuple[int, ...] = (256, 352, 384, 448)
+    feature_dim: int = 512
+    tabular_dim: int = 128
+    drlm_dim: int | None = None
+    drlm_hidden_dim: int | None = None
+    fm_mode: str = "band"
+    num_bands: int = 8
+    share_encoders: bool = False
+    global_pool: str = "avg"
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        seqs = tuple(self.sequences)
+        object.__setattr__(self, "sequences", seqs)
+        for name in ("cnn_depths", "cnn_dims", "mamba_depths", "mamba_dims"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not seqs or not all(isinstance(s, str) and s for s in seqs) or len(set(seqs)) != len(seqs):
+            raise ValueError(f"sequences: expected distinct non-empty names, got {seqs!r}")
+        if not (self.cnn_encoder or self.mamba_encoder):
+            raise ValueError("cnn_encoder, mamba_encoder: at least one image encoder (CE or ME) must be on")
+        if self.frequency_pathway and not self.cnn_encoder:
+            raise ValueError("frequency_pathway: the frequency pathway (FP) lives in the CNN encoder; it needs CE")
+        if (self.cross_loss or self.self_loss) and not self.decouple:
+            raise ValueError("cross_loss, self_loss: the reconstruction losses (C, S) need DRLM (decouple=True)")
+        if self.decouple and len(seqs) < 2:
+            raise ValueError(f"decouple: DRLM needs at least 2 sequences, got {len(seqs)} ({seqs})")
+        if self.tabular_encoder and self.num_tabular < 1:
+            raise ValueError(f"num_tabular: the tabular encoder (TE) needs at least 1 feature, got {self.num_tabular}")
+        if self.num_classes < 0 or self.num_tabular < 0:
+            raise ValueError(
+                f"num_classes, num_tabular: expected non-negative ints, got {self.num_classes}, {self.num_tabular}"
+            )
+
+    @property
+    def flags(self) -> dict[str, bool]:
+        """The seven Table 3 flags by their paper names."""
+        return dict(zip(("TE", "CE", "FP", "ME", "De", "C", "S"), (getattr(self, f) for f in FLAGS)))
+
+
+class SequenceEncoder(nn.Module):
+    """One sequence's image encoder: SAMNet and/or MambaOut3d stages fused into a vector (paper Fig. 4).
+
+    Args:
+        config: the network's :class:`DeSambaConfig` (its CE, FP, ME flags and sizes are used).
+
+    Shapes: ``(N, 1, D, H, W) -> (N, feature_dim)``.
+
+    Example::
+
+        >>> import torch
+        >>> cfg = DeSambaConfig(cnn_depths=(1,) * 4, cnn_dims=(8, 16, 24, 32), mamba_depths=(1,) * 4,
+        ...                     mamba_dims=(8, 16, 24, 32), feature_dim=16)
+        >>> SequenceEncoder(cfg)(torch.randn(2, 1, 32, 32, 32)).shape
+        torch.Size([2, 16])
+    """
+
+    def __init__(self, config: DeSambaConfig) -> None:
+        super().__init__()
+        c = config
+        self.cnn = (
+            SAMNet(
+                in_chans=1,
+                depths=c.cnn_depths,
+                dims=c.cnn_dims,
+                frequency=c.frequency_pathway,
+                fm_mode=c.fm_mode,
+                num_bands=c.num_bands,
+                drop_path_rate=c.drop_path_rate,
+                features_only=True,
+            )
+            if c.cnn_encoder
+            else None
+        )
+        self.mamba: MambaOut3d | None = None
+        if c.mamba_encoder:
+            self.mamba = MambaOut3d(
+                in_chans=1, num_classes=0, depths=c.mamba_depths, dims=c.mamba_dims, drop_path_rate=c.drop_path_rate
+            )
+            # Only the stage outputs are used; the classification head would hold unused parameters.
+            self.mamba.head = nn.Identity()
+        dims_cnn = c.cnn_dims if c.cnn_encoder else None
+        dims_mamba = c.mamba_dims if c.mamba_encoder else None
+        self.fusion = MultiScaleFusion(
+            dims_cnn or dims_mamba,
+            dims_mamba if dims_cnn else None,
+            out_dim=c.feature_dim,
+            global_pool=c.global_pool,
+            drop_rate=c.drop_rate,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branches = []
+        if self.cnn is not None:
+            branches.append(self.cnn.forward_stages(x))
+        if self.mamba is not None:
+            branches.append(self.mamba.forward_stages(x))
+        return self.fusion(*branches)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for encoder in (self.cnn, self.mamba):
+            if encoder is not None:
+                encoder.set_grad_checkpointing(enable)
+
+
+class DeSambaHead(nn.Module):
+    """The classifier on the DeSamba feature vector: LayerNorm → dropout → Linear.
+
+    Args:
+        in_features: ``num_features`` of the network.
+        num_classes: outputs; 0 makes ``fc`` an identity.
+        drop_rate: dropout before ``fc``.
+
+    Example::
+
+        >>> import torch
+        >>> DeSambaHead(16, 3)(torch.randn(2, 16)).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(self, in_features: int, num_classes: int, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.norm = nn.LayerNorm(in_features)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc: nn.Module = nn.Identity()
+        self.reset(num_classes)
+
+    def reset(self, num_classes: int) -> None:
+        """A fresh classifier for ``num_classes`` (0: identity)."""
+        self.fc = nn.Linear(self.in_features, num_classes) if num_classes > 0 else nn.Identity()
+        if isinstance(self.fc, nn.Linear):
+            nn.init.trunc_normal_(self.fc.weight, std=0.02)
+            nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(self.norm(x))
+        return x if pre_logits else self.fc(x)
+
+
+class DeSamba(nn.Module):
+    """DeSamba (paper Fig. 1): per-sequence SAMNet + MambaOut3d encoders, fusion, DRLM, tabular encoder.
+
+    Args:
+        config: a :class:`DeSambaConfig` (default: ``desamba_spine`` at paper scale).
+        **kwargs: :class:`DeSambaConfig` fields overriding ``config`` (``num_classes=...``,
+            ``decouple=False``, ...). timm's ``in_chans`` is accepted and must equal the number of
+            sequences (each sequence has its own one-channel encoder).
+
+    Attributes:
+        config, sequences, num_classes, num_tabular, in_chans (= S), num_features.
+
+    Shapes: ``forward(x, tabular=None)`` with ``x: (N, S, D, H, W)`` or a dict of ``(N, D, H, W)``
+    / ``(N, 1, D, H, W)`` per sequence name, ``tabular: (N, num_tabular)`` → ``(N, num_classes)``.
+
+    Example::
+
+        >>> import torch
+        >>> from backbones3d.desamba import desamba_spine_tiny
+        >>> model = desamba_spine_tiny()
+        >>> x = torch.randn(2, 3, 32, 32, 32)
+        >>> model(x).shape
+        torch.Size([2, 6])
+        >>> logits, aux = model.forward_with_aux(x, tabular=torch.randn(2, 8))
+        >>> sorted(aux)
+        ['cross', 'self']
+    """
+
+    def __init__(self, config: DeSambaConfig | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        in_chans = kwargs.pop("in_chans", None)
+        config = dataclasses.replace(config or DeSambaConfig(), **kwargs)
+        if in_chans is not None and in_chans != len(config.sequences):
+            raise ValueError(
+                f"in_chans: DeSamba takes one channel per sequence; expected {len(config.sequences)} for sequences "
+                f"{list(config.sequences)}, got {in_chans} (pass sequences=... to change them)"
+            )
+        self.config = config
+        self.sequences: tuple[str, ...] = config.sequences
+        self.in_chans = len(config.sequences)
+        self.num_classes = config.num_classes
+        self.num_tabular = config.num_tabular
+        self.grad_checkpointing = False
+        self.size_multiple = 4 * 2 ** (len(config.cnn_depths) - 1) if config.cnn_encoder else 1
+
+        names = ("shared",) if config.share_encoders else config.sequences
+        self.encoders = nn.ModuleDict({name: SequenceEncoder(config) for name in names})
+        s, d = len(config.sequences), config.feature_dim
+        self.drlm = (
+            DRLM(
+                s,
+                d,
+                unique_dim=config.drlm_dim,
+                shared_dim=config.drlm_dim,
+                hidden_dim=config.drlm_hidden_dim,
+                self_reconstruction=config.self_loss,
+                cross_reconstruction=config.cross_loss,
+            )
+            if config.decouple
+            else None
+        )
+        self.tabular = (
+            TabularEncoder(config.num_tabular, config.tabular_dim, drop_rate=config.drop_rate)
+            if config.tabular_encoder
+            else None
+        )
+        image_features = self.drlm.out_dim if self.drlm is not None else s * d
+        self.num_features = self.head_hidden_size = image_features + (config.tabular_dim if self.tabular else 0)
+        self.head = DeSambaHead(self.num_features, config.num_classes, config.drop_rate)
+
+    # ----- timm model contract -------------------------------------------------------------------
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute every encoder block in the backward pass (same outputs, less memory)."""
+        self.grad_checkpointing = enable
+        for encoder in self.encoders.values():
+            encoder.set_grad_checkpointing(enable)
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        """The final classifier (``head.fc``)."""
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh classifier for ``num_classes`` (0: identity); ``global_pool`` sets the fusion pooling."""
+        if global_pool is not None:
+            for encoder in self.encoders.values():
+                encoder.fusion.set_global_pool(global_pool)
+        self.num_classes = num_classes
+        self.head.reset(num_classes)
+
+    # ----- input handling ------------------------------------------------------------------------
+    def _stack(self, x: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
+        s = len(self.sequences)
+        if isinstance(x, Mapping):
+            given, wanted = set(x), set(self.sequences)
+            if given != wanted:
+                raise ValueError(
+                    f"x: expected exactly the sequences {list(self.sequences)}, got {sorted(given)} "
+                    f"(missing {sorted(wanted - given)}, unknown {sorted(given - wanted)})"
+                )
+            vols = []
+            for name in self.sequences:
+                v = x[name]
+                if not isinstance(v, torch.Tensor):
+                    raise TypeError(f"x[{name!r}]: expected a torch.Tensor (N, D, H, W), got {type(v).__name__}")
+                if v.ndim == 5 and v.shape[1] == 1:
+                    v = v[:, 0]
+                if v.ndim != 4:
+                    raise ValueError(f"x[{name!r}]: expected shape (N, D, H, W) or (N, 1, D, H, W), got {tuple(v.shape)}")
+                if vols and v.shape != vols[0].shape:
+                    raise ValueError(
+                        f"x[{name!r}]: shape {tuple(v.shape)} differs from x[{self.sequences[0]!r}]'s "
+                        f"{tuple(vols[0].shape)}; resample the sequences onto one grid"
+                    )
+                vols.append(v)
+            x = torch.stack(vols, dim=1)
+        elif not isinstance(x, torch.Tensor):
+            raise TypeError(f"x: expected a tensor (N, S, D, H, W) or a dict of sequences, got {type(x).__name__}")
+        if x.ndim != 5:
+            raise ValueError(f"x: expected a 5-D tensor (N, S={s}, D, H, W), got shape {tuple(x.shape)} ({x.ndim}-D)")
+        if x.shape[1] != s:
+            raise ValueError(
+                f"x: expected S={s} sequences {list(self.sequences)} on axis 1, got {x.shape[1]} (shape {tuple(x.shape)})"
+            )
+        check_floating(x)
+        if self.size_multiple > 1:
+            m = self.size_multiple
+            check_divisible(
+                tuple(x.shape[2:]), (m, m, m), name="x spatial size",
+                what=f"the CNN encoder (SAMNet: stride-4 stem, {len(self.config.cnn_depths) - 1} stride-2 downsamplings)",
+            )
+        return x
+
+    def _check_tabular(self, tabular: torch.Tensor | None, batch: int) -> None:
+        if tabular is None:
+            return
+        if not isinstance(tabular, torch.Tensor):
+            raise TypeError(f"tabular: expected a torch.Tensor (N, {self.num_tabular}) or None, got {type(tabular).__name__}")
+        if tabular.ndim != 2 or tabular.shape[1] != self.num_tabular:
+            raise ValueError(f"tabular: expected shape (N, F={self.num_tabular}), got {tuple(tabular.shape)}")
+        if tabular.shape[0] != batch:
+            raise ValueError(f"tabular: batch size {tabular.shape[0]} differs from the images' {batch}")
+
+    # ----- forward -------------------------------------------------------------------------------
+    def _encode_sequences(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, S, D, H, W) -> (N, S, feature_dim)``."""
+        n, s = x.shape[:2]
+        if self.config.share_encoders:
+            f = self.encoders["shared"](x.reshape(n * s, 1, *x.shape[2:]))
+            return f.reshape(n, s, -1)
+        return torch.stack([self.encoders[name](x[:, i : i + 1]) for i, name in enumerate(self.sequences)], dim=1)
+
+    def _features_and_aux(
+        self, x: torch.Tensor | Mapping[str, torch.Tensor], tabular: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x = self._stack(x)
+        self._check_tabular(tabular, x.shape[0])
+        f = self._encode_sequences(x)
+        aux: dict[str, torch.Tensor] = {}
+        if self.drlm is not None:
+            representation, aux = self.drlm(f)
+        else:
+            representation = f.flatten(1)
+        if self.tabular is not None:
+            t = self.tabular(tabular, batch_size=x.shape[0])
+            representation = torch.cat([representation, t.to(representation.dtype)], dim=-1)
+        return representation, aux
+
+    def forward_features(
+        self, x: torch.Tensor | Mapping[str, torch.Tensor], tabular: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The classifier's input ``(N, num_features)``: DRLM representation (or concat[f_i]) and ``t``."""
+        return self._features_and_aux(x, tabular)[0]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Norm, dropout and classify ``(N, num_features)``; ``pre_logits=True`` stops before ``fc``."""
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor | Mapping[str, torch.Tensor], tabular: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x, tabular))
+
+    def forward_with_aux(
+        self, x: torch.Tensor | Mapping[str, torch.Tensor], tabular: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits and the reconstruction losses whose flags are on (``{}`` without DRLM), for :class:`DeSambaLoss`."""
+        features, aux = self._features_and_aux(x, tabular)
+        return self.forward_head(features), aux
+
+
+class DeSambaLoss(nn.Module):
+    """Paper Eq. 5: ``L = CE(logits, y) + self_weight * L_self + cross_weight * L_cross``.
+
+    Args:
+        self_weight: weight of DRLM's self-reconstruction loss (paper: 0.5).
+        cross_weight: weight of DRLM's cross-reconstruction loss (paper: 0.5).
+        label_smoothing: passed to the cross-entropy.
+        weight: optional per-class weights ``(K,)`` of the cross-entropy (e.g. inverse frequencies).
+
+    ``forward(logits, target, aux)`` returns ``(total, parts)``: ``parts`` holds the detached
+    ``"cls"`` term and each aux term present, for logging. Terms absent from ``aux`` (rows
+    without De, C or S) contribute nothing.
+
+    Example::
+
+        >>> import torch
+        >>> from backbones3d.desamba import desamba_spine_tiny
+        >>> model, criterion = desamba_spine_tiny(), DeSambaLoss()
+        >>> logits, aux = model.forward_with_aux(torch.randn(2, 3, 32, 32, 32))
+        >>> total, parts = criterion(logits, torch.tensor([0, 5]), aux)
+        >>> sorted(parts)
+        ['cls', 'cross', 'self']
+    """
+
+    def __init__(
+        self,
+        self_weight: float = 0.5,
+        cross_weight: float = 0.5,
+        label_smoothing: float = 0.0,
+        weight: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.weights = {"self": float(self_weight), "cross": float(cross_weight)}
+        self.label_smoothing = label_smoothing
+        self.register_buffer("class_weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
+
+    def forward(
+        self, logits: torch.Tensor, target: torch.Tensor, aux: Mapping[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        aux = dict(aux or {})
+        unknown = set(aux) - set(self.weights)
+        if unknown:
+            raise ValueError(f"aux: expected only the keys {sorted(self.weights)}, got unknown {sorted(unknown)}")
+        cls = F.cross_entropy(logits, target, weight=self.class_weight, label_smoothing=self.label_smoothing)
+        total = cls
+        parts = {"cls": cls.detach()}
+        for name, value in aux.items():
+            total = total + self.weights[name] * value
+            parts[name] = value.detach()
+        return total, parts
+
+    def extra_repr(self) -> str:
+        return f"self_weight={self.weights['self']}, cross_weight={self.weights['cross']}"
+
+
+# ----- configs and entry points ------------------------------------------------------------------
+SCALES: dict[str, dict[str, Any]] = {
+    "paper": {},  # the DeSambaConfig defaults
+    "small": dict(
+        cnn_dims=(48, 96, 192, 384),
+        mamba_depths=(3, 3, 9, 3),
+        mamba_dims=(48, 96, 192, 288),
+        feature_dim=256,
+        tabular_dim=64,
+    ),
+    "tiny": dict(
+        cnn_depths=(1, 1, 1, 1),
+        cnn_dims=(8, 16, 24, 32),
+        mamba_depths=(1, 1, 1, 1),
+        mamba_dims=(8, 16, 24, 32),
+        feature_dim=32,
+        tabular_dim=16,
+    ),
+}
+DATASETS: dict[str, dict[str, Any]] = {
+    "spine": dict(sequences=("t1", "t2", "t2fs"), num_classes=6, num_tabular=8),
+    "spondylitis": dict(sequences=("t1", "t2fs"), num_classes=2, num_tabular=8),
+}
+# Table 3 rows: which of TE, CE, FP, ME, De, C, S are on.
+ABLATION_ROWS: dict[str, tuple[int, ...]] = {
+    "cnv2": (0, 1, 0, 0, 0, 0, 0),
+    "samnet": (0, 1, 1, 0, 0, 0, 0),
+    "mo": (0, 0, 0, 1, 0, 0, 0),
+    "desn": (0, 1, 1, 0, 1, 1, 1),
+    "demo": (0, 0, 0, 1, 1, 1, 1),
+    "samba": (0, 1, 1, 1, 0, 0, 0),
+    "tf": (1, 1, 1, 1, 0, 0, 0),
+    "de_c": (1, 1, 1, 1, 1, 1, 0),
+    "de_s": (1, 1, 1, 1, 1, 0, 1),
+    "full": (1, 1, 1, 1, 1, 1, 1),
+}
+# What the paper scale reaches (desamba_spine, batch 1, input (3, 64, 96, 96), meta device; FFT excluded).
+PAPER_SCALE_MEASURED = {"params_M": 437.81, "macs_G": 305.29, "paper_params_M": 433.82, "paper_macs_G": 308.32}
+
+
+def _first_convs(sequences: Sequence[str], flags: Sequence[int]) -> list[str]:
+    _, ce, _, me, *_ = flags
+    convs = []
+    for name in sequences:
+        if ce:
+            convs.append(f"encoders.{name}.cnn.stem.0")
+        if me:
+            convs.append(f"encoders.{name}.mamba.stem.conv1")
+    return convs
+
+
+def _cfg(dataset: str, flags: Sequence[int] = ABLATION_ROWS["full"], size: int = 64, **kwargs: Any) -> dict[str, Any]:
+    seqs = DATASETS[dataset]["sequences"]
+    hw = 96 if size == 64 else size
+    return {
+        "input_size": (len(seqs), size, hw, hw),
+        "num_classes": DATASETS[dataset]["num_classes"],
+        "first_conv": _first_convs(seqs, flags),
+        "classifier": "head.fc",
+        "sequences": list(seqs),
+        "num_tabular": DATASETS[dataset]["num_tabular"],
+        **kwargs,
+    }
+
+
+default_cfgs = {
+    "desamba_spine": _cfg("spine"),
+    "desamba_spondylitis": _cfg("spondylitis"),
+    "desamba_spine_tiny": _cfg("spine", size=32),
+    "desamba_spondylitis_tiny": _cfg("spondylitis", size=32),
+    **{f"desamba_spine_ablation_{row}": _cfg("spine", flags) for row, flags in ABLATION_ROWS.items()},
+}
+
+
+def _create_desamba(
+    variant: str, pretrained: bool, dataset: str, scale: str, flags: Sequence[int], **kwargs: Any
+) -> DeSamba:
+    if scale not in SCALES:
+        raise ValueError(f"scale: expected one of {sorted(SCALES)}, got {scale!r}")
+    args: dict[str, Any] = {**SCALES[scale], **DATASETS[dataset], **dict(zip(FLAGS, map(bool, flags)))}
+    model = build_model_with_cfg(DeSamba, variant, pretrained, **dict(args, **kwargs))
+    if scale == "tiny":  # the registered cfg describes the paper scale; tiny runs at 32³
+        model.pretrained_cfg["input_size"] = (model.in_chans, 32, 32, 32)
+    return model
+
+
+@register_model
+def desamba_spine(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
+    """DeSamba for spinal metastasis: t1, t2, t2fs → 6 primary sites, 8 clinical features (paper Table 1)."""
+    return _create_desamba("desamba_spine", pretrained, "spine", scale, ABLATION_ROWS["full"], **kwargs)
+
+
+@register_model
+def desamba_spondylitis(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
+    """DeSamba for spondylitis: t1, t2fs → tuberculous vs pyogenic, 8 clinical features (paper Table 2)."""
+    return _create_desamba("desamba_spondylitis", pretrained, "spondylitis", scale, ABLATION_ROWS["full"], **kwargs)
+
+
+@register_model
+def desamba_spine_tiny(pretrained: bool = False, **kwargs: Any) -> DeSamba:
+    """``desamba_spine(scale="tiny")``: CPU-trainable, input (3, 32, 32, 32)."""
+    return _create_desamba("desamba_spine_tiny", pretrained, "spine", "tiny", ABLATION_ROWS["full"], **kwargs)
+
+
+@register_model
+def desamba_spondylitis_tiny(pretrained: bool = False, **kwargs: Any) -> DeSamba:
+    """``desamba_spondylitis(scale="tiny")``: CPU-trainable, input (2, 32, 32, 32)."""
+    return _create_desamba("desamba_spondylitis_tiny", pretrained, "spondylitis", "tiny", ABLATION_ROWS["full"], **kwargs)
+
+
+def _ablation(row: str, pretrained: bool, scale: str, kwargs: dict[str, Any]) -> DeSamba:
+    return _create_desamba(f"desamba_spine_ablation_{row}", pretrained, "spine", scale, ABLATION_ROWS[row], **kwargs)
+
+
+@register_model
+def desamba_spine_ablation_cnv2(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
+    """Table 3 row CNV2: CE only (ConvNeXtV2 encoders, no frequency pathway)."""
+    return _ablation("cnv2", pretrained, scale, kwargs)
+
+
+@register_model
+def desamba_spine_ablation_samnet(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
+    """Table 3 row SN: CE + FP (SAMNet encoders)."""
+    return _ablation("samnet", pretrained, scale, kwargs)
+
+
+@register_model
+def desamba_spine_ablation_mo(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
+    """Table 3 row MO: ME only (MambaOut encoders)."""
+    return _ablation("mo", pretrained, scale, kwargs)
+
+
+@register_model
+def desamba_spine_ablation_desn(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
+    """Table 3 row De+SN: CE + FP + De with both reconstruction losses."""
+    return _ablation("desn", pretrained, scale, kwargs)
+
+
+@register_model
+def desamba_spine_ablation_demo(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
+    """Table 3 row De+MO: ME + De with both reconstruction losses."""
+    return _ablation("demo", pretrained, scale, kwargs)
+
+
+@register_model
+def desamba_spine_ablation_samba(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
+    """Table 3 row SN+MO: CE + FP + ME, no decoupling."""
+    return _ablation("samba", pretrained, scale, kwargs)
+
+
+@register_model
+def desamba_spine_ablation_tf(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
+    """Table 3 row w/ clinical features: TE + CE + FP + ME, no decoupling."""
+    return _ablation("tf", pretrained, scale, kwargs)
+
+
+@register_model
+def desamba_spine_ablation_de_c(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
+    """Table 3 row w/ Decouple (no Self): everything but the self-reconstruction loss."""
+    return _ablation("de_c", pretrained, scale, kwargs)
+
+
+@register_model
+def desamba_spine_ablation_de_s(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
+    """Table 3 row w/ Decouple (no Cross): everything but the cross-reconstruction loss."""
+    return _ablation("de_s", pretrained, scale, kwargs)
+
+
+@register_model
+def desamba_spine_ablation_full(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
+    """Table 3 last row: the full DeSamba (same as ``desamba_spine``)."""
+    return _ablation("full", pretrained, scale, kwargs)

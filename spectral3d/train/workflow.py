@@ -1,0 +1,319 @@
+"""The Python API behind ``spectral3d train | evaluate | predict | demo``.
+
+Each function takes paths and plain options and returns plain data, so the CLI is a thin argparse
+layer over it and ``examples/train_on_nifti.py`` can call the same code.
+
+- :func:`train_on_cohort` — build a registered model sized for a cohort (sequences, classes,
+  clinical columns), train it with :func:`spectral3d.train.fit`, write checkpoints whose
+  ``config.json`` holds everything the other commands need.
+- :func:`load_checkpoint_model` — rebuild the model of a checkpoint and load its weights
+  (safetensors; no pickle).
+- :func:`evaluate_checkpoint` — the paper's metrics on a split, as JSON and a markdown table.
+- :func:`predict_cases` — class probabilities for case folders outside any cohort table.
+
+Model sizing *(ours)*: a multi-sequence model (its ``pretrained_cfg`` names ``sequences``: DeSamba
+and its presets) is built with the cohort's ``sequences``, ``num_classes`` and ``num_tabular``; any
+other model gets ``in_chans = S`` (early fusion) and ``num_classes``. The model grid defaults to
+the model's ``pretrained_cfg["input_size"]`` (``(D, H, W)`` part) and 1 mm spacing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from spectral3d.data import (
+    Cohort,
+    MRIDataset,
+    PreprocessConfig,
+    Sample,
+    TabularStats,
+    load_case,
+)
+from spectral3d.data.errors import DataError
+from spectral3d.metrics import classification_metrics, metrics_table
+from spectral3d.train.checkpoint import load_config, load_model_state, resolve_checkpoint
+from spectral3d.train.trainer import FitResult, TrainConfig, fit, predict
+
+__all__ = [
+    "build_model_for_cohort",
+    "evaluate_checkpoint",
+    "load_checkpoint_model",
+    "predict_cases",
+    "train_on_cohort",
+]
+
+
+def _is_multi_sequence(model_name: str) -> bool:
+    from backbones3d import get_pretrained_cfg
+
+    return "sequences" in get_pretrained_cfg(model_name)
+
+
+def build_model_for_cohort(
+    model_name: str,
+    sequences: Sequence[str],
+    num_classes: int,
+    num_tabular: int,
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Create ``model_name`` for a cohort; returns the model and the kwargs it was built with."""
+    from backbones3d import create_model
+
+    kwargs: dict[str, Any] = dict(model_kwargs or {})
+    if _is_multi_sequence(model_name):
+        kwargs.update(sequences=list(sequences), num_classes=num_classes, num_tabular=num_tabular)
+    else:
+        kwargs.update(in_chans=len(sequences), num_classes=num_classes)
+    return create_model(model_name, **kwargs), kwargs
+
+
+def _input_size(model: nn.Module, input_size: int | Sequence[int] | None) -> tuple[int, int, int]:
+    if input_size is None:
+        return tuple(model.pretrained_cfg["input_size"][1:])  # type: ignore[return-value]
+    if isinstance(input_size, int):
+        return (input_size,) * 3
+    return tuple(input_size)  # type: ignore[return-value]
+
+
+def train_on_cohort(
+    model_name: str,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    cfg: TrainConfig | None = None,
+    *,
+    model_kwargs: Mapping[str, Any] | None = None,
+    fold: int | None = None,
+    input_size: int | Sequence[int] | None = None,
+    spacing: float | Sequence[float] | None = 1.0,
+    volume_index: int | None = None,
+    augment: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    skip_bad: bool = False,
+    resume: bool = False,
+) -> FitResult:
+    """Train ``model_name`` on the cohort folder ``data``; checkpoints go to ``out``.
+
+    Args:
+        model_name: a registered model (``backbones3d.list_models()``).
+        data: the cohort folder (``cases.csv`` + one folder per case).
+        out: the run directory.
+        cfg: training hyper-parameters.
+        model_kwargs: extra constructor arguments (e.g. ``scale="tiny"`` or ``drop_path_rate``).
+        fold: use the ``fold`` column (validation = that fold) instead of the ``split`` column.
+        input_size: the model grid ``(D, H, W)``; default the model's ``pretrained_cfg`` size.
+        spacing: model voxel size in mm.
+        volume_index: the volume to use from 4-D files (otherwise they are rejected).
+        augment: flips, small affine and intensity jitter on the training split.
+        cache_dir: on-disk cache of preprocessed volumes.
+        skip_bad: leave out cases that fail to load (reported in ``out/skipped.json``) instead of
+            stopping at the first.
+        resume: continue from ``out/last``.
+    """
+    cfg = cfg or TrainConfig()
+    cohort = Cohort.from_folder(data, skip_bad=skip_bad)
+    model, kwargs = build_model_for_cohort(
+        model_name, cohort.sequences, cohort.num_classes, cohort.num_tabular, model_kwargs
+    )
+    pre = PreprocessConfig(input_size=_input_size(model, input_size), spacing=spacing, volume_index=volume_index)
+    if skip_bad:
+        cohort = cohort.verify(pre, skip_bad=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cohort.skipped:
+        (out / "skipped.json").write_text(json.dumps([str(s) for s in cohort.skipped], indent=2) + "\n")
+    train_cases = cohort.split("train", fold)
+    try:
+        val_cases = cohort.split("val", fold)
+    except DataError:
+        val_cases = []
+    train_set = MRIDataset(cohort, train_cases, pre, augment=augment, cache_dir=cache_dir, seed=cfg.seed)
+    val_set = (
+        MRIDataset(cohort, val_cases, pre, tabular_stats=train_set.tabular_stats, cache_dir=cache_dir)
+        if val_cases
+        else None
+    )
+    run_config = {
+        "model": model_name,
+        "model_kwargs": kwargs,
+        "class_names": list(cohort.classes),
+        "sequences": list(cohort.sequences),
+        "clinical_columns": list(cohort.clinical_columns),
+        "preprocess": pre.to_dict(),
+        "tabular_stats": train_set.tabular_stats.to_dict(),
+        "data": str(Path(data).resolve()),
+        "fold": fold,
+        "spectral3d_version": _version(),
+        "torch_version": torch.__version__,
+    }
+    return fit(
+        model,
+        train_set,
+        val_set,
+        cfg,
+        out,
+        run_config,
+        resume=resume,
+        num_classes=cohort.num_classes,
+        class_names=cohort.classes,
+    )
+
+
+def _version() -> str:
+    import spectral3d
+
+    return spectral3d.__version__
+
+
+def load_checkpoint_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """The model of a checkpoint (or run directory: its best, else last), in eval mode, and its config."""
+    from backbones3d import create_model
+
+    ckpt = resolve_checkpoint(checkpoint)
+    config = load_config(ckpt)
+    model = create_model(config["model"], **config["model_kwargs"])
+    missing, unexpected = model.load_state_dict(load_model_state(ckpt), strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint {ckpt}: state dict does not fit {config['model']}: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    return model.to(device).eval(), config
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    data: str | os.PathLike,
+    split: str = "test",
+    fold: int | None = None,
+    out: str | os.PathLike | None = None,
+    n_bootstrap: int = 1000,
+    batch_size: int = 4,
+    skip_bad: bool = False,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """The paper's metrics for a checkpoint on a split of a cohort.
+
+    Writes ``metrics.json``, ``metrics.md`` (paper Table 1 layout) and ``predictions.csv`` into
+    ``out`` when given. Returns the metrics dict (see :func:`spectral3d.metrics.classification_metrics`).
+    """
+    model, config = load_checkpoint_model(checkpoint)
+    cohort = Cohort.from_folder(
+        data,
+        sequences=config["sequences"],
+        classes=config["class_names"],
+        clinical_columns=config["clinical_columns"],
+        skip_bad=skip_bad,
+    )
+    pre = PreprocessConfig.from_dict(config["preprocess"])
+    if skip_bad:
+        cohort = cohort.verify(pre, skip_bad=True)
+    dataset = MRIDataset(
+        cohort, cohort.split(split, fold), pre, tabular_stats=TabularStats.from_dict(config["tabular_stats"])
+    )
+    y, p, ids = predict(model, dataset, batch_size=batch_size, progress=True)
+    metrics = classification_metrics(y, p, class_names=config["class_names"], n_bootstrap=n_bootstrap)
+    metrics.update(
+        model=config["model"],
+        checkpoint=str(resolve_checkpoint(checkpoint)),
+        split=split,
+        skipped=[str(s) for s in cohort.skipped],
+    )
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n")
+        (out / "metrics.md").write_text(
+            metrics_table({name or config["model"]: metrics}, with_ci=n_bootstrap > 0) + "\n"
+        )
+        _write_predictions(out / "predictions.csv", ids, y, p, config["class_names"])
+    return metrics
+
+
+def _write_predictions(
+    path: Path, ids: Sequence[str], y: np.ndarray | None, p: np.ndarray, class_names: Sequence[str]
+) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["case_id", "label", "predicted", *[f"p_{c}" for c in class_names]])
+        for i, case_id in enumerate(ids):
+            label = class_names[int(y[i])] if y is not None else ""
+            w.writerow([case_id, label, class_names[int(p[i].argmax())], *[f"{v:.6f}" for v in p[i]]])
+
+
+def _read_tabular_csv(path: str | os.PathLike, columns: Sequence[str]) -> dict[str, list[float]]:
+    rows: dict[str, list[float]] = {}
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or "case_id" not in reader.fieldnames:
+            raise DataError("tabular CSV needs a 'case_id' column", paths=(path,))
+        for row in reader:
+            vals = []
+            for c in columns:
+                cell = (row.get(c) or "").strip()
+                try:
+                    vals.append(float(cell) if cell else math.nan)
+                except ValueError as err:
+                    raise DataError(
+                        f"column {c!r}: {cell!r} is not a number", case_id=row["case_id"], paths=(path,)
+                    ) from err
+            rows[row["case_id"]] = vals
+    return rows
+
+
+def predict_cases(
+    checkpoint: str | os.PathLike,
+    case_dirs: Sequence[str | os.PathLike],
+    tabular_csv: str | os.PathLike | None = None,
+) -> list[dict[str, Any]]:
+    """Class probabilities for case folders (each holding one NIfTI per sequence, optional ROI).
+
+    Clinical values come from ``tabular_csv`` (a ``case_id`` column named as the folder, plus the
+    checkpoint's clinical columns); a case absent from it, or with no CSV, has them all missing.
+    Returns one dict per case: ``case_id``, ``predicted``, ``probabilities`` (class → p).
+    """
+    model, config = load_checkpoint_model(checkpoint)
+    pre = PreprocessConfig.from_dict(config["preprocess"])
+    stats = TabularStats.from_dict(config["tabular_stats"])
+    columns = config["clinical_columns"]
+    table = _read_tabular_csv(tabular_csv, columns) if tabular_csv else {}
+    results = []
+    for case_dir in map(Path, case_dirs):
+        case_id = case_dir.name
+        if not case_dir.is_dir():
+            raise DataError("case folder not found", case_id=case_id, paths=(case_dir,))
+        files = {}
+        for seq in config["sequences"]:
+            found = [case_dir / f"{seq}{ext}" for ext in (".nii.gz", ".nii") if (case_dir / f"{seq}{ext}").is_file()]
+            if not found:
+                raise DataError(f"missing sequence {seq!r} ({seq}.nii.gz)", case_id=case_id, paths=(case_dir,))
+            files[seq] = found[0]
+        roi = next((case_dir / f"roi{e}" for e in (".nii.gz", ".nii") if (case_dir / f"roi{e}").is_file()), None)
+        loaded = load_case(files, roi=roi, config=pre, case_id=case_id)
+        clinical = table.get(case_id, [math.nan] * len(columns))
+        sample = Sample(
+            torch.from_numpy(np.ascontiguousarray(loaded.volume, dtype=np.float32)),
+            torch.from_numpy(stats.transform(clinical)),
+            torch.tensor(0),
+            case_id,
+        )
+        _, p, _ = predict(model, [sample], batch_size=1)
+        probs = dict(zip(config["class_names"], map(float, p[0])))
+        results.append(
+            {
+                "case_id": case_id,
+                "predicted": max(probs, key=probs.get),
+                "probabilities": probs,
+                "clinical_from_csv": case_id in table,
+            }
+        )
+    return results

@@ -1,0 +1,137 @@
+"""The training loop: checkpoints, resume after a signal, DDP on gloo, and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from spectral3d.train import TrainConfig, fit, load_model_state, load_training_state, resolve_checkpoint
+from spectral3d.train.checkpoint import save_checkpoint, update_pointer
+from tests.helpers.toy_training import ToyDataset, ToyNet
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fit(run: Path, train: ToyDataset, resume: bool = False, epochs: int = 3, **kw) -> object:
+    torch.manual_seed(0)
+    model = ToyNet()
+    cfg = TrainConfig(epochs=epochs, batch_size=4, lr=5e-3, seed=1, progress=False, **kw)
+    return fit(
+        model,
+        train,
+        ToyDataset(8, seed=1),
+        cfg,
+        run,
+        {"model": "toy"},
+        resume=resume,
+        num_classes=2,
+        class_names=["a", "b"],
+    )
+
+
+def test_checkpoints_pointers_and_safe_loading(tmp_path: Path) -> None:
+    result = _fit(tmp_path / "run", ToyDataset(), epochs=2)
+    run = tmp_path / "run"
+    assert result.epochs_done == 2 and sorted(p.name for p in run.glob("epoch_*")) == ["epoch_0001", "epoch_0002"]
+    assert os.readlink(run / "last") == "epoch_0002" and (run / "best").is_symlink()
+    state = load_training_state(run / "last")  # torch.load(weights_only=True) inside
+    assert state["epoch"] == 2 and "optimizer" in state and "rng" in state
+    cfg = json.loads((run / "last" / "config.json").read_text())
+    assert cfg["model"] == "toy" and cfg["train"]["epochs"] == 2
+    assert set(load_model_state(run / "last")) == set(ToyNet().state_dict())
+    assert len((run / "log.jsonl").read_text().splitlines()) == 2
+    assert not list(run.glob(".tmp-*"))
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path: Path) -> None:
+    _fit(tmp_path / "full", ToyDataset())
+    full = load_model_state(tmp_path / "full" / "last")
+    # SIGINT while loading the 6th item of epoch 2 (16 items per epoch): the step finishes, then it stops.
+    part = _fit(tmp_path / "part", ToyDataset(interrupt_at=16 + 6))
+    assert part.interrupted and os.readlink(tmp_path / "part" / "last") == "interrupted"
+    assert load_training_state(tmp_path / "part" / "last")["batch_in_epoch"] == 2
+    resumed = _fit(tmp_path / "part", ToyDataset(), resume=True)
+    assert resumed.epochs_done == 3 and not resumed.interrupted
+    assert not (tmp_path / "part" / "interrupted").exists()
+    got = load_model_state(tmp_path / "part" / "last")
+    for k in full:
+        torch.testing.assert_close(got[k], full[k], rtol=0, atol=0)
+    hist_full = [json.loads(x) for x in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    hist_part = [json.loads(x) for x in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
+    assert [h["val_auc"] for h in hist_full] == [h["val_auc"] for h in hist_part]
+
+
+def test_gradient_accumulation_matches_a_larger_batch(tmp_path: Path) -> None:
+    def run(name: str, batch: int, accum: int) -> dict:
+        torch.manual_seed(0)
+        model = ToyNet(dropout=0.0)
+        cfg = TrainConfig(
+            epochs=1, batch_size=batch, grad_accum=accum, lr=1e-2, seed=2, progress=False, clip_grad_norm=None
+        )
+        fit(model, ToyDataset(16), None, cfg, tmp_path / name, num_classes=2)
+        return model.state_dict()
+
+    a, b = run("big", 8, 1), run("accum", 4, 2)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_ddp_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        str(ROOT / "tests" / "helpers" / "ddp_worker.py"),
+        str(tmp_path / "ddp"),
+        "2",
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "helpers" / "ddp_worker.py"), str(tmp_path / "one"), "4"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    # Same global batch (2 processes × 2 = 4): the weights agree up to the order of float reductions.
+    a, b = load_model_state(tmp_path / "ddp" / "last"), load_model_state(tmp_path / "one" / "last")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    ma = json.loads((tmp_path / "ddp" / "last" / "metrics.json").read_text())
+    mb = json.loads((tmp_path / "one" / "last" / "metrics.json").read_text())
+    assert ma["val_auc"] == pytest.approx(mb["val_auc"], abs=1e-6)
+    assert ma["val_loss"] == pytest.approx(mb["val_loss"], rel=1e-4)
+
+
+def test_atomic_save_replaces_and_cleans_stale_temporaries(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / ".tmp-epoch_0001-crashed").mkdir(parents=True)  # what a crash mid-write leaves behind
+    state = {"w": torch.randn(3)}
+    save_checkpoint(run, "epoch_0001", state, {"epoch": 1}, {"model": "x"})
+    save_checkpoint(run, "epoch_0001", {"w": torch.ones(3)}, {"epoch": 1}, {"model": "x"})
+    update_pointer(run, "last", "epoch_0001")
+    assert not list(run.glob(".tmp-*"))
+    torch.testing.assert_close(load_model_state(run)["w"], torch.ones(3))
+    assert resolve_checkpoint(run) == (run / "epoch_0001").resolve()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        update_pointer(run, "best", "epoch_0009")
+
+
+def test_bad_training_arguments() -> None:
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="class_weights"):
+        TrainConfig(class_weights="inverse")
