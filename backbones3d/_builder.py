@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from backbones3d._registry import _model_cfgs, get_pretrained_cfg, model_entrypoint, unknown_model_error
+from backbones3d._registry import get_pretrained_cfg, is_model, model_entrypoint, unknown_model_error
 
 __all__ = ["adapt_input_conv_3d", "build_model_with_cfg", "create_model", "load_pretrained", "load_state_dict_file"]
 
@@ -81,7 +81,7 @@ def create_model(
         >>> model(torch.randn(1, 3, 16, 16, 16)).shape
         torch.Size([1, 3])
     """
-    if model_name not in _model_cfgs:
+    if not is_model(model_name):
         raise unknown_model_error(model_name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     return model_entrypoint(model_name)(pretrained=pretrained, pretrained_cfg_overlay=pretrained_cfg_overlay, **kwargs)

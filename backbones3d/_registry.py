@@ -69,7 +69,9 @@ def _validate_cfg(name: str, cfg: Any) -> dict[str, Any]:
         raise ValueError(f"default_cfgs[{name!r}]: missing required keys {missing} (need {list(REQUIRED_CFG_KEYS)})")
     input_size = cfg["input_size"]
     if not (isinstance(input_size, (tuple, list)) and len(input_size) == 4 and all(int(v) >= 1 for v in input_size)):
-        raise ValueError(f"default_cfgs[{name!r}]['input_size']: expected (C, D, H, W) positive ints, got {input_size!r}")
+        raise ValueError(
+            f"default_cfgs[{name!r}]['input_size']: expected (C, D, H, W) positive ints, got {input_size!r}"
+        )
     cfg = copy.deepcopy(cfg)
     cfg["input_size"] = tuple(int(v) for v in input_size)
     if "sequences" in cfg:
@@ -265,7 +267,7 @@ def get_pretrained_cfg(model_name: str) -> dict[str, Any]:
 
         >>> import backbones3d
         >>> backbones3d.get_pretrained_cfg("mambaout_femto_3d")["classifier"]
-        'head.fc.fc2'
+        'head.fc'
     """
     if model_name not in _model_cfgs:
         raise unknown_model_error(model_name)

@@ -309,7 +309,7 @@ class ConvNeXtV2_3d(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv3d(in_chans, dims[0], kernel_size=patch_size, stride=patch_size), LayerNorm3d(dims[0])
         )
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").split(list(depths))
         stages = []
         prev = dims[0]
         self.feature_info: list[dict[str, Any]] = []

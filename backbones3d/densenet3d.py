@@ -10,8 +10,8 @@ A densely connected network (Huang et al. 2017) with 3D operators. For an input 
     end:         norm5 → ReLU → global pool → dropout(``drop_rate``) → classifier
 
 DenseNet-121 is ``k = 32`` (``growth_rate``), blocks of 6-12-24-16 layers, ``bn_size = 4`` and 64
-stem features, as MONAI's ``DenseNet121``; ``forward_features`` returns ``(N, 1024, D/32, H/32,
-W/32)``.
+stem features, as MONAI's ``DenseNet121``; ``forward_features`` returns ``(N, 1024, ⌈D/4⌉/8,
+⌈H/4⌉/8, ⌈W/4⌉/8)``.
 
 Reference parity (checked by ``tests/test_baselines_cnn.py``): the parameter count equals MONAI's
 ``DenseNet121(spatial_dims=3, in_channels=in_chans, out_channels=num_classes)``; parameter names
@@ -36,7 +36,6 @@ Choices the references leave open:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -152,7 +151,7 @@ class DenseNet3d(nn.Module):
         >>> model(x).shape
         torch.Size([2, 3])
         >>> model.forward_features(x).shape
-        torch.Size([2, 16, 1, 2, 3])
+        torch.Size([2, 20, 1, 2, 3])
     """
 
     def __init__(
@@ -234,7 +233,7 @@ class DenseNet3d(nn.Module):
             >>> try:
             ...     model.check_input_size((64, 96, 80))
             ... except ValueError as err:
-            ...     print(str(err).split(" (")[0])
+            ...     print(str(err).split(" (its")[0])
             input size (64, 96, 80): size 80 on axis W would be truncated by transition3
         """
         for axis, n in zip(AXES, size):
@@ -285,7 +284,11 @@ class DenseNet3d(nn.Module):
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout and classify; ``pre_logits=True`` stops before ``classifier`` (``(N, num_features)``)."""
+        """Pool, dropout and classify; ``pre_logits=True`` stops before ``classifier``.
+
+        Returns ``(N, num_classes)`` logits, or ``(N, num_features)`` with ``pre_logits``; with
+        ``global_pool=""`` the same per voxel, ``(N, ·, d, h, w)``.
+        """
         x = self.head_drop(global_pool_3d(x, self.global_pool))
         return x if pre_logits else channel_linear(x, self.classifier)
 

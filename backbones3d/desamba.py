@@ -368,7 +368,9 @@ class DeSamba(nn.Module):
                 if v.ndim == 5 and v.shape[1] == 1:
                     v = v[:, 0]
                 if v.ndim != 4:
-                    raise ValueError(f"x[{name!r}]: expected shape (N, D, H, W) or (N, 1, D, H, W), got {tuple(v.shape)}")
+                    raise ValueError(
+                        f"x[{name!r}]: expected shape (N, D, H, W) or (N, 1, D, H, W), got {tuple(v.shape)}"
+                    )
                 if vols and v.shape != vols[0].shape:
                     raise ValueError(
                         f"x[{name!r}]: shape {tuple(v.shape)} differs from x[{self.sequences[0]!r}]'s "
@@ -382,14 +384,18 @@ class DeSamba(nn.Module):
             raise ValueError(f"x: expected a 5-D tensor (N, S={s}, D, H, W), got shape {tuple(x.shape)} ({x.ndim}-D)")
         if x.shape[1] != s:
             raise ValueError(
-                f"x: expected S={s} sequences {list(self.sequences)} on axis 1, got {x.shape[1]} (shape {tuple(x.shape)})"
+                f"x: expected S={s} sequences {list(self.sequences)} on axis 1, got {x.shape[1]} "
+                f"(shape {tuple(x.shape)})"
             )
         check_floating(x)
         if self.size_multiple > 1:
             m = self.size_multiple
             check_divisible(
-                tuple(x.shape[2:]), (m, m, m), name="x spatial size",
-                what=f"the CNN encoder (SAMNet: stride-4 stem, {len(self.config.cnn_depths) - 1} stride-2 downsamplings)",
+                tuple(x.shape[2:]),
+                (m, m, m),
+                name="x spatial size",
+                what=f"the CNN encoder (SAMNet's stride-4 stem and {len(self.config.cnn_depths) - 1} stride-2 "
+                "downsamplings)",
             )
         return x
 
@@ -397,7 +403,9 @@ class DeSamba(nn.Module):
         if tabular is None:
             return
         if not isinstance(tabular, torch.Tensor):
-            raise TypeError(f"tabular: expected a torch.Tensor (N, {self.num_tabular}) or None, got {type(tabular).__name__}")
+            raise TypeError(
+                f"tabular: expected a torch.Tensor (N, {self.num_tabular}) or None, got {type(tabular).__name__}"
+            )
         if tabular.ndim != 2 or tabular.shape[1] != self.num_tabular:
             raise ValueError(f"tabular: expected shape (N, F={self.num_tabular}), got {tuple(tabular.shape)}")
         if tabular.shape[0] != batch:
@@ -438,7 +446,9 @@ class DeSamba(nn.Module):
         """Norm, dropout and classify ``(N, num_features)``; ``pre_logits=True`` stops before ``fc``."""
         return self.head(x, pre_logits=pre_logits)
 
-    def forward(self, x: torch.Tensor | Mapping[str, torch.Tensor], tabular: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor | Mapping[str, torch.Tensor], tabular: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.forward_head(self.forward_features(x, tabular))
 
     def forward_with_aux(
@@ -611,7 +621,9 @@ def desamba_spine_tiny(pretrained: bool = False, **kwargs: Any) -> DeSamba:
 @register_model
 def desamba_spondylitis_tiny(pretrained: bool = False, **kwargs: Any) -> DeSamba:
     """``desamba_spondylitis(scale="tiny")``: CPU-trainable, input (2, 32, 32, 32)."""
-    return _create_desamba("desamba_spondylitis_tiny", pretrained, "spondylitis", "tiny", ABLATION_ROWS["full"], **kwargs)
+    return _create_desamba(
+        "desamba_spondylitis_tiny", pretrained, "spondylitis", "tiny", ABLATION_ROWS["full"], **kwargs
+    )
 
 
 def _ablation(row: str, pretrained: bool, scale: str, kwargs: dict[str, Any]) -> DeSamba:

@@ -49,7 +49,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -314,7 +313,11 @@ class ResNet3d(nn.Module):
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout and classify; ``pre_logits=True`` stops before ``fc`` (``(N, num_features)``)."""
+        """Pool, dropout and classify; ``pre_logits=True`` stops before ``fc``.
+
+        Returns ``(N, num_classes)`` logits, or ``(N, num_features)`` with ``pre_logits``; with
+        ``global_pool=""`` the same per voxel, ``(N, ·, d, h, w)``.
+        """
         x = self.head_drop(global_pool_3d(x, self.global_pool))
         return x if pre_logits else channel_linear(x, self.fc)
 

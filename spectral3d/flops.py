@@ -49,10 +49,11 @@ default so both counters count the same operations and their totals compare with
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -450,6 +451,44 @@ def model_inputs(
     return args, {}
 
 
+@contextlib.contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Construct modules on CPU but move each parameter/buffer to ``meta`` as it is registered.
+
+    For constructors that read tensor values (``torch.linspace(...).tolist()`` for drop-path
+    rates), which fail under ``torch.device("meta")``; initialisers then run on meta (no compute).
+    """
+    register_parameter, register_buffer = nn.Module.register_parameter, nn.Module.register_buffer
+
+    def on_meta_parameter(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None:
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register_parameter(module, name, param)
+
+    def on_meta_buffer(module: nn.Module, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None:
+        register_buffer(module, name, None if tensor is None else tensor.to("meta"), persistent)
+
+    nn.Module.register_parameter, nn.Module.register_buffer = on_meta_parameter, on_meta_buffer
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter, nn.Module.register_buffer = register_parameter, register_buffer
+
+
+def _build(name: str, device: torch.device | str, **model_kwargs: Any) -> nn.Module:
+    """``backbones3d.create_model`` on ``device``; on ``meta``, falls back to :func:`_parameters_on_meta`."""
+    from backbones3d import create_model  # application-level import, kept lazy (DESIGN.md §1)
+
+    try:
+        with torch.device(device):
+            return create_model(name, **model_kwargs)
+    except NotImplementedError:  # "Cannot copy out of meta tensor": the constructor reads values
+        if torch.device(device).type != "meta":
+            raise
+    with _parameters_on_meta():
+        return create_model(name, **model_kwargs)
+
+
 def count_model(
     name_or_model: str | nn.Module,
     input_size: int | Sequence[int] | None = None,
@@ -478,10 +517,7 @@ def count_model(
         >>> print(f"{rep.macs / 1e9:.1f} GMACs")  # doctest: +SKIP
     """
     if isinstance(name_or_model, str):
-        from backbones3d import create_model  # application-level import, kept lazy (DESIGN.md §1)
-
-        with torch.device(device):
-            model = create_model(name_or_model, **model_kwargs)
+        model = _build(name_or_model, device, **model_kwargs)
     elif isinstance(name_or_model, nn.Module):
         if model_kwargs:
             raise TypeError(f"model_kwargs: only valid with a registry name, got {sorted(model_kwargs)}")
@@ -593,8 +629,6 @@ def fvcore_macs(
         >>> fvcore_macs(m, torch.randn(1, 1, 5, 5, 5))
         1458.0
     """
-    from fvcore.nn import FlopCountAnalysis
-
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
@@ -603,6 +637,8 @@ def fvcore_macs(
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning)  # fvcore calls the deprecated torch.jit.script
+            from fvcore.nn import FlopCountAnalysis
+
             analysis = FlopCountAnalysis(model, inputs)
             analysis.set_op_handle(**{name: _fvcore_fft_handle(*spec) for name, spec in _FVCORE_FFT_OPS.items()})
             if not count_norms:

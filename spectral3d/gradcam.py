@@ -1,4 +1,4 @@
-"""3D Grad-CAM and Grad-CAM++ for any registered model, one map per MRI sequence for DeSamba.
+"""3D Grad-CAM and Grad-CAM++ for any registered model, one map per MRI sequence for DeSamba (paper Fig. 6, 7).
 
 For a target layer with activations ``A`` of shape ``(N, C, d, h, w)`` and the gradient ``G`` of the
 chosen class score ``y_c`` (the logit, before softmax) with respect to ``A``:
@@ -8,21 +8,45 @@ chosen class score ``y_c`` (the logit, before softmax) with respect to ``A``:
   ``α_k = G_k² / (2 G_k² + Σ_{dhw} A_k G_k³)`` (0 where the denominator is 0),
   ``w_k = Σ_{dhw} α_k ReLU(G_k)``, ``M = ReLU(Σ_k w_k A_k)``.
 
-Each map is upsampled trilinearly to the input's ``(D, H, W)`` (the model grid) and scaled to
-[0, 1] per case (a map that is zero everywhere stays zero). When a name has several target layers
-(DeSamba's CNN and MambaOut encoders of one sequence), their normalised maps are averaged — the
-paper's "channel-aggregated" map per sequence.
+Each map is upsampled trilinearly (``align_corners=False``) to the input's ``(D, H, W)`` (the model
+grid) and scaled to [0, 1] per case (a map that is zero everywhere stays zero). When a name has
+several target layers (DeSamba's SAMNet and MambaOut3d stages of one sequence), their normalised
+maps are averaged: the paper's "channel-aggregated" map per sequence.
 
-Default target layers (:func:`default_target_layers`): a model's own ``gradcam_target_layers()``
-if it has one (DeSamba: the last stage of each sequence's encoders, keyed by sequence name);
-otherwise its last stage (``stages[-1]``, ``layer4``, ``features``), keyed ``"input"``. Token models
-(ViT, Vim) whose last stage emits tokens are reshaped onto their patch grid by the model's
-``gradcam_reshape`` if provided.
+**Which layer** (:func:`candidate_target_layers`). A model's own ``gradcam_target_layers()`` if it
+has one. Otherwise every stage of the model, deepest first, keyed by name:
+
+- DeSamba (one encoder per sequence): per sequence ``i``, the stage pairs
+  ``[encoders[i].cnn.stages[k], encoders[i].mamba.stages[k]]`` (whichever encoders the ablation row
+  has), keyed by the sequence name: one map per sequence.
+- any other model: ``stages`` / ``layers`` / ``blocks`` / ``features``, keyed ``"input"`` (early
+  fusion: one map for all sequences).
+
+At call time every candidate is hooked and the **deepest stage whose map has at least ``min_grid``
+cells on every axis, and a gradient that is not identically zero,** is explained *(ours)*. The paper
+explains the last stage; at its input (64 × 96 × 96) that map is 2 × 3 × 3, and at the tiny models'
+32³ it is 1 × 1 × 1, a constant that says nothing about position. Trilinear upsampling of a 2-cell
+axis leaves both outer quarters constant, so a map needs about 4 cells per axis to place a lesion
+(``min_grid=4`` by default; ``min_grid=1`` restores "always the last stage"). The zero-gradient rule
+matters for class-token models: the last block's patch tokens do not reach a class-token head, so
+their gradient is exactly zero and the block before is used. :attr:`CAMResult.layers` names the
+modules used.
+
+**Layouts.** Stage outputs are brought to ``(N, C, d, h, w)``: CNN stages are already so;
+Swin-V2 stages are channels-last ``(N, d, h, w, C)`` and are permuted; ViT and Vim blocks emit
+tokens ``(N, L, C)``: the class token is dropped (ViT: the first ``num_prefix_tokens``; Vim: the
+middle one, at ``prod(grid) // 2``) and the patch tokens are laid back on the patch grid
+``model.patch_embed.grid_size(input size)`` (tokens are flattened in ``D, H, W`` order in both).
+A ``reshape`` callable overrides this for other models.
+
+**On the source grid** (:func:`gradcam_case`): the model-grid maps go back onto each sequence's
+original file with the loader's inverse transform (:meth:`spectral3d.data.LoadedCase.to_source_nifti`),
+so that each NIfTI opens over its source image in any viewer; a PNG shows three orthogonal slices.
 
 Why hooks and not a CAM library *(ours)*: ``pytorch-grad-cam``'s Grad-CAM handles 5-D activations,
-but its Grad-CAM++ and other methods reduce over two spatial axes only (its issue #583), it adds
-OpenCV as a runtime dependency, and it assumes single-input models — DeSamba takes ``(x, tabular)``
-and needs one map per sequence. Two forward hooks and a tensor hook are all that is required.
+but its Grad-CAM++ and other methods reduce over two spatial axes only, it adds OpenCV as a runtime
+dependency, and it assumes single-input models — DeSamba takes ``(x, tabular)`` and needs one map per
+sequence. Forward hooks and tensor hooks are all that is required.
 
 Example::
 
@@ -31,40 +55,71 @@ Example::
     >>> model = backbones3d.create_model("test_resnet_3d").eval()
     >>> cam = GradCAM3d(model)
     >>> out = cam(torch.randn(1, 3, 32, 32, 32))
-    >>> out.maps["input"].shape
-    torch.Size([1, 32, 32, 32])
+    >>> out.maps["input"].shape, out.layers["input"]
+    (torch.Size([1, 32, 32, 32]), ['layer2'])
 """
 
 from __future__ import annotations
 
+import csv
+import json
+import math
+import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CAMResult", "GradCAM3d", "cam_from_activations", "default_target_layers"]
+__all__ = [
+    "CAMResult",
+    "GradCAM3d",
+    "cam_from_activations",
+    "candidate_target_layers",
+    "default_target_layers",
+    "gradcam_case",
+    "render_gradcam_figure",
+]
 
 Method = Literal["gradcam", "gradcam++"]
+Reshape = Callable[[torch.Tensor, tuple[int, int, int]], torch.Tensor]
 
 
 @dataclass
 class CAMResult:
-    """Maps ``name -> (N, D, H, W)`` in [0, 1] on the model grid, with the logits and chosen classes."""
+    """Maps ``name -> (N, D, H, W)`` in [0, 1] on the model grid, with the logits and chosen classes.
+
+    Attributes:
+        maps: per name (a sequence name for DeSamba, ``"input"`` for early-fusion models).
+        logits: ``(N, K)``.
+        class_idx: ``(N,)`` the explained class of each case.
+        layers: per name, the qualified names of the modules whose maps were averaged.
+    """
 
     maps: dict[str, torch.Tensor]
     logits: torch.Tensor
     class_idx: torch.Tensor
+    layers: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def probs(self) -> torch.Tensor:
+        """Softmax of the logits, float32 ``(N, K)``."""
         return torch.softmax(self.logits.float(), dim=-1)
 
 
 def cam_from_activations(activations: torch.Tensor, grads: torch.Tensor, method: Method = "gradcam") -> torch.Tensor:
-    """The class-activation map ``(N, d, h, w)`` from activations and gradients ``(N, C, d, h, w)``."""
+    """The class-activation map ``(N, d, h, w)`` from activations and gradients ``(N, C, d, h, w)``.
+
+    Example::
+
+        >>> a, g = torch.rand(1, 4, 2, 3, 3), torch.randn(1, 4, 2, 3, 3)
+        >>> cam_from_activations(a, g, "gradcam++").shape
+        torch.Size([1, 2, 3, 3])
+    """
     if activations.shape != grads.shape or activations.ndim != 5:
         raise ValueError(
             f"activations/grads: expected equal (N, C, d, h, w) shapes, got {tuple(activations.shape)} "
@@ -90,23 +145,96 @@ def _normalise(m: torch.Tensor) -> torch.Tensor:
     return (m - lo.view(-1, 1, 1, 1)) / scale.view(-1, 1, 1, 1)
 
 
-def default_target_layers(model: nn.Module) -> dict[str, list[nn.Module]]:
-    """The layers whose activations are explained, by name (see the module docstring)."""
+def _as_list(v: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
+    return list(v) if isinstance(v, Sequence) else [v]
+
+
+def candidate_target_layers(model: nn.Module) -> dict[str, list[list[nn.Module]]]:
+    """Per name, the candidate levels deepest first; each level is a list of modules averaged together.
+
+    See the module docstring. Raises ``ValueError`` for a model with no known stages, and for a DeSamba
+    with ``share_encoders=True`` (its one encoder runs all sequences as one batch; pass the layers and a
+    ``reshape`` yourself).
+
+    Example::
+
+        >>> import backbones3d
+        >>> levels = candidate_target_layers(backbones3d.create_model("test_convnextv2_3d"))
+        >>> list(levels), len(levels["input"])
+        (['input'], 4)
+    """
     if hasattr(model, "gradcam_target_layers"):
-        layers = model.gradcam_target_layers()
-        return {k: list(v) if isinstance(v, Sequence) else [v] for k, v in layers.items()}
-    for attr in ("stages", "layers"):
+        return {k: [_as_list(v)] for k, v in model.gradcam_target_layers().items()}
+    encoders, sequences = getattr(model, "encoders", None), getattr(model, "sequences", None)
+    if isinstance(encoders, nn.ModuleDict) and sequences is not None:
+        if set(sequences) - set(encoders.keys()):
+            raise ValueError(
+                f"{type(model).__name__}: encoders {list(encoders.keys())} are shared between the sequences "
+                f"{list(sequences)}; per-sequence Grad-CAM needs one encoder per sequence (share_encoders=False) "
+                "or explicit target_layers and reshape"
+            )
+        out: dict[str, list[list[nn.Module]]] = {}
+        for name in sequences:
+            stage_lists = [
+                list(branch.stages)
+                for branch in (getattr(encoders[name], "cnn", None), getattr(encoders[name], "mamba", None))
+                if branch is not None
+            ]
+            depth = min(len(s) for s in stage_lists)
+            out[name] = [[s[len(s) - depth + k] for s in stage_lists] for k in reversed(range(depth))]
+        return out
+    for attr in ("stages", "layers", "blocks", "features"):
         seq = getattr(model, attr, None)
-        if isinstance(seq, (nn.Sequential, nn.ModuleList)) and len(seq):
-            return {"input": [seq[-1]]}
-    for attr in ("layer4", "features", "blocks"):
+        if isinstance(seq, (nn.Sequential, nn.ModuleList, list, tuple)) and len(seq):
+            return {"input": [[m] for m in reversed(list(seq))]}
+    for attr in ("layer4",):
         mod = getattr(model, attr, None)
         if isinstance(mod, nn.Module):
-            return {"input": [mod]}
+            return {"input": [[mod]]}
     raise ValueError(
-        f"{type(model).__name__}: no default Grad-CAM layer (no gradcam_target_layers(), stages, layer4 or "
-        "features); pass target_layers explicitly"
+        f"{type(model).__name__}: no default Grad-CAM layer (no gradcam_target_layers(), stages, layers, blocks "
+        "or features); pass target_layers explicitly"
     )
+
+
+def default_target_layers(model: nn.Module) -> dict[str, list[nn.Module]]:
+    """The deepest candidate level per name (the paper's "last stage"); see :func:`candidate_target_layers`.
+
+    Example::
+
+        >>> import backbones3d
+        >>> model = backbones3d.create_model("test_resnet_3d")
+        >>> default_target_layers(model)["input"][0] is model.layer4
+        True
+    """
+    return {k: v[0] for k, v in candidate_target_layers(model).items()}
+
+
+def _default_reshape(model: nn.Module) -> Reshape | None:
+    """The layout adapter for a model's stage outputs (module docstring), ``None`` for channels-first."""
+    from backbones3d.swinv2_3d import SwinTransformerV2_3d
+    from backbones3d.vim3d import VisionMamba3d
+    from backbones3d.vit3d import VisionTransformer3d
+
+    if isinstance(model, SwinTransformerV2_3d):
+        return lambda t, size: t.permute(0, 4, 1, 2, 3) if t.ndim == 5 else t
+    if isinstance(model, (VisionTransformer3d, VisionMamba3d)):
+        middle = isinstance(model, VisionMamba3d)
+
+        def tokens_to_grid(t: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+            grid = tuple(model.patch_embed.grid_size(size))
+            n_patch = math.prod(grid)
+            if t.ndim != 3 or t.shape[1] != n_patch + 1:
+                raise ValueError(
+                    f"{type(model).__name__}: expected tokens (N, {n_patch} + 1, C) for patch grid {grid}, "
+                    f"got {tuple(t.shape)}"
+                )
+            cls_at = n_patch // 2 if middle else 0
+            patches = torch.cat([t[:, :cls_at], t[:, cls_at + 1 :]], dim=1)
+            return patches.transpose(1, 2).reshape(t.shape[0], t.shape[2], *grid)
+
+        return tokens_to_grid
+    return None
 
 
 class GradCAM3d:
@@ -114,10 +242,22 @@ class GradCAM3d:
 
     Args:
         model: a registered model (or any module taking ``x`` or ``(x, tabular)``).
-        target_layers: name → module or list of modules; default :func:`default_target_layers`.
+        target_layers: name → module or list of modules (averaged); default: the deepest candidate
+            stage with at least ``min_grid`` cells per axis (module docstring).
         method: ``"gradcam"`` or ``"gradcam++"``.
-        reshape: turns a hooked activation into ``(N, C, d, h, w)``; default: the model's
-            ``gradcam_reshape`` if it has one, else the activation as is (it must be 5-D).
+        reshape: turns a hooked activation into ``(N, C, d, h, w)``, given the input size
+            ``(D, H, W)``; default: the model's ``gradcam_reshape`` if it has one, else the built-in
+            adapters (Swin-V2 channels-last, ViT/Vim tokens), else the activation as is.
+        min_grid: the smallest map (cells per axis) a default layer may have; ignored with explicit
+            ``target_layers``.
+
+    Example::
+
+        >>> import torch, backbones3d
+        >>> model = backbones3d.create_model("test_vit_3d").eval()
+        >>> out = GradCAM3d(model, method="gradcam++")(torch.randn(2, 3, 32, 32, 32), class_idx=1)
+        >>> out.maps["input"].shape, out.class_idx.tolist()
+        (torch.Size([2, 32, 32, 32]), [1, 1])
     """
 
     def __init__(
@@ -125,15 +265,28 @@ class GradCAM3d:
         model: nn.Module,
         target_layers: Mapping[str, nn.Module | Sequence[nn.Module]] | None = None,
         method: Method = "gradcam",
-        reshape: Callable[[torch.Tensor, tuple[int, int, int]], torch.Tensor] | None = None,
+        reshape: Reshape | None = None,
+        min_grid: int = 4,
     ) -> None:
         if method not in ("gradcam", "gradcam++"):
             raise ValueError(f"method: expected 'gradcam' or 'gradcam++', got {method!r}")
+        if not isinstance(min_grid, int) or min_grid < 1:
+            raise ValueError(f"min_grid: expected a positive int (cells per axis), got {min_grid!r}")
         self.model = model
         self.method = method
-        layers = target_layers if target_layers is not None else default_target_layers(model)
-        self.target_layers = {k: list(v) if isinstance(v, Sequence) else [v] for k, v in layers.items()}
-        self.reshape = reshape or getattr(model, "gradcam_reshape", None)
+        self.min_grid = min_grid
+        self.explicit = target_layers is not None
+        if target_layers is not None:
+            self.levels = {k: [_as_list(v)] for k, v in target_layers.items()}
+        else:
+            self.levels = candidate_target_layers(model)
+        self.reshape = reshape or getattr(model, "gradcam_reshape", None) or _default_reshape(model)
+        self._names = {m: n for n, m in model.named_modules()}
+
+    @property
+    def target_layers(self) -> dict[str, list[nn.Module]]:
+        """The deepest level per name (the layers used when they pass the ``min_grid`` rule)."""
+        return {k: v[0] for k, v in self.levels.items()}
 
     def __call__(
         self,
@@ -142,51 +295,319 @@ class GradCAM3d:
         class_idx: int | Sequence[int] | torch.Tensor | None = None,
     ) -> CAMResult:
         """Maps for ``x`` ``(N, C_or_S, D, H, W)``; ``class_idx`` defaults to the predicted class."""
-        if x.ndim != 5:
-            raise ValueError(f"x: expected a 5-D tensor (N, C, D, H, W), got shape {tuple(x.shape)}")
-        size = tuple(x.shape[-3:])
-        acts: dict[tuple[str, int], torch.Tensor] = {}
-        grads: dict[tuple[str, int], torch.Tensor] = {}
+        if not isinstance(x, torch.Tensor) or x.ndim != 5:
+            raise ValueError(f"x: expected a 5-D tensor (N, C, D, H, W), got shape {tuple(getattr(x, 'shape', ()))}")
+        size: tuple[int, int, int] = tuple(x.shape[-3:])  # type: ignore[assignment]
+        acts: dict[nn.Module, torch.Tensor] = {}
+        grads: dict[nn.Module, torch.Tensor] = {}
         handles = []
 
-        def hook_for(key: tuple[str, int]) -> Callable[..., None]:
-            def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
-                t = out[0] if isinstance(out, (tuple, list)) else out
-                if not t.requires_grad:
-                    return
-                acts[key] = t
-                t.register_hook(lambda g: grads.__setitem__(key, g))
+        def hook(module: nn.Module, _inp: Any, out: Any) -> None:
+            t = out[0] if isinstance(out, (tuple, list)) else out
+            if isinstance(t, torch.Tensor) and t.requires_grad:
+                acts[module] = t
+                t.register_hook(lambda g: grads.__setitem__(module, g))
 
-            return hook
-
-        for name, mods in self.target_layers.items():
-            for i, m in enumerate(mods):
-                handles.append(m.register_forward_hook(hook_for((name, i))))
+        modules = {m for levels in self.levels.values() for level in levels for m in level}
+        handles = [m.register_forward_hook(hook) for m in modules]
         try:
             with torch.enable_grad():
-                xin = x.detach().requires_grad_(True)  # makes activations require grad even for frozen models
+                xin = x.detach().requires_grad_(True)  # activations require grad even for a frozen model
                 logits = self.model(xin, tabular) if tabular is not None else self.model(xin)
                 if class_idx is None:
                     idx = logits.argmax(dim=-1)
                 else:
                     idx = torch.as_tensor(class_idx, device=logits.device).reshape(-1).expand(logits.shape[0])
+                    if int(idx.min()) < 0 or int(idx.max()) >= logits.shape[-1]:
+                        raise ValueError(f"class_idx: expected classes in [0, {logits.shape[-1]}), got {idx.tolist()}")
                 score = logits.gather(1, idx.view(-1, 1)).sum()
                 self.model.zero_grad(set_to_none=True)
                 score.backward()
         finally:
             for h in handles:
                 h.remove()
+
         maps: dict[str, torch.Tensor] = {}
-        for name, mods in self.target_layers.items():
+        used: dict[str, list[str]] = {}
+        for name, levels in self.levels.items():
+            chosen = self._choose(name, levels, acts, grads, size)
             per_layer = []
-            for i in range(len(mods)):
-                if (name, i) not in acts or (name, i) not in grads:
-                    raise RuntimeError(f"target layer {name!r}[{i}] was not reached by the forward/backward pass")
-                a, g = acts[(name, i)].detach(), grads[(name, i)].detach()
-                if self.reshape is not None:
-                    a, g = self.reshape(a, size), self.reshape(g, size)
+            for a, g in chosen.values():
                 m = cam_from_activations(a, g, self.method)
                 m = F.interpolate(m.unsqueeze(1), size=size, mode="trilinear", align_corners=False).squeeze(1)
                 per_layer.append(_normalise(m))
             maps[name] = torch.stack(per_layer).mean(0)
-        return CAMResult(maps=maps, logits=logits.detach(), class_idx=idx.detach())
+            used[name] = [self._names.get(m, type(m).__name__) for m in chosen]
+        return CAMResult(maps=maps, logits=logits.detach(), class_idx=idx.detach(), layers=used)
+
+    def _choose(
+        self,
+        name: str,
+        levels: list[list[nn.Module]],
+        acts: dict[nn.Module, torch.Tensor],
+        grads: dict[nn.Module, torch.Tensor],
+        size: tuple[int, int, int],
+    ) -> dict[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+        """The level to explain for ``name``: the deepest passing the ``min_grid`` and non-zero-gradient rules."""
+        fallback = None
+        for level in levels:
+            pairs = {}
+            for m in level:
+                if m not in acts or m not in grads:
+                    if self.explicit:
+                        raise RuntimeError(
+                            f"target layer {name!r} ({self._names.get(m, type(m).__name__)}) was not reached by "
+                            "the forward/backward pass"
+                        )
+                    break
+                a, g = acts[m].detach(), grads[m].detach()
+                if self.reshape is not None:
+                    a, g = self.reshape(a, size), self.reshape(g, size)
+                pairs[m] = (a, g)
+            else:
+                if self.explicit:
+                    return pairs
+                if any(bool(g.any()) for _, g in pairs.values()):
+                    grid = min(min(a.shape[-3:]) for a, _ in pairs.values())
+                    if grid >= min(self.min_grid, *size):
+                        return pairs
+                    fallback = pairs  # levels run deepest first: this ends as the largest grid
+        if fallback is not None:
+            return fallback
+        raise RuntimeError(
+            f"Grad-CAM {name!r}: no candidate layer of {type(self.model).__name__} received a gradient from the "
+            "class score; pass target_layers explicitly"
+        )
+
+
+# ----- one case, from a checkpoint, onto the source grids -------------------------------------------
+
+
+def _case_files(case_dir: Path, sequences: Sequence[str]) -> tuple[dict[str, Path], Path | None]:
+    from spectral3d.data import DataError
+
+    def find(stem: str) -> Path | None:
+        return next((case_dir / f"{stem}{e}" for e in (".nii.gz", ".nii") if (case_dir / f"{stem}{e}").is_file()), None)
+
+    if not case_dir.is_dir():
+        raise DataError("case folder not found", case_id=case_dir.name, paths=(case_dir,))
+    files = {}
+    for seq in sequences:
+        path = find(seq)
+        if path is None:
+            raise DataError(f"missing sequence {seq!r} ({seq}.nii.gz)", case_id=case_dir.name, paths=(case_dir,))
+        files[seq] = path
+    return files, find("roi")
+
+
+def _clinical_values(tabular_csv: str | os.PathLike | None, case_id: str, columns: Sequence[str]) -> list[float]:
+    """The case's clinical values from a CSV with ``case_id`` and the checkpoint's columns (NaN = missing)."""
+    from spectral3d.data import DataError
+
+    missing = [math.nan] * len(columns)
+    if tabular_csv is None:
+        return missing
+    with open(tabular_csv, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or "case_id" not in reader.fieldnames:
+            raise DataError("tabular CSV needs a 'case_id' column", paths=(tabular_csv,))
+        for row in reader:
+            if row["case_id"] != case_id:
+                continue
+            values = []
+            for c in columns:
+                cell = (row.get(c) or "").strip()
+                try:
+                    values.append(float(cell) if cell else math.nan)
+                except ValueError as err:
+                    message = f"column {c!r}: {cell!r} is not a number"
+                    raise DataError(message, case_id=case_id, paths=(tabular_csv,)) from err
+            return values
+    return missing
+
+
+def gradcam_case(
+    checkpoint: str | os.PathLike,
+    case_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    method: Method = "gradcam",
+    target_class: str | None = None,
+    tabular_csv: str | os.PathLike | None = None,
+    min_grid: int = 4,
+) -> dict[str, Any]:
+    """Grad-CAM of one case folder with a checkpoint: NIfTI maps on the source grids, a PNG and a JSON.
+
+    The case is loaded with the checkpoint's preprocessing (its sequences, ROI crop when the folder has
+    ``roi.nii.gz``); clinical values come from ``tabular_csv`` (standardised with the checkpoint's
+    statistics) or are all missing. DeSamba gives one map per sequence; an early-fusion baseline gives
+    one map, written for every sequence.
+
+    Args:
+        checkpoint: a checkpoint directory or a run directory (its best, else last checkpoint).
+        case_dir: a folder holding ``<sequence>.nii.gz`` per sequence and optionally ``roi.nii.gz``.
+        out: the output folder (created).
+        method: ``"gradcam"`` or ``"gradcam++"``.
+        target_class: the class name to explain; default the predicted class.
+        tabular_csv: CSV with a ``case_id`` column (the folder's name) and the clinical columns.
+        min_grid: see :class:`GradCAM3d`.
+
+    Returns:
+        ``{"case_id", "predicted", "probability", "explained_class", "probabilities", "layers", "files"}``;
+        ``files`` lists ``out/gradcam_<sequence>.nii.gz`` (each on that sequence's original grid: same
+        shape and affine as its file), ``out/gradcam.png`` and ``out/gradcam.json``.
+
+    Example::
+
+        >>> res = gradcam_case("runs/desamba/best", "cohort/case003", "cam/")   # doctest: +SKIP
+        >>> res["predicted"], [Path(f).name for f in res["files"]]               # doctest: +SKIP
+        ('tuberculous', ['gradcam_t1.nii.gz', 'gradcam_t2fs.nii.gz', 'gradcam.png', 'gradcam.json'])
+    """
+    import nibabel as nib
+
+    from spectral3d.data import PreprocessConfig, TabularStats, load_case
+    from spectral3d.train.workflow import load_checkpoint_model
+
+    model, config = load_checkpoint_model(checkpoint)
+    class_names: list[str] = list(config["class_names"])
+    sequences: list[str] = list(config["sequences"])
+    case_dir = Path(case_dir)
+    case_id = case_dir.name
+    files, roi = _case_files(case_dir, sequences)
+    loaded = load_case(files, roi=roi, config=PreprocessConfig.from_dict(config["preprocess"]), case_id=case_id)
+
+    x = torch.from_numpy(np.ascontiguousarray(loaded.volume, dtype=np.float32)).unsqueeze(0)
+    tabular = None
+    if "sequences" in getattr(model, "pretrained_cfg", {}) and config.get("clinical_columns"):
+        stats = TabularStats.from_dict(config["tabular_stats"])
+        values = _clinical_values(tabular_csv, case_id, config["clinical_columns"])
+        tabular = torch.from_numpy(stats.transform(values)).unsqueeze(0)
+    class_idx = None
+    if target_class is not None:
+        if target_class not in class_names:
+            raise ValueError(f"target_class: expected one of {class_names}, got {target_class!r}")
+        class_idx = class_names.index(target_class)
+
+    result = GradCAM3d(model, method=method, min_grid=min_grid)(x, tabular, class_idx)
+    probs = result.probs[0]
+    pred = int(probs.argmax())
+    explained = class_names[int(result.class_idx[0])]
+    per_sequence = {seq: result.maps[seq if seq in result.maps else "input"][0].numpy() for seq in sequences}
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    for seq, cam in per_sequence.items():
+        path = out / f"gradcam_{seq}.nii.gz"
+        img = loaded.to_source_nifti(cam, seq)
+        img.header.set_intent("estimate", name="Grad-CAM")
+        nib.save(img, path)
+        written.append(str(path))
+    title = (
+        f"{case_id}: predicted {class_names[pred]} (p = {float(probs[pred]):.2f}); "
+        f"{'Grad-CAM++' if method == 'gradcam++' else 'Grad-CAM'} for {explained} — {config['model']}"
+    )
+    png = out / "gradcam.png"
+    render_gradcam_figure(loaded.volume, per_sequence, sequences, loaded.roi, title, png)
+    written.append(str(png))
+    summary = {
+        "case_id": case_id,
+        "predicted": class_names[pred],
+        "probability": float(probs[pred]),
+        "explained_class": explained,
+        "probabilities": dict(zip(class_names, map(float, probs))),
+        "method": method,
+        "layers": result.layers,
+        "model": config["model"],
+        "clinical_from_csv": tabular_csv is not None,
+    }
+    (out / "gradcam.json").write_text(json.dumps(summary, indent=2) + "\n")
+    written.append(str(out / "gradcam.json"))
+    return {**summary, "files": written}
+
+
+def render_gradcam_figure(
+    volume: np.ndarray,
+    maps: Mapping[str, np.ndarray],
+    sequences: Sequence[str],
+    roi: np.ndarray | None,
+    title: str,
+    path: str | os.PathLike,
+    centre: Sequence[int] | None = None,
+) -> tuple[int, int, int]:
+    """Save the figure of paper Fig. 6/7: per sequence, three planes × (image, map, overlay), ROI contour.
+
+    Everything is on the model grid ``(D, H, W)`` = (inferior→superior, posterior→anterior,
+    left→right), shown in neurological convention (patient's right on the right). The slices cross
+    at ``centre``: default the ROI centroid, else the maximum of the mean map.
+
+    Args:
+        volume: ``(S, D, H, W)`` the preprocessed images.
+        maps: per sequence ``(D, H, W)`` in [0, 1].
+        sequences: the names, in ``volume``'s order.
+        roi: ``(D, H, W)`` bool or ``None``.
+        title: the figure title.
+        path: the PNG to write.
+        centre: ``(d, h, w)`` to cut through.
+
+    Returns:
+        The ``(d, h, w)`` the slices cross at.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # a bare Figure on an Agg canvas: no pyplot state, no display
+
+    if volume.ndim != 4 or volume.shape[0] != len(sequences):
+        raise ValueError(f"volume: expected (S={len(sequences)}, D, H, W), got {volume.shape}")
+    if centre is None:
+        if roi is not None and roi.any():
+            centre = tuple(int(round(c)) for c in np.argwhere(roi).mean(0))
+        else:
+            mean_map = np.mean([maps[s] for s in sequences], axis=0)
+            centre = tuple(int(i) for i in np.unravel_index(int(np.argmax(mean_map)), mean_map.shape))
+    d, h, w = centre
+    planes = [  # name, slicer, (vertical, horizontal) axis labels
+        ("axial", lambda v: v[d], ("P", "A", "L", "R")),
+        ("coronal", lambda v: v[:, h], ("I", "S", "L", "R")),
+        ("sagittal", lambda v: v[:, :, w], ("I", "S", "P", "A")),
+    ]
+    n_rows, n_cols = len(sequences), 3 * len(planes)
+    fig = Figure(figsize=(1.55 * n_cols + 0.9, 1.75 * n_rows + 0.9), dpi=110)
+    grid = fig.add_gridspec(n_rows, n_cols, wspace=0.04, hspace=0.1, left=0.06, right=0.93, top=0.8, bottom=0.02)
+    mappable = None
+    for r, seq in enumerate(sequences):
+        img, cam = volume[r], maps[seq]
+        lo, hi = np.percentile(img, (1, 99))
+        for p, (plane, cut, (v0, v1, h0, h1)) in enumerate(planes):
+            img2, cam2 = cut(img), cut(cam)
+            roi2 = cut(roi) if roi is not None else None
+            for k, kind in enumerate(("image", "Grad-CAM", "overlay")):
+                ax = fig.add_subplot(grid[r, 3 * p + k])
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if kind != "Grad-CAM":
+                    ax.imshow(img2, cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
+                if kind != "image":
+                    mappable = ax.imshow(
+                        cam2,
+                        cmap="jet",
+                        vmin=0,
+                        vmax=1,
+                        origin="lower",
+                        alpha=0.45 if kind == "overlay" else 1.0,
+                        interpolation="bilinear",
+                    )
+                if roi2 is not None and roi2.any() and kind != "Grad-CAM":
+                    ax.contour(roi2.astype(float), levels=[0.5], colors="lime", linewidths=1.0, origin="lower")
+                if r == 0:
+                    ax.set_title(f"{plane}\n{kind}" if k == 1 else kind, fontsize=8)
+                if k == 0:
+                    ax.set_ylabel(seq, fontsize=10, fontweight="bold")
+                if k == 0 and r == n_rows - 1:
+                    ax.text(0.02, 0.02, f"{h0}→{h1}, {v0}→{v1}", transform=ax.transAxes, fontsize=6, color="yellow")
+    if mappable is not None:
+        cax = fig.add_axes((0.945, 0.1, 0.012, 0.6))
+        fig.colorbar(mappable, cax=cax).ax.tick_params(labelsize=7)
+    roi_note = "ROI contour in green" if roi is not None else "no ROI"
+    fig.suptitle(f"{title}\nslices through (d, h, w) = {tuple(centre)} of the model grid; {roi_note}", fontsize=10)
+    FigureCanvasAgg(fig)
+    fig.savefig(path)
+    return tuple(centre)  # type: ignore[return-value]

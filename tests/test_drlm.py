@@ -9,6 +9,15 @@ from torch import nn
 from spectral3d.layers.drlm import DRLM, DRLMOutput
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny ops on a shared 2-core machine: intra-op threads spin and cost 10-40x (measured); restored afterwards.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class _TakeFirst(nn.Module):
     """A decoder that returns the first ``dim`` entries of its input (i.e. the unique vector)."""
 

@@ -56,7 +56,7 @@ def test_rfftn_irfftn_equals_analytic_formula(shape, device):
     rep = flops.count(SpectralRoundTrip(), x)
     expected = _analytic_pair(shape)
     assert rep.flops > 0
-    assert rep.flops == pytest.approx(expected, rel=1e-6)  # the issue allows 10 %; it is exact
+    assert rep.flops == pytest.approx(expected, abs=1)  # the issue allows 10 %; exact up to rounding
     # c2r's n is the real length (odd W included), so both halves cost the same
     assert rep.by_op["aten._fft_r2c"] == rep.by_op["aten._fft_c2r"]
     assert rep.macs == rep.flops / 2
@@ -66,7 +66,7 @@ def test_c2c_formula_and_batch_is_untransformed_dims():
     x = torch.randn(2, 3, 6, 10, dtype=torch.complex64)
     rep = flops.count(ComplexRoundTrip(), x)
     n, batch = 60, 6
-    assert rep.flops == pytest.approx(2 * batch * 5 * n * math.log2(n), rel=1e-6)
+    assert rep.flops == pytest.approx(2 * batch * 5 * n * math.log2(n), abs=1)
 
 
 def test_fft_flops_helper_and_validation():
@@ -83,7 +83,7 @@ def test_plain_flop_counter_mode_sees_ffts_after_import():
     x = torch.randn(1, 2, 8, 8, 8, device="meta")
     with FlopCounterMode(display=False) as counter:
         SpectralRoundTrip()(x)
-    assert counter.get_total_flops() == pytest.approx(_analytic_pair(x.shape), rel=1e-6)
+    assert counter.get_total_flops() == pytest.approx(_analytic_pair(x.shape), abs=1)
 
 
 def test_registration_is_idempotent_and_keeps_torch_formulas():
@@ -121,7 +121,7 @@ def test_meta_count_equals_cpu_count_and_breakdowns_add_up():
 
 
 def test_uncounted_ops_are_listed_with_call_counts():
-    rep = flops.count(SmallNet(), torch.randn(1, 2, 4, 4, 4, device="meta"))
+    rep = flops.count(SmallNet().to("meta"), torch.randn(1, 2, 4, 4, 4, device="meta"))
     assert rep.uncounted.get("aten.gelu") == 1
     assert rep.uncounted.get("aten.mean") == 1
     assert any("layer_norm" in op for op in rep.uncounted)
@@ -131,7 +131,7 @@ def test_uncounted_ops_are_listed_with_call_counts():
 
 
 def test_count_restores_training_mode_and_validates():
-    net = SmallNet().train()
+    net = SmallNet().to("meta").train()
     flops.count(net, torch.randn(1, 2, 4, 4, 4, device="meta"))
     assert net.training
     with pytest.raises(TypeError, match="model: expected an nn.Module or a callable"):
@@ -167,16 +167,15 @@ def test_fvcore_with_our_fft_handles_matches():
 
 
 def _cross_check(model: nn.Module, x: torch.Tensor) -> None:
-    """Our count == FlopCounterMode's own == 2 × fvcore MACs (within 1 %), on CPU at a small size."""
+    """Our count == FlopCounterMode's own (on meta) == 2 × fvcore MACs (a CPU trace) within 1 %."""
+    macs = flops.fvcore_macs(model, x)
+    model, x = model.to("meta").eval(), x.to("meta")
     ours = flops.count(model, x)
-    model.eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x)
     assert ours.flops > 0
     assert ours.flops == counter.get_total_flops()
-    assert ours.flops == pytest.approx(2 * flops.fvcore_macs(model, x), rel=0.01)
-    # on meta too, without compute
-    assert flops.count(model.to("meta"), x.to("meta")).flops == ours.flops
+    assert ours.flops == pytest.approx(2 * macs, rel=0.01)
 
 
 @pytest.mark.parametrize("name", ["resnet50_3d", "densenet121_3d"])
@@ -206,3 +205,23 @@ def test_count_model_from_registry_on_meta():
     assert rep.flops > 0
     assert rep.inputs[0] == (1, *cfg["input_size"])
     assert flops.count_model(name, batch=2).flops == 2 * rep.flops
+
+
+def test_meta_fallback_for_constructors_that_read_values():
+    class ReadsValues(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rates = torch.linspace(0, 0.1, 3).tolist()  # fails under torch.device("meta")
+            self.conv = nn.Conv3d(1, 2, 3)
+            self.register_buffer("scale", torch.full((2,), 0.5))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x) * self.scale.view(1, 2, 1, 1, 1)
+
+    with pytest.raises(NotImplementedError), torch.device("meta"):
+        ReadsValues()
+    with flops._parameters_on_meta():
+        model = ReadsValues()
+    assert model.conv.weight.is_meta and model.scale.is_meta and model.conv.weight.requires_grad
+    assert flops.count(model, torch.randn(1, 1, 5, 5, 5, device="meta")).flops == 2 * 2 * 27 * 27
+    assert not nn.Conv3d(1, 1, 1).weight.is_meta  # the patch is undone

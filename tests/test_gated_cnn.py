@@ -81,10 +81,10 @@ def test_float64_stays_float64():
 
 def test_receptive_field_is_the_kernel_window():
     """A change at one voxel moves the output only within the kernel's half-width on each axis."""
-    block = GatedCNNBlock3d(4, kernel_size=(3, 5, 7)).eval()
-    x = torch.randn(1, 4, 9, 11, 13)
+    block = GatedCNNBlock3d(4, kernel_size=(3, 5, 7)).double().eval()
+    x = torch.randn(1, 4, 9, 11, 13, dtype=torch.float64)
     x2 = x.clone()
-    x2[0, :, 4, 5, 6] += 1.0
+    x2[0, :, 4, 5, 6] += torch.randn(4, dtype=torch.float64)  # not constant: LayerNorm ignores a shift
     changed = (block(x2) - block(x)).abs().sum(1)[0] > 0
     idx = changed.nonzero()
     assert idx.min(0).values.tolist() == [3, 3, 3] and idx.max(0).values.tolist() == [5, 7, 9]

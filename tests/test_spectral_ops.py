@@ -139,7 +139,11 @@ def test_opcheck_modulation(form):
     torch.library.opcheck(torch.ops.spectral3d.spectral_modulation.default, args)
     grad = torch.randn(args[0].shape, dtype=args[0].dtype)
     plain = [t.detach() if t is not None else None for t in args]
-    torch.library.opcheck(torch.ops.spectral3d.spectral_modulation_backward.default, (grad, *plain))
+    torch.library.opcheck(
+        torch.ops.spectral3d.spectral_modulation_backward.default,
+        (grad, *plain),
+        test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
+    )
 
 
 def test_opcheck_features():
@@ -179,22 +183,54 @@ BAD_CASES = [
     (TypeError, r"X: expected a complex64 or complex128.*got dtype torch.float32", _bad(X=torch.randn(2, 3, 4, 5, 3))),
     (ValueError, r"X: expected a 5-D spectrum.*\(2, 3, 4, 5\)", _bad(X=torch.randn(2, 3, 4, 5, dtype=torch.cfloat))),
     (TypeError, r"X: expected a torch.Tensor", _bad(X=[1.0])),
-    (ValueError, r"f_m: expected shape \(N, C, 1, 1, 1\).*got \(2, 3, 4\)", _bad(f_m=torch.rand(2, 3, 4, 1))),
+    (ValueError, r"f_m: expected shape \(N, C, 1, 1, 1\).*got \(2, 3, 4, 1\)", _bad(f_m=torch.rand(2, 3, 4, 1))),
     (ValueError, r"f_m: expected shape.*got \(2, 3, 4, 5, 2\)", _bad(f_m=torch.rand(2, 3, 4, 5, 2))),
     (ValueError, r"f_m: expected shape.*got \(1, 3, 5\)", _bad(f_m=torch.rand(1, 3, 5))),
-    (TypeError, r"f_m: expected a real floating-point tensor, got dtype torch.int64", _bad(f_m=torch.ones(2, 3, 1, 1, 1).long())),
-    (ValueError, r"band_index: a banded f_m of shape \(2, 3, 5\) needs band_index of shape \(4, 5, 3\)", _bad("band", band_index=None)),
-    (ValueError, r"band_index: expected values in \[0, 5\).*got values in \[0, 5\]", _bad("band", band_index=torch.full((4, 5, 3), 5))),
-    (ValueError, r"band_index: expected values in \[0, 5\).*\[-1, ", _bad("band", band_index=torch.full((4, 5, 3), -1))),
-    (ValueError, r"band_index: expected shape \(4, 5, 3\).*got \(4, 5, 2\)", _bad("band", band_index=torch.zeros(4, 5, 2).long())),
-    (TypeError, r"band_index: expected an integer tensor, got dtype torch.float32", _bad("band", band_index=torch.zeros(4, 5, 3))),
+    (
+        TypeError,
+        r"f_m: expected a real floating-point tensor, got dtype torch.int64",
+        _bad(f_m=torch.ones(2, 3, 1, 1, 1).long()),
+    ),
+    (
+        ValueError,
+        r"band_index: a banded f_m of shape \(2, 3, 5\) needs band_index of shape \(4, 5, 3\)",
+        _bad("band", band_index=None),
+    ),
+    (
+        ValueError,
+        r"band_index: expected values in \[0, 5\).*got values in \[5, 5\]",
+        _bad("band", band_index=torch.full((4, 5, 3), 5)),
+    ),
+    (
+        ValueError,
+        r"band_index: expected values in \[0, 5\).*\[-1, ",
+        _bad("band", band_index=torch.full((4, 5, 3), -1)),
+    ),
+    (
+        ValueError,
+        r"band_index: expected shape \(4, 5, 3\).*got \(4, 5, 2\)",
+        _bad("band", band_index=torch.zeros(4, 5, 2).long()),
+    ),
+    (
+        TypeError,
+        r"band_index: expected an integer tensor, got dtype torch.float32",
+        _bad("band", band_index=torch.zeros(4, 5, 3)),
+    ),
     (ValueError, r"band_index: only used with a banded f_m", _bad(band_index=torch.zeros(4, 5, 3).long())),
     (ValueError, r"f_e: expected shape \(2, 3, 4, 5, 3\).*got \(2, 3, 4, 5, 2\)", _bad(f_e=torch.randn(2, 3, 4, 5, 2))),
-    (TypeError, r"f_e: expected a real floating-point tensor, got dtype torch.complex64", _bad(f_e=torch.randn(2, 3, 4, 5, 3, dtype=torch.cfloat))),
+    (
+        TypeError,
+        r"f_e: expected a real floating-point tensor, got dtype torch.complex64",
+        _bad(f_e=torch.randn(2, 3, 4, 5, 3, dtype=torch.cfloat)),
+    ),
     (ValueError, r"alpha: expected shape \(3,\).*got \(1,\)", _bad(alpha=torch.ones(1))),
     (ValueError, r"beta: expected shape \(3,\).*got \(3, 1\)", _bad(beta=torch.ones(3, 1))),
     (ValueError, r"alpha: expected shape \(3,\).*got \(\)", _bad(alpha=torch.tensor(1.0))),
-    (ValueError, r"f_e: expected a tensor on X's device cpu, got meta", _bad(f_e=torch.randn(2, 3, 4, 5, 3, device="meta"))),
+    (
+        ValueError,
+        r"f_e: expected a tensor on X's device cpu, got meta",
+        _bad(f_e=torch.randn(2, 3, 4, 5, 3, device="meta")),
+    ),
 ]  # fmt: skip
 
 

@@ -413,7 +413,9 @@ def _check_patients(records: list[CaseRecord], problems: dict, csv_path: Path) -
             where = ", ".join(f"{r.case_id} ({r.split}, fold {r.fold})" for r in recs)
             for r in recs:
                 problems[r.case_id].append(
-                    DataError(f"patient {pid!r} appears in more than one split or fold: {where}", r.case_id, (csv_path,))
+                    DataError(
+                        f"patient {pid!r} appears in more than one split or fold: {where}", r.case_id, (csv_path,)
+                    )
                 )
 
 
@@ -422,5 +424,4 @@ def _combine(errors: list[DataError]) -> DataError:
     if len(errors) == 1:
         return errors[0]
     lines = "\n".join(f"  - {e}" for e in errors)
-    paths = tuple(dict.fromkeys(p for e in errors for p in e.paths))
-    return DataError(f"{len(errors)} problems:\n{lines}", errors[0].case_id, paths)
+    return DataError(f"{len(errors)} problems in {len({e.case_id for e in errors})} case(s):\n{lines}")

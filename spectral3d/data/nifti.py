@@ -120,7 +120,9 @@ class PreprocessConfig:
             sp = self.spacing
             sp = (sp, sp, sp) if isinstance(sp, (int, float)) and not isinstance(sp, bool) else tuple(sp)
             if len(sp) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in sp):
-                raise ValueError(f"spacing: expected a positive number or a (D, H, W) triple in mm, got {self.spacing!r}")
+                raise ValueError(
+                    f"spacing: expected a positive number or a (D, H, W) triple in mm, got {self.spacing!r}"
+                )
             object.__setattr__(self, "spacing", tuple(float(v) for v in sp))
         if self.crop not in ("roi", "centre"):
             raise ValueError(f"crop: expected 'roi' or 'centre', got {self.crop!r}")
@@ -195,9 +197,7 @@ class LoadedCase:
         pts = np.asarray(points_xyz, dtype=np.float64)
         return nib.affines.apply_affine(np.linalg.inv(self.model_affine), pts)
 
-    def to_source_grid(
-        self, map_dhw: np.ndarray, sequence: str, order: int = 1, fill: float = 0.0
-    ) -> np.ndarray:
+    def to_source_grid(self, map_dhw: np.ndarray, sequence: str, order: int = 1, fill: float = 0.0) -> np.ndarray:
         """Resample a model-grid map onto the original grid of ``sequence``'s file.
 
         Args:
@@ -279,8 +279,7 @@ def read_volume(
             data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape[:3])
         elif volume_index is None:
             raise DataError(
-                f"4-D image of shape {shape} ({extra[0]} volumes); pass volume_index (--volume-index) "
-                "to choose one",
+                f"4-D image of shape {shape} ({extra[0]} volumes); pass volume_index (--volume-index) to choose one",
                 **where,
             )
         elif len(shape) > 4 or volume_index >= shape[3]:
@@ -318,7 +317,7 @@ def canonical_grid(affine: np.ndarray, shape: Sequence[int]) -> tuple[np.ndarray
     Example::
 
         >>> aff, shp = canonical_grid(np.diag([-2.0, 2.0, 2.0, 1.0]), (10, 20, 30))
-        >>> shp, aff[0, 0], aff[0, 3]
+        >>> shp, float(aff[0, 0]), float(aff[0, 3])
         ((10, 20, 30), 2.0, -18.0)
     """
     ornt = orientations.io_orientation(affine)
@@ -398,7 +397,7 @@ def load_case(
         centre = nib.affines.apply_affine(np.linalg.inv(full_to_world), centroid_world)
     else:
         centre = (np.asarray(full, dtype=np.float64) - 1) / 2
-    offset = np.array([round(c - (n - 1) / 2) for c, n in zip(centre, size)], dtype=np.float64)
+    offset = np.floor(centre - (np.asarray(size) - 1) / 2 + 0.5)  # nearest, halves up
     crop_to_full = np.eye(4)
     crop_to_full[:3, 3] = offset
     model_affine = full_to_world @ crop_to_full
@@ -507,4 +506,3 @@ def _intensity_stats(data: np.ndarray, cfg: PreprocessConfig) -> tuple[float, fl
     clipped = np.clip(data, lo, hi, dtype=np.float64)
     mean, std = float(clipped.mean()), float(clipped.std())
     return lo, hi, mean, (std if std > 0 else 1.0)
-

@@ -1,5 +1,32 @@
-"""Drop-in 3D layers (DESIGN.md §3–§7). Re-exported flat, timm-style."""
+"""Drop-in 3D layers (DESIGN.md §3–§7), re-exported flat, timm-style.
 
+Every layer takes and returns channels-first ``(N, C, D, H, W)`` volumes (DRLM, TabularEncoder and
+MultiScaleFusion work on feature vectors).
+"""
+
+from spectral3d.layers.drlm import DRLM, DRLMOutput, SymmetricPairEncoder
+from spectral3d.layers.fusion import MultiScaleFusion
+from spectral3d.layers.gated_cnn import GatedCNNBlock3d
+from spectral3d.layers.heads import MlpHead
 from spectral3d.layers.norm import GRN3d, LayerNorm3d
+from spectral3d.layers.samb import SAMB, band_index
+from spectral3d.layers.samblock import ConvNeXtV2Block3d, ConvNeXtV2Body3d, GRNMlp3d, SAMBlock
+from spectral3d.layers.tabular import TabularEncoder
 
-__all__ = ["GRN3d", "LayerNorm3d"]
+__all__ = [
+    "DRLM",
+    "SAMB",
+    "ConvNeXtV2Block3d",
+    "ConvNeXtV2Body3d",
+    "DRLMOutput",
+    "GRN3d",
+    "GRNMlp3d",
+    "GatedCNNBlock3d",
+    "LayerNorm3d",
+    "MlpHead",
+    "MultiScaleFusion",
+    "SAMBlock",
+    "SymmetricPairEncoder",
+    "TabularEncoder",
+    "band_index",
+]

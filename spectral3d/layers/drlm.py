@@ -126,8 +126,12 @@ class DRLM(nn.Module):
         super().__init__()
         if isinstance(num_sequences, bool) or not isinstance(num_sequences, int) or num_sequences < 2:
             raise ValueError(f"num_sequences: expected an int >= 2, got {num_sequences!r}")
-        for name, value in (("dim", dim), ("unique_dim", unique_dim), ("shared_dim", shared_dim),
-                            ("hidden_dim", hidden_dim)):
+        for name, value in (
+            ("dim", dim),
+            ("unique_dim", unique_dim),
+            ("shared_dim", shared_dim),
+            ("hidden_dim", hidden_dim),
+        ):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")
         self.num_sequences = num_sequences
@@ -173,12 +177,12 @@ class DRLM(nn.Module):
                     f"got shape {tuple(features.shape)}"
                 )
             if features.shape[1] != s or features.shape[2] != d:
-                raise ValueError(
-                    f"features: expected shape (N, S={s}, d={d}), got {tuple(features.shape)}"
-                )
+                raise ValueError(f"features: expected shape (N, S={s}, d={d}), got {tuple(features.shape)}")
             return list(features.unbind(1))
         if not isinstance(features, (list, tuple)):
-            raise TypeError(f"features: expected a tensor (N, S, d) or a list of tensors, got {type(features).__name__}")
+            raise TypeError(
+                f"features: expected a tensor (N, S, d) or a list of tensors, got {type(features).__name__}"
+            )
         if len(features) != s:
             raise ValueError(f"features: expected S={s} tensors (one per sequence), got {len(features)}")
         for i, f in enumerate(features):

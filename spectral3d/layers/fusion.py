@@ -113,9 +113,7 @@ class MultiScaleFusion(nn.Module):
                 raise ValueError(f"{name}[{k}]: expected {c} channels on axis 1, got shape {tuple(f.shape)}")
         return list(feats)
 
-    def forward(
-        self, feats_a: Sequence[torch.Tensor], feats_b: Sequence[torch.Tensor] | None = None
-    ) -> torch.Tensor:
+    def forward(self, feats_a: Sequence[torch.Tensor], feats_b: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         feats = self._check(feats_a, self.in_dims_a, "feats_a") + self._check(feats_b, self.in_dims_b, "feats_b")
         batch = feats[0].shape[0]
         for k, f in enumerate(feats):

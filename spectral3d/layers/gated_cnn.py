@@ -32,6 +32,8 @@ from torch import nn
 
 from spectral3d._checks import AXES, check_channels, check_finite, check_floating, check_ndim, to_3tuple_int
 
+_layer_norm_eps6 = partial(nn.LayerNorm, eps=1e-6)  # channels-last LayerNorm, eps as timm's
+
 __all__ = ["GatedCNNBlock3d"]
 
 
@@ -68,7 +70,7 @@ class GatedCNNBlock3d(nn.Module):
         ls_init_value: float | None = None,
         drop_path: float = 0.0,
         act_layer: Callable[[], nn.Module] = nn.GELU,
-        norm_layer: Callable[[int], nn.Module] = partial(nn.LayerNorm, eps=1e-6),
+        norm_layer: Callable[[int], nn.Module] = _layer_norm_eps6,
     ) -> None:
         super().__init__()
         if dim < 1:

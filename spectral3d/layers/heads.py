@@ -26,6 +26,8 @@ from torch import nn
 
 from spectral3d._checks import check_channels, check_floating
 
+_layer_norm_eps6 = partial(nn.LayerNorm, eps=1e-6)  # channels-last LayerNorm, eps as timm's
+
 __all__ = ["MlpHead"]
 
 _POOL_TYPES = ("avg", "max", "")
@@ -69,7 +71,7 @@ class MlpHead(nn.Module):
         pool_type: str = "avg",
         mlp_ratio: float | None = 4,
         act_layer: Callable[[], nn.Module] = nn.GELU,
-        norm_layer: Callable[[int], nn.Module] = partial(nn.LayerNorm, eps=1e-6),
+        norm_layer: Callable[[int], nn.Module] = _layer_norm_eps6,
         drop_rate: float = 0.0,
         bias: bool = True,
     ) -> None:

@@ -20,19 +20,22 @@ and the tensors are CUDA float32/float16/bfloat16; otherwise it runs :func:`sele
 
 The chunked algorithm *(ours)*: the sequence is cut into chunks of ``chunk_size`` tokens and the
 state ``h`` (``(B, D, N)``) is carried from one chunk to the next, so there are ``ceil(L /
-chunk_size)`` Python iterations, not ``L``. Inside a chunk the recurrence ``h_t = a_t h_{t-1} +
-x_t`` is an associative scan over pairs ``(log a, x)``, evaluated in ``ceil(log2(chunk_size))``
-Hillis–Steele doubling steps on the whole chunk at once: step ``k`` combines every token with
-the partial result ``2^k`` tokens earlier, ``x_t ← x_t + exp(S_t) · x_{t-2^k}`` and ``S_t ← S_t +
-S_{t-2^k}``, where ``S`` is a sum of log-decays ``Δ·A`` over a window. With Mamba's
-parametrisation (``A = -exp(A_log) < 0``, ``Δ = softplus(·) ≥ 0``) every exponent is ``≤ 0``:
-the scan never evaluates ``exp`` of a positive number, and nothing is divided by a small decay
-(the closed form ``exp(S_t) · cumsum(exp(-S_s) x_s)`` would, and overflows float32 once a chunk
-decays by more than ``e^88``). The chunk's states then get the carried state, ``h_t += exp(S_t)
-h_0``, and are contracted with ``C``. Work is ``O(B·D·N·L·log2(chunk_size))``, memory
-``O(B·D·N·chunk_size)`` per chunk; when gradients are needed each chunk runs under
-``torch.utils.checkpoint`` (its states are recomputed in the backward pass), so activation memory
-stays ``O(B·D·L + B·D·N·L/chunk_size)`` however long the sequence is.
+chunk_size)`` Python iterations, not ``L``. Inside a chunk the recurrence ``h_t = exp(Δ_t A) h_{t-1}
++ x_t`` (``x_t = Δ_t B_t u_t``) is an associative scan, evaluated in ``ceil(log2(chunk_size))``
+Hillis–Steele doubling steps on the whole chunk at once. Before step ``k`` each ``h_t`` holds the
+contribution of the ``s = 2^k`` tokens ``(t-s, t]`` and ``W_t`` the sum of their step sizes Δ; the
+step combines it with the block before, ``h_t ← h_t + exp(A · W_t) · h_{t-s}`` and ``W_t ← W_t +
+W_{t-s}``. ``W`` is ``(B, D, T)``, ``N`` times smaller than the states, and is summed pairwise, so
+the log-decays are as accurate as the sequential loop's (differences of a running cumulative sum
+would cancel). With Mamba's parametrisation (``A = -exp(A_log) < 0``, ``Δ = softplus(·) ≥ 0``)
+every exponent ``A · W`` is ``≤ 0``: the scan never evaluates ``exp`` of a positive number and
+divides by no decay (the closed form ``exp(S_t) · cumsum(exp(-S_s) x_s)`` would, and overflows
+float32 once a chunk decays by more than ``e^88``). After the last step ``W_t`` is the chunk's
+cumulative step size, the carried state enters as ``h_t += exp(A · W_t) h_0``, and the states
+are contracted with ``C`` (an elementwise product and a sum over ``N``). Work is
+``O(B·D·N·L·log2(chunk_size))``, memory ``O(B·D·N·chunk_size)`` per chunk; when gradients are
+needed each chunk runs under ``torch.utils.checkpoint`` (its states are recomputed in the backward
+pass), so activation memory stays ``O(B·D·L + B·D·N·L/chunk_size)`` however long the sequence is.
 """
 
 from __future__ import annotations
@@ -188,19 +191,23 @@ def selective_scan_reference(
 def _scan_chunk(
     u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, h0: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One chunk: ``u``, ``delta`` ``(b, G, D/G, T)``, ``A`` ``(G, D/G, N)``, ``B``, ``C`` ``(b, G, N, T)``,
-    carried state ``h0`` ``(b, G, D/G, N)`` → (``Σ_n C·h`` ``(b, G, D/G, T)``, last state ``h0``'s shape)."""
+    """Scan one chunk of ``T`` tokens from the carried state ``h0``.
+
+    Shapes: ``u``, ``delta`` ``(b, G, D/G, T)``; ``A`` ``(G, D/G, N)``; ``B``, ``C`` ``(b, G, T, N)``;
+    ``h0`` ``(b, G, D/G, N)``. Returns ``Σ_n C·h`` ``(b, G, D/G, T)`` and the last state (``h0``'s shape).
+    """
     length = u.shape[-1]
-    log_decay = delta.unsqueeze(-2) * A.unsqueeze(-1)  # (b, G, D/G, N, T), ≤ 0 for A ≤ 0, Δ ≥ 0
-    h = (delta * u).unsqueeze(-2) * B.unsqueeze(2)  # local states, zero initial state
+    h = (delta * u).unsqueeze(-1) * B.unsqueeze(2)  # (b, G, D/G, T, N): local states from a zero state
+    window = delta  # Σ Δ over the tokens that h[t] covers; its log-decay is A · window[t] ≤ 0
     step = 1
-    while step < length:  # Hillis–Steele: after the step, each entry covers 2·step tokens
-        h = h + torch.exp(log_decay) * F.pad(h[..., :-step], (step, 0))
-        log_decay = log_decay + F.pad(log_decay[..., :-step], (step, 0))
+    while step < length:  # Hillis–Steele: afterwards h[t] covers the 2·step tokens up to t
+        decay = torch.exp(window[..., step:, None] * A.unsqueeze(-2))
+        h = torch.cat([h[..., :step, :], torch.addcmul(h[..., step:, :], decay, h[..., :-step, :])], dim=-2)
+        window = torch.cat([window[..., :step], window[..., step:] + window[..., :-step]], dim=-1)
         step *= 2
-    h = h + torch.exp(log_decay) * h0.unsqueeze(-1)  # log_decay is now the cumulative sum over the chunk
-    y = torch.einsum("bgdnt,bgnt->bgdt", h, C)
-    return y, h[..., -1]
+    h = torch.addcmul(h, torch.exp(window.unsqueeze(-1) * A.unsqueeze(-2)), h0.unsqueeze(-2))
+    y = (h * C.unsqueeze(2)).sum(-1)
+    return y, h[..., -1, :]
 
 
 def selective_scan_chunked(
@@ -214,7 +221,7 @@ def selective_scan_chunked(
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
     return_last_state: bool = False,
-    chunk_size: int = 64,
+    chunk_size: int = 16,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The selective scan in pure PyTorch: parallel scans inside chunks, the state carried between them.
 
@@ -224,7 +231,8 @@ def selective_scan_chunked(
 
     Args:
         chunk_size: tokens per chunk (``>= 1``). The work grows with ``log2(chunk_size)``, the
-            Python overhead with ``L / chunk_size``; 64 is a good default on CPU.
+            Python overhead with ``L / chunk_size``; 16 is a good default on CPU
+            (``benchmarks/vim_scan_scaling.py`` sweeps it).
 
     Example::
 
@@ -239,8 +247,8 @@ def selective_scan_chunked(
         raise ValueError(f"chunk_size: expected a positive int, got {chunk_size!r}")
     dtype = torch.promote_types(u.dtype, torch.float32)
     batch, dim, length = u.shape
-    Bg, Cg = _as_groups(B).to(dtype), _as_groups(C).to(dtype)
-    groups, state = Bg.shape[1], A.shape[1]
+    Bg, Cg = (_as_groups(t).to(dtype).transpose(-1, -2) for t in (B, C))  # (b, G, L, N)
+    groups, state = _as_groups(B).shape[1], A.shape[1]
     u_c = u.to(dtype)
     delta_c = _prepare_delta(delta, delta_bias, delta_softplus, dtype)
     u_g = u_c.view(batch, groups, dim // groups, length)
@@ -256,12 +264,12 @@ def selective_scan_chunked(
             u_g[..., start : start + chunk_size],
             delta_g[..., start : start + chunk_size],
             A_g,
-            Bg[..., start : start + chunk_size],
-            Cg[..., start : start + chunk_size],
+            Bg[..., start : start + chunk_size, :],
+            Cg[..., start : start + chunk_size, :],
             h,
         )
         if needs_grad:  # keep only the chunk's inputs; its states are recomputed in the backward pass
-            y, h = checkpoint(_scan_chunk, *chunk, use_reentrant=False)
+            y, h = checkpoint(_scan_chunk, *chunk, use_reentrant=False, preserve_rng_state=False)
         else:
             y, h = _scan_chunk(*chunk)
         ys.append(y)
@@ -282,7 +290,7 @@ def selective_scan(
     delta_softplus: bool = False,
     return_last_state: bool = False,
     *,
-    chunk_size: int = 64,
+    chunk_size: int = 16,
     backend: Backend = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Mamba's selective scan ``y = SSM(Δ, A, B, C)(u) + D·u``, gated by ``silu(z)`` (module docstring).

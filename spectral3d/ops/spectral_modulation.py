@@ -49,7 +49,6 @@ features (our count of the arithmetic in the formulas above; the reductions' add
 
 import math
 import os
-from typing import Optional
 
 import torch
 from torch.utils.flop_counter import register_flop_formula
@@ -195,7 +194,7 @@ def _per_channel(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.to(dtype).view(1, -1, 1, 1, 1)
 
 
-def _expand_fm(f_m: torch.Tensor, band_index: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+def _expand_fm(f_m: torch.Tensor, band_index: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
     """``f_m`` broadcastable to ``X``: per-channel and full as they are, banded gathered per bin."""
     f_m = f_m.to(dtype)
     if f_m.ndim == 3:
@@ -209,7 +208,7 @@ def spectral_modulation_reference(
     f_e: torch.Tensor,
     alpha: torch.Tensor,
     beta: torch.Tensor,
-    band_index: Optional[torch.Tensor] = None,
+    band_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Eq. 2 in plain differentiable PyTorch (the oracle of the custom op).
 
@@ -276,16 +275,16 @@ def _band_sum(s: torch.Tensor, band_index: torch.Tensor, num_bands: int) -> torc
 
 def _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN202
     rdt = X.real.dtype
-    R, I = X.real, X.imag
+    Xr, Xi = X.real, X.imag
     phi = X.abs()
     g = 1 + _per_channel(alpha, rdt) * (_expand_fm(f_m, band_index, rdt) - 1)
-    return torch.complex(R * g + _per_channel(beta, rdt) * f_e.to(rdt) * phi, I * g)
+    return torch.complex(Xr * g + _per_channel(beta, rdt) * f_e.to(rdt) * phi, Xi * g)
 
 
 def _modulation_backward_torch(grad, X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN202
     rdt = X.real.dtype
     gR, gI = grad.real, grad.imag
-    R, I = X.real, X.imag
+    Xr, Xi = X.real, X.imag
     phi = X.abs()
     inv = _safe_inverse(phi)
     a, b, fe = _per_channel(alpha, rdt), _per_channel(beta, rdt), f_e.to(rdt)
@@ -293,10 +292,10 @@ def _modulation_backward_torch(grad, X, f_m, f_e, alpha, beta, band_index):  # n
     fm_full = _expand_fm(f_m, band_index, rdt)
     g = 1 + a * (fm_full - 1)
     t = gR * b * fe * inv
-    grad_X = torch.complex(gR * g + t * R, gI * g + t * I)
+    grad_X = torch.complex(gR * g + t * Xr, gI * g + t * Xi)
     grad_fe = gR * b * phi
     grad_beta = (gR * fe * phi).sum(dim=(0, 2, 3, 4))
-    s = gR * R + gI * I
+    s = gR * Xr + gI * Xi
     if f_m.ndim == 3:
         S = _band_sum(s, band_index, f_m.shape[2])
         grad_fm = alpha.to(rdt).view(1, -1, 1) * S
@@ -494,7 +493,7 @@ def spectral_modulation(
     f_e: torch.Tensor,
     alpha: torch.Tensor,
     beta: torch.Tensor,
-    band_index: Optional[torch.Tensor] = None,
+    band_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Eq. 2, ``R' = R (1 + alpha (f_m - 1)) + beta f_e |X|``, ``I' = I (1 + alpha (f_m - 1))``.
 

@@ -120,6 +120,7 @@ def train_on_cohort(
         resume: continue from ``out/last``.
     """
     cfg = cfg or TrainConfig()
+    _is_multi_sequence(model_name)  # an unknown name fails here, suggesting close names, before any data is read
     cohort = Cohort.from_folder(data, skip_bad=skip_bad)
     model, kwargs = build_model_for_cohort(
         model_name, cohort.sequences, cohort.num_classes, cohort.num_tabular, model_kwargs

@@ -1,0 +1,304 @@
+"""SAMNet: the spectral-adaptive CNN branch of DeSamba (paper Fig. 2a; DESIGN.md §5).
+
+A ConvNeXtV2-shaped hierarchy whose blocks are SAMBlocks (paper Eq. 1, :mod:`spectral3d.layers.samblock`):
+
+    stem      Conv 4x4x4 stride 4 → LayerNorm                    → (N, dims[0], D/4,  H/4,  W/4)
+    stage 0   depths[0] SAMBlocks                                → (N, dims[0], D/4,  H/4,  W/4)
+    stage i   LayerNorm → Conv 2x2x2 stride 2, depths[i] blocks  → (N, dims[i], D/2^(i+2), ...)   i = 1, 2, 3
+    head      global pool → LayerNorm → dropout → Linear         → (N, num_classes)
+
+The paper fixes the depths (3, 4, 6, 3); the widths are ours *(ours)*: ``samnet_tiny``
+48-96-192-384 and ``samnet_small`` 96-192-384-768 (the class defaults). ``frequency=False``
+replaces every SAMBlock by its spatial branch alone as a residual block (a 3D ConvNeXtV2 block),
+which is DeSamba's CNN encoder without the frequency pathway (ablation row ``cnv2``).
+
+The stem and the downsampling layers are unpadded and strided: every input axis must be a positive
+multiple of ``4 * 2**(len(depths) - 1)`` (32 for four stages), else a ``ValueError`` names the axis
+and the multiple (DESIGN.md §2). Parameter names are timm's ConvNeXt ones (``stem.0``, ``stem.1``,
+``stages.i.downsample.{0,1}``, ``stages.i.blocks.j``, ``head.norm``, ``head.fc``); the head is
+:class:`backbones3d.convnextv2_3d.NormClassifierHead3d`. Weight init: truncated normal (std 0.02)
+for the stem, the downsampling convolutions and the classifier; every block initialises itself
+(SAMB starts as the identity, DESIGN.md §3).
+
+``features_only=True`` builds no head and makes ``forward`` return the four stage outputs
+(timm's ``features_only``), which is how DeSamba uses SAMNet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from timm.layers import trunc_normal_
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from backbones3d._builder import build_model_with_cfg
+from backbones3d._registry import register_model
+from backbones3d.convnextv2_3d import NormClassifierHead3d
+from spectral3d._checks import check_channels, check_divisible, check_ndim
+from spectral3d.layers.norm import LayerNorm3d
+from spectral3d.layers.samblock import ConvNeXtV2Block3d, SAMBlock
+
+__all__ = ["SAMNet", "SAMNetStage"]
+
+
+class SAMNetStage(nn.Module):
+    """Optional downsampling (LayerNorm → Conv 2x2x2 stride 2) followed by SAMBlocks.
+
+    Args:
+        in_chs: input channels.
+        out_chs: output channels.
+        depth: number of blocks.
+        downsample: downsample by 2 first (every stage but the first).
+        drop_path_rates: one stochastic-depth rate per block.
+        frequency: SAMBlocks (True) or ConvNeXtV2 blocks (False, no frequency pathway).
+        **block_kwargs: passed to :class:`SAMBlock` (``fm_mode``, ``num_bands``, ...).
+
+    Example::
+
+        >>> import torch
+        >>> SAMNetStage(8, 16, depth=1, downsample=True)(torch.randn(1, 8, 4, 6, 8)).shape
+        torch.Size([1, 16, 2, 3, 4])
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        depth: int,
+        downsample: bool = True,
+        drop_path_rates: Sequence[float] | None = None,
+        frequency: bool = True,
+        **block_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self.grad_checkpointing = False
+        self.downsample: nn.Module = (
+            nn.Sequential(LayerNorm3d(in_chs), nn.Conv3d(in_chs, out_chs, kernel_size=2, stride=2))
+            if downsample
+            else nn.Identity()
+        )
+        if not downsample and in_chs != out_chs:
+            raise ValueError(f"in_chs, out_chs: a stage without downsampling keeps its width, got {in_chs} → {out_chs}")
+        rates = list(drop_path_rates) if drop_path_rates is not None else [0.0] * depth
+        if frequency:
+            blocks = [SAMBlock(out_chs, drop_path=rates[j], **block_kwargs) for j in range(depth)]
+        else:
+            kw = {k: v for k, v in block_kwargs.items() if k in ("kernel_size", "mlp_ratio")}
+            blocks = [ConvNeXtV2Block3d(out_chs, drop_path=rates[j], **kw) for j in range(depth)]
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        for block in self.blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+
+class SAMNet(nn.Module):
+    """SAMNet (paper Fig. 2): a four-stage 3D CNN of SAMBlocks, spatial and spectral branches in every block.
+
+    Args:
+        in_chans: input channels.
+        num_classes: classifier outputs; 0 for a feature extractor.
+        global_pool: ``"avg"``, ``"max"`` or ``""`` (see :class:`NormClassifierHead3d`).
+        depths: blocks per stage (paper: 3, 4, 6, 3).
+        dims: channels per stage.
+        frequency: SAMBlocks (the frequency pathway) or plain ConvNeXtV2 blocks.
+        fm_mode: SAMB's modulation form (``"band"``, ``"channel"``, ``"spectral"``).
+        num_bands: SAMB's radial frequency bands.
+        enh_kernel_size: SAMB's enhancement kernel.
+        kernel_size: depthwise kernel of the block bodies (7).
+        freq_kernel_size: depthwise kernel after SAMB (3).
+        mlp_ratio: MLP expansion of the block bodies (4).
+        head_init_scale: multiplies the classifier's initial weights and bias.
+        drop_rate: dropout before the classifier.
+        drop_path_rate: stochastic depth, rising linearly over all blocks to this value.
+        features_only: build no head; ``forward`` returns the list of stage outputs.
+
+    Shapes: ``(N, in_chans, D, H, W) -> (N, num_classes)``, every axis a positive multiple of
+    ``4 * 2**(len(depths) - 1)``.
+
+    Example::
+
+        >>> import torch
+        >>> model = SAMNet(in_chans=2, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))
+        >>> model(torch.randn(1, 2, 32, 32, 64)).shape
+        torch.Size([1, 2])
+        >>> [f.shape[1] for f in model.forward_stages(torch.randn(1, 2, 32, 32, 32))]
+        [8, 16, 24, 32]
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 2,
+        global_pool: str = "avg",
+        depths: Sequence[int] = (3, 4, 6, 3),
+        dims: Sequence[int] = (96, 192, 384, 768),
+        frequency: bool = True,
+        fm_mode: str = "band",
+        num_bands: int = 8,
+        enh_kernel_size: int = 1,
+        kernel_size: int = 7,
+        freq_kernel_size: int = 3,
+        mlp_ratio: float = 4.0,
+        head_init_scale: float = 1.0,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        features_only: bool = False,
+    ) -> None:
+        super().__init__()
+        depths, dims = tuple(depths), tuple(dims)
+        if not depths or len(depths) != len(dims):
+            raise ValueError(f"depths, dims: expected non-empty sequences of one length, got {depths!r} and {dims!r}")
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in depths + dims):
+            raise ValueError(f"depths, dims: expected positive ints, got {depths!r} and {dims!r}")
+        if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+            raise ValueError(f"in_chans: expected a positive int, got {in_chans!r}")
+        self.in_chans = in_chans
+        self.num_classes = 0 if features_only else num_classes
+        self.frequency = frequency
+        self.features_only = features_only
+        self.drop_rate = drop_rate
+        self.size_multiple = 4 * 2 ** (len(depths) - 1)
+        self.grad_checkpointing = False
+
+        self.stem = nn.Sequential(nn.Conv3d(in_chans, dims[0], kernel_size=4, stride=4), LayerNorm3d(dims[0]))
+        # linear stochastic-depth schedule in plain Python (also under a meta-device context)
+        total = sum(depths)
+        flat = [drop_path_rate * k / max(total - 1, 1) for k in range(total)]
+        rates = [flat[sum(depths[:i]) : sum(depths[: i + 1])] for i in range(len(depths))]
+        block_kwargs = dict(
+            fm_mode=fm_mode,
+            num_bands=num_bands,
+            enh_kernel_size=enh_kernel_size,
+            kernel_size=kernel_size,
+            freq_kernel_size=freq_kernel_size,
+            mlp_ratio=mlp_ratio,
+        )
+        stages = []
+        self.feature_info: list[dict[str, Any]] = []
+        prev = dims[0]
+        for i, (depth, dim) in enumerate(zip(depths, dims)):
+            stages.append(SAMNetStage(prev, dim, depth, i > 0, rates[i], frequency=frequency, **block_kwargs))
+            prev = dim
+            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = self.head_hidden_size = dims[-1]
+        self.head: nn.Module | None = (
+            None if features_only else NormClassifierHead3d(self.num_features, num_classes, global_pool, drop_rate)
+        )
+        for m in [self.stem[0], *(s.downsample[1] for s in stages[1:])]:
+            trunc_normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+        if self.head is not None and isinstance(self.head.fc, nn.Linear):
+            trunc_normal_(self.head.fc.weight, std=0.02)
+            nn.init.zeros_(self.head.fc.bias)
+            with torch.no_grad():
+                self.head.fc.weight.mul_(head_init_scale)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass (same outputs, less activation memory)."""
+        self.grad_checkpointing = enable
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    def _require_head(self) -> NormClassifierHead3d:
+        if self.head is None:
+            raise RuntimeError("SAMNet was built with features_only=True: it has no classifier head")
+        return self.head
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        """The final classifier (``head.fc``)."""
+        return self._require_head().fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier with a fresh one for ``num_classes`` (0: identity)."""
+        self._require_head().reset(num_classes, global_pool)
+        self.num_classes = num_classes
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        check_ndim(x, 5)
+        check_channels(x, self.in_chans)
+        m = self.size_multiple
+        n_down = len(self.stages) - 1
+        check_divisible(
+            tuple(x.shape[2:]),
+            (m, m, m),
+            name="x spatial size",
+            what=f"SAMNet's stride-4 stem and {n_down} stride-2 downsamplings",
+        )
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every stage, ``[(N, dims[i], D/2^(i+2), H/2^(i+2), W/2^(i+2))]``, channels-first."""
+        self._check_input(x)
+        x = self.stem(x)
+        outs = []
+        for stage in self.stages:
+            x = stage(x)
+            outs.append(x)
+        return outs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, in_chans, D, H, W) -> (N, num_features, D/32, H/32, W/32)`` (unpooled)."""
+        self._check_input(x)
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, norm and classify; ``pre_logits=True`` returns the normalised ``(N, num_features)``."""
+        return self._require_head()(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.features_only:
+            return self.forward_stages(x)
+        return self.forward_head(self.forward_features(x))
+
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    return {
+        "input_size": (3, 64, 96, 96),
+        "num_classes": 2,
+        "first_conv": "stem.0",
+        "classifier": "head.fc",
+        **kwargs,
+    }
+
+
+default_cfgs = {
+    "samnet_tiny": _cfg(),
+    "samnet_small": _cfg(),
+    "test_samnet_3d": _cfg(input_size=(3, 32, 32, 32)),
+}
+
+
+def _create_samnet(variant: str, pretrained: bool = False, **kwargs: Any) -> SAMNet:
+    return build_model_with_cfg(SAMNet, variant, pretrained, **kwargs)
+
+
+@register_model
+def samnet_tiny(pretrained: bool = False, **kwargs: Any) -> SAMNet:
+    """SAMNet Tiny: depths 3-4-6-3 (paper), dims 48-96-192-384 *(ours)*."""
+    args = dict(depths=(3, 4, 6, 3), dims=(48, 96, 192, 384))
+    return _create_samnet("samnet_tiny", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def samnet_small(pretrained: bool = False, **kwargs: Any) -> SAMNet:
+    """SAMNet Small: depths 3-4-6-3 (paper), dims 96-192-384-768 *(ours)*."""
+    args = dict(depths=(3, 4, 6, 3), dims=(96, 192, 384, 768))
+    return _create_samnet("samnet_small", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def test_samnet_3d(pretrained: bool = False, **kwargs: Any) -> SAMNet:
+    """A tiny SAMNet for tests: depths 1-1-1-1, dims 8-16-24-32, input 32³."""
+    args = dict(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))
+    return _create_samnet("test_samnet_3d", pretrained, **dict(args, **kwargs))

@@ -1,0 +1,433 @@
+"""Vision Mamba (Vim) for volumes: bidirectional selective-scan blocks over the flattened 3-D patch tokens.
+
+Zhu et al., "Vision Mamba: Efficient Visual Representation Learning with Bidirectional State Space
+Model" (ICML 2024), the released ``vim_*_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2``
+configuration, with 3-D patches:
+
+1. Patch embedding: a strided ``Conv3d`` (patch 16³ by default, per-axis allowed) turns
+   ``(N, in_chans, D, H, W)`` into ``L = (D/p_d)(H/p_h)(W/p_w)`` tokens flattened in ``D, H, W``
+   order; a size the patch does not tile raises ``ValueError`` naming the axis, the size and the patch.
+2. A learned class token is inserted in the *middle* of the sequence, at index ``L // 2``, and a
+   learned absolute position embedding ``(1, L + 1, C)`` is added (its class-token entry sits at the
+   same index, as in Vim).
+3. ``depth`` pre-norm residual blocks ``r ← r + DropPath(Mixer(Norm(r)))``. Vim writes them with a
+   fused add-and-norm that adds each block's output at the start of the next block; the two
+   orderings compute the same function. The residual stream ``r`` is kept in at least float32
+   (``residual_in_fp32``), so bf16/fp16 weights or autocast never round the running sum; Norm is
+   ``RMSNorm`` (``rms_norm=True``, Vim's choice) or ``LayerNorm``, eps 1e-5.
+4. The mixer is Mamba with Vim's "bimamba v2": ``x, z = in_proj(h)``; the forward direction runs
+   causal depthwise ``conv1d`` → SiLU → ``x_proj`` → (Δ, B, C) → ``dt_proj`` → selective scan with
+   ``A = -exp(A_log)``, skip ``D`` and gate ``silu(z)``; the backward direction does the same with
+   its own ``conv1d_b``, ``x_proj_b``, ``dt_proj_b``, ``A_b_log``, ``D_b`` on the token-reversed
+   ``x, z`` and is reversed back; ``out_proj`` maps the *average* of the two (Vim's ``if_devide_out``).
+   The scan is :func:`spectral3d.ops.selective_scan.selective_scan` (the fused ``mamba_ssm`` kernel
+   on CUDA when it imports, a chunked pure-PyTorch scan otherwise).
+5. Final norm ``norm_f``, then the head on the class token.
+
+Shapes: ``forward_features``: ``(N, in_chans, D, H, W) -> (N, L + 1, embed_dim)`` with the class
+token at index ``L // 2``; ``forward``: ``(N, num_classes)``.
+
+Initialisation follows Vim: position embedding and class token ``trunc_normal(std=0.02)``; the patch
+conv LeCun-normal; the head ``trunc_normal(0.02)``; Linear biases zero (except ``dt_proj``, whose bias
+is the inverse softplus of Δ drawn log-uniformly in ``[1e-3, 0.1]``); ``dt_proj`` weights uniform in
+``±dt_rank^-0.5``; ``A_log = log(1..d_state)``, ``D = 1``; ``out_proj`` Kaiming-uniform divided by
+``sqrt(depth)``; other Linear/Conv1d weights PyTorch's defaults.
+
+Choices Vim leaves open for volumes *(ours)*:
+
+- tokens are flattened in ``D, H, W`` order (a raster scan of the volume, as Vim scans ``H, W``);
+- for a grid other than ``img_size``'s, the patch part of the position embedding is resampled
+  trilinearly (``align_corners=False``) and the class-token entry re-inserted at the new middle;
+- ``global_pool`` takes ``"token"`` (default, Vim's), ``"avg"`` / ``"max"`` over the patch tokens
+  (class token excluded), or ``""`` (no pooling: the head maps every token), as ``vit3d``;
+- stochastic depth rates rise linearly from 0 to ``drop_path_rate`` over the blocks (Vim's schedule
+  after re-associating its add-and-norm); ``drop_rate`` is dropout before the head;
+- class defaults are ``vim_tiny_3d`` with ``in_chans=3``, ``num_classes=2``, ``img_size=(64, 96, 96)``
+  (a 4 × 6 × 6 grid, 144 patch tokens + the class token).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath, lecun_normal_, trunc_normal_
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from backbones3d._builder import build_model_with_cfg
+from backbones3d._registry import register_model
+from backbones3d.vit3d import PatchEmbed3d
+from spectral3d._checks import check_channels, check_ndim, to_3tuple_int
+from spectral3d.ops.selective_scan import selective_scan
+
+__all__ = ["BiMambaMixer", "VimBlock3d", "VisionMamba3d"]
+
+_POOL_TYPES = ("token", "avg", "max", "")
+
+
+def _check_pool_type(pool_type: str) -> None:
+    if pool_type not in _POOL_TYPES:
+        raise ValueError(f"global_pool: expected one of {_POOL_TYPES}, got {pool_type!r}")
+
+
+class BiMambaMixer(nn.Module):
+    """Mamba mixer with two scan directions over the token sequence (Vim's "bimamba v2").
+
+    ``in_proj`` and ``out_proj`` are shared; each direction has its own causal depthwise ``conv1d``,
+    ``x_proj``, ``dt_proj``, ``A_log`` and ``D`` (the backward direction's carry the suffix ``_b``, Vim's
+    parameter names). The output is ``out_proj((y_fwd + flip(y_bwd(flip(x, z)))) / 2)``.
+
+    Args:
+        dim: token width ``d_model``.
+        d_state: SSM state size ``N`` per channel.
+        d_conv: kernel of the causal depthwise convolution.
+        expand: inner width ``d_inner = expand · dim``.
+        dt_rank: rank of the Δ projection; ``None`` gives Mamba's ``ceil(dim / 16)``.
+        dt_min: smallest initial step size Δ.
+        dt_max: largest initial step size Δ.
+        dt_init_floor: lower clamp of the initial Δ.
+        chunk_size: tokens per chunk of the pure-PyTorch scan.
+
+    Shapes: ``(N, L, dim) -> (N, L, dim)``.
+
+    Example::
+
+        >>> mixer = BiMambaMixer(32, d_state=8)
+        >>> mixer(torch.randn(2, 10, 32)).shape
+        torch.Size([2, 10, 32])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | None = None,
+        dt_min: float = 1e-3,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        chunk_size: int = 16,
+    ) -> None:
+        super().__init__()
+        for name, value in (("dim", dim), ("d_state", d_state), ("d_conv", d_conv), ("expand", expand)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(f"dt_min, dt_max: expected 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
+        self.dim, self.d_state, self.d_conv, self.expand = dim, d_state, d_conv, expand
+        self.d_inner = expand * dim
+        self.dt_rank = math.ceil(dim / 16) if dt_rank is None else dt_rank
+        self.chunk_size = chunk_size
+        self.in_proj = nn.Linear(dim, 2 * self.d_inner, bias=False)
+        for suffix in ("", "_b"):
+            conv = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1)
+            x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
+            dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+            # Mamba's Δ initialisation: weights ±dt_rank^-0.5, bias = softplus⁻¹(Δ), Δ log-uniform in [dt_min, dt_max]
+            nn.init.uniform_(dt_proj.weight, -(self.dt_rank**-0.5), self.dt_rank**-0.5)
+            dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+            dt = dt.clamp(min=dt_init_floor)
+            with torch.no_grad():
+                dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+            dt_proj.bias._no_reinit = True  # type: ignore[attr-defined]
+            A_log = torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(self.d_inner, 1)
+            setattr(self, f"conv1d{suffix}", conv)
+            setattr(self, f"x_proj{suffix}", x_proj)
+            setattr(self, f"dt_proj{suffix}", dt_proj)
+            setattr(self, "A_log" if suffix == "" else "A_b_log", nn.Parameter(A_log))
+            setattr(self, f"D{suffix}", nn.Parameter(torch.ones(self.d_inner)))
+        self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
+
+    def _scan_direction(self, x: torch.Tensor, z: torch.Tensor, backward: bool) -> torch.Tensor:
+        """One direction on ``x``, ``z`` ``(N, d_inner, L)`` already in that direction's token order."""
+        suffix = "_b" if backward else ""
+        conv: nn.Conv1d = getattr(self, f"conv1d{suffix}")
+        x_proj: nn.Linear = getattr(self, f"x_proj{suffix}")
+        dt_proj: nn.Linear = getattr(self, f"dt_proj{suffix}")
+        A_log = self.A_b_log if backward else self.A_log
+        D = self.D_b if backward else self.D
+        length = x.shape[-1]
+        x = F.silu(conv(x)[..., :length])  # causal: output t sees inputs t-d_conv+1 .. t
+        dt, B, C = x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = (dt @ dt_proj.weight.t()).transpose(1, 2)  # the bias is added inside the scan, before softplus
+        return selective_scan(
+            x,
+            delta,
+            -torch.exp(A_log),
+            B.transpose(1, 2),
+            C.transpose(1, 2),
+            D,
+            z,
+            delta_bias=dt_proj.bias,
+            delta_softplus=True,
+            chunk_size=self.chunk_size,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xz = self.in_proj(x).transpose(1, 2)  # (N, 2·d_inner, L)
+        x_in, z = xz.chunk(2, dim=1)
+        y_fwd = self._scan_direction(x_in, z, backward=False)
+        y_bwd = self._scan_direction(x_in.flip(-1), z.flip(-1), backward=True).flip(-1)
+        return self.out_proj(((y_fwd + y_bwd) / 2).transpose(1, 2))
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, d_inner={self.d_inner}, d_state={self.d_state}, d_conv={self.d_conv}, "
+            f"dt_rank={self.dt_rank}, chunk_size={self.chunk_size}"
+        )
+
+
+class VimBlock3d(nn.Module):
+    """Pre-norm residual Vim block ``r ← r + DropPath(BiMambaMixer(Norm(r)))`` on a float32+ residual.
+
+    Args:
+        dim: token width.
+        d_state: SSM state size.
+        d_conv: causal conv kernel.
+        expand: mixer expansion.
+        rms_norm: ``RMSNorm`` (Vim) instead of ``LayerNorm``.
+        norm_eps: epsilon of the norm.
+        drop_path: stochastic-depth rate of the mixer branch.
+
+    Shapes: ``(N, L, dim) -> (N, L, dim)``; the output dtype is ``promote_types(input, float32)``.
+
+    Example::
+
+        >>> VimBlock3d(32, d_state=8)(torch.randn(2, 10, 32)).shape
+        torch.Size([2, 10, 32])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        rms_norm: bool = True,
+        norm_eps: float = 1e-5,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.norm = nn.RMSNorm(dim, eps=norm_eps) if rms_norm else nn.LayerNorm(dim, eps=norm_eps)
+        self.mixer = BiMambaMixer(dim, d_state=d_state, d_conv=d_conv, expand=expand)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, residual: torch.Tensor) -> torch.Tensor:
+        residual = residual.to(torch.promote_types(residual.dtype, torch.float32))
+        return residual + self.drop_path(self.mixer(self.norm(residual.to(self.norm.weight.dtype))))
+
+
+class VisionMamba3d(nn.Module):
+    """Vision Mamba (Vim, bimamba v2) over 3-D patch tokens with a middle class token (module docstring).
+
+    Args:
+        img_size: the ``(D, H, W)`` (or int) the position embedding is stored for; any other size the
+            patch tiles works too (the embedding is resampled).
+        patch_size: an int or ``(D, H, W)``.
+        in_chans: input channels (the MRI sequences, early fusion).
+        num_classes: classes of the head; 0 gives no head.
+        global_pool: ``"token"`` (middle class token), ``"avg"``, ``"max"`` or ``""``.
+        embed_dim: token width.
+        depth: number of Vim blocks.
+        d_state: SSM state size per channel.
+        d_conv: kernel of the mixer's causal depthwise convolution.
+        expand: mixer expansion (``d_inner = expand · embed_dim``).
+        rms_norm: ``RMSNorm`` (Vim) rather than ``LayerNorm`` in the blocks and the final norm.
+        norm_eps: epsilon of the norms.
+        drop_rate: dropout before the head.
+        pos_drop_rate: dropout after adding the position embedding.
+        drop_path_rate: stochastic depth, rising linearly to this rate over the blocks.
+
+    Example::
+
+        >>> model = VisionMamba3d(img_size=32, patch_size=8, embed_dim=32, depth=2, d_state=8)
+        >>> model(torch.randn(2, 3, 32, 32, 32)).shape
+        torch.Size([2, 2])
+        >>> model.forward_features(torch.randn(1, 3, 16, 32, 48)).shape  # 2·4·6 = 48 tokens + class token
+        torch.Size([1, 49, 32])
+    """
+
+    def __init__(
+        self,
+        img_size: int | Sequence[int] = (64, 96, 96),
+        patch_size: int | Sequence[int] = 16,
+        in_chans: int = 3,
+        num_classes: int = 2,
+        global_pool: str = "token",
+        embed_dim: int = 192,
+        depth: int = 24,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        rms_norm: bool = True,
+        norm_eps: float = 1e-5,
+        drop_rate: float = 0.0,
+        pos_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        _check_pool_type(global_pool)
+        for name, value in (("in_chans", in_chans), ("embed_dim", embed_dim), ("depth", depth)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes: expected a non-negative int, got {num_classes!r}")
+        self.in_chans, self.num_classes, self.global_pool = in_chans, num_classes, global_pool
+        self.embed_dim = self.num_features = self.head_hidden_size = embed_dim
+        self.grad_checkpointing = False
+        self.img_size = to_3tuple_int(img_size, "img_size")
+        self.patch_embed = PatchEmbed3d(patch_size, in_chans, embed_dim)
+        self.grid_size = self.patch_embed.grid_size(self.img_size)
+        num_patches = math.prod(self.grid_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
+        self.pos_drop = nn.Dropout(pos_drop_rate)
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.layers = nn.ModuleList(
+            VimBlock3d(embed_dim, d_state, d_conv, expand, rms_norm, norm_eps, drop_path=rate) for rate in rates
+        )
+        self.norm_f = nn.RMSNorm(embed_dim, eps=norm_eps) if rms_norm else nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights(depth)
+
+    def _init_weights(self, depth: int) -> None:
+        trunc_normal_(self.pos_embed, std=0.02)
+        trunc_normal_(self.cls_token, std=0.02)
+        lecun_normal_(self.patch_embed.proj.weight)
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        if isinstance(self.head, nn.Linear):
+            trunc_normal_(self.head.weight, std=0.02)
+        for module in self.modules():
+            bias = module.bias if isinstance(module, nn.Linear) else None
+            if bias is not None and not getattr(bias, "_no_reinit", False):
+                nn.init.zeros_(bias)
+        for block in self.layers:  # GPT-2-style rescaling of the residual branch's last projection
+            nn.init.kaiming_uniform_(block.mixer.out_proj.weight, a=math.sqrt(5))
+            with torch.no_grad():
+                block.mixer.out_proj.weight /= math.sqrt(depth)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameters excluded from weight decay: position embedding, class token and the ``A_log``s."""
+        names = {n for n, _ in self.named_parameters() if n.endswith(("A_log", "A_b_log"))}
+        return {"pos_embed", "cls_token"} | names
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Parameter groups for layer-wise learning-rate decay (timm's convention)."""
+        blocks = [(r"^layers\.(\d+)", None), (r"^norm_f", (99999,))]
+        return dict(stem=r"^cls_token|^pos_embed|^patch_embed", blocks=blocks)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass instead of storing its activations."""
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the head by a fresh one for ``num_classes`` (0: none); optionally change the pooling."""
+        if global_pool is not None:
+            _check_pool_type(global_pool)
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def position_embedding(self, grid: Sequence[int]) -> torch.Tensor:
+        """The ``(1, prod(grid) + 1, embed_dim)`` position embedding for a patch grid ``(d, h, w)``.
+
+        Unchanged for the stored grid; otherwise the patch entries are resampled trilinearly and the
+        class-token entry is re-inserted at the middle index ``prod(grid) // 2``.
+        """
+        grid = tuple(grid)
+        if grid == self.grid_size:
+            return self.pos_embed
+        mid = math.prod(self.grid_size) // 2
+        cls_pos = self.pos_embed[:, mid : mid + 1]
+        patch_pos = torch.cat([self.pos_embed[:, :mid], self.pos_embed[:, mid + 1 :]], dim=1)
+        patch_pos = patch_pos.reshape(1, *self.grid_size, self.embed_dim).permute(0, 4, 1, 2, 3)
+        patch_pos = F.interpolate(patch_pos, size=grid, mode="trilinear", align_corners=False)
+        patch_pos = patch_pos.flatten(2).transpose(1, 2)
+        new_mid = math.prod(grid) // 2
+        return torch.cat([patch_pos[:, :new_mid], cls_pos, patch_pos[:, new_mid:]], dim=1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, in_chans, D, H, W) -> (N, L + 1, embed_dim)``: normalised tokens, class token at ``L // 2``."""
+        check_ndim(x, 5)
+        check_channels(x, self.in_chans)
+        grid = self.patch_embed.grid_size(x.shape[2:])
+        x = self.patch_embed(x)
+        mid = x.shape[1] // 2
+        cls = self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
+        x = torch.cat([x[:, :mid], cls, x[:, mid:]], dim=1)
+        residual = self.pos_drop(x + self.position_embedding(grid).to(x.dtype))
+        for block in self.layers:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                residual = checkpoint(block, residual, use_reentrant=False)
+            else:
+                residual = block(residual)
+        return self.norm_f(residual.to(self.norm_f.weight.dtype))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool the tokens and classify; ``pre_logits=True`` returns the pooled ``(N, embed_dim)``."""
+        mid = (x.shape[1] - 1) // 2
+        if self.global_pool == "token":
+            x = x[:, mid]
+        elif self.global_pool in ("avg", "max"):
+            patches = torch.cat([x[:, :mid], x[:, mid + 1 :]], dim=1)
+            x = patches.mean(dim=1) if self.global_pool == "avg" else patches.amax(dim=1)
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    return {
+        "input_size": (3, 64, 96, 96),
+        "num_classes": 2,
+        "first_conv": "patch_embed.proj",
+        "classifier": "head",
+        **kwargs,
+    }
+
+
+default_cfgs = {
+    "vim_tiny_3d": _cfg(),
+    "vim_small_3d": _cfg(),
+    "test_vim_3d": _cfg(input_size=(3, 32, 32, 32)),
+}
+
+
+def _create_vim3d(variant: str, pretrained: bool = False, **kwargs: Any) -> VisionMamba3d:
+    return build_model_with_cfg(VisionMamba3d, variant, pretrained, **kwargs)
+
+
+@register_model
+def vim_tiny_3d(pretrained: bool = False, **kwargs: Any) -> VisionMamba3d:
+    """Vim-Ti 3D: width 192, depth 24, d_state 16, expand 2 (Vim's ``vim_tiny_patch16_224_bimambav2...``)."""
+    args = dict(patch_size=16, embed_dim=192, depth=24, d_state=16, expand=2)
+    return _create_vim3d("vim_tiny_3d", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def vim_small_3d(pretrained: bool = False, **kwargs: Any) -> VisionMamba3d:
+    """Vim-S 3D: width 384, depth 24, d_state 16, expand 2 (Vim's ``vim_small_patch16_224_bimambav2...``)."""
+    args = dict(patch_size=16, embed_dim=384, depth=24, d_state=16, expand=2)
+    return _create_vim3d("vim_small_3d", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def test_vim_3d(pretrained: bool = False, **kwargs: Any) -> VisionMamba3d:
+    """A tiny Vim for tests: 32³ input, patch 8 (64 tokens), width 64, depth 2, d_state 8."""
+    args = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, d_state=8, expand=2)
+    return _create_vim3d("test_vim_3d", pretrained, **dict(args, **kwargs))

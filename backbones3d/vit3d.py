@@ -1,0 +1,320 @@
+"""Vision Transformer (ViT) for volumes: cubic patches, a class token and a resizable position embedding.
+
+ViT (Dosovitskiy et al., 2021) extended to 3D, the paper's "ViT" baseline (DESIGN.md §9). The
+volume is cut into non-overlapping ``p_D x p_H x p_W`` patches (16³ by default), each linearly
+embedded; a learned class token is prepended and a learned position embedding added:
+
+    z_0 = [cls; E x_1; ...; E x_L] + P,     L = (D/p_D)(H/p_H)(W/p_W)
+    z_l = z_{l-1}' + MLP(LN(z_{l-1}')),  z_{l-1}' = z_{l-1} + MSA(LN(z_{l-1}))     l = 1..depth
+    y   = head(pool(LN(z_depth)))
+
+Shapes: ``(N, C, D, H, W) -> tokens (N, 1 + L, embed_dim) -> (N, num_classes)``. The transformer
+blocks are timm's ``Block`` (pre-norm attention + MLP, fused SDPA attention): attention over a
+token sequence does not care about the dimensionality the tokens came from. Parameter names are
+timm's (``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.i.{norm1, attn.qkv, attn.proj,
+norm2, mlp.fc1, mlp.fc2}``, ``norm``, ``head``).
+
+Input sizes: any ``(D, H, W)`` that the patch tiles exactly (each axis a positive multiple of its
+patch size) runs without rebuilding the model. The position embedding is stored for the grid of
+``img_size`` and, for another grid, its patch part is resampled *(ours: trilinear, as 3-D has no
+bicubic mode; ``align_corners=False``)*; the class token's embedding is kept. A size the patch
+cannot tile raises a ``ValueError`` naming the axis, the size and the patch (DESIGN.md §2), rather
+than silently dropping the remainder as a strided convolution would.
+
+Choices that are ours:
+
+- *(ours)* ``global_pool`` takes ``"token"`` (the class token, timm's ViT default), ``"avg"`` or
+  ``"max"`` (over the patch tokens, class token excluded) or ``""`` (no pooling: the head maps
+  every token, ``(N, 1 + L, num_classes)``). The final ``norm`` is applied whatever the pooling
+  (timm moves it after pooling, as ``fc_norm``, for ``"avg"``); one layout keeps the parameter
+  names fixed.
+- *(ours)* ``forward`` returns a tensor, never a tuple (MONAI's 3-D ViT returns one).
+- *(ours)* class defaults are ``vit_base_patch16_3d`` with ``in_chans=3``, ``num_classes=2``,
+  ``img_size=(64, 96, 96)`` (a 4 x 6 x 6 grid, 144 patch tokens).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import Block
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from backbones3d._builder import build_model_with_cfg
+from backbones3d._registry import register_model
+from spectral3d._checks import AXES, check_channels, check_ndim, to_3tuple_int
+
+__all__ = ["PatchEmbed3d", "VisionTransformer3d"]
+
+_POOL_TYPES = ("token", "avg", "max", "")
+
+
+def _check_pool_type(pool_type: str) -> None:
+    if pool_type not in _POOL_TYPES:
+        raise ValueError(f"global_pool: expected one of {_POOL_TYPES}, got {pool_type!r}")
+
+
+class PatchEmbed3d(nn.Module):
+    """Non-overlapping patch embedding: a strided ``Conv3d`` whose kernel is the patch.
+
+    Args:
+        patch_size: an int or ``(D, H, W)``.
+        in_chans: input channels.
+        embed_dim: token width.
+
+    Shapes: ``(N, in_chans, D, H, W) -> (N, L, embed_dim)`` with ``L = prod(size // patch)``;
+    every axis must be a positive multiple of its patch size (``ValueError`` otherwise).
+
+    Example::
+
+        >>> import torch
+        >>> from backbones3d.vit3d import PatchEmbed3d
+        >>> PatchEmbed3d((4, 8, 8), 2, 32)(torch.randn(1, 2, 8, 16, 24)).shape  # a 2 x 2 x 3 grid
+        torch.Size([1, 12, 32])
+    """
+
+    def __init__(self, patch_size: int | Sequence[int] = 16, in_chans: int = 3, embed_dim: int = 768) -> None:
+        super().__init__()
+        self.patch_size = to_3tuple_int(patch_size, "patch_size")
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
+
+    def grid_size(self, size: Sequence[int], name: str = "input size") -> tuple[int, int, int]:
+        """The patch grid for a ``(D, H, W)`` size; raises ``ValueError`` if the patch does not tile it."""
+        for axis, s, p in zip(AXES, size, self.patch_size):
+            if s % p != 0 or s < p:
+                raise ValueError(
+                    f"{name} {tuple(size)}: size {s} on axis {axis} cannot be tiled by the patch "
+                    f"{self.patch_size} (patch {p} on axis {axis}); it must be a positive multiple of {p}"
+                )
+        return tuple(s // p for s, p in zip(size, self.patch_size))  # type: ignore[return-value]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.grid_size(x.shape[2:])
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+    def extra_repr(self) -> str:
+        return f"patch_size={self.patch_size}"
+
+
+class VisionTransformer3d(nn.Module):
+    """ViT over 3-D patches with a class token and a position embedding resampled to the input grid.
+
+    Args:
+        img_size: the ``(D, H, W)`` (or int) the position embedding is stored for; other sizes
+            divisible by the patch work too.
+        patch_size: an int or ``(D, H, W)``.
+        in_chans: input channels (the MRI sequences, early fusion).
+        num_classes: classifier outputs; 0 for a feature extractor.
+        global_pool: ``"token"``, ``"avg"``, ``"max"`` or ``""``.
+        embed_dim: token width.
+        depth: number of transformer blocks.
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden width as a multiple of ``embed_dim``.
+        qkv_bias: bias in the query/key/value projection.
+        drop_rate: dropout before the classifier.
+        pos_drop_rate: dropout after adding the position embedding.
+        proj_drop_rate: dropout after the attention and MLP projections.
+        attn_drop_rate: dropout on the attention weights.
+        drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
+
+    Shapes: ``(N, in_chans, D, H, W) -> (N, num_classes)``.
+
+    Example::
+
+        >>> import torch
+        >>> from backbones3d.vit3d import VisionTransformer3d
+        >>> model = VisionTransformer3d(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+        >>> model(torch.randn(1, 3, 32, 32, 32)).shape
+        torch.Size([1, 2])
+        >>> model.forward_features(torch.randn(1, 3, 16, 24, 40)).shape  # another size, same model
+        torch.Size([1, 31, 32])
+    """
+
+    def __init__(
+        self,
+        img_size: int | Sequence[int] = (64, 96, 96),
+        patch_size: int | Sequence[int] = 16,
+        in_chans: int = 3,
+        num_classes: int = 2,
+        global_pool: str = "token",
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        pos_drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        _check_pool_type(global_pool)
+        if embed_dim % num_heads != 0:
+            raise ValueError(f"embed_dim: expected a multiple of num_heads={num_heads}, got {embed_dim}")
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.drop_rate = drop_rate
+        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
+        self.num_prefix_tokens = 1
+        self.grad_checkpointing = False
+        self.img_size = to_3tuple_int(img_size, "img_size")
+
+        self.patch_embed = PatchEmbed3d(patch_size, in_chans, embed_dim)
+        self.grid_size = self.patch_embed.grid_size(self.img_size, name="img_size")
+        num_patches = self.grid_size[0] * self.grid_size[1] * self.grid_size[2]
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, embed_dim))
+        self.pos_drop = nn.Dropout(pos_drop_rate)
+        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
+        norm_layer = partial(nn.LayerNorm, eps=1e-6)
+        self.blocks = nn.Sequential(
+            *[
+                Block(
+                    embed_dim,
+                    num_heads,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    proj_drop=proj_drop_rate,
+                    attn_drop=attn_drop_rate,
+                    drop_path=rates[i],
+                    norm_layer=norm_layer,
+                )
+                for i in range(depth)
+            ]
+        )
+        self.norm = norm_layer(embed_dim)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head: nn.Module = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameters timm's optimiser factory keeps out of weight decay."""
+        return {"pos_embed", "cls_token"}
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass (same outputs, less activation memory)."""
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        """The final classifier (``head``)."""
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier with a fresh one for ``num_classes`` (0: identity)."""
+        if global_pool is not None:
+            _check_pool_type(global_pool)
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def position_embedding(self, grid: Sequence[int]) -> torch.Tensor:
+        """The ``(1, 1 + prod(grid), embed_dim)`` position embedding for a patch grid ``(d, h, w)``.
+
+        The stored embedding is returned unchanged for its own grid; otherwise the patch part is
+        resampled trilinearly and the class-token part kept.
+        """
+        if tuple(grid) == self.grid_size:
+            return self.pos_embed
+        cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
+        patch_pos = patch_pos.reshape(1, *self.grid_size, self.embed_dim).permute(0, 4, 1, 2, 3)
+        patch_pos = F.interpolate(patch_pos, size=tuple(grid), mode="trilinear", align_corners=False)
+        return torch.cat([cls_pos, patch_pos.flatten(2).transpose(1, 2)], dim=1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, in_chans, D, H, W) -> (N, 1 + L, embed_dim)``: normalised tokens, class token first."""
+        check_ndim(x, 5)
+        check_channels(x, self.in_chans)
+        grid = self.patch_embed.grid_size(x.shape[2:])
+        x = self.patch_embed(x)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+        x = self.pos_drop(x + self.position_embedding(grid).to(x.dtype))
+        for block in self.blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool the tokens and classify; ``pre_logits=True`` returns the pooled ``(N, embed_dim)``."""
+        if self.global_pool == "token":
+            x = x[:, 0]
+        elif self.global_pool == "avg":
+            x = x[:, self.num_prefix_tokens :].mean(dim=1)
+        elif self.global_pool == "max":
+            x = x[:, self.num_prefix_tokens :].amax(dim=1)
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    return {
+        "input_size": (3, 64, 96, 96),
+        "num_classes": 2,
+        "first_conv": "patch_embed.proj",
+        "classifier": "head",
+        **kwargs,
+    }
+
+
+default_cfgs = {
+    "vit_tiny_patch16_3d": _cfg(),
+    "vit_small_patch16_3d": _cfg(),
+    "vit_base_patch16_3d": _cfg(),
+    "test_vit_3d": _cfg(input_size=(3, 32, 32, 32)),
+}
+
+
+def _create_vit3d(variant: str, pretrained: bool = False, **kwargs: Any) -> VisionTransformer3d:
+    return build_model_with_cfg(VisionTransformer3d, variant, pretrained, **kwargs)
+
+
+@register_model
+def vit_tiny_patch16_3d(pretrained: bool = False, **kwargs: Any) -> VisionTransformer3d:
+    """ViT-Ti/16 3D: width 192, depth 12, 3 heads (timm's ``vit_tiny_patch16_224``)."""
+    args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
+    return _create_vit3d("vit_tiny_patch16_3d", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def vit_small_patch16_3d(pretrained: bool = False, **kwargs: Any) -> VisionTransformer3d:
+    """ViT-S/16 3D: width 384, depth 12, 6 heads (timm's ``vit_small_patch16_224``)."""
+    args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
+    return _create_vit3d("vit_small_patch16_3d", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def vit_base_patch16_3d(pretrained: bool = False, **kwargs: Any) -> VisionTransformer3d:
+    """ViT-B/16 3D: width 768, depth 12, 12 heads (timm's ``vit_base_patch16_224``)."""
+    args = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
+    return _create_vit3d("vit_base_patch16_3d", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def test_vit_3d(pretrained: bool = False, **kwargs: Any) -> VisionTransformer3d:
+    """A tiny ViT 3D for tests: patch 8, width 64, depth 2, 2 heads, stored grid for 32³."""
+    args = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2)
+    return _create_vit3d("test_vit_3d", pretrained, **dict(args, **kwargs))

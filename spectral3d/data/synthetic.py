@@ -1,0 +1,286 @@
+"""A synthetic multi-sequence MRI cohort in the layout of :mod:`spectral3d.data.cohort`.
+
+The paper's cohorts are private; this generator writes a cohort that exercises the same path
+(DESIGN.md §11) and that a model can only solve by looking at the lesion:
+
+* **Anatomy** *(ours)*: a bright cylinder along ``D`` (a "vertebral column") in a smooth noisy
+  background, with a per-sequence contrast.
+* **Lesion**: a soft-edged ball of radius ≈ 0.18·min(size) voxels at a random position inside the
+  volume. Its texture is band-pass noise whose *radial frequency band* encodes the class (the
+  main cue): class ``c`` of ``C`` keeps the spatial frequencies with
+  ``|f| ∈ [f_c - 0.035, f_c + 0.035]`` cycles/voxel, ``f_c = 0.06 + 0.36·c/(C-1)``. A weaker
+  cue: the lesion's mean intensity shifts by ``±0.1·(c/(C-1) - ½)`` per sequence (the sign
+  differs between sequences).
+* **Tasks**: ``"spine"`` — 6 classes (primary sites, ordered low→high frequency as the paper
+  describes their lesions: prostate, breast, kidney, gastrointestinal, other, lung), sequences
+  ``t1, t2, t2fs``; ``"spondylitis"`` — 2 classes (pyogenic = low, tuberculous = high),
+  sequences ``t1, t2fs``.
+* **Grids**: ``t1`` is the reference (RAS, 1 mm, ``size`` voxels as ``(D, H, W)``, stored as
+  int16 with ``scl_slope``); ``t2`` is stored in LPS order with a sub-voxel shift; ``t2fs`` has a
+  1.25 mm voxel and a different shape. All cover the ``t1`` field of view, so loading resamples
+  them into alignment. ``roi.nii.gz`` (the lesion ball, on the ``t1`` grid) is written per case.
+* **Clinical columns** (8): ``age, sex, crp, esr, wbc, temperature, symptom_weeks, bmi``; ``crp``,
+  ``esr``, ``wbc`` and ``temperature`` drift weakly with the class; about 10 % of the cells
+  (except ``age``) are missing (empty).
+* **Patients and splits**: about 20 % of patients have two cases (same class, same split); a
+  patient-level, class-stratified 60/20/20 ``train/val/test`` split and a ``fold`` column (k-fold
+  over the non-test patients, k = ``folds``).
+* ``lesions.json`` holds every lesion's centre (world mm, and ``(d, h, w)`` voxels of the ``t1``
+  grid, which is the model grid of ``PreprocessConfig(spacing=1, crop="centre",
+  input_size=size)``) and radius; :func:`lesion_centres` reads it.
+
+Everything is deterministic given ``seed`` (case ``n`` draws from ``default_rng([seed, n])``);
+gzip headers carry no time stamp, so the files are byte-identical between runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from spectral3d._checks import to_3tuple_int
+from spectral3d.data.cohort import CASES_CSV
+
+__all__ = ["LESIONS_JSON", "TASKS", "lesion_centres", "write_synthetic_cohort"]
+
+LESIONS_JSON = "lesions.json"
+TASKS = {
+    "spine": {
+        "classes": ("prostate", "breast", "kidney", "gastrointestinal", "other", "lung"),
+        "sequences": ("t1", "t2", "t2fs"),
+    },
+    "spondylitis": {"classes": ("pyogenic", "tuberculous"), "sequences": ("t1", "t2fs")},
+}
+CLINICAL_COLUMNS = ("age", "sex", "crp", "esr", "wbc", "temperature", "symptom_weeks", "bmi")
+# per sequence: (background, column, lesion contrast, sign of the class intensity cue)
+_CONTRAST = {"t1": (0.35, 1.0, -0.45, 1.0), "t2": (0.3, 0.7, 0.5, -1.0), "t2fs": (0.15, 0.4, 0.8, 1.0)}
+_BAND_HALF_WIDTH = 0.035
+
+
+def write_synthetic_cohort(
+    out: str | os.PathLike,
+    task: Literal["spine", "spondylitis"] = "spine",
+    cases: int = 24,
+    seed: int = 0,
+    size: int | Sequence[int] = (32, 32, 32),
+    folds: int = 5,
+    overwrite: bool = False,
+) -> Path:
+    """Write a synthetic cohort (module docstring) and return its folder.
+
+    Args:
+        out: the cohort folder (created).
+        task: ``"spine"`` (6 classes, t1/t2/t2fs) or ``"spondylitis"`` (2 classes, t1/t2fs).
+        cases: number of cases (≥ 5, so that every split has a case).
+        seed: the seed; equal seeds write identical cohorts.
+        size: the reference (t1) grid ``(D, H, W)`` at 1 mm; each axis ≥ 16.
+        folds: the number of folds of the ``fold`` column (capped by the non-test patients).
+        overwrite: replace an existing cohort in ``out`` (else ``FileExistsError``).
+
+    Returns:
+        ``Path(out)``.
+
+    Example::
+
+        >>> root = write_synthetic_cohort(tmp_path / "spondy", task="spondylitis", cases=8)  # doctest: +SKIP
+        >>> sorted(p.name for p in (root / "case000").iterdir())                            # doctest: +SKIP
+        ['roi.nii.gz', 't1.nii.gz', 't2fs.nii.gz']
+    """
+    if task not in TASKS:
+        raise ValueError(f"task: expected one of {sorted(TASKS)}, got {task!r}")
+    if not isinstance(cases, int) or cases < 5:
+        raise ValueError(f"cases: expected an int >= 5 (one per split at least), got {cases!r}")
+    size = to_3tuple_int(size, "size")
+    for axis, n in zip("DHW", size):
+        if n < 16:
+            raise ValueError(f"size: expected at least 16 voxels on axis {axis}, got {n}")
+    if not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"folds: expected an int >= 2, got {folds!r}")
+    root = Path(out)
+    if (root / CASES_CSV).exists() and not overwrite:
+        raise FileExistsError(f"out: {root} already holds a cohort ({CASES_CSV}); pass overwrite=True")
+    root.mkdir(parents=True, exist_ok=True)
+
+    classes, sequences = TASKS[task]["classes"], TASKS[task]["sequences"]
+    table = _plan_table(cases, len(classes), folds, np.random.default_rng([seed, 2**31]))
+    grids = _sequence_grids(size, sequences)
+    rows, lesions = [], {}
+    for n, (patient, label_idx, split, fold) in enumerate(table):
+        rng = np.random.default_rng([seed, n])
+        case_id = f"case{n:03d}"
+        folder = root / case_id
+        folder.mkdir(exist_ok=True)
+        centre_dhw, radius = _write_case(folder, rng, size, sequences, grids, label_idx, len(classes))
+        centre_world = nib.affines.apply_affine(grids["t1"][0], centre_dhw[::-1])
+        lesions[case_id] = {
+            "centre_world_mm": [round(float(v), 4) for v in centre_world],
+            "centre_dhw": [round(float(v), 4) for v in centre_dhw],
+            "radius_mm": round(float(radius), 4),
+        }
+        clinical = _clinical_row(rng, label_idx, len(classes))
+        rows.append(
+            [case_id, classes[label_idx], split, f"p{patient:03d}", "" if fold is None else str(fold), *clinical]
+        )
+
+    with open(root / CASES_CSV, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["case_id", "label", "split", "patient_id", "fold", *CLINICAL_COLUMNS])
+        writer.writerows(rows)
+    with open(root / LESIONS_JSON, "w") as f:
+        json.dump({"task": task, "seed": seed, "size": list(size), "lesions": lesions}, f, indent=1)
+    return root
+
+
+def lesion_centres(root: str | os.PathLike, space: Literal["world", "dhw"] = "world") -> dict[str, np.ndarray]:
+    """The lesion centre of every case of a synthetic cohort, from its ``lesions.json``.
+
+    Args:
+        root: the cohort folder.
+        space: ``"world"`` (x, y, z in mm — map them onto any model grid with
+            ``LoadedCase.world_to_model``) or ``"dhw"`` (voxels of the t1 grid).
+
+    Returns:
+        ``{case_id: array of 3 floats}``.
+    """
+    if space not in ("world", "dhw"):
+        raise ValueError(f"space: expected 'world' or 'dhw', got {space!r}")
+    with open(Path(root) / LESIONS_JSON) as f:
+        info = json.load(f)["lesions"]
+    key = "centre_world_mm" if space == "world" else "centre_dhw"
+    return {cid: np.asarray(v[key], dtype=np.float64) for cid, v in info.items()}
+
+
+def _plan_table(cases: int, num_classes: int, folds: int, rng: np.random.Generator) -> list[tuple]:
+    """``(patient, label, split, fold)`` per case: paired patients, stratified splits and folds."""
+    sizes = []
+    remaining = cases
+    while remaining:
+        two = remaining >= 2 and rng.random() < 0.2
+        sizes.append(2 if two else 1)
+        remaining -= sizes[-1]
+    labels = rng.permutation(np.arange(len(sizes)) % num_classes)
+    order = sorted(range(len(sizes)), key=lambda p: (labels[p], rng.random()))
+    pattern = ("train", "train", "train", "val", "test")
+    split_of = {p: pattern[i % len(pattern)] for i, p in enumerate(order)}
+    non_test = [p for p in order if split_of[p] != "test"]
+    k = min(folds, len(non_test))
+    fold_of = {p: i % k for i, p in enumerate(non_test)}
+    table = []
+    for p, n in enumerate(sizes):
+        table += [(p, int(labels[p]), split_of[p], fold_of.get(p))] * n
+    return table
+
+
+def _sequence_grids(size: tuple[int, int, int], sequences: Sequence[str]) -> dict[str, tuple[np.ndarray, tuple]]:
+    """``{name: (affine, shape)}``: t1 RAS 1 mm; t2 LPS shifted; t2fs 1.25 mm."""
+    d, h, w = size
+    centre = np.array([(w - 1) / 2, (h - 1) / 2, (d - 1) / 2])
+    t1 = np.eye(4)
+    t1[:3, 3] = -centre
+    grids = {"t1": (t1, (w, h, d))}
+    if "t2" in sequences:
+        lps = np.diag([-1.0, -1.0, 1.0, 1.0])
+        lps[:3, 3] = [centre[0] + 0.3, centre[1] - 0.2, -centre[2] + 0.25]
+        grids["t2"] = (lps, (w, h, d))
+    if "t2fs" in sequences:
+        step = 1.25
+        shape = tuple(int(np.ceil(n / step)) + 1 for n in (w, h, d))
+        aff = np.diag([step, step, step, 1.0])
+        aff[:3, 3] = [-(n - 1) * step / 2 for n in shape]
+        grids["t2fs"] = (aff, shape)
+    return grids
+
+
+def _band_texture(rng: np.random.Generator, size: tuple[int, int, int], band: float) -> np.ndarray:
+    """Unit-variance noise keeping the radial spatial frequencies ``|f| ∈ band ± half width``."""
+    noise = rng.standard_normal(size)
+    freqs = np.meshgrid(*[np.fft.fftfreq(n) for n in size], indexing="ij")
+    radius = np.sqrt(sum(f**2 for f in freqs))
+    keep = np.abs(radius - band) <= _BAND_HALF_WIDTH
+    tex = np.fft.ifftn(np.fft.fftn(noise) * keep).real
+    return tex / (tex.std() + 1e-12)
+
+
+def _write_case(
+    folder: Path,
+    rng: np.random.Generator,
+    size: tuple[int, int, int],
+    sequences: Sequence[str],
+    grids: dict,
+    label: int,
+    num_classes: int,
+) -> tuple[np.ndarray, float]:
+    """Write one case's sequences and ROI; return the lesion centre ``(d, h, w)`` and radius."""
+    shape = np.array(size)
+    radius = 0.18 * shape.min() * rng.uniform(0.85, 1.15)
+    margin = radius + 2
+    centre = np.array([rng.uniform(margin, n - 1 - margin) for n in shape])
+    idx = np.indices(size, dtype=np.float64)
+    dist = np.sqrt(sum((idx[a] - centre[a]) ** 2 for a in range(3)))
+    lesion = 1.0 / (1.0 + np.exp((dist - radius) / 0.7))
+    col_r = np.sqrt((idx[1] - (shape[1] - 1) / 2) ** 2 + (idx[2] - (shape[2] - 1) / 2) ** 2)
+    column = 1.0 / (1.0 + np.exp((col_r - shape[1:].min() / 4) / 1.0))
+    smooth = ndimage.gaussian_filter(rng.standard_normal(size), 3.0)
+    smooth /= smooth.std() + 1e-12
+    rel = label / max(num_classes - 1, 1)
+    band = 0.06 + 0.36 * rel
+    texture = _band_texture(rng, size, band)
+
+    t1_affine = grids["t1"][0]
+    for name in sequences:
+        background, col, contrast, sign = _CONTRAST[name]
+        phantom = background + (col - background) * column + 0.08 * smooth
+        phantom += lesion * (contrast + sign * 0.1 * (rel - 0.5) + 0.35 * texture)
+        phantom += 0.03 * rng.standard_normal(size)
+        phantom = 1000.0 * (phantom + 1.0)  # positive, scanner-like units
+        affine, src_shape = grids[name]
+        if name == "t1":
+            data = phantom.transpose(2, 1, 0)  # (D, H, W) -> array (i, j, k) = (x, y, z)
+        else:
+            vox = np.indices(src_shape, dtype=np.float64).reshape(3, -1)
+            to_t1 = np.linalg.inv(t1_affine) @ affine
+            xyz = to_t1[:3, :3] @ vox + to_t1[:3, 3:4]
+            data = ndimage.map_coordinates(phantom, xyz[::-1], order=1, mode="nearest").reshape(src_shape)
+        _save(folder / f"{name}.nii.gz", data, affine, integer=name == "t1")
+    roi = (dist <= radius).astype(np.uint8).transpose(2, 1, 0)
+    _save(folder / "roi.nii.gz", roi, t1_affine, integer=False)
+    return centre, radius
+
+
+def _save(path: Path, data: np.ndarray, affine: np.ndarray, integer: bool) -> None:
+    """Save as NIfTI-1: int16 with ``scl_slope`` when ``integer``, else the array's dtype (float32)."""
+    if integer:
+        img = nib.Nifti1Image(data.astype(np.float32), affine)
+        img.set_data_dtype(np.int16)  # nibabel picks scl_slope/scl_inter on save
+    else:
+        arr = data if data.dtype == np.uint8 else data.astype(np.float32)
+        img = nib.Nifti1Image(arr, affine)
+    img.header.set_qform(affine, code=1)
+    img.header.set_sform(affine, code=1)
+    nib.save(img, path)
+
+
+def _clinical_row(rng: np.random.Generator, label: int, num_classes: int) -> list[str]:
+    """Eight clinical values as strings (empty = missing), weakly correlated with the class."""
+    rel = label / max(num_classes - 1, 1)
+    values = [
+        rng.normal(58, 12),  # age
+        float(rng.random() < 0.5),  # sex
+        rng.normal(20 + 15 * rel, 25),  # crp
+        rng.normal(30 + 10 * rel, 20),  # esr
+        rng.normal(7.5 + 1.0 * rel, 2.5),  # wbc
+        rng.normal(36.9 + 0.4 * rel, 0.6),  # temperature
+        rng.gamma(3.0, 3.0),  # symptom_weeks
+        rng.normal(24, 3.5),  # bmi
+    ]
+    missing = rng.random(len(values)) < 0.1
+    missing[0] = False
+    return ["" if m else f"{v:.3f}" for v, m in zip(values, missing)]

@@ -1,0 +1,154 @@
+"""DeSamba (paper Fig. 1, Eq. 5): ablation presets, aux losses, inputs, compile/export, paper scale, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import backbones3d
+from backbones3d.desamba import ABLATION_ROWS, DeSamba, DeSambaConfig, DeSambaLoss, desamba_spine_tiny
+from backbones3d.mambaout3d import MambaOut3d
+from backbones3d.samnet import SAMNet
+from spectral3d.layers.drlm import DRLM
+from spectral3d.layers.samblock import ConvNeXtV2Block3d, SAMBlock
+from spectral3d.layers.tabular import TabularEncoder
+
+SIZE = 32
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny ops on a shared 2-core machine: intra-op threads spin and cost 10-40x (measured); restored afterwards.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _has(model: torch.nn.Module, cls: type) -> bool:
+    return any(isinstance(m, cls) for m in model.modules())
+
+
+@pytest.mark.parametrize("row", list(ABLATION_ROWS))
+def test_ablation_preset_modules_aux_and_training(row: str) -> None:
+    te, ce, fp, me, de, c, s = map(bool, ABLATION_ROWS[row])
+    model = backbones3d.create_model(f"desamba_spine_ablation_{row}", scale="tiny")
+    assert model.config.flags == dict(TE=te, CE=ce, FP=fp, ME=me, De=de, C=c, S=s)
+    # exactly the submodules the flags name
+    assert _has(model, SAMNet) == ce and _has(model, SAMBlock) == (ce and fp)
+    assert _has(model, ConvNeXtV2Block3d) == (ce and not fp) and _has(model, MambaOut3d) == me
+    assert _has(model, DRLM) == de and _has(model, TabularEncoder) == te
+    if de:
+        assert (model.drlm.self_decoders is not None) == s and (model.drlm.cross_decoders is not None) == c
+    assert sorted(model.encoders) == ["t1", "t2", "t2fs"]
+
+    x, tab, y = torch.randn(2, 3, SIZE, SIZE, SIZE), torch.randn(2, 8), torch.tensor([1, 4])
+    criterion = DeSambaLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    for _ in range(2):
+        logits, aux = model.forward_with_aux(x, tab)
+        assert logits.shape == (2, 6) and torch.isfinite(logits).all()
+        assert set(aux) == ({k for k, on in (("self", s), ("cross", c)) if on} if de else set())
+        loss, parts = criterion(logits, y, aux)
+        assert set(parts) == {"cls"} | set(aux)
+        opt.zero_grad()
+        loss.backward()
+        assert [n for n, p in model.named_parameters() if p.grad is None] == []
+        opt.step()
+    expected_width = (model.drlm.out_dim if de else 3 * model.config.feature_dim) + (
+        model.config.tabular_dim if te else 0
+    )
+    assert model.forward_features(x, tab).shape == (2, model.num_features) and model.num_features == expected_width
+
+
+def test_dict_input_tabular_none_and_loss() -> None:
+    model = desamba_spine_tiny().eval()
+    x = torch.randn(2, 3, SIZE, SIZE, SIZE)
+    ref = model(x)
+    as_dict = {"t2fs": x[:, 2], "t1": x[:, 0:1], "t2": x[:, 1]}  # any order, (N, D, H, W) or (N, 1, D, H, W)
+    torch.testing.assert_close(model(as_dict), ref)
+    torch.testing.assert_close(model(x, torch.full((2, 8), float("nan"))), ref)  # None = every value missing
+    assert not torch.allclose(model(x, torch.randn(2, 8)), ref)
+    logits, aux = model.forward_with_aux(x)
+    total, parts = DeSambaLoss(self_weight=0.5, cross_weight=0.5)(logits, torch.tensor([0, 5]), aux)
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 5])) + 0.5 * aux["self"] + 0.5 * aux["cross"]
+    torch.testing.assert_close(total, expected)
+    with pytest.raises(ValueError, match=r"unknown \['extra'\]"):
+        DeSambaLoss()(logits, torch.tensor([0, 5]), {"extra": total})
+
+
+def test_spondylitis_shared_encoders_and_contract() -> None:
+    model = backbones3d.create_model("desamba_spondylitis_tiny", share_encoders=True, num_classes=3)
+    cfg = model.pretrained_cfg
+    assert cfg["sequences"] == ["t1", "t2fs"] and cfg["input_size"] == (2, 32, 32, 32) and cfg["num_tabular"] == 8
+    assert list(model.encoders) == ["shared"]
+    x = torch.randn(2, 2, SIZE, SIZE, SIZE)
+    assert model(x).shape == (2, 3)
+    # one encoder applied to each sequence: swapping the sequences swaps the per-sequence features
+    f = model._encode_sequences(x)
+    torch.testing.assert_close(model._encode_sequences(x.flip(1)), f.flip(1))
+    model.eval()
+    y = model(x)
+    model.set_grad_checkpointing(True)
+    torch.testing.assert_close(model(x), y)
+    model.reset_classifier(0)
+    assert model(x).shape == (2, model.num_features)
+
+
+def test_compile_fullgraph_and_export() -> None:
+    model = desamba_spine_tiny().eval()
+    x, tab = torch.randn(2, 3, SIZE, SIZE, SIZE), torch.randn(2, 8)
+    with torch.no_grad():
+        ref = model(x, tab)
+        compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+        torch.testing.assert_close(compiled(x, tab), ref, atol=1e-5, rtol=1e-5)
+        exported = torch.export.export(model, (x, tab))
+        torch.testing.assert_close(exported.module()(x, tab), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_paper_scale_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    # MambaOut3d builds its drop-path schedule with torch.linspace(...).tolist(), which a meta device cannot
+    # hold; give that one call a CPU tensor so the paper-scale model builds on the meta device.
+    linspace = torch.linspace
+    monkeypatch.setattr(torch, "linspace", lambda *a, **k: linspace(*a, **{**k, "device": "cpu"}))
+    with torch.device("meta"):
+        model = backbones3d.create_model("desamba_spine")
+    params = sum(p.numel() for p in model.parameters())
+    assert params == pytest.approx(433.82e6, rel=0.02)
+    assert model.pretrained_cfg["input_size"] == (3, 64, 96, 96)
+
+
+def test_bad_input() -> None:
+    model = desamba_spine_tiny()
+    x = torch.randn(1, 3, SIZE, SIZE, SIZE)
+    with pytest.raises(ValueError, match=r"expected S=3 sequences \['t1', 't2', 't2fs'\] on axis 1, got 2"):
+        model(x[:, :2])
+    with pytest.raises(ValueError, match=r"missing \['t2fs'\], unknown \[\]"):
+        model({"t1": x[:, 0], "t2": x[:, 1]})
+    with pytest.raises(ValueError, match=r"missing \[\], unknown \['flair'\]"):
+        model({"t1": x[:, 0], "t2": x[:, 1], "t2fs": x[:, 2], "flair": x[:, 2]})
+    with pytest.raises(ValueError, match=r"x\['t2'\]: shape \(1, 32, 32, 16\) differs"):
+        model({"t1": x[:, 0], "t2": x[:, 1, :, :, :16], "t2fs": x[:, 2]})
+    with pytest.raises(ValueError, match=r"size 40 on axis D would be truncated .* multiple of 32 on axis D"):
+        model(torch.randn(1, 3, 40, 32, 32))
+    with pytest.raises(ValueError, match=r"tabular: expected shape \(N, F=8\), got \(1, 7\)"):
+        model(x, torch.randn(1, 7))
+    with pytest.raises(ValueError, match=r"tabular: batch size 2 differs from the images' 1"):
+        model(x, torch.randn(2, 8))
+    with pytest.raises(ValueError, match=r"expected a 5-D tensor"):
+        model(x[0])
+    with pytest.raises(ValueError, match=r"in_chans: .* expected 3 .* got 4"):
+        desamba_spine_tiny(in_chans=4)
+    with pytest.raises(ValueError, match=r"scale: expected one of"):
+        backbones3d.create_model("desamba_spine", scale="huge")
+    with pytest.raises(ValueError, match=r"need DRLM"):
+        DeSambaConfig(decouple=False)
+    with pytest.raises(ValueError, match=r"needs CE"):
+        DeSamba(cnn_encoder=False, frequency_pathway=True)
+    with pytest.raises(ValueError, match=r"at least one image encoder"):
+        DeSamba(cnn_encoder=False, frequency_pathway=False, mamba_encoder=False)
+
+
+def test_mamba_only_accepts_any_size() -> None:
+    model = backbones3d.create_model("desamba_spine_ablation_mo", scale="tiny")
+    assert model(torch.randn(1, 3, 17, 20, 9)).shape == (1, 6)
