@@ -29,7 +29,8 @@ Modules:
   ``read_volume``, ``canonical_grid``.
 * :mod:`~spectral3d.data.cohort` — ``Cohort.from_folder(root, sequences, classes,
   clinical_columns, skip_bad)``, ``Cohort.split(name, fold)``, ``Cohort.verify(config,
-  skip_bad)``, ``CaseRecord``.
+  skip_bad)``, ``CaseRecord``; for case folders outside a cohort: ``find_case_files(folder,
+  sequences)``, ``read_clinical_table(csv, columns)``, ``parse_clinical(row, columns)``.
 * :mod:`~spectral3d.data.dataset` — ``MRIDataset``, ``Sample``, ``Batch``, ``collate``,
   ``TabularStats``.
 * :mod:`~spectral3d.data.transforms` — ``AugmentConfig``, ``augment_volume``,
@@ -44,7 +45,7 @@ Modules:
 """
 
 from spectral3d.data.cache import VolumeCache, file_digest
-from spectral3d.data.cohort import SPLITS, CaseRecord, Cohort
+from spectral3d.data.cohort import SPLITS, CaseRecord, Cohort, find_case_files, parse_clinical, read_clinical_table
 from spectral3d.data.dataset import Batch, MRIDataset, Sample, TabularStats, collate
 from spectral3d.data.errors import DataError, SkippedCase
 from spectral3d.data.nifti import LoadedCase, PreprocessConfig, SourceGrid, canonical_grid, load_case, read_volume
@@ -72,8 +73,11 @@ __all__ = [
     "canonical_grid",
     "collate",
     "file_digest",
+    "find_case_files",
     "lesion_centres",
     "load_case",
+    "parse_clinical",
+    "read_clinical_table",
     "read_volume",
     "write_synthetic_cohort",
 ]

@@ -34,14 +34,14 @@ import csv
 import math
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from spectral3d.data.errors import DataError, SkippedCase
 from spectral3d.data.nifti import LoadedCase, PreprocessConfig, load_case
 
-__all__ = ["CASES_CSV", "SPLITS", "CaseRecord", "Cohort"]
+__all__ = ["CASES_CSV", "SPLITS", "CaseRecord", "Cohort", "find_case_files", "parse_clinical", "read_clinical_table"]
 
 CASES_CSV = "cases.csv"
 SPLITS = ("train", "val", "test")
@@ -196,34 +196,20 @@ class Cohort:
                     fold = int(row["fold"])
                 except ValueError:
                     bad(cid, f"fold {row['fold']!r} is not an integer")
-            clinical = []
-            for col in columns:
-                value = row[col]
-                if value.lower() in MISSING_VALUES:
-                    clinical.append(math.nan)
-                    continue
-                try:
-                    clinical.append(float(value))
-                except ValueError:
-                    bad(cid, f"clinical column {col!r}: {value!r} is not a number (encode categories numerically)")
-                    clinical.append(math.nan)
+            try:
+                clinical = parse_clinical(row, columns, cid, csv_path)
+            except DataError as err:
+                bad(cid, err.message)
+                clinical = [math.nan] * len(columns)
             seq_files: dict[str, Path] = {}
             roi = None
             if not folder.is_dir():
                 bad(cid, f"in {CASES_CSV} but its folder is missing", folder)
             else:
-                for name in sequences:
-                    found = [folder / f"{name}{s}" for s in NIFTI_SUFFIXES if (folder / f"{name}{s}").is_file()]
-                    if not found:
-                        bad(cid, f"missing sequence {name!r}", folder / f"{name}.nii.gz")
-                    elif len(found) > 1:
-                        bad(cid, f"sequence {name!r} is ambiguous (both .nii and .nii.gz)", *found)
-                    else:
-                        seq_files[name] = found[0]
-                rois = [folder / f"{ROI_NAME}{s}" for s in NIFTI_SUFFIXES if (folder / f"{ROI_NAME}{s}").is_file()]
-                if len(rois) > 1:
-                    bad(cid, "ROI is ambiguous (both .nii and .nii.gz)", *rois)
-                roi = rois[0] if rois else None
+                try:
+                    seq_files, roi = find_case_files(folder, sequences, cid)
+                except DataError as err:
+                    bad(cid, err.message, *err.paths)
             records.append(
                 CaseRecord(
                     case_id=cid,
@@ -389,6 +375,70 @@ def _clinical_columns(header: list[str], wanted: Sequence[str] | None, csv_path:
     if missing:
         raise DataError(f"clinical column(s) {missing} not in the table (have {available})", paths=(csv_path,))
     return tuple(wanted)
+
+
+def parse_clinical(
+    row: Mapping[str, str | None], columns: Sequence[str], case_id: str = "", path: str | os.PathLike = ""
+) -> list[float]:
+    """The values of ``columns`` in a CSV row as floats; empty or ``na``/``nan``/``?``… cells are NaN.
+
+    Raises:
+        DataError: a cell that is not a number (naming the case, the column and the file).
+    """
+    values = []
+    for col in columns:
+        cell = (row.get(col) or "").strip()
+        if cell.lower() in MISSING_VALUES:
+            values.append(math.nan)
+            continue
+        try:
+            values.append(float(cell))
+        except ValueError:
+            message = f"clinical column {col!r}: {cell!r} is not a number (encode categories numerically)"
+            raise DataError(message, case_id, (path,) if path else ()) from None
+    return values
+
+
+def read_clinical_table(path: str | os.PathLike, columns: Sequence[str]) -> dict[str, list[float]]:
+    """``case_id → values of columns`` from a CSV with a ``case_id`` column (NaN = missing).
+
+    Used for cases outside a cohort (``spectral3d predict|gradcam --tabular``); a column absent from
+    the file is missing for every case.
+    """
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or "case_id" not in reader.fieldnames:
+            raise DataError("tabular CSV needs a 'case_id' column", paths=(path,))
+        return {row["case_id"]: parse_clinical(row, columns, row["case_id"], path) for row in reader}
+
+
+def find_case_files(
+    folder: str | os.PathLike, sequences: Sequence[str], case_id: str | None = None
+) -> tuple[dict[str, Path], Path | None]:
+    """The NIfTI file of each sequence (``<name>.nii.gz`` or ``.nii``) and the optional ROI of a case folder.
+
+    Raises:
+        DataError: the folder is missing, a sequence is missing, or a name is ambiguous (both
+            ``.nii`` and ``.nii.gz``), naming the case and the files.
+    """
+    folder = Path(folder)
+    cid = folder.name if case_id is None else case_id
+    if not folder.is_dir():
+        raise DataError("case folder not found", cid, (folder,))
+
+    def find(stem: str, what: str) -> Path | None:
+        found = [folder / f"{stem}{s}" for s in NIFTI_SUFFIXES if (folder / f"{stem}{s}").is_file()]
+        if len(found) > 1:
+            raise DataError(f"{what} is ambiguous (both .nii and .nii.gz)", cid, found)
+        return found[0] if found else None
+
+    files = {}
+    for name in sequences:
+        path = find(name, f"sequence {name!r}")
+        if path is None:
+            raise DataError(f"missing sequence {name!r}", cid, (folder / f"{name}.nii.gz",))
+        files[name] = path
+    return files, find(ROI_NAME, "ROI")
 
 
 def _nifti_stems(folder: Path) -> set[str]:

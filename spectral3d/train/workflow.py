@@ -37,7 +37,9 @@ from spectral3d.data import (
     PreprocessConfig,
     Sample,
     TabularStats,
+    find_case_files,
     load_case,
+    read_clinical_table,
 )
 from spectral3d.data.errors import DataError
 from spectral3d.metrics import classification_metrics, metrics_table
@@ -251,26 +253,6 @@ def _write_predictions(
             w.writerow([case_id, label, class_names[int(p[i].argmax())], *[f"{v:.6f}" for v in p[i]]])
 
 
-def _read_tabular_csv(path: str | os.PathLike, columns: Sequence[str]) -> dict[str, list[float]]:
-    rows: dict[str, list[float]] = {}
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None or "case_id" not in reader.fieldnames:
-            raise DataError("tabular CSV needs a 'case_id' column", paths=(path,))
-        for row in reader:
-            vals = []
-            for c in columns:
-                cell = (row.get(c) or "").strip()
-                try:
-                    vals.append(float(cell) if cell else math.nan)
-                except ValueError as err:
-                    raise DataError(
-                        f"column {c!r}: {cell!r} is not a number", case_id=row["case_id"], paths=(path,)
-                    ) from err
-            rows[row["case_id"]] = vals
-    return rows
-
-
 def predict_cases(
     checkpoint: str | os.PathLike,
     case_dirs: Sequence[str | os.PathLike],
@@ -286,19 +268,11 @@ def predict_cases(
     pre = PreprocessConfig.from_dict(config["preprocess"])
     stats = TabularStats.from_dict(config["tabular_stats"])
     columns = config["clinical_columns"]
-    table = _read_tabular_csv(tabular_csv, columns) if tabular_csv else {}
+    table = read_clinical_table(tabular_csv, columns) if tabular_csv else {}
     results = []
     for case_dir in map(Path, case_dirs):
         case_id = case_dir.name
-        if not case_dir.is_dir():
-            raise DataError("case folder not found", case_id=case_id, paths=(case_dir,))
-        files = {}
-        for seq in config["sequences"]:
-            found = [case_dir / f"{seq}{ext}" for ext in (".nii.gz", ".nii") if (case_dir / f"{seq}{ext}").is_file()]
-            if not found:
-                raise DataError(f"missing sequence {seq!r} ({seq}.nii.gz)", case_id=case_id, paths=(case_dir,))
-            files[seq] = found[0]
-        roi = next((case_dir / f"roi{e}" for e in (".nii.gz", ".nii") if (case_dir / f"roi{e}").is_file()), None)
+        files, roi = find_case_files(case_dir, config["sequences"])
         loaded = load_case(files, roi=roi, config=pre, case_id=case_id)
         clinical = table.get(case_id, [math.nan] * len(columns))
         sample = Sample(
