@@ -27,7 +27,9 @@ weight the shape of its 2-D counterpart plus a unit depth axis, so ``inflate_2d`
 checkpoint key for key. The stem and the downsampling convolutions are unpadded and strided: an
 input axis that is not a positive multiple of ``patch_size * 2**(len(depths) - 1)`` (32 for the
 registered models) is rejected with a ``ValueError`` naming the axis, instead of being truncated
-(DESIGN.md §2).
+(DESIGN.md §2). The block is :class:`spectral3d.layers.samblock.ConvNeXtV2Block3d` (SAMNet's
+ConvNeXtV2 block, in either layout) and the head :class:`spectral3d.layers.heads.ClassifierHead3d`
+with a LayerNorm (eps 1e-6).
 
 Choices that are ours:
 
@@ -41,105 +43,23 @@ Choices that are ours:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
-from timm.layers import DropPath, trunc_normal_
+from timm.layers import trunc_normal_
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from backbones3d._builder import build_model_with_cfg
+from backbones3d._contract import StagedContract, linear_drop_path_rates
 from backbones3d._registry import register_model
-from spectral3d._checks import check_channels, check_divisible, check_ndim, to_3tuple_int
-from spectral3d.layers.norm import GRN3d, LayerNorm3d
+from spectral3d._checks import check_channels, check_divisible, check_ndim
+from spectral3d.layers.heads import ClassifierHead3d, check_global_pool
+from spectral3d.layers.norm import LayerNorm3d
+from spectral3d.layers.samblock import ConvNeXtV2Block3d
 
-__all__ = ["ConvNeXtBlock3d", "ConvNeXtStage3d", "ConvNeXtV2_3d", "GlobalResponseNormMlp3d", "NormClassifierHead3d"]
-
-_POOL_TYPES = ("avg", "max", "")
-
-
-def _check_pool_type(pool_type: str) -> None:
-    if pool_type not in _POOL_TYPES:
-        raise ValueError(f"global_pool: expected one of {_POOL_TYPES}, got {pool_type!r}")
-
-
-class GlobalResponseNormMlp3d(nn.Module):
-    """The ConvNeXt V2 MLP: ``fc1 -> GELU -> GRN -> fc2``.
-
-    Args:
-        dim: input and output channels C.
-        hidden_dim: hidden channels (``4 * dim`` in ConvNeXt).
-        conv_mlp: ``True``: 1x1x1 convolutions on channels-first ``(N, C, D, H, W)`` maps;
-            ``False``: ``nn.Linear`` on channels-last ``(N, D, H, W, C)`` tensors.
-
-    Example::
-
-        >>> import torch
-        >>> from backbones3d.convnextv2_3d import GlobalResponseNormMlp3d
-        >>> GlobalResponseNormMlp3d(8, 32)(torch.randn(2, 3, 4, 5, 8)).shape
-        torch.Size([2, 3, 4, 5, 8])
-    """
-
-    def __init__(self, dim: int, hidden_dim: int, conv_mlp: bool = False) -> None:
-        super().__init__()
-        self.conv_mlp = conv_mlp
-        if conv_mlp:
-            self.fc1: nn.Module = nn.Conv3d(dim, hidden_dim, kernel_size=1)
-            self.fc2: nn.Module = nn.Conv3d(hidden_dim, dim, kernel_size=1)
-        else:
-            self.fc1 = nn.Linear(dim, hidden_dim)
-            self.fc2 = nn.Linear(hidden_dim, dim)
-        self.act = nn.GELU()
-        self.grn = GRN3d(hidden_dim, channels_last=not conv_mlp)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.grn(self.act(self.fc1(x))))
-
-
-class ConvNeXtBlock3d(nn.Module):
-    """A ConvNeXt V2 block: depthwise conv, LayerNorm, GRN MLP, stochastic depth, residual.
-
-    Args:
-        dim: channels C (in = out).
-        kernel_size: depthwise kernel, an int or ``(D, H, W)`` (default 7, padded to keep the size).
-        mlp_ratio: MLP hidden width as a multiple of C.
-        conv_mlp: use timm's channels-first layout (LayerNorm3d + 1x1x1 convs) instead of
-            permute + ``nn.LayerNorm`` + ``nn.Linear`` (same function, different weight shapes).
-        drop_path: stochastic-depth probability.
-
-    Shapes: ``(N, C, D, H, W) -> (N, C, D, H, W)``, any spatial size ≥ 1.
-
-    Example::
-
-        >>> import torch
-        >>> from backbones3d.convnextv2_3d import ConvNeXtBlock3d
-        >>> ConvNeXtBlock3d(16)(torch.randn(1, 16, 5, 6, 7)).shape
-        torch.Size([1, 16, 5, 6, 7])
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        kernel_size: int | Sequence[int] = 7,
-        mlp_ratio: float = 4.0,
-        conv_mlp: bool = False,
-        drop_path: float = 0.0,
-    ) -> None:
-        super().__init__()
-        ks = to_3tuple_int(kernel_size, "kernel_size")
-        self.conv_mlp = conv_mlp
-        self.conv_dw = nn.Conv3d(dim, dim, ks, padding=tuple(k // 2 for k in ks), groups=dim)
-        self.norm: nn.Module = LayerNorm3d(dim) if conv_mlp else nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = GlobalResponseNormMlp3d(dim, int(mlp_ratio * dim), conv_mlp=conv_mlp)
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv_dw(x)
-        if self.conv_mlp:
-            y = self.mlp(self.norm(y))
-        else:
-            y = self.mlp(self.norm(y.permute(0, 2, 3, 4, 1))).permute(0, 4, 1, 2, 3)
-        return self.drop_path(y) + x
+__all__ = ["ConvNeXtStage3d", "ConvNeXtV2_3d"]
 
 
 class ConvNeXtStage3d(nn.Module):
@@ -152,7 +72,7 @@ class ConvNeXtStage3d(nn.Module):
         stride: 2 to downsample (unpadded, so each axis must be even), 1 otherwise.
         kernel_size: depthwise kernel of the blocks.
         mlp_ratio: MLP width multiple.
-        conv_mlp: channels-first block layout (see :class:`ConvNeXtBlock3d`).
+        conv_mlp: channels-first block layout (see :class:`spectral3d.layers.samblock.ConvNeXtV2Body3d`).
         drop_path_rates: one stochastic-depth rate per block (zeros if ``None``).
 
     Example::
@@ -185,7 +105,10 @@ class ConvNeXtStage3d(nn.Module):
             self.downsample = nn.Identity()
         rates = list(drop_path_rates) if drop_path_rates is not None else [0.0] * depth
         self.blocks = nn.Sequential(
-            *[ConvNeXtBlock3d(out_chs, kernel_size, mlp_ratio, conv_mlp, drop_path=rates[i]) for i in range(depth)]
+            *[
+                ConvNeXtV2Block3d(out_chs, rates[i], kernel_size=kernel_size, mlp_ratio=mlp_ratio, conv_mlp=conv_mlp)
+                for i in range(depth)
+            ]
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -198,58 +121,7 @@ class ConvNeXtStage3d(nn.Module):
         return x
 
 
-class NormClassifierHead3d(nn.Module):
-    """ConvNeXt's head: global pool, LayerNorm, dropout, Linear (timm's ``NormMlpClassifierHead``).
-
-    Args:
-        in_features: channels C of the incoming map.
-        num_classes: outputs; 0 makes ``fc`` an identity.
-        pool_type: ``"avg"``, ``"max"`` or ``""`` (no pooling: norm and ``fc`` act at every voxel).
-        drop_rate: dropout before ``fc``.
-
-    Shapes: ``(N, C, d, h, w) -> (N, num_classes)`` (``(N, num_classes, d, h, w)`` without pooling).
-
-    Example::
-
-        >>> import torch
-        >>> from backbones3d.convnextv2_3d import NormClassifierHead3d
-        >>> NormClassifierHead3d(16, 3)(torch.randn(2, 16, 2, 3, 3)).shape
-        torch.Size([2, 3])
-    """
-
-    def __init__(self, in_features: int, num_classes: int, pool_type: str = "avg", drop_rate: float = 0.0) -> None:
-        super().__init__()
-        _check_pool_type(pool_type)
-        self.in_features = in_features
-        self.pool_type = pool_type
-        self.norm = nn.LayerNorm(in_features, eps=1e-6)
-        self.drop = nn.Dropout(drop_rate)
-        self.fc: nn.Module = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def reset(self, num_classes: int, pool_type: str | None = None) -> None:
-        """Replace the classifier (fresh weights) and optionally the pooling."""
-        if pool_type is not None:
-            _check_pool_type(pool_type)
-            self.pool_type = pool_type
-        self.fc = nn.Linear(self.in_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.pool_type == "avg":
-            x = x.mean(dim=(2, 3, 4))
-        elif self.pool_type == "max":
-            x = x.amax(dim=(2, 3, 4))
-        else:
-            x = x.permute(0, 2, 3, 4, 1)
-        x = self.drop(self.norm(x))
-        if not pre_logits:
-            x = self.fc(x)
-        return x if self.pool_type else x.permute(0, 4, 1, 2, 3)
-
-    def extra_repr(self) -> str:
-        return f"pool_type={self.pool_type!r}"
-
-
-class ConvNeXtV2_3d(nn.Module):
+class ConvNeXtV2_3d(StagedContract):
     """ConvNeXt V2 for volumes (timm's ``ConvNeXt`` with ``use_grn=True``, no layer scale).
 
     Args:
@@ -298,7 +170,7 @@ class ConvNeXtV2_3d(nn.Module):
         super().__init__()
         if len(depths) != len(dims) or not depths:
             raise ValueError(f"depths, dims: expected sequences of one equal length, got {depths!r} and {dims!r}")
-        _check_pool_type(global_pool)
+        check_global_pool(global_pool)
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.drop_rate = drop_rate
@@ -309,22 +181,22 @@ class ConvNeXtV2_3d(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv3d(in_chans, dims[0], kernel_size=patch_size, stride=patch_size), LayerNorm3d(dims[0])
         )
-        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").split(list(depths))
+        rates = linear_drop_path_rates(drop_path_rate, depths)
         stages = []
         prev = dims[0]
         self.feature_info: list[dict[str, Any]] = []
         for i, (depth, dim) in enumerate(zip(depths, dims)):
             stride = 1 if i == 0 else 2
             stages.append(
-                ConvNeXtStage3d(
-                    prev, dim, depth, stride, kernel_size, mlp_ratio, conv_mlp, drop_path_rates=rates[i].tolist()
-                )
+                ConvNeXtStage3d(prev, dim, depth, stride, kernel_size, mlp_ratio, conv_mlp, drop_path_rates=rates[i])
             )
             prev = dim
             self.feature_info.append(dict(num_chs=dim, reduction=patch_size * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.num_features = self.head_hidden_size = dims[-1]
-        self.head = NormClassifierHead3d(self.num_features, num_classes, global_pool, drop_rate)
+        self.head = ClassifierHead3d(
+            self.num_features, num_classes, global_pool, drop_rate, norm_layer=partial(nn.LayerNorm, eps=1e-6)
+        )
         self._init_weights(head_init_scale)
 
     def _init_weights(self, head_init_scale: float) -> None:
@@ -338,37 +210,11 @@ class ConvNeXtV2_3d(nn.Module):
                 self.head.fc.weight.mul_(head_init_scale)
                 self.head.fc.bias.mul_(head_init_scale)
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass (same outputs, less activation memory)."""
-        self.grad_checkpointing = enable
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        """The final classifier (``head.fc``)."""
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier with a fresh one for ``num_classes`` (0: identity)."""
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, in_chans, D, H, W) -> (N, num_features, D/32, H/32, W/32)`` (unpooled, before the head norm)."""
+    def _check_input(self, x: torch.Tensor) -> None:
         check_ndim(x, 5)
         check_channels(x, self.in_chans)
         m = self.size_multiple
         check_divisible(x.shape[2:], (m, m, m), what=f"the stride-{self.patch_size} stem and stride-2 downsampling")
-        return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, norm and classify; ``pre_logits=True`` returns the normalised ``(N, num_features)``."""
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:

@@ -44,9 +44,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from backbones3d._builder import build_model_with_cfg
+from backbones3d._contract import FlatHeadContract, check_int, check_rate
 from backbones3d._registry import register_model
-from backbones3d.resnet3d import _check_positive_int, _check_rate, channel_linear, check_global_pool, global_pool_3d
 from spectral3d._checks import AXES, check_channels, check_finite, check_floating, check_ndim
+from spectral3d.layers.heads import check_global_pool
 
 __all__ = ["DenseBlock3d", "DenseLayer3d", "DenseNet3d", "DenseTransition3d"]
 
@@ -129,7 +130,7 @@ class DenseTransition3d(nn.Sequential):
         self.pool = nn.AvgPool3d(kernel_size=2, stride=2)
 
 
-class DenseNet3d(nn.Module):
+class DenseNet3d(FlatHeadContract):
     """3D DenseNet-BC with the timm model contract and timm's parameter names.
 
     Args:
@@ -154,6 +155,8 @@ class DenseNet3d(nn.Module):
         torch.Size([2, 20, 1, 2, 3])
     """
 
+    classifier_name = "classifier"
+
     def __init__(
         self,
         block_config: Sequence[int] = (6, 12, 24, 16),
@@ -172,16 +175,16 @@ class DenseNet3d(nn.Module):
         if not block_config:
             raise ValueError("block_config: expected at least one dense block, got ()")
         for i, depth in enumerate(block_config):
-            _check_positive_int(depth, f"block_config[{i}]")
-        _check_positive_int(growth_rate, "growth_rate")
-        _check_positive_int(bn_size, "bn_size")
-        _check_positive_int(num_init_features, "num_init_features")
-        self.in_chans = _check_positive_int(in_chans, "in_chans")
-        self.num_classes = _check_positive_int(num_classes, "num_classes", minimum=0)
+            check_int(depth, f"block_config[{i}]")
+        check_int(growth_rate, "growth_rate")
+        check_int(bn_size, "bn_size")
+        check_int(num_init_features, "num_init_features")
+        self.in_chans = check_int(in_chans, "in_chans")
+        self.num_classes = check_int(num_classes, "num_classes", minimum=0)
         self.global_pool = check_global_pool(global_pool)
-        self.drop_rate = _check_rate(drop_rate, "drop_rate")
-        proj_drop_rate = _check_rate(proj_drop_rate, "proj_drop_rate")
-        drop_path_rate = _check_rate(drop_path_rate, "drop_path_rate")
+        self.drop_rate = check_rate(drop_rate, "drop_rate")
+        proj_drop_rate = check_rate(proj_drop_rate, "proj_drop_rate")
+        drop_path_rate = check_rate(drop_path_rate, "drop_path_rate")
         self.num_transitions = len(block_config) - 1
         self.grad_checkpointing = False
 
@@ -249,25 +252,6 @@ class DenseNet3d(nn.Module):
                     )
                 reached //= 2
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each dense block and transition in the backward pass instead of storing activations."""
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        """The final classifier, ``classifier``."""
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace ``classifier`` by a fresh ``Linear(num_features, num_classes)`` (0: ``Identity``)."""
-        self.num_classes = _check_positive_int(num_classes, "num_classes", minimum=0)
-        if global_pool is not None:
-            self.global_pool = check_global_pool(global_pool)
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            nn.init.zeros_(self.classifier.bias)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_chans, D, H, W)`` → the unpooled last map ``(N, num_features, d, h, w)`` (after norm5-ReLU)."""
         check_ndim(x, 5)
@@ -282,19 +266,6 @@ class DenseNet3d(nn.Module):
             else:
                 x = module(x)
         return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout and classify; ``pre_logits=True`` stops before ``classifier``.
-
-        Returns ``(N, num_classes)`` logits, or ``(N, num_features)`` with ``pre_logits``; with
-        ``global_pool=""`` the same per voxel, ``(N, ·, d, h, w)``.
-        """
-        x = self.head_drop(global_pool_3d(x, self.global_pool))
-        return x if pre_logits else channel_linear(x, self.classifier)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, in_chans, D, H, W)`` → logits ``(N, num_classes)`` (``(N, num_classes, d, h, w)`` unpooled)."""
-        return self.forward_head(self.forward_features(x))
 
 
 def _cfg(**kwargs) -> dict:

@@ -28,7 +28,8 @@ point takes ``scale="paper" | "small" | "tiny"``:
   parameters (+0.9 %) and 305.29 G MACs (−1.0 %): ``PAPER_SCALE_MEASURED``.
 - ``"small"``: SAMNet-Tiny widths and MambaOut-Femto per sequence (a single GPU trains it).
 - ``"tiny"``: one block per stage, widths 8-16-24-32, input (S, 32, 32, 32): CPU-trainable in
-  minutes, used by the tests (``desamba_spine_tiny``, ``desamba_spondylitis_tiny``).
+  minutes, used by the tests (``desamba_spine_tiny``, ``desamba_spondylitis_tiny``, and
+  ``test_desamba_3d``, the registry's test model: ``desamba_spine_tiny`` with ``share_encoders=True``).
 
 Choices *(ours)*: the fusion block (:mod:`spectral3d.layers.fusion`), the tabular encoder
 (:mod:`spectral3d.layers.tabular`), DRLM's encoder/decoder forms (:mod:`spectral3d.layers.drlm`),
@@ -51,12 +52,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from backbones3d._builder import build_model_with_cfg
+from backbones3d._contract import HeadContract
 from backbones3d._registry import register_model
 from backbones3d.mambaout3d import MambaOut3d
 from backbones3d.samnet import SAMNet
 from spectral3d._checks import check_divisible, check_floating
 from spectral3d.layers.drlm import DRLM
 from spectral3d.layers.fusion import MultiScaleFusion
+from spectral3d.layers.heads import ClassifierHead3d
 from spectral3d.layers.tabular import TabularEncoder
 
 __all__ = ["DeSamba", "DeSambaConfig", "DeSambaLoss", "SequenceEncoder"]
@@ -193,13 +196,17 @@ class SequenceEncoder(nn.Module):
             if c.cnn_encoder
             else None
         )
-        self.mamba: MambaOut3d | None = None
-        if c.mamba_encoder:
-            self.mamba = MambaOut3d(
-                in_chans=1, num_classes=0, depths=c.mamba_depths, dims=c.mamba_dims, drop_path_rate=c.drop_path_rate
+        self.mamba = (
+            MambaOut3d(
+                in_chans=1,
+                depths=c.mamba_depths,
+                dims=c.mamba_dims,
+                drop_path_rate=c.drop_path_rate,
+                features_only=True,
             )
-            # Only the stage outputs are used; the classification head would hold unused parameters.
-            self.mamba.head = nn.Identity()
+            if c.mamba_encoder
+            else None
+        )
         dims_cnn = c.cnn_dims if c.cnn_encoder else None
         dims_mamba = c.mamba_dims if c.mamba_encoder else None
         self.fusion = MultiScaleFusion(
@@ -218,48 +225,8 @@ class SequenceEncoder(nn.Module):
             branches.append(self.mamba.forward_stages(x))
         return self.fusion(*branches)
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for encoder in (self.cnn, self.mamba):
-            if encoder is not None:
-                encoder.set_grad_checkpointing(enable)
 
-
-class DeSambaHead(nn.Module):
-    """The classifier on the DeSamba feature vector: LayerNorm → dropout → Linear.
-
-    Args:
-        in_features: ``num_features`` of the network.
-        num_classes: outputs; 0 makes ``fc`` an identity.
-        drop_rate: dropout before ``fc``.
-
-    Example::
-
-        >>> import torch
-        >>> DeSambaHead(16, 3)(torch.randn(2, 16)).shape
-        torch.Size([2, 3])
-    """
-
-    def __init__(self, in_features: int, num_classes: int, drop_rate: float = 0.0) -> None:
-        super().__init__()
-        self.in_features = in_features
-        self.norm = nn.LayerNorm(in_features)
-        self.drop = nn.Dropout(drop_rate)
-        self.fc: nn.Module = nn.Identity()
-        self.reset(num_classes)
-
-    def reset(self, num_classes: int) -> None:
-        """A fresh classifier for ``num_classes`` (0: identity)."""
-        self.fc = nn.Linear(self.in_features, num_classes) if num_classes > 0 else nn.Identity()
-        if isinstance(self.fc, nn.Linear):
-            nn.init.trunc_normal_(self.fc.weight, std=0.02)
-            nn.init.zeros_(self.fc.bias)
-
-    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(self.norm(x))
-        return x if pre_logits else self.fc(x)
-
-
-class DeSamba(nn.Module):
+class DeSamba(HeadContract):
     """DeSamba (paper Fig. 1): per-sequence SAMNet + MambaOut3d encoders, fusion, DRLM, tabular encoder.
 
     Args:
@@ -327,28 +294,26 @@ class DeSamba(nn.Module):
         )
         image_features = self.drlm.out_dim if self.drlm is not None else s * d
         self.num_features = self.head_hidden_size = image_features + (config.tabular_dim if self.tabular else 0)
-        self.head = DeSambaHead(self.num_features, config.num_classes, config.drop_rate)
+        # LayerNorm → dropout → Linear on the (N, num_features) vector (pooling is a no-op there)
+        self.head = ClassifierHead3d(
+            self.num_features, config.num_classes, drop_rate=config.drop_rate, norm_layer=nn.LayerNorm
+        )
+        self._init_classifier()
 
-    # ----- timm model contract -------------------------------------------------------------------
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute every encoder block in the backward pass (same outputs, less memory)."""
-        self.grad_checkpointing = enable
-        for encoder in self.encoders.values():
-            encoder.set_grad_checkpointing(enable)
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        """The final classifier (``head.fc``)."""
-        return self.head.fc
+    # ----- timm model contract (HeadContract: get_classifier, forward_head, set_grad_checkpointing) ------
+    def _init_classifier(self) -> None:
+        if isinstance(self.head.fc, nn.Linear):
+            nn.init.trunc_normal_(self.head.fc.weight, std=0.02)
+            nn.init.zeros_(self.head.fc.bias)
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A fresh classifier for ``num_classes`` (0: identity); ``global_pool`` sets the fusion pooling."""
         if global_pool is not None:
             for encoder in self.encoders.values():
                 encoder.fusion.set_global_pool(global_pool)
-        self.num_classes = num_classes
         self.head.reset(num_classes)
+        self.num_classes = num_classes
+        self._init_classifier()
 
     # ----- input handling ------------------------------------------------------------------------
     def _stack(self, x: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -441,10 +406,6 @@ class DeSamba(nn.Module):
     ) -> torch.Tensor:
         """The classifier's input ``(N, num_features)``: DRLM representation (or concat[f_i]) and ``t``."""
         return self._features_and_aux(x, tabular)[0]
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Norm, dropout and classify ``(N, num_features)``; ``pre_logits=True`` stops before ``fc``."""
-        return self.head(x, pre_logits=pre_logits)
 
     def forward(
         self, x: torch.Tensor | Mapping[str, torch.Tensor], tabular: torch.Tensor | None = None
@@ -584,6 +545,7 @@ default_cfgs = {
     "desamba_spondylitis": _cfg("spondylitis"),
     "desamba_spine_tiny": _cfg("spine", size=32),
     "desamba_spondylitis_tiny": _cfg("spondylitis", size=32),
+    "test_desamba_3d": _cfg("spine", size=32, first_conv=_first_convs(("shared",), ABLATION_ROWS["full"])),
     **{f"desamba_spine_ablation_{row}": _cfg("spine", flags) for row, flags in ABLATION_ROWS.items()},
 }
 
@@ -688,3 +650,10 @@ def desamba_spine_ablation_de_s(pretrained: bool = False, scale: str = "paper", 
 def desamba_spine_ablation_full(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
     """Table 3 last row: the full DeSamba (same as ``desamba_spine``)."""
     return _ablation("full", pretrained, scale, kwargs)
+
+
+@register_model
+def test_desamba_3d(pretrained: bool = False, **kwargs: Any) -> DeSamba:
+    """A tiny DeSamba for the test-suite: ``desamba_spine_tiny`` with one encoder shared by the sequences (0.24 M)."""
+    kwargs = dict(dict(share_encoders=True), **kwargs)
+    return _create_desamba("test_desamba_3d", pretrained, "spine", "tiny", ABLATION_ROWS["full"], **kwargs)

@@ -48,9 +48,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from backbones3d._builder import build_model_with_cfg
+from backbones3d._contract import FlatHeadContract, check_int, check_rate
 from backbones3d._registry import register_model
-from backbones3d.resnet3d import _check_positive_int, _check_rate, channel_linear, check_global_pool, global_pool_3d
 from spectral3d._checks import check_channels, check_finite, check_floating, check_ndim
+from spectral3d.layers.heads import check_global_pool
 
 __all__ = ["DepthwiseSeparable3d", "EfficientNet3d", "InvertedResidual3d", "SqueezeExcite3d"]
 
@@ -184,7 +185,7 @@ class InvertedResidual3d(nn.Module):
         return self.drop_path(y) + x if self.has_skip else y
 
 
-class EfficientNet3d(nn.Module):
+class EfficientNet3d(FlatHeadContract):
     """3D EfficientNet with the timm model contract and timm's parameter names.
 
     Args:
@@ -209,6 +210,8 @@ class EfficientNet3d(nn.Module):
         torch.Size([2, 320, 1, 1, 2])
     """
 
+    classifier_name = "classifier"
+
     def __init__(
         self,
         channel_multiplier: float = 1.0,
@@ -230,13 +233,13 @@ class EfficientNet3d(nn.Module):
             )
         if not 0 < se_ratio <= 1:
             raise ValueError(f"se_ratio: expected a fraction in (0, 1], got {se_ratio!r}")
-        self.in_chans = _check_positive_int(in_chans, "in_chans")
-        self.num_classes = _check_positive_int(num_classes, "num_classes", minimum=0)
-        _check_positive_int(stem_size, "stem_size")
-        _check_positive_int(head_size, "head_size")
+        self.in_chans = check_int(in_chans, "in_chans")
+        self.num_classes = check_int(num_classes, "num_classes", minimum=0)
+        check_int(stem_size, "stem_size")
+        check_int(head_size, "head_size")
         self.global_pool = check_global_pool(global_pool)
-        self.drop_rate = _check_rate(drop_rate, "drop_rate")
-        drop_path_rate = _check_rate(drop_path_rate, "drop_path_rate")
+        self.drop_rate = check_rate(drop_rate, "drop_rate")
+        drop_path_rate = check_rate(drop_path_rate, "drop_path_rate")
         self.grad_checkpointing = False
 
         def width(chs: int) -> int:
@@ -294,23 +297,8 @@ class EfficientNet3d(nn.Module):
     def extra_repr(self) -> str:
         return f"global_pool={self.global_pool!r}, drop_rate={self.drop_rate}"
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each stage in the backward pass instead of storing its activations."""
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        """The final classifier, ``classifier``."""
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace ``classifier`` by a freshly initialised ``Linear(num_features, num_classes)`` (0: ``Identity``)."""
-        self.num_classes = _check_positive_int(num_classes, "num_classes", minimum=0)
-        if global_pool is not None:
-            self.global_pool = check_global_pool(global_pool)
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self._init_weights(self.classifier)
+    def _init_classifier(self, fc: nn.Linear) -> None:
+        self._init_weights(fc)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_chans, D, H, W)`` → the unpooled map after ``conv_head``-BN-SiLU, ``(N, num_features, d, h, w)``."""
@@ -325,19 +313,6 @@ class EfficientNet3d(nn.Module):
             else:
                 x = stage(x)
         return self.act2(self.bn2(self.conv_head(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout and classify; ``pre_logits=True`` stops before ``classifier``.
-
-        Returns ``(N, num_classes)`` logits, or ``(N, num_features)`` with ``pre_logits``; with
-        ``global_pool=""`` the same per voxel, ``(N, ·, d, h, w)``.
-        """
-        x = self.head_drop(global_pool_3d(x, self.global_pool))
-        return x if pre_logits else channel_linear(x, self.classifier)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, in_chans, D, H, W)`` → logits ``(N, num_classes)`` (``(N, num_classes, d, h, w)`` unpooled)."""
-        return self.forward_head(self.forward_features(x))
 
 
 def _cfg(**kwargs) -> dict:

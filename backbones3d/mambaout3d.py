@@ -10,7 +10,8 @@ DeSamba's MambaOut encoder (paper Fig. 1; DESIGN.md §5) and the ``mambaout_*_3d
 Shapes: ``(N, in_chans, D, H, W) → (N, num_classes)``; stage ``i`` runs at stride ``4·2^i`` with
 ``dims[i]`` channels, every axis of size ``n`` becoming ``⌈n/2⌉`` per stride-2 convolution, so every
 size ≥ 1 is accepted and no voxel is dropped (DESIGN.md §2). ``forward_features`` returns the last
-map ``(N, dims[-1], d, h, w)``; ``forward_stages`` the four maps, all channels-first.
+map ``(N, dims[-1], d, h, w)``; ``forward_stages`` the four maps, all channels-first. ``features_only=True``
+builds no head and makes ``forward`` return the four maps (DeSamba's encoder).
 
 Parameter names equal timm's (``stem.conv1``, ``stages.1.downsample.conv``,
 ``stages.0.blocks.2.fc1``, ``head.pre_logits.fc``, ``head.fc``, ...), so a timm ``mambaout_*``
@@ -35,10 +36,11 @@ from timm.layers import trunc_normal_
 from torch import nn
 
 from backbones3d._builder import build_model_with_cfg
+from backbones3d._contract import StagedContract, check_rate, linear_drop_path_rates
 from backbones3d._registry import register_model
 from spectral3d._checks import check_channels, check_finite, check_floating, check_ndim
 from spectral3d.layers.gated_cnn import GatedCNNBlock3d
-from spectral3d.layers.heads import MlpHead
+from spectral3d.layers.heads import MlpHead, check_global_pool
 from spectral3d.layers.norm import LayerNorm3d
 
 __all__ = ["MambaOut3d"]
@@ -128,7 +130,7 @@ class MambaOutStage3d(nn.Module):
         return self.blocks(x)
 
 
-class MambaOut3d(nn.Module):
+class MambaOut3d(StagedContract):
     """MambaOut over volumes, with timm's model contract and DeSamba's ``forward_stages``.
 
     Args:
@@ -145,10 +147,13 @@ class MambaOut3d(nn.Module):
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic depth, rising linearly from 0 over all blocks to this value.
         act_layer: activation class of stem, blocks and head.
+        features_only: build no head (``head = None``); ``forward`` returns the list of stage outputs
+            (timm's ``features_only``; how DeSamba uses MambaOut3d).
 
     Attributes:
         num_features: ``dims[-1]``, the channels of ``forward_features``.
-        head_hidden_size: width of ``forward_head(x, pre_logits=True)`` (``4 · dims[-1]``).
+        head_hidden_size: width of ``forward_head(x, pre_logits=True)`` (``4 · dims[-1]``; ``dims[-1]``
+            without a head).
         feature_info: per stage ``dict(num_chs, reduction, module)``.
 
     Example::
@@ -177,6 +182,7 @@ class MambaOut3d(nn.Module):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         act_layer: Callable[[], nn.Module] = nn.GELU,
+        features_only: bool = False,
     ) -> None:
         super().__init__()
         depths, dims = tuple(depths), tuple(dims)
@@ -186,19 +192,19 @@ class MambaOut3d(nn.Module):
             raise ValueError(f"depths, dims: expected one depth per stage width, got depths={depths}, dims={dims}")
         if any(d < 1 for d in depths) or any(c < 2 for c in dims):
             raise ValueError(f"depths, dims: expected depths >= 1 and dims >= 2, got depths={depths}, dims={dims}")
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate: expected a probability in [0, 1), got {drop_path_rate}")
+        check_rate(drop_path_rate, "drop_path_rate")
+        check_global_pool(global_pool)
         self.in_chans = in_chans
-        self.num_classes = num_classes
+        self.num_classes = 0 if features_only else num_classes
+        self.features_only = features_only
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
 
         self.stem = MambaOutStem3d(in_chans, dims[0], mid_norm=stem_mid_norm, act_layer=act_layer)
-        total = sum(depths)
-        rates = [drop_path_rate * j / max(total - 1, 1) for j in range(total)]  # plain floats: meta-device safe
+        rates = linear_drop_path_rates(drop_path_rate, depths)
         self.stages = nn.Sequential()
         self.feature_info: list[dict[str, Any]] = []
-        prev, start = dims[0], 0
+        prev = dims[0]
         for i, (depth, dim) in enumerate(zip(depths, dims)):
             self.stages.append(
                 MambaOutStage3d(
@@ -206,7 +212,7 @@ class MambaOut3d(nn.Module):
                     dim,
                     depth,
                     downsample=i > 0,
-                    drop_path=rates[start : start + depth],
+                    drop_path=rates[i],
                     expansion_ratio=expansion_ratio,
                     kernel_size=kernel_size,
                     conv_ratio=conv_ratio,
@@ -215,12 +221,16 @@ class MambaOut3d(nn.Module):
                 )
             )
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
-            prev, start = dim, start + depth
+            prev = dim
         self.num_features = dims[-1]
-        self.head = MlpHead(
-            self.num_features, num_classes, pool_type=global_pool, act_layer=act_layer, drop_rate=drop_rate
+        self.head: MlpHead | None = (
+            None
+            if features_only
+            else MlpHead(
+                self.num_features, num_classes, pool_type=global_pool, act_layer=act_layer, drop_rate=drop_rate
+            )
         )
-        self.head_hidden_size = self.head.num_features
+        self.head_hidden_size = self.num_features if self.head is None else self.head.num_features
         self.apply(self._init_weights)
 
     @staticmethod
@@ -230,47 +240,11 @@ class MambaOut3d(nn.Module):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass (same outputs, less activation memory)."""
-        self.grad_checkpointing = enable
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """A fresh classifier for ``num_classes`` (0: none); optionally another ``global_pool``."""
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
     def _check_input(self, x: torch.Tensor) -> None:
         check_ndim(x, 5)
         check_channels(x, self.in_chans)
         check_floating(x)
         check_finite(x)
-
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The output of every stage, ``(N, dims[i], d_i, h_i, w_i)`` channels-first."""
-        self._check_input(x)
-        x = self.stem(x)
-        outputs = []
-        for stage in self.stages:
-            x = stage(x)
-            outputs.append(x)
-        return outputs
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, in_chans, D, H, W) → (N, num_features, d, h, w)``, the unpooled last map."""
-        self._check_input(x)
-        return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool and classify; ``pre_logits=True`` gives ``(N, head_hidden_size)``."""
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:

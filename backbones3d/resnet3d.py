@@ -54,61 +54,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from backbones3d._builder import build_model_with_cfg
+from backbones3d._contract import FlatHeadContract, check_int, check_rate
 from backbones3d._registry import register_model
 from spectral3d._checks import check_channels, check_finite, check_floating, check_ndim, to_3tuple_int
+from spectral3d.layers.heads import check_global_pool
 
-__all__ = ["Bottleneck3d", "ResNet3d", "channel_linear", "check_global_pool", "global_pool_3d"]
-
-_POOL_TYPES = ("avg", "max", "")
-
-
-def check_global_pool(global_pool: str) -> str:
-    """Return ``global_pool`` if it is ``"avg"``, ``"max"`` or ``""``; raise ``ValueError`` otherwise."""
-    if global_pool not in _POOL_TYPES:
-        raise ValueError(f"global_pool: expected one of 'avg', 'max' or '' (no pooling), got {global_pool!r}")
-    return global_pool
-
-
-def global_pool_3d(x: torch.Tensor, pool_type: str) -> torch.Tensor:
-    """Pool ``(N, C, D, H, W)`` over its three spatial axes to ``(N, C)``; ``pool_type=""`` returns ``x``.
-
-    Example::
-
-        >>> global_pool_3d(torch.randn(2, 8, 3, 4, 5), "max").shape
-        torch.Size([2, 8])
-    """
-    if pool_type == "avg":
-        return x.mean(dim=(2, 3, 4))
-    if pool_type == "max":
-        return x.amax(dim=(2, 3, 4))
-    return x
-
-
-def channel_linear(x: torch.Tensor, fc: nn.Module) -> torch.Tensor:
-    """Apply a classifier to pooled ``(N, C)`` features, or at every voxel of a ``(N, C, D, H, W)`` map.
-
-    Example::
-
-        >>> channel_linear(torch.randn(2, 8, 3, 4, 5), nn.Linear(8, 6)).shape
-        torch.Size([2, 6, 3, 4, 5])
-    """
-    if x.ndim == 2:
-        return fc(x)
-    return fc(x.movedim(1, -1)).movedim(-1, 1)
-
-
-def _check_rate(value: float, name: str) -> float:
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name}: expected a probability in [0, 1), got {value!r}")
-    return float(value)
-
-
-def _check_positive_int(value: int, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
-    return value
+__all__ = ["Bottleneck3d", "ResNet3d"]
 
 
 class Bottleneck3d(nn.Module):
@@ -165,7 +116,7 @@ class Bottleneck3d(nn.Module):
         return self.act3(self.drop_path(x) + shortcut)
 
 
-class ResNet3d(nn.Module):
+class ResNet3d(FlatHeadContract):
     """3D bottleneck ResNet / ResNeXt with the timm model contract and timm's parameter names.
 
     Args:
@@ -211,18 +162,18 @@ class ResNet3d(nn.Module):
         if len(layers) != 4:
             raise ValueError(f"layers: expected 4 stage depths, got {len(layers)} ({layers!r})")
         for i, depth in enumerate(layers):
-            _check_positive_int(depth, f"layers[{i}]")
-        self.in_chans = _check_positive_int(in_chans, "in_chans")
-        self.num_classes = _check_positive_int(num_classes, "num_classes", minimum=0)
-        _check_positive_int(cardinality, "cardinality")
-        _check_positive_int(base_width, "base_width")
-        _check_positive_int(stem_width, "stem_width")
+            check_int(depth, f"layers[{i}]")
+        self.in_chans = check_int(in_chans, "in_chans")
+        self.num_classes = check_int(num_classes, "num_classes", minimum=0)
+        check_int(cardinality, "cardinality")
+        check_int(base_width, "base_width")
+        check_int(stem_width, "stem_width")
         if int(stem_width * base_width / 64) < 1:
             raise ValueError(f"base_width: stem_width * base_width / 64 must be >= 1, got {stem_width}*{base_width}/64")
         self.stem_stride = to_3tuple_int(stem_stride, "stem_stride")
         self.global_pool = check_global_pool(global_pool)
-        self.drop_rate = _check_rate(drop_rate, "drop_rate")
-        drop_path_rate = _check_rate(drop_path_rate, "drop_path_rate")
+        self.drop_rate = check_rate(drop_rate, "drop_rate")
+        drop_path_rate = check_rate(drop_path_rate, "drop_path_rate")
         self.grad_checkpointing = False
 
         self.conv1 = nn.Conv3d(in_chans, stem_width, 7, stride=self.stem_stride, padding=3, bias=False)
@@ -279,25 +230,6 @@ class ResNet3d(nn.Module):
     def extra_repr(self) -> str:
         return f"stem_stride={self.stem_stride}, global_pool={self.global_pool!r}, drop_rate={self.drop_rate}"
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each stage in the backward pass instead of storing its activations."""
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        """The final classifier, ``fc``."""
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace ``fc`` by a freshly initialised ``Linear(num_features, num_classes)`` (0: ``Identity``)."""
-        self.num_classes = _check_positive_int(num_classes, "num_classes", minimum=0)
-        if global_pool is not None:
-            self.global_pool = check_global_pool(global_pool)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            nn.init.zeros_(self.fc.bias)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_chans, D, H, W)`` → the unpooled last map ``(N, num_features, d, h, w)``."""
         check_ndim(x, 5)
@@ -311,19 +243,6 @@ class ResNet3d(nn.Module):
             else:
                 x = stage(x)
         return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout and classify; ``pre_logits=True`` stops before ``fc``.
-
-        Returns ``(N, num_classes)`` logits, or ``(N, num_features)`` with ``pre_logits``; with
-        ``global_pool=""`` the same per voxel, ``(N, ·, d, h, w)``.
-        """
-        x = self.head_drop(global_pool_3d(x, self.global_pool))
-        return x if pre_logits else channel_linear(x, self.fc)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, in_chans, D, H, W)`` → logits ``(N, num_classes)`` (``(N, num_classes, d, h, w)`` unpooled)."""
-        return self.forward_head(self.forward_features(x))
 
 
 def _cfg(**kwargs) -> dict:

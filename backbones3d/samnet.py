@@ -16,7 +16,8 @@ The stem and the downsampling layers are unpadded and strided: every input axis 
 multiple of ``4 * 2**(len(depths) - 1)`` (32 for four stages), else a ``ValueError`` names the axis
 and the multiple (DESIGN.md §2). Parameter names are timm's ConvNeXt ones (``stem.0``, ``stem.1``,
 ``stages.i.downsample.{0,1}``, ``stages.i.blocks.j``, ``head.norm``, ``head.fc``); the head is
-:class:`backbones3d.convnextv2_3d.NormClassifierHead3d`. Weight init: truncated normal (std 0.02)
+:class:`spectral3d.layers.heads.ClassifierHead3d` with a LayerNorm (eps 1e-6), as ConvNeXt V2's.
+Weight init: truncated normal (std 0.02)
 for the stem, the downsampling convolutions and the classifier; every block initialises itself
 (SAMB starts as the identity, DESIGN.md §3).
 
@@ -27,6 +28,7 @@ for the stem, the downsampling convolutions and the classifier; every block init
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -35,9 +37,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from backbones3d._builder import build_model_with_cfg
+from backbones3d._contract import StagedContract, linear_drop_path_rates
 from backbones3d._registry import register_model
-from backbones3d.convnextv2_3d import NormClassifierHead3d
 from spectral3d._checks import check_channels, check_divisible, check_ndim
+from spectral3d.layers.heads import ClassifierHead3d, check_global_pool
 from spectral3d.layers.norm import LayerNorm3d
 from spectral3d.layers.samblock import ConvNeXtV2Block3d, SAMBlock
 
@@ -100,13 +103,13 @@ class SAMNetStage(nn.Module):
         return x
 
 
-class SAMNet(nn.Module):
+class SAMNet(StagedContract):
     """SAMNet (paper Fig. 2): a four-stage 3D CNN of SAMBlocks, spatial and spectral branches in every block.
 
     Args:
         in_chans: input channels.
         num_classes: classifier outputs; 0 for a feature extractor.
-        global_pool: ``"avg"``, ``"max"`` or ``""`` (see :class:`NormClassifierHead3d`).
+        global_pool: ``"avg"``, ``"max"`` or ``""`` (see :class:`spectral3d.layers.heads.ClassifierHead3d`).
         depths: blocks per stage (paper: 3, 4, 6, 3).
         dims: channels per stage.
         frequency: SAMBlocks (the frequency pathway) or plain ConvNeXtV2 blocks.
@@ -161,6 +164,7 @@ class SAMNet(nn.Module):
             raise ValueError(f"depths, dims: expected positive ints, got {depths!r} and {dims!r}")
         if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
             raise ValueError(f"in_chans: expected a positive int, got {in_chans!r}")
+        check_global_pool(global_pool)
         self.in_chans = in_chans
         self.num_classes = 0 if features_only else num_classes
         self.frequency = frequency
@@ -170,10 +174,7 @@ class SAMNet(nn.Module):
         self.grad_checkpointing = False
 
         self.stem = nn.Sequential(nn.Conv3d(in_chans, dims[0], kernel_size=4, stride=4), LayerNorm3d(dims[0]))
-        # linear stochastic-depth schedule in plain Python (also under a meta-device context)
-        total = sum(depths)
-        flat = [drop_path_rate * k / max(total - 1, 1) for k in range(total)]
-        rates = [flat[sum(depths[:i]) : sum(depths[: i + 1])] for i in range(len(depths))]
+        rates = linear_drop_path_rates(drop_path_rate, depths)
         block_kwargs = dict(
             fm_mode=fm_mode,
             num_bands=num_bands,
@@ -191,8 +192,11 @@ class SAMNet(nn.Module):
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.num_features = self.head_hidden_size = dims[-1]
-        self.head: nn.Module | None = (
-            None if features_only else NormClassifierHead3d(self.num_features, num_classes, global_pool, drop_rate)
+        norm_layer = partial(nn.LayerNorm, eps=1e-6)
+        self.head: ClassifierHead3d | None = (
+            None
+            if features_only
+            else ClassifierHead3d(self.num_features, num_classes, global_pool, drop_rate, norm_layer)
         )
         for m in [self.stem[0], *(s.downsample[1] for s in stages[1:])]:
             trunc_normal_(m.weight, std=0.02)
@@ -202,28 +206,6 @@ class SAMNet(nn.Module):
             nn.init.zeros_(self.head.fc.bias)
             with torch.no_grad():
                 self.head.fc.weight.mul_(head_init_scale)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass (same outputs, less activation memory)."""
-        self.grad_checkpointing = enable
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    def _require_head(self) -> NormClassifierHead3d:
-        if self.head is None:
-            raise RuntimeError("SAMNet was built with features_only=True: it has no classifier head")
-        return self.head
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        """The final classifier (``head.fc``)."""
-        return self._require_head().fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier with a fresh one for ``num_classes`` (0: identity)."""
-        self._require_head().reset(num_classes, global_pool)
-        self.num_classes = num_classes
 
     def _check_input(self, x: torch.Tensor) -> None:
         check_ndim(x, 5)
@@ -236,30 +218,6 @@ class SAMNet(nn.Module):
             name="x spatial size",
             what=f"SAMNet's stride-4 stem and {n_down} stride-2 downsamplings",
         )
-
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The output of every stage, ``[(N, dims[i], D/2^(i+2), H/2^(i+2), W/2^(i+2))]``, channels-first."""
-        self._check_input(x)
-        x = self.stem(x)
-        outs = []
-        for stage in self.stages:
-            x = stage(x)
-            outs.append(x)
-        return outs
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, in_chans, D, H, W) -> (N, num_features, D/32, H/32, W/32)`` (unpooled)."""
-        self._check_input(x)
-        return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, norm and classify; ``pre_logits=True`` returns the normalised ``(N, num_features)``."""
-        return self._require_head()(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        if self.features_only:
-            return self.forward_stages(x)
-        return self.forward_head(self.forward_features(x))
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:

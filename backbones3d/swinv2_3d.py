@@ -74,11 +74,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from backbones3d._builder import build_model_with_cfg
+from backbones3d._contract import HeadContract, linear_drop_path_rates
 from backbones3d._registry import register_model
 from spectral3d._checks import check_channels, check_divisible, check_ndim, to_3tuple_int
+from spectral3d.layers.heads import ClassifierHead3d, check_global_pool
 
 __all__ = [
-    "ClassifierHead3d",
     "PatchEmbed3d",
     "PatchMerging3d",
     "SwinTransformerV2Block3d",
@@ -88,14 +89,8 @@ __all__ = [
     "relative_coords_table_3d",
 ]
 
-_POOL_TYPES = ("avg", "max", "")
 _MASK_VALUE = -1.0e4
 Size3 = tuple[int, int, int]
-
-
-def _check_pool_type(pool_type: str) -> None:
-    if pool_type not in _POOL_TYPES:
-        raise ValueError(f"global_pool: expected one of {_POOL_TYPES}, got {pool_type!r}")
 
 
 def relative_coords_table_3d(window_size: Sequence[int], device: torch.device | None = None) -> torch.Tensor:
@@ -477,57 +472,7 @@ class PatchEmbed3d(nn.Module):
         return self.norm(self.proj(x).permute(0, 2, 3, 4, 1))
 
 
-class ClassifierHead3d(nn.Module):
-    """Global pool, dropout, Linear (timm's ``ClassifierHead`` names: ``drop``, ``fc``).
-
-    Args:
-        in_features: channels C.
-        num_classes: outputs; 0 makes ``fc`` an identity.
-        pool_type: ``"avg"``, ``"max"`` or ``""`` (no pooling: ``fc`` acts at every voxel).
-        drop_rate: dropout before ``fc``.
-
-    Shapes: ``(N, C, d, h, w) -> (N, num_classes)`` (``(N, num_classes, d, h, w)`` without pooling).
-
-    Example::
-
-        >>> import torch
-        >>> from backbones3d.swinv2_3d import ClassifierHead3d
-        >>> ClassifierHead3d(16, 3, pool_type="")(torch.randn(2, 16, 2, 3, 3)).shape
-        torch.Size([2, 3, 2, 3, 3])
-    """
-
-    def __init__(self, in_features: int, num_classes: int, pool_type: str = "avg", drop_rate: float = 0.0) -> None:
-        super().__init__()
-        _check_pool_type(pool_type)
-        self.in_features = in_features
-        self.pool_type = pool_type
-        self.drop = nn.Dropout(drop_rate)
-        self.fc: nn.Module = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def reset(self, num_classes: int, pool_type: str | None = None) -> None:
-        """Replace the classifier (fresh weights) and optionally the pooling."""
-        if pool_type is not None:
-            _check_pool_type(pool_type)
-            self.pool_type = pool_type
-        self.fc = nn.Linear(self.in_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.pool_type == "avg":
-            x = x.mean(dim=(2, 3, 4))
-        elif self.pool_type == "max":
-            x = x.amax(dim=(2, 3, 4))
-        else:
-            x = x.permute(0, 2, 3, 4, 1)
-        x = self.drop(x)
-        if not pre_logits:
-            x = self.fc(x)
-        return x if self.pool_type else x.permute(0, 4, 1, 2, 3)
-
-    def extra_repr(self) -> str:
-        return f"pool_type={self.pool_type!r}"
-
-
-class SwinTransformerV2_3d(nn.Module):
+class SwinTransformerV2_3d(HeadContract):
     """Swin Transformer V2 for volumes (timm's ``SwinTransformerV2`` with cuboid windows).
 
     Args:
@@ -578,7 +523,7 @@ class SwinTransformerV2_3d(nn.Module):
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        _check_pool_type(global_pool)
+        check_global_pool(global_pool)
         if len(depths) != len(num_heads) or not depths:
             raise ValueError(
                 f"depths, num_heads: expected sequences of one equal length, got {depths!r} and {num_heads!r}"
@@ -593,7 +538,7 @@ class SwinTransformerV2_3d(nn.Module):
         self.num_features = self.head_hidden_size = dims[-1]
 
         self.patch_embed = PatchEmbed3d(self.patch_size, in_chans, embed_dim)
-        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").split(list(depths))
+        rates = linear_drop_path_rates(drop_path_rate, depths)
         self.feature_info: list[dict[str, Any]] = []
         layers = []
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):
@@ -609,7 +554,7 @@ class SwinTransformerV2_3d(nn.Module):
                     qkv_bias=qkv_bias,
                     proj_drop=proj_drop_rate,
                     attn_drop=attn_drop_rate,
-                    drop_path=rates[i].tolist(),
+                    drop_path=rates[i],
                 )
             )
             self.feature_info.append(dict(num_chs=dims[i], reduction=max(self.patch_size) * 2**i, module=f"layers.{i}"))
@@ -635,36 +580,12 @@ class SwinTransformerV2_3d(nn.Module):
         """Parameters timm's optimiser factory keeps out of weight decay: the position-bias MLPs and logit scales."""
         return {n for n, _ in self.named_parameters() if ".cpb_mlp." in n or n.endswith("logit_scale")}
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass (same outputs, less activation memory)."""
-        self.grad_checkpointing = enable
-        for stage in self.layers:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        """The final classifier (``head.fc``)."""
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier with a fresh one for ``num_classes`` (0: identity)."""
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_chans, D, H, W) -> (N, num_features, d, h, w)``, after the final norm."""
         check_ndim(x, 5)
         check_channels(x, self.in_chans)
         x = self.norm(self.layers(self.patch_embed(x)))
         return x.permute(0, 4, 1, 2, 3)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool and classify; ``pre_logits=True`` returns the pooled ``(N, num_features)``."""
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:

@@ -59,19 +59,14 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from backbones3d._builder import build_model_with_cfg
+from backbones3d._contract import FlatHeadContract, linear_drop_path_rates
 from backbones3d._registry import register_model
 from backbones3d.vit3d import PatchEmbed3d
 from spectral3d._checks import check_channels, check_ndim, to_3tuple_int
+from spectral3d.layers.heads import POOL_TYPES, check_global_pool
 from spectral3d.ops.selective_scan import selective_scan
 
 __all__ = ["BiMambaMixer", "VimBlock3d", "VisionMamba3d"]
-
-_POOL_TYPES = ("token", "avg", "max", "")
-
-
-def _check_pool_type(pool_type: str) -> None:
-    if pool_type not in _POOL_TYPES:
-        raise ValueError(f"global_pool: expected one of {_POOL_TYPES}, got {pool_type!r}")
 
 
 class BiMambaMixer(nn.Module):
@@ -222,7 +217,7 @@ class VimBlock3d(nn.Module):
         return residual + self.drop_path(self.mixer(self.norm(residual.to(self.norm.weight.dtype))))
 
 
-class VisionMamba3d(nn.Module):
+class VisionMamba3d(FlatHeadContract):
     """Vision Mamba (Vim, bimamba v2) over 3-D patch tokens with a middle class token (module docstring).
 
     Args:
@@ -252,6 +247,9 @@ class VisionMamba3d(nn.Module):
         torch.Size([1, 49, 32])
     """
 
+    classifier_name = "head"
+    global_pools = ("token", *POOL_TYPES)
+
     def __init__(
         self,
         img_size: int | Sequence[int] = (64, 96, 96),
@@ -271,7 +269,7 @@ class VisionMamba3d(nn.Module):
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        _check_pool_type(global_pool)
+        check_global_pool(global_pool, allowed=self.global_pools)
         for name, value in (("in_chans", in_chans), ("embed_dim", embed_dim), ("depth", depth)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")
@@ -287,7 +285,7 @@ class VisionMamba3d(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
         self.pos_drop = nn.Dropout(pos_drop_rate)
-        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        rates = linear_drop_path_rates(drop_path_rate, (depth,))[0]
         self.layers = nn.ModuleList(
             VimBlock3d(embed_dim, d_state, d_conv, expand, rms_norm, norm_eps, drop_path=rate) for rate in rates
         )
@@ -323,23 +321,6 @@ class VisionMamba3d(nn.Module):
         """Parameter groups for layer-wise learning-rate decay (timm's convention)."""
         blocks = [(r"^layers\.(\d+)", None), (r"^norm_f", (99999,))]
         return dict(stem=r"^cls_token|^pos_embed|^patch_embed", blocks=blocks)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass instead of storing its activations."""
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the head by a fresh one for ``num_classes`` (0: none); optionally change the pooling."""
-        if global_pool is not None:
-            _check_pool_type(global_pool)
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
     def position_embedding(self, grid: Sequence[int]) -> torch.Tensor:
         """The ``(1, prod(grid) + 1, embed_dim)`` position embedding for a patch grid ``(d, h, w)``.
@@ -386,9 +367,6 @@ class VisionMamba3d(nn.Module):
             x = patches.mean(dim=1) if self.global_pool == "avg" else patches.amax(dim=1)
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:

@@ -47,17 +47,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from backbones3d._builder import build_model_with_cfg
+from backbones3d._contract import FlatHeadContract, linear_drop_path_rates
 from backbones3d._registry import register_model
 from spectral3d._checks import AXES, check_channels, check_ndim, to_3tuple_int
+from spectral3d.layers.heads import POOL_TYPES, check_global_pool
 
 __all__ = ["PatchEmbed3d", "VisionTransformer3d"]
-
-_POOL_TYPES = ("token", "avg", "max", "")
-
-
-def _check_pool_type(pool_type: str) -> None:
-    if pool_type not in _POOL_TYPES:
-        raise ValueError(f"global_pool: expected one of {_POOL_TYPES}, got {pool_type!r}")
 
 
 class PatchEmbed3d(nn.Module):
@@ -102,7 +97,7 @@ class PatchEmbed3d(nn.Module):
         return f"patch_size={self.patch_size}"
 
 
-class VisionTransformer3d(nn.Module):
+class VisionTransformer3d(FlatHeadContract):
     """ViT over 3-D patches with a class token and a position embedding resampled to the input grid.
 
     Args:
@@ -136,6 +131,9 @@ class VisionTransformer3d(nn.Module):
         torch.Size([1, 31, 32])
     """
 
+    classifier_name = "head"
+    global_pools = ("token", *POOL_TYPES)
+
     def __init__(
         self,
         img_size: int | Sequence[int] = (64, 96, 96),
@@ -155,7 +153,7 @@ class VisionTransformer3d(nn.Module):
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        _check_pool_type(global_pool)
+        check_global_pool(global_pool, allowed=self.global_pools)
         if embed_dim % num_heads != 0:
             raise ValueError(f"embed_dim: expected a multiple of num_heads={num_heads}, got {embed_dim}")
         self.in_chans = in_chans
@@ -173,7 +171,7 @@ class VisionTransformer3d(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, embed_dim))
         self.pos_drop = nn.Dropout(pos_drop_rate)
-        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
+        rates = linear_drop_path_rates(drop_path_rate, (depth,))[0]
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         self.blocks = nn.Sequential(
             *[
@@ -208,24 +206,6 @@ class VisionTransformer3d(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Parameters timm's optimiser factory keeps out of weight decay."""
         return {"pos_embed", "cls_token"}
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass (same outputs, less activation memory)."""
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        """The final classifier (``head``)."""
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier with a fresh one for ``num_classes`` (0: identity)."""
-        if global_pool is not None:
-            _check_pool_type(global_pool)
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
     def position_embedding(self, grid: Sequence[int]) -> torch.Tensor:
         """The ``(1, 1 + prod(grid), embed_dim)`` position embedding for a patch grid ``(d, h, w)``.
@@ -265,9 +245,6 @@ class VisionTransformer3d(nn.Module):
             x = x[:, self.num_prefix_tokens :].amax(dim=1)
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:

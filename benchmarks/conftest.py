@@ -5,7 +5,7 @@ Options (``pytest benchmarks/ --help``, group "spectral3d benchmarks"):
 - ``--bench-full``: the PERF.md sizes (batch 8 at 96³ and batch 4 at 128³) for every registered
   non-test model; meant for a GPU. Without it, *quick* mode: tiny inputs, seconds per model.
 - ``--bench-models PATTERNS``: comma-separated ``fnmatch`` patterns selecting the models of the
-  train/inference benchmarks (quick default: ``test_*,*_tiny``; full default: every model except
+  train/inference benchmarks (quick default: ``test_*,desamba_*_tiny``; full default: every model except
   ``test_*``). Parameters and FLOPs are always reported for every registered model.
 - ``--bench-compile``: also ``torch.compile`` (default: on in full mode on CUDA only; compiling on
   a shared 2-core CPU costs minutes).
@@ -53,7 +53,7 @@ import torch
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
-QUICK_PATTERNS = ("test_*", "*_tiny")
+QUICK_PATTERNS = ("test_*", "desamba_*_tiny")
 FULL_EXCLUDE = ("test_*",)
 QUICK_MAX_SIZE = 32
 FULL_SHAPES = ((8, 96), (4, 128))  # (batch, cube side): PERF.md
@@ -108,7 +108,7 @@ class BenchSettings:
         if self.full:
             return [(b, (channels, s, s, s)) for b, s in FULL_SHAPES]
         spatial = tuple(min(int(s), QUICK_MAX_SIZE) for s in cfg_size[1:])
-        return [(2, (channels, *spatial))]
+        return [(1, (channels, *spatial))]
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.cuda:

@@ -186,6 +186,32 @@ def _eval_scores(path: str | Path) -> dict[str, float]:
     return scores
 
 
+def _place_labels(fig: Any, ax: Any, labels: list[tuple[str, float, float, float]]) -> None:
+    """Label each bubble above, below, right or left of it, whichever overlaps no earlier label."""
+    placed = []
+    renderer = fig.canvas.get_renderer()
+    for text, x, y, radius in sorted(labels, key=lambda item: -item[3]):
+        candidates = [
+            ((0, radius), "center", "bottom"),
+            ((0, -radius), "center", "top"),
+            ((radius, 0), "left", "center"),
+            ((-radius, 0), "right", "center"),
+        ]
+        for offset, ha, va in candidates:
+            ann = ax.annotate(
+                text, (x, y), xytext=offset, textcoords="offset points", ha=ha, va=va, fontsize=7, zorder=3
+            )
+            box = ann.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            ann.remove()
+        else:  # every side taken: keep the first choice
+            offset, ha, va = candidates[0]
+            ann = ax.annotate(text, (x, y), xytext=offset, textcoords="offset points", ha=ha, va=va, fontsize=7)
+            box = ann.get_window_extent(renderer)
+        placed.append(box)
+
+
 def chart(payload: dict[str, Any], path: str | Path, eval_path: str | Path | None = None) -> Path | None:
     """The Fig. 5-style bubble chart; returns the PNG path, or ``None`` when nothing can be plotted."""
     import matplotlib
@@ -209,21 +235,13 @@ def chart(payload: dict[str, Any], path: str | Path, eval_path: str | Path | Non
     m = payload.get("machine", {})
     fig, ax = plt.subplots(figsize=(10, 6.5), dpi=150)
     biggest = max(p[3] for p in points)
+    labels: list[tuple[str, float, float, float]] = []
     for model, x, y, params in points:
-        ours = model.startswith(OUR_FAMILIES)
+        ours = any(family in model for family in OUR_FAMILIES)
         color = "#d62728" if ours else ("#7f7f7f" if model.startswith("monai") else "#1f77b4")
         area = 60 + 2400 * params / biggest
         ax.scatter(x, y, s=area, color=color, alpha=0.45, edgecolors="black", linewidths=0.6, zorder=2)
-        ax.annotate(
-            f"{model}\n{params / 1e6:.2f} M",
-            (x, y),
-            xytext=(0, math.sqrt(area) / 2 + 3),
-            textcoords="offset points",
-            ha="center",
-            va="bottom",
-            fontsize=7,
-            zorder=3,
-        )
+        labels.append((f"{model}\n{params / 1e6:.2f} M", x, y, math.sqrt(area) / 2 + 3))
     ax.set_xscale("log")
     ax.set_xlabel("GMACs per volume" + (" (pretrained_cfg input)" if scores else " (at the timed input)"))
     if scores is None:
@@ -232,7 +250,8 @@ def chart(payload: dict[str, Any], path: str | Path, eval_path: str | Path | Non
     else:
         ax.set_ylabel("accuracy")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1e9:g}"))
-    ax.grid(True, which="both", alpha=0.3, zorder=0)
+    ax.grid(True, which="major", alpha=0.35, zorder=0)
+    ax.grid(True, which="minor", alpha=0.08, zorder=0)
     ax.margins(x=0.15, y=0.2)
     title = "accuracy" if scores else "inference throughput"
     ax.set_title(
@@ -246,7 +265,8 @@ def chart(payload: dict[str, Any], path: str | Path, eval_path: str | Path | Non
         for c, lbl in (("#d62728", "ours (DeSamba, SAMNet)"), ("#1f77b4", "3D baselines"), ("#7f7f7f", "MONAI"))
     ]
     ax.legend(handles=handles, loc="best", fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout()  # fixes the axes box, so label extents measured next stay valid
+    _place_labels(fig, ax, labels)
     path = Path(path)
     fig.savefig(path)
     plt.close(fig)

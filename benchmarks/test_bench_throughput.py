@@ -1,7 +1,7 @@
 """Train-step and inference throughput (volumes/s) and peak memory of the selected models.
 
 ``--bench-models`` selects the models (fnmatch patterns); quick mode times them at their
-``pretrained_cfg`` size capped to 32³, batch 2; ``--bench-full`` at the PERF.md sizes. Train =
+``pretrained_cfg`` size capped to 32³, batch 1; ``--bench-full`` at the PERF.md sizes. Train =
 one AdamW step (cross-entropy, or Eq. 5 for DeSamba), with and without gradient checkpointing;
 inference = one forward under ``torch.inference_mode``. On CUDA: bf16 autocast, channels-last-3d
 for convolutional families, eager and (full mode or ``--bench-compile``) ``torch.compile``.

@@ -586,7 +586,7 @@ def render_gradcam_figure(
                 if kind != "Grad-CAM":
                     ax.imshow(img2, cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
                 if kind != "image":
-                    mappable = ax.imshow(
+                    shown = ax.imshow(
                         cam2,
                         cmap="jet",
                         vmin=0,
@@ -595,11 +595,12 @@ def render_gradcam_figure(
                         alpha=0.45 if kind == "overlay" else 1.0,
                         interpolation="bilinear",
                     )
+                    mappable = shown if kind == "Grad-CAM" else mappable
                 if roi2 is not None and roi2.any() and kind != "Grad-CAM":
                     ax.contour(roi2.astype(float), levels=[0.5], colors="lime", linewidths=1.0, origin="lower")
                 if r == 0:
                     ax.set_title(f"{plane}\n{kind}" if k == 1 else kind, fontsize=8)
-                if k == 0:
+                if k == 0 and p == 0:
                     ax.set_ylabel(seq, fontsize=10, fontweight="bold")
                 if k == 0 and r == n_rows - 1:
                     ax.text(0.02, 0.02, f"{h0}→{h1}, {v0}→{v1}", transform=ax.transAxes, fontsize=6, color="yellow")

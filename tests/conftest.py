@@ -1,8 +1,9 @@
-"""Shared test settings: small thread count, deterministic seeds, a fast hypothesis profile."""
+"""Shared test settings: deterministic seeds, a fast hypothesis profile, an opt-in one-thread fixture."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -21,3 +22,16 @@ settings.load_profile("spectral3d")
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for a test module (opt in: ``pytestmark = pytest.mark.usefixtures("one_thread")``).
+
+    Tiny ops on a shared 2-core machine: intra-op threads spin and cost 10-40x (measured). The previous
+    thread count is restored after the module.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

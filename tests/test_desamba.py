@@ -16,13 +16,7 @@ from spectral3d.layers.tabular import TabularEncoder
 SIZE = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny ops on a shared 2-core machine: intra-op threads spin and cost 10-40x (measured); restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: see tests/conftest.py
 
 
 def _has(model: torch.nn.Module, cls: type) -> bool:
@@ -106,11 +100,7 @@ def test_compile_fullgraph_and_export() -> None:
         torch.testing.assert_close(exported.module()(x, tab), ref, atol=1e-5, rtol=1e-5)
 
 
-def test_paper_scale_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    # MambaOut3d builds its drop-path schedule with torch.linspace(...).tolist(), which a meta device cannot
-    # hold; give that one call a CPU tensor so the paper-scale model builds on the meta device.
-    linspace = torch.linspace
-    monkeypatch.setattr(torch, "linspace", lambda *a, **k: linspace(*a, **{**k, "device": "cpu"}))
+def test_paper_scale_size() -> None:
     with torch.device("meta"):
         model = backbones3d.create_model("desamba_spine")
     params = sum(p.numel() for p in model.parameters())

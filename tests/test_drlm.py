@@ -8,14 +8,7 @@ from torch import nn
 
 from spectral3d.layers.drlm import DRLM, DRLMOutput
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny ops on a shared 2-core machine: intra-op threads spin and cost 10-40x (measured); restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: see tests/conftest.py
 
 
 class _TakeFirst(nn.Module):

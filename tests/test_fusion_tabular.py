@@ -10,14 +10,7 @@ from hypothesis import strategies as st
 from spectral3d.layers.fusion import MultiScaleFusion
 from spectral3d.layers.tabular import TabularEncoder
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny ops on a shared 2-core machine: intra-op threads spin and cost 10-40x (measured); restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: see tests/conftest.py
 
 
 DIMS_A, DIMS_B = (4, 8, 12, 16), (6, 10, 14, 18)

@@ -70,3 +70,52 @@ def test_bad_input_and_method() -> None:
         cam_from_activations(torch.randn(1, 2, 3, 3, 3), torch.randn(1, 2, 3, 3))
     with pytest.raises(ValueError, match="no default Grad-CAM layer"):
         GradCAM3d(nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize(
+    ("name", "layer"),
+    [
+        ("test_resnet_3d", "layer2"),  # layer3/4 are 2³/1³ at 32³: below min_grid=4
+        ("test_convnextv2_3d", "stages.1"),
+        ("test_swinv2_3d", "layers.2"),  # channels-last stage output, permuted
+        ("test_vit_3d", "blocks.0"),  # the last block's patch tokens get no gradient from the class token
+        ("test_vim_3d", "layers.0"),  # middle class token dropped, tokens back on the 4³ patch grid
+    ],
+)
+def test_registered_models_get_a_localising_layer(name: str, layer: str) -> None:
+    import backbones3d
+
+    torch.manual_seed(0)
+    model = backbones3d.create_model(name).eval()
+    out = GradCAM3d(model)(torch.randn(1, 3, 32, 32, 32))
+    m = out.maps["input"]
+    assert out.layers == {"input": [layer]}
+    assert m.shape == (1, 32, 32, 32) and float(m.max()) == pytest.approx(1.0) and float(m.std()) > 0.05
+
+
+def test_min_grid_one_explains_the_last_stage_and_explicit_layers_are_kept() -> None:
+    import backbones3d
+
+    model = backbones3d.create_model("test_resnet_3d").eval()
+    x = torch.randn(1, 3, 32, 32, 32)
+    assert GradCAM3d(model, min_grid=1)(x).layers == {"input": ["layer4"]}
+    assert GradCAM3d(model, target_layers={"mine": model.layer3})(x).layers == {"mine": ["layer3"]}
+    with pytest.raises(ValueError, match="min_grid"):
+        GradCAM3d(model, min_grid=0)
+    with pytest.raises(ValueError, match=r"class_idx: expected classes in \[0, 2\)"):
+        GradCAM3d(model)(x, class_idx=5)
+
+
+def test_desamba_gets_one_map_per_sequence_from_both_encoders() -> None:
+    import backbones3d
+
+    torch.manual_seed(0)
+    model = backbones3d.create_model("desamba_spondylitis_tiny").eval()
+    out = GradCAM3d(model)(torch.randn(1, 2, 32, 32, 32), torch.randn(1, 8))
+    assert out.layers == {
+        "t1": ["encoders.t1.cnn.stages.1", "encoders.t1.mamba.stages.1"],
+        "t2fs": ["encoders.t2fs.cnn.stages.1", "encoders.t2fs.mamba.stages.1"],
+    }
+    assert not torch.equal(out.maps["t1"], out.maps["t2fs"])
+    with pytest.raises(ValueError, match="share_encoders"):
+        GradCAM3d(backbones3d.create_model("desamba_spondylitis_tiny", share_encoders=True))

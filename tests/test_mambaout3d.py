@@ -144,7 +144,7 @@ def test_bad_input_and_arguments():
         model(torch.ones(1, 2, 8, 8, 8, dtype=torch.int32))
     with pytest.raises(ValueError, match=r"depths, dims: expected one depth per stage width"):
         MambaOut3d(depths=(1, 1), dims=(8, 16, 24))
-    with pytest.raises(ValueError, match=r"pool_type: expected one of"):
+    with pytest.raises(ValueError, match=r"global_pool: expected one of"):
         MambaOut3d(global_pool="token", **TINY)
     with pytest.raises(ValueError, match=r"drop_path_rate: expected a probability"):
         MambaOut3d(drop_path_rate=1.5, **TINY)

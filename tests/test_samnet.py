@@ -10,14 +10,7 @@ from backbones3d import samnet as samnet_module
 from backbones3d.samnet import SAMNet, samnet_small, samnet_tiny
 from spectral3d.layers.samblock import ConvNeXtV2Block3d, SAMBlock
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny ops on a shared 2-core machine: intra-op threads spin and cost 10-40x (measured); restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: see tests/conftest.py
 
 
 def test_contract_forward_backward_stages() -> None:

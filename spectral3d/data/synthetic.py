@@ -63,6 +63,15 @@ CLINICAL_COLUMNS = ("age", "sex", "crp", "esr", "wbc", "temperature", "symptom_w
 # per sequence: (background, column, lesion contrast, sign of the class intensity cue)
 _CONTRAST = {"t1": (0.35, 1.0, -0.45, 1.0), "t2": (0.3, 0.7, 0.5, -1.0), "t2fs": (0.15, 0.4, 0.8, 1.0)}
 _BAND_HALF_WIDTH = 0.035
+_BAND_LOW, _BAND_HIGH = 0.06, 0.42  # centre frequencies of the first and last class (cycles/voxel)
+_RADIUS_FRACTION = 0.18  # lesion radius / min(size)
+_TEXTURE_AMPLITUDE = 0.35
+_INTENSITY_CUE = 0.1
+
+
+def _band_centre(rel: float) -> float:
+    """Centre frequency (cycles/voxel) of the class at ``rel = c / (C - 1)``."""
+    return _BAND_LOW + (_BAND_HIGH - _BAND_LOW) * rel
 
 
 def write_synthetic_cohort(
@@ -199,12 +208,16 @@ def _sequence_grids(size: tuple[int, int, int], sequences: Sequence[str]) -> dic
     return grids
 
 
+def _band_half_width(band: float) -> float:
+    return _BAND_HALF_WIDTH
+
+
 def _band_texture(rng: np.random.Generator, size: tuple[int, int, int], band: float) -> np.ndarray:
     """Unit-variance noise keeping the radial spatial frequencies ``|f| ∈ band ± half width``."""
     noise = rng.standard_normal(size)
     freqs = np.meshgrid(*[np.fft.fftfreq(n) for n in size], indexing="ij")
     radius = np.sqrt(sum(f**2 for f in freqs))
-    keep = np.abs(radius - band) <= _BAND_HALF_WIDTH
+    keep = np.abs(radius - band) <= _band_half_width(band)
     tex = np.fft.ifftn(np.fft.fftn(noise) * keep).real
     return tex / (tex.std() + 1e-12)
 
@@ -220,7 +233,7 @@ def _write_case(
 ) -> tuple[np.ndarray, float]:
     """Write one case's sequences and ROI; return the lesion centre ``(d, h, w)`` and radius."""
     shape = np.array(size)
-    radius = 0.18 * shape.min() * rng.uniform(0.85, 1.15)
+    radius = _RADIUS_FRACTION * shape.min() * rng.uniform(0.85, 1.15)
     margin = radius + 2
     centre = np.array([rng.uniform(margin, n - 1 - margin) for n in shape])
     idx = np.indices(size, dtype=np.float64)
@@ -231,14 +244,14 @@ def _write_case(
     smooth = ndimage.gaussian_filter(rng.standard_normal(size), 3.0)
     smooth /= smooth.std() + 1e-12
     rel = label / max(num_classes - 1, 1)
-    band = 0.06 + 0.36 * rel
+    band = _band_centre(rel)
     texture = _band_texture(rng, size, band)
 
     t1_affine = grids["t1"][0]
     for name in sequences:
         background, col, contrast, sign = _CONTRAST[name]
         phantom = background + (col - background) * column + 0.08 * smooth
-        phantom += lesion * (contrast + sign * 0.1 * (rel - 0.5) + 0.35 * texture)
+        phantom += lesion * (contrast + sign * _INTENSITY_CUE * (rel - 0.5) + _TEXTURE_AMPLITUDE * texture)
         phantom += 0.03 * rng.standard_normal(size)
         phantom = 1000.0 * (phantom + 1.0)  # positive, scanner-like units
         affine, src_shape = grids[name]

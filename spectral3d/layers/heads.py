@@ -1,24 +1,31 @@
-"""``MlpHead``: MambaOut's classification head — pool → LayerNorm → MLP → Linear (DESIGN.md §5).
+"""Classifier heads and global pooling shared by every network (DESIGN.md §5, §9).
 
-The 2-D reference is timm's ``mambaout.MlpHead``. For features ``x: (N, C, *spatial)``::
+For features ``x: (N, C, *spatial)`` (``*spatial`` is ``(d, h, w)`` for the CNN maps; it may be empty,
+``(N, C)``, for vectors that are already pooled)::
 
-    p      = pool(x)                                   (N, C)            global average (or max)
-    h      = LN(GELU(fc(LN(p))))                       (N, hidden)       hidden = int(mlp_ratio · C)
-    logits = fc_out(Dropout(h))                        (N, num_classes)
+    p      = pool(x)                                   (N, C)            global average or max over *spatial
+    h      = pre_logits(norm(p))                       (N, num_features)
+    logits = fc(Dropout(h))                            (N, num_classes)
 
-Parameter names equal timm's (``norm``, ``pre_logits.fc``, ``pre_logits.norm``, ``fc``), so 2-D
-checkpoints load key for key; ``num_features`` is the width of ``h`` (what ``pre_logits=True``
-returns, timm's ``head_hidden_size``).
+- :class:`ClassifierHead3d`: ``norm`` and ``pre_logits`` are identities (timm's ``ClassifierHead``:
+  ``drop``, ``fc``; SwinV2) or ``norm`` is a LayerNorm (timm's ``NormMlpClassifierHead`` without a
+  hidden layer: ``norm``, ``drop``, ``fc``; ConvNeXt V2, SAMNet, DeSamba).
+- :class:`MlpHead`: MambaOut's head, ``pre_logits = LN(GELU(fc(·)))`` with ``hidden = int(mlp_ratio · C)``;
+  the 2-D reference is timm's ``mambaout.MlpHead`` and the parameter names are timm's (``norm``,
+  ``pre_logits.fc``, ``pre_logits.norm``, ``fc``), so 2-D checkpoints load key for key.
+- :func:`global_pool_3d` and :func:`channel_linear` are the same two steps for networks that keep
+  timm's flat names (``head_drop`` and ``fc``/``classifier``/``head`` on the model itself: ResNet,
+  DenseNet, EfficientNet); :func:`check_global_pool` validates every ``global_pool`` argument.
 
-Choices *(ours)*: ``pool_type="max"`` is offered besides timm's ``"avg"`` and ``""``;
-with ``pool_type=""`` a ``(N, C, *spatial)`` input is classified at every position and the result is
-channels-first ``(N, K, *spatial)`` (timm returns NHWC there); ``mlp_ratio=None`` drops the hidden
-layer (``h = LN(p)``), as timm does.
+Choices *(ours)*: ``"max"`` pooling is offered besides timm's ``"avg"`` and ``""``; with ``""`` a
+``(N, C, *spatial)`` input is classified at every position and the result is channels-first
+``(N, K, *spatial)`` (timm returns channels-last there); ``reset`` builds the new classifier on the
+head's device and dtype.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
@@ -26,34 +33,160 @@ from torch import nn
 
 from spectral3d._checks import check_channels, check_floating
 
+__all__ = ["POOL_TYPES", "ClassifierHead3d", "MlpHead", "channel_linear", "check_global_pool", "global_pool_3d"]
+
+POOL_TYPES: tuple[str, ...] = ("avg", "max", "")
+"""The pooling every head and CNN accepts; the token models add ``"token"``."""
+
 _layer_norm_eps6 = partial(nn.LayerNorm, eps=1e-6)  # channels-last LayerNorm, eps as timm's
 
-__all__ = ["MlpHead"]
 
-_POOL_TYPES = ("avg", "max", "")
+def check_global_pool(pool_type: str, name: str = "global_pool", allowed: Sequence[str] = POOL_TYPES) -> str:
+    """Return ``pool_type`` if it is one of ``allowed``; raise ``ValueError`` naming ``name`` otherwise.
 
+    Example::
 
-def _check_pool_type(pool_type: str) -> str:
-    if pool_type not in _POOL_TYPES:
-        raise ValueError(f"pool_type: expected one of {_POOL_TYPES}, got {pool_type!r}")
+        >>> check_global_pool("max")
+        'max'
+        >>> try:
+        ...     check_global_pool("mean")
+        ... except ValueError as err:
+        ...     print(err)
+        global_pool: expected one of 'avg', 'max' or '' (no pooling), got 'mean'
+    """
+    if pool_type not in allowed:
+        names = [repr(p) for p in allowed if p]
+        listed = ", ".join(names) + (" or '' (no pooling)" if "" in allowed else "")
+        raise ValueError(f"{name}: expected one of {listed}, got {pool_type!r}")
     return pool_type
 
 
-class MlpHead(nn.Module):
+def global_pool_3d(x: torch.Tensor, pool_type: str) -> torch.Tensor:
+    """Pool ``(N, C, *spatial)`` over every axis after the channels to ``(N, C)``.
+
+    ``pool_type=""``, or an input without spatial axes, returns ``x`` unchanged.
+
+    Example::
+
+        >>> global_pool_3d(torch.randn(2, 8, 3, 4, 5), "max").shape
+        torch.Size([2, 8])
+    """
+    dims = tuple(range(2, x.ndim))
+    if pool_type == "avg" and dims:
+        return x.mean(dim=dims)
+    if pool_type == "max" and dims:
+        return x.amax(dim=dims)
+    return x
+
+
+def channel_linear(x: torch.Tensor, fc: nn.Module) -> torch.Tensor:
+    """Apply a channels-last layer to pooled ``(N, C)`` features, or at every position of ``(N, C, *spatial)``.
+
+    Example::
+
+        >>> channel_linear(torch.randn(2, 8, 3, 4, 5), nn.Linear(8, 6)).shape
+        torch.Size([2, 6, 3, 4, 5])
+    """
+    if x.ndim == 2:
+        return fc(x)
+    return fc(x.movedim(1, -1)).movedim(-1, 1)
+
+
+class ClassifierHead3d(nn.Module):
+    """Global pooling, optional norm, dropout and a Linear classifier.
+
+    Args:
+        in_features: channels C of the incoming features.
+        num_classes: K; 0 makes ``fc`` the identity (the head returns ``(N, num_features)``).
+        pool_type: ``"avg"`` (default), ``"max"`` over every axis after the channel axis, or ``""``.
+        drop_rate: dropout before the classifier.
+        norm_layer: norm class over the last axis (e.g. ``nn.LayerNorm``), or ``None`` for none.
+        bias: whether the classifier has a bias.
+
+    Attributes:
+        num_features: width of ``forward(x, pre_logits=True)``.
+
+    Shapes: ``(N, C, *spatial) → (N, K)`` when pooling (spatial may be empty: ``(N, C)``);
+    ``(N, C, *spatial) → (N, K, *spatial)`` with ``pool_type=""``.
+
+    Example::
+
+        >>> import torch
+        >>> from spectral3d.layers.heads import ClassifierHead3d
+        >>> head = ClassifierHead3d(16, 3, norm_layer=nn.LayerNorm)
+        >>> head(torch.randn(2, 16, 2, 3, 3)).shape, head(torch.randn(2, 16)).shape
+        (torch.Size([2, 3]), torch.Size([2, 3]))
+        >>> ClassifierHead3d(16, 3, pool_type="")(torch.randn(2, 16, 2, 3, 3)).shape
+        torch.Size([2, 3, 2, 3, 3])
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int = 2,
+        pool_type: str = "avg",
+        drop_rate: float = 0.0,
+        norm_layer: Callable[[int], nn.Module] | None = None,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if in_features < 1:
+            raise ValueError(f"in_features: expected a positive channel count, got {in_features}")
+        self.in_features = in_features
+        self.pool_type = check_global_pool(pool_type, "pool_type")
+        self.bias = bias
+        self.norm = norm_layer(in_features) if norm_layer is not None else nn.Identity()
+        self.pre_logits: nn.Module = nn.Identity()
+        self.num_features = in_features
+        self.drop = nn.Dropout(drop_rate)
+        self.fc: nn.Module = nn.Identity()
+        self.reset(num_classes)
+
+    def reset(self, num_classes: int, pool_type: str | None = None) -> None:
+        """Replace the classifier by a fresh one for ``num_classes`` (0: identity); optionally change pooling."""
+        if num_classes < 0:
+            raise ValueError(f"num_classes: expected >= 0, got {num_classes}")
+        if pool_type is not None:
+            self.pool_type = check_global_pool(pool_type, "pool_type")
+        ref = next(iter(self.parameters()), None)  # build on the head's device and dtype
+        factory = {} if ref is None else dict(device=ref.device, dtype=ref.dtype)
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes, bias=self.bias, **factory) if num_classes else nn.Identity()
+        self.fc.train(self.training)
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, norm, (MLP), dropout; ``pre_logits=True`` stops before the classifier."""
+        if not isinstance(x, torch.Tensor) or x.ndim < 2:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x: expected a tensor (N, C, *spatial) with at least 2 dims, got {shape}")
+        check_channels(x, self.in_features)
+        check_floating(x)
+        x = global_pool_3d(x, self.pool_type).movedim(1, -1)  # channels last (a no-op for pooled (N, C))
+        x = self.drop(self.pre_logits(self.norm(x)))
+        if not pre_logits:
+            x = self.fc(x)
+        return x.movedim(-1, 1)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, num_features={self.num_features}, pool_type={self.pool_type!r}"
+
+
+class MlpHead(ClassifierHead3d):
     """Global pooling, LayerNorm and a two-layer MLP classifier (MambaOut's head).
 
     Args:
         in_features: channels C of the incoming features.
         num_classes: K; 0 makes ``fc`` the identity (the head returns ``(N, num_features)``).
         pool_type: ``"avg"`` (default), ``"max"`` over every axis after the channel axis, or ``""``.
-        mlp_ratio: hidden width ``int(mlp_ratio · C)``; ``None`` for no hidden layer.
+        mlp_ratio: hidden width ``int(mlp_ratio · C)``; ``None`` for no hidden layer (``h = LN(p)``, as timm).
         act_layer: activation class (default ``nn.GELU``).
         norm_layer: norm class over the last axis (default ``nn.LayerNorm`` with eps 1e-6).
         drop_rate: dropout before the classifier.
         bias: whether the classifier has a bias.
 
-    Shapes: ``(N, C, *spatial) → (N, K)`` when pooling (spatial may be empty: ``(N, C)``);
-    ``(N, C, *spatial) → (N, K, *spatial)`` with ``pool_type=""``.
+    ``num_features`` is the width of ``h`` (what ``pre_logits=True`` returns, timm's ``head_hidden_size``).
+
+    Shapes: as :class:`ClassifierHead3d`.
 
     Example::
 
@@ -75,15 +208,7 @@ class MlpHead(nn.Module):
         drop_rate: float = 0.0,
         bias: bool = True,
     ) -> None:
-        super().__init__()
-        if in_features < 1:
-            raise ValueError(f"in_features: expected a positive channel count, got {in_features}")
-        if num_classes < 0:
-            raise ValueError(f"num_classes: expected >= 0, got {num_classes}")
-        self.in_features = in_features
-        self.pool_type = _check_pool_type(pool_type)
-        self.bias = bias
-        self.norm = norm_layer(in_features)
+        super().__init__(in_features, 0, pool_type, drop_rate, norm_layer, bias)
         if mlp_ratio is not None:
             hidden = int(mlp_ratio * in_features)
             self.pre_logits = nn.Sequential()
@@ -91,45 +216,4 @@ class MlpHead(nn.Module):
             self.pre_logits.add_module("act", act_layer())
             self.pre_logits.add_module("norm", norm_layer(hidden))
             self.num_features = hidden
-        else:
-            self.pre_logits = nn.Identity()
-            self.num_features = in_features
-        self.head_dropout = nn.Dropout(drop_rate)
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes, bias=bias) if num_classes > 0 else nn.Identity()
-
-    def reset(self, num_classes: int, pool_type: str | None = None) -> None:
-        """Replace the classifier by a fresh one for ``num_classes`` (0: identity); optionally change pooling."""
-        if num_classes < 0:
-            raise ValueError(f"num_classes: expected >= 0, got {num_classes}")
-        if pool_type is not None:
-            self.pool_type = _check_pool_type(pool_type)
-        ref = self.pre_logits.fc.weight if isinstance(self.pre_logits, nn.Sequential) else self.norm.weight
-        self.num_classes = num_classes
-        self.fc = (
-            nn.Linear(self.num_features, num_classes, bias=self.bias, device=ref.device, dtype=ref.dtype)
-            if num_classes > 0
-            else nn.Identity()
-        )
-        self.fc.train(self.training)
-
-    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, normalise, MLP; ``pre_logits=True`` stops before the classifier."""
-        if not isinstance(x, torch.Tensor) or x.ndim < 2:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x: expected a tensor (N, C, *spatial) with at least 2 dims, got {shape}")
-        check_channels(x, self.in_features)
-        check_floating(x)
-        spatial_dims = tuple(range(2, x.ndim))
-        if self.pool_type == "avg" and spatial_dims:
-            x = x.mean(spatial_dims)
-        elif self.pool_type == "max" and spatial_dims:
-            x = x.amax(spatial_dims)
-        x = x.movedim(1, -1)  # channels last (a no-op for pooled (N, C))
-        x = self.head_dropout(self.pre_logits(self.norm(x)))
-        if not pre_logits:
-            x = self.fc(x)
-        return x.movedim(-1, 1)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, num_features={self.num_features}, pool_type={self.pool_type!r}"
+        self.reset(num_classes)

@@ -11,7 +11,9 @@ Input and output ``x: (N, C, D, H, W)``:
 ``Body_k`` is the ConvNeXtV2 block without its residual: depthwise Conv3d k×k×k → LayerNorm →
 Linear C→4C → GELU → GRN3d → Linear 4C→C (channels-last between the convolution and the end,
 parameter names as timm's ``ConvNeXtBlock`` with ``use_grn=True``: ``conv_dw``, ``norm``,
-``mlp.fc1``, ``mlp.grn``, ``mlp.fc2``; ConvNeXtV2 has no layer scale).
+``mlp.fc1``, ``mlp.grn``, ``mlp.fc2``; ConvNeXtV2 has no layer scale). ``conv_mlp=True`` is timm's
+channels-first layout of the same function (LayerNorm3d and 1×1×1 convolutions, the weight shapes of
+timm's small ConvNeXt variants); ``backbones3d.convnextv2_3d`` builds its blocks from these classes.
 
 Choices the paper leaves open:
 
@@ -30,12 +32,14 @@ frequency pathway is off (DeSamba's ablation rows without FP: a 3D ConvNeXtV2).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
-from spectral3d._checks import check_channels, check_ndim
-from spectral3d.layers.norm import GRN3d
+from spectral3d._checks import check_channels, check_ndim, to_3tuple_int
+from spectral3d.layers.norm import GRN3d, LayerNorm3d
 from spectral3d.layers.samb import SAMB
 
 __all__ = ["ConvNeXtV2Body3d", "ConvNeXtV2Block3d", "GRNMlp3d", "SAMBlock"]
@@ -54,29 +58,34 @@ def _check_positive_int(value: object, name: str) -> None:
 
 
 class GRNMlp3d(nn.Module):
-    """Channels-last MLP with Global Response Normalisation: ``fc1 → GELU → GRN3d → fc2``.
+    """MLP with Global Response Normalisation: ``fc1 → GELU → GRN3d → fc2``.
 
     The 3D counterpart of timm's ``GlobalResponseNormMlp`` (same parameter names).
 
     Args:
         dim: input/output width C.
         hidden_dim: hidden width (ConvNeXtV2: 4C).
+        conv_mlp: ``False``: ``nn.Linear`` on channels-last ``(N, D, H, W, C)`` tensors; ``True``:
+            1×1×1 convolutions on channels-first ``(N, C, D, H, W)`` maps (timm's ``conv_mlp`` layout).
 
-    Shapes: ``(N, D, H, W, C) -> (N, D, H, W, C)``.
+    Shapes: ``(N, D, H, W, C) -> (N, D, H, W, C)`` (channels-first with ``conv_mlp=True``).
 
     Example::
 
         >>> import torch
         >>> GRNMlp3d(8, 32)(torch.randn(2, 3, 4, 5, 8)).shape
         torch.Size([2, 3, 4, 5, 8])
+        >>> GRNMlp3d(8, 32, conv_mlp=True)(torch.randn(2, 8, 3, 4, 5)).shape
+        torch.Size([2, 8, 3, 4, 5])
     """
 
-    def __init__(self, dim: int, hidden_dim: int) -> None:
+    def __init__(self, dim: int, hidden_dim: int, conv_mlp: bool = False) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.conv_mlp = conv_mlp
+        self.fc1: nn.Module = nn.Conv3d(dim, hidden_dim, 1) if conv_mlp else nn.Linear(dim, hidden_dim)
         self.act = nn.GELU()
-        self.grn = GRN3d(hidden_dim, channels_last=True)
-        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.grn = GRN3d(hidden_dim, channels_last=not conv_mlp)
+        self.fc2: nn.Module = nn.Conv3d(hidden_dim, dim, 1) if conv_mlp else nn.Linear(hidden_dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.grn(self.act(self.fc1(x))))
@@ -87,10 +96,13 @@ class ConvNeXtV2Body3d(nn.Module):
 
     Args:
         dim: channels C.
-        kernel_size: depthwise kernel (default 7; padded, so any size ≥ 1 works).
+        kernel_size: depthwise kernel, an odd int or ``(D, H, W)`` of odd ints (default 7; padded, so
+            any size ≥ 1 works).
         mlp_ratio: hidden width of the MLP is ``int(mlp_ratio * dim)``.
+        conv_mlp: timm's channels-first layout (LayerNorm3d and 1×1×1 convolutions) instead of
+            permute + ``nn.LayerNorm`` + ``nn.Linear`` (same function, other weight shapes).
 
-    Shapes: ``(N, C, D, H, W) -> (N, C, D, H, W)`` (channels-last inside).
+    Shapes: ``(N, C, D, H, W) -> (N, C, D, H, W)``.
 
     Example::
 
@@ -99,24 +111,32 @@ class ConvNeXtV2Body3d(nn.Module):
         torch.Size([2, 8, 5, 6, 7])
     """
 
-    def __init__(self, dim: int, kernel_size: int = 7, mlp_ratio: float = 4.0) -> None:
+    def __init__(
+        self, dim: int, kernel_size: int | Sequence[int] = 7, mlp_ratio: float = 4.0, conv_mlp: bool = False
+    ) -> None:
         super().__init__()
         _check_positive_int(dim, "dim")
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size: expected an odd positive int (same-size output), got {kernel_size!r}")
+        ks = to_3tuple_int(kernel_size, "kernel_size")
+        if any(k % 2 != 1 for k in ks):
+            raise ValueError(
+                f"kernel_size: expected an odd positive int per axis (same-size output), got {kernel_size!r}"
+            )
         if mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio: expected a positive number, got {mlp_ratio!r}")
         self.dim = dim
-        self.conv_dw = nn.Conv3d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = GRNMlp3d(dim, int(mlp_ratio * dim))
+        self.conv_mlp = conv_mlp
+        self.conv_dw = nn.Conv3d(dim, dim, ks, padding=tuple(k // 2 for k in ks), groups=dim)
+        self.norm: nn.Module = LayerNorm3d(dim) if conv_mlp else nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = GRNMlp3d(dim, int(mlp_ratio * dim), conv_mlp=conv_mlp)
         self.apply(_init_conv_linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_ndim(x, 5)
         check_channels(x, self.dim)
-        x = self.conv_dw(x).permute(0, 2, 3, 4, 1)
-        return self.mlp(self.norm(x)).permute(0, 4, 1, 2, 3)
+        x = self.conv_dw(x)
+        if self.conv_mlp:
+            return self.mlp(self.norm(x))
+        return self.mlp(self.norm(x.permute(0, 2, 3, 4, 1))).permute(0, 4, 1, 2, 3)
 
 
 class ConvNeXtV2Block3d(ConvNeXtV2Body3d):
@@ -127,6 +147,7 @@ class ConvNeXtV2Block3d(ConvNeXtV2Body3d):
         drop_path: stochastic-depth probability of the residual branch.
         kernel_size: depthwise kernel (default 7).
         mlp_ratio: MLP expansion (default 4).
+        conv_mlp: timm's channels-first layout (see :class:`ConvNeXtV2Body3d`).
 
     Example::
 
@@ -135,8 +156,15 @@ class ConvNeXtV2Block3d(ConvNeXtV2Body3d):
         torch.Size([2, 8, 5, 6, 7])
     """
 
-    def __init__(self, dim: int, drop_path: float = 0.0, kernel_size: int = 7, mlp_ratio: float = 4.0) -> None:
-        super().__init__(dim, kernel_size=kernel_size, mlp_ratio=mlp_ratio)
+    def __init__(
+        self,
+        dim: int,
+        drop_path: float = 0.0,
+        kernel_size: int | Sequence[int] = 7,
+        mlp_ratio: float = 4.0,
+        conv_mlp: bool = False,
+    ) -> None:
+        super().__init__(dim, kernel_size=kernel_size, mlp_ratio=mlp_ratio, conv_mlp=conv_mlp)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
