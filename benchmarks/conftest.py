@@ -56,6 +56,7 @@ RESULTS_DIR = BENCH_DIR / "results"
 QUICK_PATTERNS = ("test_*", "desamba_*_tiny")
 FULL_EXCLUDE = ("test_*",)
 QUICK_MAX_SIZE = 32
+QUICK_BATCH = 2
 FULL_SHAPES = ((8, 96), (4, 128))  # (batch, cube side): PERF.md
 # Families whose convolutions run faster channels-last on CUDA (cuDNN NDHWC kernels).
 CHANNELS_LAST_PATTERNS = ("resnet*", "resnext*", "densenet*", "efficientnet*", "convnextv2*", "mambaout*")
@@ -108,7 +109,8 @@ class BenchSettings:
         if self.full:
             return [(b, (channels, s, s, s)) for b, s in FULL_SHAPES]
         spatial = tuple(min(int(s), QUICK_MAX_SIZE) for s in cfg_size[1:])
-        return [(1, (channels, *spatial))]
+        # batch 2: BatchNorm in training needs more than one value per channel at a 1³ last stage
+        return [(QUICK_BATCH, (channels, *spatial))]
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.cuda:
@@ -153,7 +155,8 @@ def registered_models() -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """``model_name``: every registered model; ``bench_model``: the ones ``--bench-models`` selects."""
+    """``model_name``: every registered model; ``bench_model``: the ones ``--bench-models`` selects;
+    ``backend``: ``eager``, plus ``compile`` with ``--bench-compile`` (or full mode on CUDA)."""
     if "model_name" in metafunc.fixturenames:
         metafunc.parametrize("model_name", registered_models())
     if "shape_index" in metafunc.fixturenames:
@@ -161,6 +164,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("shape_index", range(n))
     if "bench_model" in metafunc.fixturenames:
         metafunc.parametrize("bench_model", _settings(metafunc.config).selected(registered_models()))
+    if "backend" in metafunc.fixturenames:  # torch.compile variants exist only when they will run
+        metafunc.parametrize("backend", _settings(metafunc.config).backends)
 
 
 @pytest.fixture(scope="session")

@@ -18,11 +18,8 @@ from spectral3d import flops
 CASES = [("train", False), ("train", True), ("infer", False)]
 
 
-@pytest.mark.parametrize("backend", ["eager", "compile"])
 @pytest.mark.parametrize(("phase", "checkpointing"), CASES, ids=["train", "train-ckpt", "infer"])
 def test_throughput(bench_model, shape_index, phase, checkpointing, backend, settings, benchmark, record, bench_tools):
-    if backend not in settings.backends:
-        pytest.skip("torch.compile: pass --bench-compile (default only with --bench-full on CUDA)")
     backbones3d = pytest.importorskip("backbones3d")
     cfg = backbones3d.get_pretrained_cfg(bench_model)
     batch, size = settings.shapes(cfg["input_size"])[shape_index]

@@ -7,13 +7,25 @@ MultiScaleFusion work on feature vectors).
 from spectral3d.layers.drlm import DRLM, DRLMOutput, SymmetricPairEncoder
 from spectral3d.layers.fusion import MultiScaleFusion
 from spectral3d.layers.gated_cnn import GatedCNNBlock3d
-from spectral3d.layers.heads import MlpHead
+from spectral3d.layers.heads import (
+    POOL_TYPES,
+    ClassifierHead3d,
+    MlpHead,
+    channel_linear,
+    check_global_pool,
+    global_pool_3d,
+)
 from spectral3d.layers.norm import GRN3d, LayerNorm3d
 from spectral3d.layers.samb import SAMB, band_index
 from spectral3d.layers.samblock import ConvNeXtV2Block3d, ConvNeXtV2Body3d, GRNMlp3d, SAMBlock
 from spectral3d.layers.tabular import TabularEncoder
 
 __all__ = [
+    "POOL_TYPES",
+    "ClassifierHead3d",
+    "channel_linear",
+    "check_global_pool",
+    "global_pool_3d",
     "DRLM",
     "SAMB",
     "ConvNeXtV2Block3d",
