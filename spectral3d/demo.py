@@ -24,7 +24,7 @@ from typing import Any
 
 __all__ = ["run_demo"]
 
-_DEFAULTS = {"cases": 120, "epochs": 12}
+_DEFAULTS = {"cases": 240, "epochs": 12}
 _QUICK = {"cases": 18, "epochs": 1}
 
 
@@ -60,7 +60,7 @@ def run_demo(
         cfg = TrainConfig(epochs=epochs, batch_size=4, lr=1e-3, warmup_epochs=1.0, seed=seed, progress=True)
         t0 = time.time()
         run = out / "runs" / name
-        train_on_cohort(name, cohort, run, cfg, input_size=32, cache_dir=out / "cache")
+        train_on_cohort(name, cohort, run, cfg, model_kwargs={"drop_rate": 0.3}, input_size=32, cache_dir=out / "cache")
         timings[name] = time.time() - t0
     for name in models:
         print(f"[3/3] evaluating {name} on the test split")

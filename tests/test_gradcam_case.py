@@ -1,22 +1,13 @@
-"""Grad-CAM of whole cases: lesion localisation by a briefly trained DeSamba-tiny, NIfTI maps on the
-source grids, the PNG figure and the ``spectral3d gradcam`` command.
+"""Grad-CAM of whole cases: NIfTI maps on the source grids, the PNG figure and ``spectral3d gradcam``.
 
 Shared fixture (module scope): a synthetic spondylitis cohort (12 cases, t1 + t2fs on different
 grids, 32³ at 1 mm, ROI per case) and ``desamba_spondylitis_tiny`` trained for 2 AdamW steps
-(batch 4, lr 2e-3, Eq. 5 loss, seed 0) on the cases cropped around the field-of-view centre (so the
-lesion is *not* at the centre of the model grid), saved as a checkpoint with the layout
-``spectral3d train`` writes. Training is this brief because one DeSamba-tiny step at 32³ costs
-10–60 s on the shared 2-core test machine.
+(batch 4, lr 2e-3, Eq. 5 loss, seed 0) on the cases cropped around the field-of-view centre,
+saved as a checkpoint with the layout ``spectral3d train`` writes.
 
-Localisation: a Grad-CAM map "hits" when its maximum lies within ``radius + 3`` voxels of the lesion
-centre. A random map's maximum is a uniformly random voxel, so its hit rate is exactly the fraction
-of model-grid voxels within that distance, averaged over the cases: 9.4 % for the 6 cases used.
-Measured with the fixture's 2-step model: **0 of 12 maps** (6 cases × t1, t2fs) hit; the maxima sit
-at the same grid-border cells for most cases (the maps are 4³ — DeSamba-tiny's stage 2 at 32³ —
-and reflect what the barely trained encoders respond to, not the lesion). An untrained model scored
-3 of 12 in one run on a different cohort sample. So the issue's claim ("more often than a random
-map") is **not shown** within this CPU budget; the test is an ``xfail`` stating so, and passes as
-soon as a better-trained fixture (or model) localises.
+Lesion localisation by a briefly trained model (issue 8's central claim) is *not* tested here:
+it was not reached on the CPU budget (0–2 of 16 map maxima at the lesion against 8.5–9.4 % for a
+random map, see the issue's closing note), and a test expected to fail would only hide that.
 """
 
 from __future__ import annotations
@@ -31,8 +22,8 @@ import torch
 
 import backbones3d
 from backbones3d.desamba import DeSambaLoss
-from spectral3d.data import Cohort, PreprocessConfig, TabularStats, lesion_centres, write_synthetic_cohort
-from spectral3d.gradcam import GradCAM3d, gradcam_case
+from spectral3d.data import Cohort, PreprocessConfig, TabularStats, write_synthetic_cohort
+from spectral3d.gradcam import gradcam_case
 from spectral3d.train.checkpoint import save_checkpoint, update_pointer
 
 MARGIN = 3  # voxels beyond the lesion radius that still count as "at the lesion"
@@ -76,34 +67,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     ckpt = save_checkpoint(root / "run", "epoch_001", model.state_dict(), {"epoch": 1}, config)
     update_pointer(root / "run", "last", "epoch_001")
     return {"root": root, "cohort": cohort, "model": model, "x": x, "tab": tab, "loaded": loaded, "ckpt": ckpt}
-
-
-@pytest.mark.xfail(
-    reason="2 training steps (all the CPU budget allows) do not localise: measured 0/12 hits vs 9.4 % for a "
-    "random map (module docstring)",
-    strict=False,
-)
-def test_gradcam_maximum_finds_the_lesion_more_often_than_a_random_map(trained: dict) -> None:
-    """The hit rate of the maps' maxima exceeds twice a random map's (module docstring)."""
-    n = 6
-    out = GradCAM3d(trained["model"])(trained["x"][:n], trained["tab"][:n])
-    assert set(out.maps) == {"t1", "t2fs"}
-    centres = lesion_centres(trained["root"] / "cohort", space="world")
-    lesions = json.loads((trained["root"] / "cohort" / "lesions.json").read_text())["lesions"]
-    radii = {k: v["radius_mm"] for k, v in lesions.items()}
-    grid = np.stack(np.meshgrid(*(np.arange(s) for s in trained["x"].shape[-3:]), indexing="ij"), axis=-1)
-    hits, random_rate = [], []
-    for i, case in enumerate(trained["loaded"][:n]):
-        centre = case.world_to_model(centres[case.case_id])  # (d, h, w) on the model grid (1 mm voxels)
-        reach = radii[case.case_id] + MARGIN
-        random_rate.append(float((np.linalg.norm(grid - centre, axis=-1) <= reach).mean()))
-        for seq in ("t1", "t2fs"):
-            m = out.maps[seq][i].numpy()
-            peak = np.array(np.unravel_index(int(m.argmax()), m.shape))
-            hits.append(bool(np.linalg.norm(peak - centre) <= reach))
-    rate, chance = float(np.mean(hits)), float(np.mean(random_rate))
-    print(f"Grad-CAM hit rate {rate:.3f} ({sum(hits)}/{len(hits)}) vs random map {chance:.3f}")
-    assert rate > 2 * chance, (rate, chance)
 
 
 def test_nifti_maps_round_trip_on_the_source_grids(trained: dict, tmp_path: Path) -> None:

@@ -9,8 +9,14 @@ The paper's cohorts are private; this generator writes a cohort that exercises t
   volume. Its texture is band-pass noise whose *radial frequency band* encodes the class (the
   main cue): class ``c`` of ``C`` keeps the spatial frequencies with
   ``|f| ∈ [f_c - 0.035, f_c + 0.035]`` cycles/voxel, ``f_c = 0.06 + 0.36·c/(C-1)``. A weaker
-  cue: the lesion's mean intensity shifts by ``±0.1·(c/(C-1) - ½)`` per sequence (the sign
-  differs between sequences).
+  cue: the lesion's mean intensity shifts by ``±0.6·(c/(C-1) - ½)`` per sequence (the sign
+  differs between sequences). Measured on 120 spine cases after preprocessing (32³ ROI crops,
+  logistic-regression probes, 73 train / 47 held-out cases): the radial power spectrum inside
+  the ROI separates the classes at accuracy 0.98 (AUC 1.00); the ROI mean intensity alone at
+  accuracy 0.83 (AUC 0.99; 0.38 with a shift of 0.1). *(ours)* The intensity cue is set this
+  strong because the tiny CPU models of the demo do not learn the texture cue within minutes of
+  training (their first stages are near-linear at initialisation); the texture remains the
+  stronger cue for a model that learns it.
 * **Tasks**: ``"spine"`` — 6 classes (primary sites, ordered low→high frequency as the paper
   describes their lesions: prostate, breast, kidney, gastrointestinal, other, lung), sequences
   ``t1, t2, t2fs``; ``"spondylitis"`` — 2 classes (pyogenic = low, tuberculous = high),
@@ -62,11 +68,12 @@ TASKS = {
 CLINICAL_COLUMNS = ("age", "sex", "crp", "esr", "wbc", "temperature", "symptom_weeks", "bmi")
 # per sequence: (background, column, lesion contrast, sign of the class intensity cue)
 _CONTRAST = {"t1": (0.35, 1.0, -0.45, 1.0), "t2": (0.3, 0.7, 0.5, -1.0), "t2fs": (0.15, 0.4, 0.8, 1.0)}
-_BAND_HALF_WIDTH = 0.035
-_BAND_LOW, _BAND_HIGH = 0.06, 0.42  # centre frequencies of the first and last class (cycles/voxel)
+# the class cues and the lesion size (module docstring); raw units before the x1000 scaling
+_BAND_HALF_WIDTH = 0.035  # cycles/voxel
+_BAND_LOW, _BAND_HIGH = 0.06, 0.42  # band centres of the first and the last class, cycles/voxel
 _RADIUS_FRACTION = 0.18  # lesion radius / min(size)
-_TEXTURE_AMPLITUDE = 0.35
-_INTENSITY_CUE = 0.1
+_TEXTURE_AMPLITUDE = 0.35  # standard deviation of the lesion texture
+_INTENSITY_CUE = 0.6  # lesion mean shift between the first and the last class
 
 
 def _band_centre(rel: float) -> float:
@@ -208,16 +215,12 @@ def _sequence_grids(size: tuple[int, int, int], sequences: Sequence[str]) -> dic
     return grids
 
 
-def _band_half_width(band: float) -> float:
-    return _BAND_HALF_WIDTH
-
-
 def _band_texture(rng: np.random.Generator, size: tuple[int, int, int], band: float) -> np.ndarray:
     """Unit-variance noise keeping the radial spatial frequencies ``|f| ∈ band ± half width``."""
     noise = rng.standard_normal(size)
     freqs = np.meshgrid(*[np.fft.fftfreq(n) for n in size], indexing="ij")
     radius = np.sqrt(sum(f**2 for f in freqs))
-    keep = np.abs(radius - band) <= _band_half_width(band)
+    keep = np.abs(radius - band) <= _BAND_HALF_WIDTH
     tex = np.fft.ifftn(np.fft.fftn(noise) * keep).real
     return tex / (tex.std() + 1e-12)
 
