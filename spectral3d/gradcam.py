@@ -61,7 +61,6 @@ Example::
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -383,49 +382,6 @@ class GradCAM3d:
 # ----- one case, from a checkpoint, onto the source grids -------------------------------------------
 
 
-def _case_files(case_dir: Path, sequences: Sequence[str]) -> tuple[dict[str, Path], Path | None]:
-    from spectral3d.data import DataError
-
-    def find(stem: str) -> Path | None:
-        return next((case_dir / f"{stem}{e}" for e in (".nii.gz", ".nii") if (case_dir / f"{stem}{e}").is_file()), None)
-
-    if not case_dir.is_dir():
-        raise DataError("case folder not found", case_id=case_dir.name, paths=(case_dir,))
-    files = {}
-    for seq in sequences:
-        path = find(seq)
-        if path is None:
-            raise DataError(f"missing sequence {seq!r} ({seq}.nii.gz)", case_id=case_dir.name, paths=(case_dir,))
-        files[seq] = path
-    return files, find("roi")
-
-
-def _clinical_values(tabular_csv: str | os.PathLike | None, case_id: str, columns: Sequence[str]) -> list[float]:
-    """The case's clinical values from a CSV with ``case_id`` and the checkpoint's columns (NaN = missing)."""
-    from spectral3d.data import DataError
-
-    missing = [math.nan] * len(columns)
-    if tabular_csv is None:
-        return missing
-    with open(tabular_csv, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None or "case_id" not in reader.fieldnames:
-            raise DataError("tabular CSV needs a 'case_id' column", paths=(tabular_csv,))
-        for row in reader:
-            if row["case_id"] != case_id:
-                continue
-            values = []
-            for c in columns:
-                cell = (row.get(c) or "").strip()
-                try:
-                    values.append(float(cell) if cell else math.nan)
-                except ValueError as err:
-                    message = f"column {c!r}: {cell!r} is not a number"
-                    raise DataError(message, case_id=case_id, paths=(tabular_csv,)) from err
-            return values
-    return missing
-
-
 def gradcam_case(
     checkpoint: str | os.PathLike,
     case_dir: str | os.PathLike,
@@ -464,7 +420,7 @@ def gradcam_case(
     """
     import nibabel as nib
 
-    from spectral3d.data import PreprocessConfig, TabularStats, load_case
+    from spectral3d.data import PreprocessConfig, TabularStats, find_case_files, load_case, read_clinical_table
     from spectral3d.train.workflow import load_checkpoint_model
 
     model, config = load_checkpoint_model(checkpoint)
@@ -472,14 +428,16 @@ def gradcam_case(
     sequences: list[str] = list(config["sequences"])
     case_dir = Path(case_dir)
     case_id = case_dir.name
-    files, roi = _case_files(case_dir, sequences)
+    files, roi = find_case_files(case_dir, sequences)
     loaded = load_case(files, roi=roi, config=PreprocessConfig.from_dict(config["preprocess"]), case_id=case_id)
 
     x = torch.from_numpy(np.ascontiguousarray(loaded.volume, dtype=np.float32)).unsqueeze(0)
-    tabular = None
+    tabular, from_csv = None, False
     if "sequences" in getattr(model, "pretrained_cfg", {}) and config.get("clinical_columns"):
         stats = TabularStats.from_dict(config["tabular_stats"])
-        values = _clinical_values(tabular_csv, case_id, config["clinical_columns"])
+        columns = config["clinical_columns"]
+        table = read_clinical_table(tabular_csv, columns) if tabular_csv is not None else {}
+        values, from_csv = table.get(case_id, [math.nan] * len(columns)), case_id in table
         tabular = torch.from_numpy(stats.transform(values)).unsqueeze(0)
     class_idx = None
     if target_class is not None:
@@ -518,7 +476,7 @@ def gradcam_case(
         "method": method,
         "layers": result.layers,
         "model": config["model"],
-        "clinical_from_csv": tabular_csv is not None,
+        "clinical_from_csv": from_csv,
     }
     (out / "gradcam.json").write_text(json.dumps(summary, indent=2) + "\n")
     written.append(str(out / "gradcam.json"))
