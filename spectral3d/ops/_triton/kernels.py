@@ -59,7 +59,7 @@ def _store_complex(ptr, base, boffs, mask, re, im):
 def _gain(fm_ptr, band_ptr, n, c, offs, mask, Wf, H, sm_n, sm_c, sm_d, sm_h, sm_w,
           FM_FORM: tl.constexpr, NUM_BANDS: tl.constexpr, SPATIAL_CONTIG: tl.constexpr):  # fmt: skip
     """``f_m`` at bins ``offs`` of row (n, c), float32, and the band of each bin (0 if not banded)."""
-    base = n.to(tl.int64) * sm_n + c.to(tl.int64) * sm_c
+    base = _row(n, c, sm_n, sm_c)
     band = tl.zeros_like(offs)
     if FM_FORM == 0:
         fm = tl.load(fm_ptr + base).to(tl.float32)
@@ -74,6 +74,39 @@ def _gain(fm_ptr, band_ptr, n, c, offs, mask, Wf, H, sm_n, sm_c, sm_d, sm_h, sm_
 
 
 @triton.jit
+def _program_block(C, S, nblk, BLOCK: tl.constexpr):
+    """This program's ``(pid, n, c)`` and its block of bin indices ``offs`` with their ``mask``."""
+    pid = tl.program_id(0)
+    row = pid // nblk
+    n = row // C
+    c = row % C
+    offs = (pid % nblk) * BLOCK + tl.arange(0, BLOCK)
+    return pid, n, c, offs, offs < S
+
+
+@triton.jit
+def _row(n, c, s_n, s_c):
+    """Offset (int64) of row ``(n, c)`` of a tensor with batch/channel strides ``s_n``, ``s_c``."""
+    return n.to(tl.int64) * s_n + c.to(tl.int64) * s_c
+
+
+@triton.jit
+def _modulation_inputs(x_ptr, fm_ptr, fe_ptr, alpha_ptr, beta_ptr, band_ptr, n, c, offs, mask, H, Wf,
+                       sx_n, sx_c, sx_d, sx_h, sx_w, sm_n, sm_c, sm_d, sm_h, sm_w, se_n, se_c, se_d, se_h, se_w,
+                       FM_FORM: tl.constexpr, NUM_BANDS: tl.constexpr, SPATIAL_CONTIG: tl.constexpr):  # fmt: skip
+    """What Eq. 2 reads for one block, as float32: ``R, I, f_e, f_m, band, alpha, beta``."""
+    xo = _bin_offsets(offs, Wf, H, sx_d, sx_h, sx_w, 2, SPATIAL_CONTIG)
+    re, im = _load_complex(x_ptr, _row(n, c, sx_n, sx_c), xo, mask)
+    eo = _bin_offsets(offs, Wf, H, se_d, se_h, se_w, 1, SPATIAL_CONTIG)
+    fe = tl.load(fe_ptr + _row(n, c, se_n, se_c) + eo, mask=mask, other=0.0).to(tl.float32)
+    fm, band = _gain(fm_ptr, band_ptr, n, c, offs, mask, Wf, H, sm_n, sm_c, sm_d, sm_h, sm_w,
+                     FM_FORM, NUM_BANDS, SPATIAL_CONTIG)  # fmt: skip
+    alpha = tl.load(alpha_ptr + c).to(tl.float32)
+    beta = tl.load(beta_ptr + c).to(tl.float32)
+    return re, im, fe, fm, band, alpha, beta
+
+
+@triton.jit
 def modulation_fwd_kernel(
     x_ptr, fm_ptr, fe_ptr, alpha_ptr, beta_ptr, band_ptr, out_ptr,
     C, H, Wf, S, nblk,
@@ -84,27 +117,17 @@ def modulation_fwd_kernel(
     FM_FORM: tl.constexpr, NUM_BANDS: tl.constexpr, SPATIAL_CONTIG: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     """``out = (R g + beta f_e phi) + i I g``, ``g = 1 + alpha (f_m - 1)`` for one block of one row."""
-    pid = tl.program_id(0)
-    row = pid // nblk
-    blk = pid % nblk
-    n = row // C
-    c = row % C
-    offs = blk * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < S
+    pid, n, c, offs, mask = _program_block(C, S, nblk, BLOCK)
 
-    xb = n.to(tl.int64) * sx_n + c.to(tl.int64) * sx_c
-    re, im = _load_complex(x_ptr, xb, _bin_offsets(offs, Wf, H, sx_d, sx_h, sx_w, 2, SPATIAL_CONTIG), mask)
-    eb = n.to(tl.int64) * se_n + c.to(tl.int64) * se_c
-    fe = tl.load(fe_ptr + eb + _bin_offsets(offs, Wf, H, se_d, se_h, se_w, 1, SPATIAL_CONTIG), mask=mask, other=0.0)
-    fe = fe.to(tl.float32)
-    fm, band = _gain(fm_ptr, band_ptr, n, c, offs, mask, Wf, H, sm_n, sm_c, sm_d, sm_h, sm_w,
-                     FM_FORM, NUM_BANDS, SPATIAL_CONTIG)  # fmt: skip
-    alpha = tl.load(alpha_ptr + c).to(tl.float32)
-    beta = tl.load(beta_ptr + c).to(tl.float32)
+    re, im, fe, fm, band, alpha, beta = _modulation_inputs(
+        x_ptr, fm_ptr, fe_ptr, alpha_ptr, beta_ptr, band_ptr, n, c, offs, mask, H, Wf,
+        sx_n, sx_c, sx_d, sx_h, sx_w, sm_n, sm_c, sm_d, sm_h, sm_w, se_n, se_c, se_d, se_h, se_w,
+        FM_FORM, NUM_BANDS, SPATIAL_CONTIG,
+    )  # fmt: skip
 
     phi = tl.sqrt(re * re + im * im)
     g = 1.0 + alpha * (fm - 1.0)
-    ob = n.to(tl.int64) * so_n + c.to(tl.int64) * so_c
+    ob = _row(n, c, so_n, so_c)
     oo = _bin_offsets(offs, Wf, H, so_d, so_h, so_w, 2, SPATIAL_CONTIG)
     _store_complex(out_ptr, ob, oo, mask, re * g + beta * fe * phi, im * g)
 
@@ -130,34 +153,24 @@ def modulation_bwd_kernel(
     per-channel ``[sum s, sum gR f_e phi]``; full ``[sum (f_m - 1) s, sum gR f_e phi]``; banded
     ``[sum_{band 0} s, ..., sum_{band B-1} s, sum gR f_e phi]``, with ``s = gR R + gI I``.
     """
-    pid = tl.program_id(0)
-    row = pid // nblk
-    blk = pid % nblk
-    n = row // C
-    c = row % C
-    offs = blk * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < S
+    pid, n, c, offs, mask = _program_block(C, S, nblk, BLOCK)
 
-    gb = n.to(tl.int64) * sg_n + c.to(tl.int64) * sg_c
+    gb = _row(n, c, sg_n, sg_c)
     gr, gi = _load_complex(gy_ptr, gb, _bin_offsets(offs, Wf, H, sg_d, sg_h, sg_w, 2, SPATIAL_CONTIG), mask)
-    xb = n.to(tl.int64) * sx_n + c.to(tl.int64) * sx_c
-    re, im = _load_complex(x_ptr, xb, _bin_offsets(offs, Wf, H, sx_d, sx_h, sx_w, 2, SPATIAL_CONTIG), mask)
-    eb = n.to(tl.int64) * se_n + c.to(tl.int64) * se_c
-    fe = tl.load(fe_ptr + eb + _bin_offsets(offs, Wf, H, se_d, se_h, se_w, 1, SPATIAL_CONTIG), mask=mask, other=0.0)
-    fe = fe.to(tl.float32)
-    fm, band = _gain(fm_ptr, band_ptr, n, c, offs, mask, Wf, H, sm_n, sm_c, sm_d, sm_h, sm_w,
-                     FM_FORM, NUM_BANDS, SPATIAL_CONTIG)  # fmt: skip
-    alpha = tl.load(alpha_ptr + c).to(tl.float32)
-    beta = tl.load(beta_ptr + c).to(tl.float32)
+    re, im, fe, fm, band, alpha, beta = _modulation_inputs(
+        x_ptr, fm_ptr, fe_ptr, alpha_ptr, beta_ptr, band_ptr, n, c, offs, mask, H, Wf,
+        sx_n, sx_c, sx_d, sx_h, sx_w, sm_n, sm_c, sm_d, sm_h, sm_w, se_n, se_c, se_d, se_h, se_w,
+        FM_FORM, NUM_BANDS, SPATIAL_CONTIG,
+    )  # fmt: skip
 
     phi = tl.sqrt(re * re + im * im)
     inv = tl.where(phi > 0.0, 1.0 / tl.where(phi > 0.0, phi, 1.0), 0.0)
     g = 1.0 + alpha * (fm - 1.0)
     t = gr * beta * fe * inv
-    gxb = n.to(tl.int64) * sgx_n + c.to(tl.int64) * sgx_c
+    gxb = _row(n, c, sgx_n, sgx_c)
     gxo = _bin_offsets(offs, Wf, H, sgx_d, sgx_h, sgx_w, 2, SPATIAL_CONTIG)
     _store_complex(gx_ptr, gxb, gxo, mask, gr * g + t * re, gi * g + t * im)
-    geb = n.to(tl.int64) * sge_n + c.to(tl.int64) * sge_c
+    geb = _row(n, c, sge_n, sge_c)
     geo = _bin_offsets(offs, Wf, H, sge_d, sge_h, sge_w, 1, SPATIAL_CONTIG)
     tl.store(gfe_ptr + geb + geo, gr * beta * phi, mask=mask)
 
@@ -166,7 +179,7 @@ def modulation_bwd_kernel(
     if FM_FORM == 0:
         tl.store(part, tl.sum(s, axis=0))
     elif FM_FORM == 1:
-        gmb = n.to(tl.int64) * sgm_n + c.to(tl.int64) * sgm_c
+        gmb = _row(n, c, sgm_n, sgm_c)
         gmo = _bin_offsets(offs, Wf, H, sgm_d, sgm_h, sgm_w, 1, SPATIAL_CONTIG)
         tl.store(gfm_ptr + gmb + gmo, alpha * s, mask=mask)
         tl.store(part, tl.sum((fm - 1.0) * s, axis=0))
@@ -184,14 +197,8 @@ def features_fwd_kernel(
     SPATIAL_CONTIG: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     """``out[n, c] = R``, ``out[n, C + c] = I``, ``out[n, 2C + c] = |X|``; ``out`` contiguous."""
-    pid = tl.program_id(0)
-    row = pid // nblk
-    blk = pid % nblk
-    n = row // C
-    c = row % C
-    offs = blk * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < S
-    xb = n.to(tl.int64) * sx_n + c.to(tl.int64) * sx_c
+    pid, n, c, offs, mask = _program_block(C, S, nblk, BLOCK)
+    xb = _row(n, c, sx_n, sx_c)
     re, im = _load_complex(x_ptr, xb, _bin_offsets(offs, Wf, H, sx_d, sx_h, sx_w, 2, SPATIAL_CONTIG), mask)
     ob = out_ptr + (n.to(tl.int64) * 3 * C + c) * S + offs
     tl.store(ob, re, mask=mask)
@@ -209,26 +216,15 @@ def features_bwd_kernel(
     SPATIAL_CONTIG: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     """``dX = (g_R + g_phi R / phi) + i (g_I + g_phi I / phi)`` (0 / 0 := 0)."""
-    pid = tl.program_id(0)
-    row = pid // nblk
-    blk = pid % nblk
-    n = row // C
-    c = row % C
-    offs = blk * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < S
-    xb = n.to(tl.int64) * sx_n + c.to(tl.int64) * sx_c
+    pid, n, c, offs, mask = _program_block(C, S, nblk, BLOCK)
+    xb = _row(n, c, sx_n, sx_c)
     re, im = _load_complex(x_ptr, xb, _bin_offsets(offs, Wf, H, sx_d, sx_h, sx_w, 2, SPATIAL_CONTIG), mask)
-    gb = (
-        g_ptr
-        + n.to(tl.int64) * sg_n
-        + c.to(tl.int64) * sg_c
-        + _bin_offsets(offs, Wf, H, sg_d, sg_h, sg_w, 1, SPATIAL_CONTIG)
-    )
+    gb = g_ptr + _row(n, c, sg_n, sg_c) + _bin_offsets(offs, Wf, H, sg_d, sg_h, sg_w, 1, SPATIAL_CONTIG)
     g_re = tl.load(gb, mask=mask, other=0.0).to(tl.float32)
     g_im = tl.load(gb + C * sg_c, mask=mask, other=0.0).to(tl.float32)
     g_phi = tl.load(gb + 2 * C * sg_c, mask=mask, other=0.0).to(tl.float32)
     phi = tl.sqrt(re * re + im * im)
     q = tl.where(phi > 0.0, g_phi / tl.where(phi > 0.0, phi, 1.0), 0.0)
-    gxb = n.to(tl.int64) * sgx_n + c.to(tl.int64) * sgx_c
+    gxb = _row(n, c, sgx_n, sgx_c)
     gxo = _bin_offsets(offs, Wf, H, sgx_d, sgx_h, sgx_w, 2, SPATIAL_CONTIG)
     _store_complex(gx_ptr, gxb, gxo, mask, g_re + q * re, g_im + q * im)
