@@ -30,11 +30,20 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from spectral3d.layers.heads import POOL_TYPES, channel_linear, check_global_pool, global_pool_3d
 
-__all__ = ["FlatHeadContract", "HeadContract", "StagedContract", "check_int", "check_rate", "linear_drop_path_rates"]
+__all__ = [
+    "FlatHeadContract",
+    "HeadContract",
+    "StagedContract",
+    "check_int",
+    "check_rate",
+    "linear_drop_path_rates",
+    "run_blocks",
+]
 
 
 def check_int(value: int, name: str, minimum: int = 1) -> int:
@@ -79,6 +88,15 @@ def linear_drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> list
     flat = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
     starts = [sum(depths[:i]) for i in range(len(depths))]
     return [flat[s : s + d] for s, d in zip(starts, depths)]
+
+
+def run_blocks(blocks: nn.Module, x: torch.Tensor, grad_checkpointing: bool) -> torch.Tensor:
+    """``x`` through each block in turn; with ``grad_checkpointing`` (and grad enabled) each block is
+    recomputed in the backward instead of keeping its activations (``use_reentrant=False``)."""
+    checkpointed = grad_checkpointing and torch.is_grad_enabled()
+    for block in blocks:
+        x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False) if checkpointed else block(x)
+    return x
 
 
 class HeadContract(nn.Module):

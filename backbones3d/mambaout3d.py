@@ -31,12 +31,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.utils.checkpoint
 from timm.layers import trunc_normal_
 from torch import nn
 
 from backbones3d._builder import build_model_with_cfg
-from backbones3d._contract import StagedContract, check_rate, linear_drop_path_rates
+from backbones3d._contract import StagedContract, check_rate, linear_drop_path_rates, run_blocks
 from backbones3d._registry import register_model
 from spectral3d._checks import check_channels, check_finite, check_floating, check_ndim
 from spectral3d.layers.gated_cnn import GatedCNNBlock3d
@@ -123,11 +122,7 @@ class MambaOutStage3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for block in self.blocks:
-                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
-            return x
-        return self.blocks(x)
+        return run_blocks(self.blocks, x, self.grad_checkpointing)
 
 
 class MambaOut3d(StagedContract):

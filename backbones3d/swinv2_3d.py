@@ -71,10 +71,9 @@ import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from backbones3d._builder import build_model_with_cfg
-from backbones3d._contract import HeadContract, linear_drop_path_rates
+from backbones3d._contract import HeadContract, linear_drop_path_rates, run_blocks
 from backbones3d._registry import register_model
 from spectral3d._checks import check_channels, check_divisible, check_ndim, to_3tuple_int
 from spectral3d.layers.heads import ClassifierHead3d, check_global_pool
@@ -434,12 +433,7 @@ class SwinTransformerV2Stage3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
-        for block in self.blocks:
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
-        return x
+        return run_blocks(self.blocks, x, self.grad_checkpointing)
 
 
 class PatchEmbed3d(nn.Module):

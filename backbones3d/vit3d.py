@@ -44,10 +44,9 @@ import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from backbones3d._builder import build_model_with_cfg
-from backbones3d._contract import FlatHeadContract, linear_drop_path_rates
+from backbones3d._contract import FlatHeadContract, linear_drop_path_rates, run_blocks
 from backbones3d._registry import register_model
 from spectral3d._checks import AXES, check_channels, check_ndim, to_3tuple_int
 from spectral3d.layers.heads import POOL_TYPES, check_global_pool
@@ -228,12 +227,7 @@ class VisionTransformer3d(FlatHeadContract):
         x = self.patch_embed(x)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
         x = self.pos_drop(x + self.position_embedding(grid).to(x.dtype))
-        for block in self.blocks:
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
-        return self.norm(x)
+        return self.norm(run_blocks(self.blocks, x, self.grad_checkpointing))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool the tokens and classify; ``pre_logits=True`` returns the pooled ``(N, embed_dim)``."""
