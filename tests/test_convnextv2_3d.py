@@ -12,6 +12,7 @@ import backbones3d
 from backbones3d.convnextv2_3d import ConvNeXtV2_3d
 from backbones3d.inflate import inflate_2d
 from spectral3d.layers.samblock import ConvNeXtV2Block3d
+from tests.helpers.checks import assert_checkpointing_matches
 
 
 def _randomise_grn(model: torch.nn.Module) -> None:
@@ -113,16 +114,7 @@ def test_grad_checkpointing_gives_the_same_outputs_and_gradients() -> None:
     model = ConvNeXtV2_3d(depths=(2, 1, 1, 1), dims=(8, 8, 16, 16), kernel_size=3)
     _randomise_grn(model)
     x = torch.randn(2, 3, 32, 32, 32)
-    ref = model(x)
-    ref.sum().backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    model.set_grad_checkpointing()
-    out = model(x)
-    out.sum().backward()
-    torch.testing.assert_close(out, ref)
-    for n, p in model.named_parameters():
-        torch.testing.assert_close(p.grad, grads[n], msg=n)
+    assert_checkpointing_matches(model, x)
 
 
 def test_truncating_sizes_are_rejected() -> None:

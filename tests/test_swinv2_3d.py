@@ -17,6 +17,7 @@ from backbones3d.swinv2_3d import (
     WindowAttention3d,
     relative_coords_table_3d,
 )
+from tests.helpers.checks import assert_checkpointing_matches
 
 
 def _randomise_post_norms(model: torch.nn.Module) -> None:
@@ -188,16 +189,7 @@ def test_grad_checkpointing_gives_the_same_outputs_and_gradients() -> None:
     model = backbones3d.create_model("test_swinv2_3d")
     _randomise_post_norms(model)
     x = torch.randn(1, 3, 8, 12, 12)
-    ref = model(x)
-    ref.sum().backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    model.set_grad_checkpointing()
-    out = model(x)
-    out.sum().backward()
-    torch.testing.assert_close(out, ref)
-    for n, p in model.named_parameters():
-        torch.testing.assert_close(p.grad, grads[n], msg=n)
+    assert_checkpointing_matches(model, x)
 
 
 def test_head_contract() -> None:

@@ -11,6 +11,7 @@ import backbones3d
 from backbones3d import vim3d
 from backbones3d.vim3d import BiMambaMixer, VimBlock3d, VisionMamba3d
 from spectral3d.ops.selective_scan import selective_scan_reference
+from tests.helpers.checks import assert_checkpointing_matches
 
 _DIRECTION_PARAMS = ("conv1d.weight", "conv1d.bias", "x_proj.weight", "dt_proj.weight", "dt_proj.bias", "A_log", "D")
 
@@ -119,15 +120,7 @@ def test_other_input_sizes_without_rebuilding(size):
 def test_grad_checkpointing_gives_same_output_and_gradients():
     model = vim3d.test_vim_3d().double()
     x = torch.randn(1, 3, 16, 16, 24, dtype=torch.float64)
-    out = model(x)
-    grads = torch.autograd.grad(out.sum(), list(model.parameters()))
-    model.set_grad_checkpointing()
-    assert model.grad_checkpointing
-    out_ckpt = model(x)
-    grads_ckpt = torch.autograd.grad(out_ckpt.sum(), list(model.parameters()))
-    torch.testing.assert_close(out_ckpt, out)
-    for g, g_ckpt in zip(grads, grads_ckpt):
-        torch.testing.assert_close(g_ckpt, g)
+    assert_checkpointing_matches(model, x)
 
 
 def test_float64_stays_float64_and_drop_path_trains():

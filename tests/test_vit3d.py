@@ -9,6 +9,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 import backbones3d
 from backbones3d.vit3d import PatchEmbed3d, VisionTransformer3d
+from tests.helpers.checks import assert_checkpointing_matches
 
 
 def test_matches_timm_vit_on_a_depth_1_volume() -> None:
@@ -98,13 +99,4 @@ def test_gradients_reach_every_parameter() -> None:
 def test_grad_checkpointing_gives_the_same_outputs_and_gradients() -> None:
     model = backbones3d.create_model("test_vit_3d")
     x = torch.randn(2, 3, 16, 16, 32)
-    ref = model(x)
-    ref.sum().backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    model.set_grad_checkpointing()
-    out = model(x)
-    out.sum().backward()
-    torch.testing.assert_close(out, ref)
-    for n, p in model.named_parameters():
-        torch.testing.assert_close(p.grad, grads[n], msg=n)
+    assert_checkpointing_matches(model, x)
