@@ -70,6 +70,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-full", action="store_true", help="PERF.md sizes for every model (GPU)")
     group.addoption("--bench-models", default=None, help="comma-separated fnmatch patterns of models to time")
     group.addoption("--bench-compile", action="store_true", help="also time torch.compile (default: full mode on CUDA)")
+    group.addoption(
+        "--bench-backends",
+        default=None,
+        help="backends to time, comma-separated: 'eager' and/or 'compile' (overrides --bench-compile and full mode)",
+    )
     group.addoption("--bench-results", default=str(RESULTS_DIR), help="directory for the JSON, markdown and PNG")
 
 
@@ -133,12 +138,19 @@ def _settings(config: pytest.Config) -> BenchSettings:
     else:
         patterns, exclude = QUICK_PATTERNS, ()
     compile_on = bool(config.getoption("--bench-compile", False)) or (full and device.type == "cuda")
+    backends: tuple[str, ...] = ("eager", "compile") if compile_on else ("eager",)
+    raw_backends = config.getoption("--bench-backends", None)
+    if raw_backends:
+        backends = tuple(b.strip() for b in raw_backends.split(",") if b.strip())
+        unknown = sorted(set(backends) - {"eager", "compile"})
+        if unknown or not backends:
+            raise pytest.UsageError(f"--bench-backends: expected 'eager' and/or 'compile', got {raw_backends!r}")
     return BenchSettings(
         full=full,
         device=device,
         patterns=patterns,
         exclude=exclude,
-        backends=("eager", "compile") if compile_on else ("eager",),
+        backends=backends,
         rounds=10 if full else 2,
         warmup=3 if full else 1,
         results_dir=Path(config.getoption("--bench-results", str(RESULTS_DIR))),

@@ -311,7 +311,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny shapes: checks the wiring, not speed")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: $OUT or benchmarks/results)")
     parser.add_argument("--skip-compile", action="store_true", help="no torch.compile rows or compiled-SAMB check")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="start no new shape after this many seconds (the JSON, rewritten after every shape, says what ran)",
+    )
     args = parser.parse_args(argv)
+    if args.budget_s is not None and args.budget_s <= 0:
+        parser.error(f"--budget-s: expected a positive number of seconds, got {args.budget_s}")
 
     device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
     if device.type == "cpu" and not args.smoke:
@@ -328,47 +336,66 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in checks.items():
         print(f"check {name}: {value}")
 
-    shapes = SMOKE_SHAPES if args.smoke else SHAPES
-    for shape in shapes:
+    card = torch.cuda.get_device_name() if device.type == "cuda" else "cpu-smoke"
+    out_dir = args.out or Path(os.environ.get("OUT") or Path(__file__).parent / "results")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slug = "".join(ch if ch.isalnum() else "-" for ch in card.lower()).strip("-")
+    path = out_dir / f"gpu_spectral_{slug}_{dt.date.today().isoformat()}.json"
+    skipped: list[str] = []
+
+    def save(complete: bool) -> None:
+        """Rewrite the JSON (atomically) with everything measured so far."""
+        result = {
+            "device": card,
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "torch": torch.__version__,
+            "triton": _triton_version(),
+            "smoke": args.smoke,
+            "complete": complete,
+            "skipped_over_budget": skipped,
+            "kernel_mode": os.environ.get("SPECTRAL3D_KERNEL", "auto"),
+            "copy_bandwidth_gbs": copy_gbs,
+            "checks": checks,
+            "failures": failures,
+            "rows": rows,
+            "seconds": time.perf_counter() - start,
+        }
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        os.replace(tmp, path)
+
+    def over_budget(what: str) -> bool:
+        if args.budget_s is not None and time.perf_counter() - start > args.budget_s:
+            skipped.append(what)
+            print(f"[{time.perf_counter() - start:6.1f} s] over --budget-s {args.budget_s:g}: skipping {what}")
+            return True
+        return False
+
+    for shape in SMOKE_SHAPES if args.smoke else SHAPES:
+        if over_budget(f"spectral ops {shape}"):
+            continue
         for form in FORMS:
             measure_modulation(shape, form, device, bench, copy_gbs, compile_backend, rows, failures)
             print(f"[{time.perf_counter() - start:6.1f} s] spectral_modulation {shape} {form}", flush=True)
         measure_features(shape, device, bench, copy_gbs, rows)
         if device.type == "cuda":
             torch.cuda.empty_cache()
+        save(complete=False)
 
     for shape in SMOKE_SAMB_SHAPES if args.smoke else SAMB_SHAPES:
+        if over_budget(f"SAMB/SAMBlock {shape}"):
+            continue
         for fm_mode in ("band",) if args.smoke else ("channel", "band"):
             measure_module(f"SAMB[{fm_mode}]", SAMB(shape[1], fm_mode=fm_mode).to(device), shape, device, bench, rows)
-        try:
-            from spectral3d.layers.samblock import SAMBlock
-        except ImportError as exc:
-            print(f"SAMBlock row skipped: {exc}")
-        else:
-            measure_module("SAMBlock", SAMBlock(shape[1]).to(device), shape, device, bench, rows)
+        from spectral3d.layers.samblock import SAMBlock
+
+        measure_module("SAMBlock", SAMBlock(shape[1]).to(device), shape, device, bench, rows)
         print(f"[{time.perf_counter() - start:6.1f} s] SAMB/SAMBlock {shape}", flush=True)
+        save(complete=False)
 
     print_table(rows, copy_gbs)
-    card = torch.cuda.get_device_name() if device.type == "cuda" else "cpu-smoke"
-    result = {
-        "device": card,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "triton": _triton_version(),
-        "smoke": args.smoke,
-        "kernel_mode": os.environ.get("SPECTRAL3D_KERNEL", "auto"),
-        "copy_bandwidth_gbs": copy_gbs,
-        "checks": checks,
-        "failures": failures,
-        "rows": rows,
-        "seconds": time.perf_counter() - start,
-    }
-    out_dir = args.out or Path(os.environ.get("OUT") or Path(__file__).parent / "results")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    slug = "".join(ch if ch.isalnum() else "-" for ch in card.lower()).strip("-")
-    path = out_dir / f"gpu_spectral_{slug}_{dt.date.today().isoformat()}.json"
-    path.write_text(json.dumps(result, indent=1))
-    print(f"\nwrote {path} ({result['seconds']:.0f} s)")
+    save(complete=not skipped)
+    print(f"\nwrote {path} ({time.perf_counter() - start:.0f} s)")
     for failure in failures:
         print(f"CHECK FAILED: {failure}", file=sys.stderr)
     return 1 if failures else 0
