@@ -49,6 +49,7 @@ features (our count of the arithmetic in the formulas above; the reductions' add
 
 import math
 import os
+from typing import Optional
 
 import torch
 from torch.utils.flop_counter import register_flop_formula
@@ -364,6 +365,10 @@ def _launchers():  # noqa: ANN202
 # --------------------------------------------------------------------------------------------
 # custom ops
 # --------------------------------------------------------------------------------------------
+# The annotations are real (no ``from __future__ import annotations`` in this module): torch 2.11's
+# ``triton_op`` infers the schema from them even when ``schema=`` is given.
+Tensor = torch.Tensor
+OptTensor = Optional[torch.Tensor]  # noqa: UP045 - infer_schema of older torch reads typing.Optional only
 
 
 @torch.library.triton_op(
@@ -371,7 +376,7 @@ def _launchers():  # noqa: ANN202
     mutates_args=(),
     schema="(Tensor X, Tensor f_m, Tensor f_e, Tensor alpha, Tensor beta, Tensor? band_index) -> Tensor",
 )
-def _modulation_op(X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN202
+def _modulation_op(X: Tensor, f_m: Tensor, f_e: Tensor, alpha: Tensor, beta: Tensor, band_index: OptTensor) -> Tensor:
     path = _path(X)
     if path == "torch":
         return _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index)
@@ -386,7 +391,9 @@ def _modulation_op(X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN20
         " -> (Tensor, Tensor, Tensor, Tensor, Tensor)"
     ),
 )
-def _modulation_backward_op(grad, X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN202
+def _modulation_backward_op(
+    grad: Tensor, X: Tensor, f_m: Tensor, f_e: Tensor, alpha: Tensor, beta: Tensor, band_index: OptTensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     path = _path(X)
     if path == "torch":
         return _modulation_backward_torch(grad, X, f_m, f_e, alpha, beta, band_index)
@@ -394,7 +401,7 @@ def _modulation_backward_op(grad, X, f_m, f_e, alpha, beta, band_index):  # noqa
 
 
 @torch.library.triton_op("spectral3d::spectral_features", mutates_args=(), schema="(Tensor X) -> Tensor")
-def _features_op(X):  # noqa: ANN001, ANN202
+def _features_op(X: Tensor) -> Tensor:
     path = _path(X)
     if path == "torch":
         return _features_forward_torch(X)
@@ -404,7 +411,7 @@ def _features_op(X):  # noqa: ANN001, ANN202
 @torch.library.triton_op(
     "spectral3d::spectral_features_backward", mutates_args=(), schema="(Tensor grad, Tensor X) -> Tensor"
 )
-def _features_backward_op(grad, X):  # noqa: ANN001, ANN202
+def _features_backward_op(grad: Tensor, X: Tensor) -> Tensor:
     path = _path(X)
     if path == "torch":
         return _features_backward_torch(grad, X)
