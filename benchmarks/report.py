@@ -76,34 +76,41 @@ def model_table(rows: list[dict[str, Any]]) -> str:
         "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|"
     )
     lines = [header]
+    timed_metrics = ("train_throughput", "infer_throughput")
     for model in _models(rows):
         params = _value(rows, model, "params")
         macs_row = _pick(rows, model, "macs")
-        timed = _pick(rows, model, "infer_throughput") or _pick(rows, model, "train_throughput")
-        if params is None or (macs_row is None and timed is None):
+        # one line per timed (input, batch): full mode times two sizes; MONAI-pair rows carry a model prefix
+        timed_at: dict[tuple, dict[str, Any]] = {}
+        for row in rows:
+            if row["model"] == model and row["metric"] in timed_metrics and row.get("backend", "eager") == "eager":
+                timed_at.setdefault((tuple(row.get("input", ())), row.get("batch")), row)
+        if params is None and macs_row is None and not timed_at:
             continue
         cfg_in = "×".join(map(str, macs_row["input"][1:])) if macs_row else ""
-        timed_in = f"{'×'.join(map(str, timed['input'][1:]))} × {timed['batch']}" if timed else ""
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    f"`{model}`",
-                    _fmt(params, 1e6),
-                    _fmt(macs_row["value"] if macs_row else None, 1e9),
-                    _fmt(_value(rows, model, "fft_flops"), 1e9, 3),
-                    cfg_in,
-                    timed_in,
-                    _fmt(_value(rows, model, "train_throughput")),
-                    _fmt(_value(rows, model, "train_throughput", checkpointing=True)),
-                    _fmt(_value(rows, model, "infer_throughput")),
-                    _mib(_value(rows, model, "train_peak_mem")),
-                    _mib(_value(rows, model, "train_peak_mem", checkpointing=True)),
-                    _mib(_value(rows, model, "infer_peak_mem")),
-                ]
+        for (shape, batch), timed in timed_at.items() or [((), None)]:
+            at = {"input": list(shape), "batch": batch} if timed is not None else {}
+            timed_in = f"{'×'.join(map(str, shape[1:]))} × {batch}" if timed is not None else ""
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        f"`{model}`",
+                        _fmt(params, 1e6),
+                        _fmt(macs_row["value"] if macs_row else None, 1e9),
+                        _fmt(_value(rows, model, "fft_flops"), 1e9, 3),
+                        cfg_in,
+                        timed_in,
+                        _fmt(_value(rows, model, "train_throughput", **at)),
+                        _fmt(_value(rows, model, "train_throughput", checkpointing=True, **at)),
+                        _fmt(_value(rows, model, "infer_throughput", **at)),
+                        _mib(_value(rows, model, "train_peak_mem", **at)),
+                        _mib(_value(rows, model, "train_peak_mem", checkpointing=True, **at)),
+                        _mib(_value(rows, model, "infer_peak_mem", **at)),
+                    ]
+                )
+                + " |"
             )
-            + " |"
-        )
     return "\n".join(lines)
 
 

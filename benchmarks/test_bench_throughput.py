@@ -47,5 +47,6 @@ def test_throughput(bench_model, shape_index, phase, checkpointing, backend, set
     if phase == "train" and not checkpointing:
         record(bench_model, "train_state_mem", bench_tools.state_bytes(work.model), "bytes", **context)
     if phase == "infer" and backend == "eager":
+        record(bench_model, "params", sum(p.numel() for p in work.model.parameters()), "parameters")
         rep = flops.count_model(bench_model, input_size=size)
         record(bench_model, "macs_bench_input", rep.macs, "MAC", **{**context, "batch": 1})

@@ -40,7 +40,7 @@ def test_fusion_shapes_and_gradients(d: int, h: int, w: int, cl: bool) -> None:
 def test_fusion_single_branch_max_pool_and_dtypes() -> None:
     fuse = MultiScaleFusion(DIMS_A, None, out_dim=16, global_pool="max")
     a = _stages(DIMS_A, (8, 8, 8))
-    assert fuse(a).shape == (2, 16) and len(fuse.projs) == 4
+    assert fuse(a).shape == (2, 16) and fuse.in_features == sum(DIMS_A)
     # max pooling: changing a non-maximal voxel leaves the output unchanged
     a2 = [x.clone() for x in a]
     a2[0][:, :, 0, 0, 0] = a[0].amin() - 1
@@ -51,6 +51,24 @@ def test_fusion_single_branch_max_pool_and_dtypes() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = fuse(_stages(DIMS_A, (8, 8, 8)), _stages(DIMS_B, (8, 8, 8)))
     assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
+
+
+def test_fusion_matches_its_definition() -> None:
+    """f = proj(LN(concat[pool(F_k)])) against a plain re-computation, in float64 on random stages."""
+    torch.manual_seed(0)
+    fuse = MultiScaleFusion(DIMS_A, DIMS_B, out_dim=12).double()
+    with torch.no_grad():  # non-trivial LayerNorm affine parameters
+        fuse.norm.weight.normal_()
+        fuse.norm.bias.normal_()
+    a = _stages(DIMS_A, (9, 6, 7), dtype=torch.float64)
+    b = _stages(DIMS_B, (9, 6, 7), dtype=torch.float64)
+    z = torch.cat([f.mean(dim=(2, 3, 4)) for f in a + b], dim=1)
+    z = (z - z.mean(1, keepdim=True)) / torch.sqrt(z.var(1, unbiased=False, keepdim=True) + fuse.norm.eps)
+    expected = (z * fuse.norm.weight + fuse.norm.bias) @ fuse.proj.weight.T + fuse.proj.bias
+    torch.testing.assert_close(fuse.eval()(a, b), expected)
+    # every stage of both branches reaches the output: changing one stage's mean changes f
+    a[1] = a[1] + 1.0
+    assert not torch.allclose(fuse(a, b), expected)
 
 
 def test_fusion_bad_input() -> None:
