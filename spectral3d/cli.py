@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint", required=True, type=Path)
     g.add_argument("case", type=Path, metavar="CASE_DIR")
     g.add_argument("--out", required=True, type=Path)
-    g.add_argument("--method", choices=["gradcam", "gradcam++"], default="gradcam")
+    g.add_argument("--method", choices=["gradcam", "gradcam++", "layercam"], default="gradcam")
     g.add_argument("--target-class", default=None, help="class name to explain (default: the predicted class)")
     g.add_argument("--tabular", type=Path, default=None, help="CSV with case_id and clinical columns")
 

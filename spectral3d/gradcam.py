@@ -7,6 +7,8 @@ chosen class score ``y_c`` (the logit, before softmax) with respect to ``A``:
 - Grad-CAM++ (Chattopadhay et al. 2018), with the exponential-score closed form:
   ``α_k = G_k² / (2 G_k² + Σ_{dhw} A_k G_k³)`` (0 where the denominator is 0),
   ``w_k = Σ_{dhw} α_k ReLU(G_k)``, ``M = ReLU(Σ_k w_k A_k)``.
+- LayerCAM (Jiang et al. 2021): ``M = ReLU(Σ_k ReLU(G_k) ⊙ A_k)``, a weight per position, so a map
+  at a shallow stage keeps where the gradient arrives (``method="layercam"``).
 
 Each map is upsampled trilinearly (``align_corners=False``) to the input's ``(D, H, W)`` (the model
 grid) and scaled to [0, 1] per case (a map that is zero everywhere stays zero). When a name has
@@ -84,7 +86,7 @@ __all__ = [
     "render_gradcam_figure",
 ]
 
-Method = Literal["gradcam", "gradcam++"]
+Method = Literal["gradcam", "gradcam++", "layercam"]
 Reshape = Callable[[torch.Tensor, tuple[int, int, int]], torch.Tensor]
 
 
@@ -132,8 +134,10 @@ def cam_from_activations(activations: torch.Tensor, grads: torch.Tensor, method:
         denom = 2 * g2 + (a * g3).sum(dim=(2, 3, 4), keepdim=True)
         alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), 0.0)
         weights = (alpha * F.relu(g)).sum(dim=(2, 3, 4), keepdim=True)
+    elif method == "layercam":
+        weights = F.relu(g)  # per position: keeps where the gradient is, not only how large it is on average
     else:
-        raise ValueError(f"method: expected 'gradcam' or 'gradcam++', got {method!r}")
+        raise ValueError(f"method: expected 'gradcam', 'gradcam++' or 'layercam', got {method!r}")
     return F.relu((weights * a).sum(dim=1))
 
 
@@ -267,8 +271,8 @@ class GradCAM3d:
         reshape: Reshape | None = None,
         min_grid: int = 4,
     ) -> None:
-        if method not in ("gradcam", "gradcam++"):
-            raise ValueError(f"method: expected 'gradcam' or 'gradcam++', got {method!r}")
+        if method not in ("gradcam", "gradcam++", "layercam"):
+            raise ValueError(f"method: expected 'gradcam', 'gradcam++' or 'layercam', got {method!r}")
         if not isinstance(min_grid, int) or min_grid < 1:
             raise ValueError(f"min_grid: expected a positive int (cells per axis), got {min_grid!r}")
         self.model = model

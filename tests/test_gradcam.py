@@ -61,6 +61,17 @@ def test_maps_are_upsampled_to_the_input_grid_and_normalised() -> None:
     assert m.shape == (3, 9, 10, 11) and float(m.min()) >= 0 and float(m.max()) <= 1 + 1e-6
 
 
+def test_layercam_weights_each_position_by_its_own_gradient() -> None:
+    a = torch.rand(2, 3, 4, 5, 6)
+    g = torch.randn(2, 3, 4, 5, 6)
+    torch.testing.assert_close(cam_from_activations(a, g, "layercam"), F.relu((F.relu(g) * a).sum(1)))
+    # uniform activations, a gradient at one position: LayerCAM points there, Grad-CAM cannot
+    a, g = torch.ones(1, 2, 3, 3, 3), torch.zeros(1, 2, 3, 3, 3)
+    g[0, :, 1, 2, 0] = 1.0
+    layer, grad = cam_from_activations(a, g, "layercam"), cam_from_activations(a, g, "gradcam")
+    assert int(layer.flatten().argmax()) == 1 * 9 + 2 * 3 + 0 and float(grad.std()) == 0.0
+
+
 def test_bad_input_and_method() -> None:
     with pytest.raises(ValueError, match="method"):
         GradCAM3d(_GapNet(), method="scorecam")  # type: ignore[arg-type]

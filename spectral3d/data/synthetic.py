@@ -55,7 +55,7 @@ from scipy import ndimage
 from spectral3d._checks import to_3tuple_int
 from spectral3d.data.cohort import CASES_CSV
 
-__all__ = ["LESIONS_JSON", "TASKS", "lesion_centres", "write_synthetic_cohort"]
+__all__ = ["LESIONS_JSON", "TASKS", "lesion_centres", "lesion_radii", "write_synthetic_cohort"]
 
 LESIONS_JSON = "lesions.json"
 TASKS = {
@@ -172,6 +172,20 @@ def lesion_centres(root: str | os.PathLike, space: Literal["world", "dhw"] = "wo
         info = json.load(f)["lesions"]
     key = "centre_world_mm" if space == "world" else "centre_dhw"
     return {cid: np.asarray(v[key], dtype=np.float64) for cid, v in info.items()}
+
+
+def lesion_radii(root: str | os.PathLike) -> dict[str, float]:
+    """The lesion radius of every case of a synthetic cohort in mm (= voxels of the 1 mm ``t1`` grid).
+
+    Example::
+
+        >>> radii = lesion_radii(root)                  # doctest: +SKIP
+        >>> 0.85 * 0.18 * 32 <= radii["case000"] <= 1.15 * 0.18 * 32  # doctest: +SKIP
+        True
+    """
+    with open(Path(root) / LESIONS_JSON) as f:
+        info = json.load(f)["lesions"]
+    return {cid: float(v["radius_mm"]) for cid, v in info.items()}
 
 
 def _plan_table(cases: int, num_classes: int, folds: int, rng: np.random.Generator) -> list[tuple]:

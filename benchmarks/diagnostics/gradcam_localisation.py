@@ -1,0 +1,126 @@
+"""Does a briefly trained DeSamba-tiny look at the lesion? Measures it; asserts nothing.
+
+Synthetic spondylitis cases (t1 + t2fs on different grids, 32³ at 1 mm) cropped around the
+field-of-view centre, so the lesion sits anywhere in the volume, at the position ``lesions.json``
+records. ``desamba_spondylitis_tiny`` trains on the first ``--train`` cases (AdamW, lr 1e-3, batch 8,
+random flips, Eq. 5 loss, seed 0) and is then measured on the rest:
+
+* held-out accuracy, with the clinical table removed, and with the lesion blanked out (the ball
+  of radius + 3 voxels set to 0, the volume mean after z-scoring): if accuracy survives the
+  blanking, the model reads the class somewhere else than at the lesion;
+* for Grad-CAM, Grad-CAM++ and LayerCAM at the default layer (and the 8³ stage): how often the
+  map's maximum lies within the lesion radius + 3 voxels, against the rate of a uniformly random
+  maximum (that ball's volume over the grid's, per case);
+* the 5th and 99th percentile of the z-scored volumes per class: the per-volume normalisation
+  statistics a model can use instead of the lesion.
+
+    python benchmarks/diagnostics/gradcam_localisation.py --intensity-cue 2.0 --texture 0.35
+
+Measured 2026-11-26 (2-core CPU VM, 48 train / 40 held-out cases, 12 epochs, ~25 s): with the
+intensity cue raised to 2.0 the model reaches 97.5 % held-out accuracy, 82.5 % with the lesion
+blanked, and its Grad-CAM maxima sit on the volume border (median distance to the lesion 19-20
+voxels; hit rates 3-25 % against 8.3 % at random): the class leaks into the z-score statistics
+(t2fs 99th percentile 2.4 vs 6.1 between the classes). With the texture cue alone (amplitude 1.0,
+no intensity cue) 12 epochs reach 60 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import backbones3d
+from backbones3d.desamba import DeSambaLoss
+from spectral3d.data import Cohort, PreprocessConfig, TabularStats, synthetic, write_synthetic_cohort
+from spectral3d.gradcam import GradCAM3d
+
+MARGIN = 3
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--train", type=int, default=48)
+    p.add_argument("--test", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--intensity-cue", type=float, default=synthetic._INTENSITY_CUE)
+    p.add_argument("--texture", type=float, default=synthetic._TEXTURE_AMPLITUDE)
+    args = p.parse_args()
+
+    root = Path(tempfile.mkdtemp())
+    synthetic._INTENSITY_CUE, synthetic._TEXTURE_AMPLITUDE = args.intensity_cue, args.texture
+    cohort_dir = write_synthetic_cohort(root, task="spondylitis", cases=args.train + args.test, seed=1, size=32)
+    cohort = Cohort.from_folder(cohort_dir)
+    pre = PreprocessConfig(input_size=32, spacing=1.0, crop="centre")
+    cases = list(cohort.cases)
+    stats = TabularStats.fit(cases[: args.train], cohort.clinical_columns)
+    x = torch.from_numpy(np.stack([cohort.load(rec, pre).volume for rec in cases]))
+    tab = torch.from_numpy(np.stack([stats.transform(rec.clinical) for rec in cases]))
+    y = torch.tensor([cohort.label_index(rec) for rec in cases])
+    centres = synthetic.lesion_centres(cohort_dir, space="dhw")
+    radii = synthetic.lesion_radii(cohort_dir)
+
+    torch.manual_seed(0)
+    model = backbones3d.create_model(
+        "desamba_spondylitis_tiny", sequences=list(cohort.sequences), num_classes=2, num_tabular=8
+    )
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    criterion = DeSambaLoss()
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(args.epochs):
+        for idx in torch.randperm(args.train, generator=gen).split(8):
+            xb = x[idx].clone()
+            for axis in (2, 3, 4):
+                flip = torch.rand(len(idx), generator=gen) < 0.5
+                xb[flip] = xb[flip].flip(axis)
+            logits, aux = model.forward_with_aux(xb, tab[idx])
+            loss, _ = criterion(logits, y[idx], aux)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+
+    held = slice(args.train, None)
+    xt, tt, yt = x[held], tab[held], y[held]
+    ct = [centres[r.case_id] for r in cases[held]]
+    rt = [radii[r.case_id] for r in cases[held]]
+    grid = np.stack(np.indices((32, 32, 32)), -1).astype(np.float64)
+    balls = [np.linalg.norm(grid - c, axis=-1) for c in ct]
+    blanked = xt.clone()
+    for i, (dist, r) in enumerate(zip(balls, rt)):
+        blanked[i][:, torch.from_numpy(dist <= r + MARGIN)] = 0
+
+    def accuracy(v: torch.Tensor, t: torch.Tensor | None) -> float:
+        with torch.no_grad():
+            return float((model(v, t).argmax(1) == yt).float().mean())
+
+    print(
+        f"held-out accuracy {accuracy(xt, tt):.3f}; without the clinical table {accuracy(xt, None):.3f}; "
+        f"lesion blanked {accuracy(blanked, tt):.3f}"
+    )
+    chance = float(np.mean([(dist <= r + MARGIN).mean() for dist, r in zip(balls, rt)]))
+    for method in ("gradcam", "gradcam++", "layercam"):
+        for min_grid in (4, 8):
+            out = GradCAM3d(model, method=method, min_grid=min_grid)(xt, tt)
+            line = []
+            for s in cohort.sequences:
+                peaks = [np.unravel_index(int(m.argmax()), (32, 32, 32)) for m in out.maps[s]]
+                hit = np.mean([dist[pk] <= r + MARGIN for dist, r, pk in zip(balls, rt, peaks)])
+                far = np.median([dist[pk] for dist, pk in zip(balls, peaks)])
+                line.append(f"{s}: hit {hit:.2f}, peak-lesion distance median {far:.1f}")
+            print(f"{method:<9} min_grid {min_grid}: " + "; ".join(line) + f" (random map {chance:.3f})")
+    for s, name in enumerate(cohort.sequences):
+        v = xt[:, s].flatten(1)
+        pct = {
+            k: (float(v[yt == k].quantile(0.05, dim=1).median()), float(v[yt == k].quantile(0.99, dim=1).median()))
+            for k in (0, 1)
+        }
+        print(f"{name}: median 5th / 99th percentile of the z-scored volume per class {pct}")
+
+
+if __name__ == "__main__":
+    main()
