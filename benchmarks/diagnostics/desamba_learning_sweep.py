@@ -165,7 +165,7 @@ def run(name: str, data: dict, device: torch.device, epochs: int, batch: int = 8
             opt.step()
             sched.step()
             correct += int((logits.argmax(1) == y).sum())
-            loss_sum += float(loss) * len(idx)
+            loss_sum += loss.item() * len(idx)
         row = {
             "epoch": epoch,
             "train_loss": loss_sum / len(ys),
