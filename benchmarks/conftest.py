@@ -448,6 +448,10 @@ def build_workload(
     if backend not in ("eager", "compile"):
         raise ValueError(f"backend: expected 'eager' or 'compile', got {backend!r}")
     compile_fn = torch.compile if backend == "compile" else (lambda fn: fn)
+    if backend == "compile":
+        # a fresh Dynamo cache per workload: models of one class share their forward's code object,
+        # and past Dynamo's recompile limit a "compiled" call silently runs eager
+        torch._dynamo.reset()
     eq5 = _desamba_loss() if hasattr(model, "forward_with_aux") else None
     forward_aux = compile_fn(model.forward_with_aux) if eq5 is not None else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)

@@ -145,6 +145,10 @@ def measure_modulation(shape, form, device, bench, copy_gbs, compile_backend, ro
         "eager": (lambda *t: spectral_modulation_reference(*t, band), leaves, grad),
     }
     if compile_backend is not None:
+        # A fresh Dynamo cache per (shape, form): every variant compiles the same function, and past
+        # Dynamo's recompile limit (8 graphs per code object) it silently runs eager instead — the
+        # first H100 run (2026-11-26) timed eager code as "compile" from the 16³ shape on.
+        torch._dynamo.reset()
         compiled = torch.compile(modulation_real_view, backend=compile_backend, dynamic=False)
         providers["compile"] = (lambda *t: compiled(*t, band), real_leaves, grad_r)
     results = {}
@@ -271,6 +275,7 @@ def correctness_checks(device: torch.device, compile_backend, fm_modes, failures
                 p.add_(0.3 * torch.randn_like(p))
         x = torch.randn(2, 16, 9, 10, 11, device=device, requires_grad=True)
         try:
+            torch._dynamo.reset()
             y_c = torch.compile(m, fullgraph=True, backend=compile_backend)(x)
             (gx_c,) = torch.autograd.grad(y_c.square().sum(), x)
             y_e = m(x)

@@ -88,7 +88,8 @@ def model_table(rows: list[dict[str, Any]]) -> str:
         if params is None and macs_row is None and not timed_at:
             continue
         cfg_in = "×".join(map(str, macs_row["input"][1:])) if macs_row else ""
-        for (shape, batch), timed in timed_at.items() or [((), None)]:
+        # a model counted but not timed (e.g. paper scale on CPU) still gets its line
+        for (shape, batch), timed in list(timed_at.items()) or [(((), None), None)]:
             at = {"input": list(shape), "batch": batch} if timed is not None else {}
             timed_in = f"{'×'.join(map(str, shape[1:]))} × {batch}" if timed is not None else ""
             lines.append(
