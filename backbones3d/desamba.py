@@ -96,6 +96,8 @@ class DeSambaConfig:
         drlm_dim: width of DRLM's unique and shared vectors (default ``feature_dim``).
         drlm_hidden_dim: hidden width of DRLM's MLPs (default ``feature_dim``).
         fm_mode, num_bands: SAMB's modulation form and radial bands.
+        samblock_residual: SAMBlock's skip, ``"paper"`` (``0.5·x + 0.5·F_out``, default) or
+            ``"identity"`` (``x + F_out``); see :mod:`spectral3d.layers.samblock`.
         share_encoders: one CNN/Mamba/fusion encoder for every sequence.
         global_pool: fusion pooling, ``"avg"`` or ``"max"``.
         drop_rate: dropout before the classifier (and in the tabular MLP).
@@ -129,6 +131,7 @@ class DeSambaConfig:
     drlm_hidden_dim: int | None = None
     fm_mode: str = "band"
     num_bands: int = 8
+    samblock_residual: str = "paper"
     share_encoders: bool = False
     global_pool: str = "avg"
     drop_rate: float = 0.0
@@ -190,6 +193,7 @@ class SequenceEncoder(nn.Module):
                 frequency=c.frequency_pathway,
                 fm_mode=c.fm_mode,
                 num_bands=c.num_bands,
+                residual=c.samblock_residual,
                 drop_path_rate=c.drop_path_rate,
                 features_only=True,
             )

@@ -110,6 +110,8 @@ class SAMNet(StagedContract):
         fm_mode: SAMB's modulation form (``"band"``, ``"channel"``, ``"spectral"``).
         num_bands: SAMB's radial frequency bands.
         enh_kernel_size: SAMB's enhancement kernel.
+        residual: SAMBlock's skip, ``"paper"`` (``0.5·x + 0.5·F_out``) or ``"identity"`` (``x + F_out``;
+            trains at learning rates where the paper form does not, see :mod:`spectral3d.layers.samblock`).
         kernel_size: depthwise kernel of the block bodies (7).
         freq_kernel_size: depthwise kernel after SAMB (3).
         mlp_ratio: MLP expansion of the block bodies (4).
@@ -142,6 +144,7 @@ class SAMNet(StagedContract):
         fm_mode: str = "band",
         num_bands: int = 8,
         enh_kernel_size: int = 1,
+        residual: str = "paper",
         kernel_size: int = 7,
         freq_kernel_size: int = 3,
         mlp_ratio: float = 4.0,
@@ -173,6 +176,7 @@ class SAMNet(StagedContract):
             fm_mode=fm_mode,
             num_bands=num_bands,
             enh_kernel_size=enh_kernel_size,
+            residual=residual,
             kernel_size=kernel_size,
             freq_kernel_size=freq_kernel_size,
             mlp_ratio=mlp_ratio,

@@ -89,6 +89,15 @@ def test_spondylitis_shared_encoders_and_contract() -> None:
     assert model(x).shape == (2, model.num_features)
 
 
+def test_samblock_residual_reaches_every_block() -> None:
+    for residual in ("paper", "identity"):
+        model = backbones3d.create_model("desamba_spondylitis_tiny", samblock_residual=residual)
+        blocks = [m for m in model.modules() if isinstance(m, SAMBlock)]
+        assert len(blocks) == 2 * 4 and {b.residual for b in blocks} == {residual}
+    samnet = backbones3d.create_model("samnet_tiny", residual="identity", dims=(8, 16, 24, 32), depths=(1, 1, 1, 1))
+    assert {m.residual for m in samnet.modules() if isinstance(m, SAMBlock)} == {"identity"}
+
+
 def test_compile_fullgraph_and_export() -> None:
     model = desamba_spine_tiny().eval()
     x, tab = torch.randn(2, 3, SIZE, SIZE, SIZE), torch.randn(2, 8)

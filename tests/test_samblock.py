@@ -50,6 +50,10 @@ def test_samblock_implements_eq1() -> None:
     expected = 0.5 * x + 0.5 * theta * (w1 * f1 + w2 * f2)
     torch.testing.assert_close(block(x), expected)
     assert torch.equal(SAMBlock(C).branch_weights, torch.tensor([0.5, 0.5]))
+    # residual="identity": the same block with the plain skip x + F_out
+    plain = SAMBlock(C, residual="identity").double().eval()
+    plain.load_state_dict(block.state_dict())
+    torch.testing.assert_close(plain(x), x + theta * (w1 * f1 + w2 * f2))
     # the frequency branch matters: changing SAMB's parameters changes the output
     with torch.no_grad():
         block.samb.beta.add_(1.0)
@@ -122,3 +126,5 @@ def test_bad_input() -> None:
         SAMBlock(0)
     with pytest.raises(ValueError, match=r"fm_mode"):
         SAMBlock(C, fm_mode="wavelet")
+    with pytest.raises(ValueError, match=r"residual: expected one of \('paper', 'identity'\), got 'half'"):
+        SAMBlock(C, residual="half")
