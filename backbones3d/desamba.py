@@ -27,9 +27,11 @@ point takes ``scale="paper" | "small" | "tiny"``:
   FFT not counted, elementwise ops and norms not counted) ``desamba_spine`` has 430.69 M
   parameters (−0.7 %) and 305.29 G MACs (−1.0 %): ``PAPER_SCALE_MEASURED``.
 - ``"small"``: SAMNet-Tiny widths and MambaOut-Femto per sequence (a single GPU trains it).
-- ``"tiny"``: one block per stage, widths 8-16-24-32, input (S, 32, 32, 32): CPU-trainable in
-  minutes, used by the tests (``desamba_spine_tiny``, ``desamba_spondylitis_tiny``, and
-  ``test_desamba_3d``, the registry's test model: ``desamba_spine_tiny`` with ``share_encoders=True``).
+- ``"tiny"``: one block per stage, widths 16-32-64-128, SAMBlock's identity skip
+  (``samblock_residual="identity"``: at the demo's lr 1e-3 the paper's 0.5-weighted skip keeps SAMNet
+  from learning), input (S, 32, 32, 32): CPU-trainable in minutes, used by the tests
+  (``desamba_spine_tiny``, ``desamba_spondylitis_tiny``, and ``test_desamba_3d``, the registry's
+  test model: ``desamba_spine_tiny`` with ``share_encoders=True``).
 
 Choices *(ours)*: the fusion block (:mod:`spectral3d.layers.fusion`), the tabular encoder
 (:mod:`spectral3d.layers.tabular`), DRLM's encoder/decoder forms (:mod:`spectral3d.layers.drlm`),
@@ -488,13 +490,16 @@ SCALES: dict[str, dict[str, Any]] = {
         feature_dim=256,
         tabular_dim=64,
     ),
+    # tiny: widths 16-128 and SAMBlock's identity skip, the smallest setting that learned the demo
+    # cohort in minutes (benchmarks/results/fusion_ablation.md; widths 8-32 with the paper skip: test AUC ~0.6)
     "tiny": dict(
         cnn_depths=(1, 1, 1, 1),
-        cnn_dims=(8, 16, 24, 32),
+        cnn_dims=(16, 32, 64, 128),
         mamba_depths=(1, 1, 1, 1),
-        mamba_dims=(8, 16, 24, 32),
-        feature_dim=32,
+        mamba_dims=(16, 32, 64, 128),
+        feature_dim=64,
         tabular_dim=16,
+        samblock_residual="identity",
     ),
 }
 DATASETS: dict[str, dict[str, Any]] = {

@@ -135,3 +135,23 @@ def test_bad_training_arguments() -> None:
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="class_weights"):
         TrainConfig(class_weights="inverse")
+
+
+def test_initial_weights_depend_on_the_seed_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs with one seed start from the same weights whatever the process drew before them."""
+    from spectral3d.data import write_synthetic_cohort
+    from spectral3d.train import workflow
+
+    cohort = write_synthetic_cohort(tmp_path / "cohort", task="spondylitis", cases=6, seed=0, size=16)
+    starts = []
+
+    def fake_fit(model, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202 - records, trains nothing
+        starts.append({k: v.clone() for k, v in model.state_dict().items()})
+
+    monkeypatch.setattr(workflow, "fit", fake_fit)
+    for draw in (1, 2):
+        torch.manual_seed(draw)  # a different global RNG state before each run
+        torch.randn(10)
+        workflow.train_on_cohort("test_desamba_3d", cohort, tmp_path / f"run{draw}", TrainConfig(seed=3), input_size=32)
+    assert starts[0].keys() == starts[1].keys()
+    assert all(torch.equal(starts[0][k], starts[1][k]) for k in starts[0])

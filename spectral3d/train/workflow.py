@@ -124,6 +124,9 @@ def train_on_cohort(
     cfg = cfg or TrainConfig()
     _is_multi_sequence(model_name)  # an unknown name fails here, suggesting close names, before any data is read
     cohort = Cohort.from_folder(data, skip_bad=skip_bad)
+    # the initial weights depend on cfg.seed alone, not on what this process ran before
+    # (the demo trains two models in a row; without this the baseline's start depended on DeSamba's run)
+    torch.manual_seed(cfg.seed)
     model, kwargs = build_model_for_cohort(
         model_name, cohort.sequences, cohort.num_classes, cohort.num_tabular, model_kwargs
     )
