@@ -57,7 +57,7 @@ def run_demo(
     timings: dict[str, float] = {}
     for i, name in enumerate(models):
         print(f"[2/3] training {name} ({i + 1}/{len(models)}) for {epochs} epoch(s)")
-        cfg = TrainConfig(epochs=epochs, batch_size=4, lr=1e-3, warmup_epochs=1.0, seed=seed, progress=True)
+        cfg = TrainConfig(epochs=epochs, batch_size=4, lr=3e-4, warmup_epochs=1.0, seed=seed, progress=True)
         t0 = time.time()
         run = out / "runs" / name
         train_on_cohort(name, cohort, run, cfg, model_kwargs={"drop_rate": 0.3}, input_size=32, cache_dir=out / "cache")

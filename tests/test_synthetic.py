@@ -83,6 +83,26 @@ def test_frequency_band_is_the_class_cue(tmp_path):
     assert min(freq["tuberculous"]) > max(freq["pyogenic"])
 
 
+def test_intensity_cue_per_sequence_inside_the_anatomy(tmp_path):
+    """The lesion mean rises with the class in t1 and falls in t2fs, and stays between background and column."""
+    root = write_synthetic_cohort(tmp_path / "sp", task="spondylitis", cases=10, size=24, seed=5)
+    cohort = Cohort.from_folder(root)
+    cfg = PreprocessConfig(input_size=24, crop="centre", clip_percentiles=None, zscore=False)
+    lesion_mean = {name: {s: [] for s in cohort.sequences} for name in cohort.classes}
+    for rec in cohort.cases:
+        case = cohort.load(rec, cfg)
+        roi = ndimage.binary_erosion(case.roi, iterations=1)  # away from the soft edge
+        for s, name in enumerate(cohort.sequences):
+            v = case.volume[s]
+            lesion_mean[rec.label][name].append(v[roi].mean())
+            # the anatomy's range (background to column) brackets the lesion's mean, up to its texture
+            lo, hi = np.percentile(v[~ndimage.binary_dilation(case.roi, iterations=2)], (2, 98))
+            assert lo - 0.25 * (hi - lo) < v[roi].mean() < hi + 0.25 * (hi - lo), (rec.case_id, name)
+    # pyogenic = the first class (low), tuberculous = the last (high): separated in each sequence alone
+    assert min(lesion_mean["tuberculous"]["t1"]) > max(lesion_mean["pyogenic"]["t1"])
+    assert max(lesion_mean["tuberculous"]["t2fs"]) < min(lesion_mean["pyogenic"]["t2fs"])
+
+
 def test_argument_validation(tmp_path):
     with pytest.raises(ValueError, match="task: expected one of"):
         write_synthetic_cohort(tmp_path / "a", task="brain")

@@ -95,6 +95,7 @@ VARIANTS: dict[str, dict] = {
     "samnet_tiny": {"model": "samnet_tiny", "kw": {"drop_rate": 0.3}},
     "samnet_tiny_lr3e-4": {"model": "samnet_tiny", "kw": {"drop_rate": 0.3}, "lr": 3e-4},
     "convnextv2": {"model": "convnextv2_atto_3d", "kw": {"drop_rate": 0.3}},
+    "convnextv2_lr3e-4": {"model": "convnextv2_atto_3d", "kw": {"drop_rate": 0.3}, "lr": 3e-4},
 }
 
 

@@ -50,10 +50,15 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--intensity-cue", type=float, default=synthetic._INTENSITY_CUE)
     p.add_argument("--texture", type=float, default=synthetic._TEXTURE_AMPLITUDE)
+    p.add_argument("--radius", type=float, default=synthetic._RADIUS_FRACTION, help="lesion radius / volume size")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--ablation", default=None, help="a Table 3 row (backbones3d.desamba.ABLATION_ROWS) at tiny scale")
     args = p.parse_args()
 
     root = Path(tempfile.mkdtemp())
     synthetic._INTENSITY_CUE, synthetic._TEXTURE_AMPLITUDE = args.intensity_cue, args.texture
+    synthetic._RADIUS_FRACTION = args.radius
     cohort_dir = write_synthetic_cohort(root, task="spondylitis", cases=args.train + args.test, seed=1, size=32)
     cohort = Cohort.from_folder(cohort_dir)
     pre = PreprocessConfig(input_size=32, spacing=1.0, crop="centre")
@@ -66,15 +71,16 @@ def main() -> None:
     radii = synthetic.lesion_radii(cohort_dir)
 
     torch.manual_seed(0)
-    model = backbones3d.create_model(
-        "desamba_spondylitis_tiny", sequences=list(cohort.sequences), num_classes=2, num_tabular=8
-    )
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    name, extra = "desamba_spondylitis_tiny", {}
+    if args.ablation:
+        name, extra = f"desamba_spine_ablation_{args.ablation}", {"scale": "tiny"}
+    model = backbones3d.create_model(name, sequences=list(cohort.sequences), num_classes=2, num_tabular=8, **extra)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
     criterion = DeSambaLoss()
     gen = torch.Generator().manual_seed(0)
     model.train()
     for _ in range(args.epochs):
-        for idx in torch.randperm(args.train, generator=gen).split(8):
+        for idx in torch.randperm(args.train, generator=gen).split(args.batch):
             xb = x[idx].clone()
             for axis in (2, 3, 4):
                 flip = torch.rand(len(idx), generator=gen) < 0.5
@@ -106,15 +112,36 @@ def main() -> None:
     )
     chance = float(np.mean([(dist <= r + MARGIN).mean() for dist, r in zip(balls, rt)]))
     for method in ("gradcam", "gradcam++", "layercam"):
-        for min_grid in (4, 8):
+        for min_grid in (4, 8, 16):
             out = GradCAM3d(model, method=method, min_grid=min_grid)(xt, tt)
             line = []
             for s in cohort.sequences:
                 peaks = [np.unravel_index(int(m.argmax()), (32, 32, 32)) for m in out.maps[s]]
-                hit = np.mean([dist[pk] <= r + MARGIN for dist, r, pk in zip(balls, rt, peaks)])
+                hits = np.array([dist[pk] <= r + MARGIN for dist, r, pk in zip(balls, rt, peaks)])
                 far = np.median([dist[pk] for dist, pk in zip(balls, peaks)])
-                line.append(f"{s}: hit {hit:.2f}, peak-lesion distance median {far:.1f}")
+                per_class = "/".join(f"{hits[yt.numpy() == k].mean():.2f}" for k in (0, 1))
+                # the same peaks scored against the other cases' lesions: any fixed spatial bias of the
+                # maps (centre, border) scores as well there; only tracking the lesion scores better here
+                others = np.mean(
+                    [balls[j][pk] <= rt[j] + MARGIN for i, pk in enumerate(peaks) for j in range(len(peaks)) if j != i]
+                )
+                line.append(
+                    f"{s}: hit {hits.mean():.2f} (per class {per_class}; other cases' lesions {others:.2f}), "
+                    f"peak-lesion distance median {far:.1f}"
+                )
             print(f"{method:<9} min_grid {min_grid}: " + "; ".join(line) + f" (random map {chance:.3f})")
+    # plain input-gradient saliency, |d logit / d x| smoothed over the lesion scale, for comparison
+    xg = xt.clone().requires_grad_(True)
+    logits = model(xg, tt)
+    logits.gather(1, logits.argmax(1, keepdim=True)).sum().backward()
+    sal = torch.nn.functional.avg_pool3d(xg.grad.abs(), 5, stride=1, padding=2)
+    for s, name in enumerate(cohort.sequences):
+        peaks = [np.unravel_index(int(m.argmax()), (32, 32, 32)) for m in sal[:, s]]
+        hits = np.array([dist[pk] <= r + MARGIN for dist, r, pk in zip(balls, rt, peaks)])
+        others = np.mean(
+            [balls[j][pk] <= rt[j] + MARGIN for i, pk in enumerate(peaks) for j in range(len(peaks)) if j != i]
+        )
+        print(f"input-gradient saliency {name}: hit {hits.mean():.2f}; other cases' lesions {others:.2f}")
     for s, name in enumerate(cohort.sequences):
         v = xt[:, s].flatten(1)
         pct = {
