@@ -79,9 +79,8 @@ TASKS = {
     "spondylitis": {"classes": ("pyogenic", "tuberculous"), "sequences": ("t1", "t2fs")},
 }
 CLINICAL_COLUMNS = ("age", "sex", "crp", "esr", "wbc", "temperature", "symptom_weeks", "bmi")
-# per sequence: (background, column) intensities of the anatomy and the sign of the class cue; the lesion's intensities are set
-# relative to this range (module docstring), so that its share of each range is the same in every
-# sequence and the lesion never becomes the brightest or darkest structure of a volume
+# per sequence: (background, column) intensities of the anatomy and the sign of the class cue; the
+# lesion's mean is set as a fraction of this range (module docstring), the same in every sequence
 _ANATOMY = {"t1": (0.35, 1.0, 1.0), "t2": (0.3, 0.8, 1.0), "t2fs": (0.15, 0.65, -1.0)}
 # the class cues and the lesion size (module docstring); raw units before the x1000 scaling
 _BAND_HALF_WIDTH = 0.035  # cycles/voxel
