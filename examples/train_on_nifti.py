@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     # Builds the model for the cohort (sequences, classes, clinical columns), trains with AdamW and
     # a warm-up cosine schedule, and writes one checkpoint per epoch plus `best` and `last`
     # pointers; each checkpoint's config.json holds everything evaluate/predict/gradcam need.
-    cfg = TrainConfig(epochs=epochs, batch_size=4, lr=1e-3, warmup_epochs=0.5, progress=False, seed=0)
+    # lr 3e-4 is the default: DeSamba-tiny trains unstably at 1e-3 (benchmarks/results/fusion_ablation.md).
+    cfg = TrainConfig(epochs=epochs, batch_size=4, lr=3e-4, warmup_epochs=0.5, progress=False, seed=0)
     result = train_on_cohort(model, data, args.out / "run", cfg, input_size=32)
     for row in result.history:
         print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
