@@ -51,7 +51,14 @@ the column's own level (0 and 1 of the range) — so a network can count "column
 the whole volume, a global histogram feature to which the lesion adds 2.5 % of the voxels; its
 gradient lies wherever the count can change (the column's edges) as much as at the lesion, and
 occlusion (which writes the volume mean, a mid-range value) perturbs it everywhere. A cue that is
-local and leaves the histogram alone is the texture, which these budgets do not learn.
+local and leaves the histogram alone is the texture, which these budgets do not learn. A lesion
+whose two classes have the same histogram (tried with a core/shell pattern: a bright core in a dark
+shell of equal volume or the reverse, both beyond the anatomy's range; code not kept) was learnt to
+0.88 at radius 0.25 (blanked 0.50) and its maps did not follow it either (Grad-CAM 8³ t2fs 0.33 vs
+0.31 at the other cases' lesions); there the input gradient was *weaker* inside the lesion than on
+average (mass 0.77–0.80), which the per-voxel LayerNorm of the ConvNeXt-style blocks would produce
+(it divides each voxel's gradient by the spread of that voxel's channels, largest where features
+fire). Not verified.
 
 Before the cohort's current form (the lesion added to the anatomy, intensity cue raised to 2.0):
 97.5 % held-out accuracy, 82.5 % with the lesion blanked — the class leaked into the z-score
