@@ -84,6 +84,7 @@ __all__ = [
     "default_target_layers",
     "gradcam_case",
     "render_gradcam_figure",
+    "shared_encoder_rows",
 ]
 
 Method = Literal["gradcam", "gradcam++", "layercam"]
@@ -155,9 +156,10 @@ def _as_list(v: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
 def candidate_target_layers(model: nn.Module) -> dict[str, list[list[nn.Module]]]:
     """Per name, the candidate levels deepest first; each level is a list of modules averaged together.
 
-    See the module docstring. Raises ``ValueError`` for a model with no known stages, and for a DeSamba
-    with ``share_encoders=True`` (its one encoder runs all sequences as one batch; pass the layers and a
-    ``reshape`` yourself).
+    See the module docstring. A DeSamba with ``share_encoders=True`` gets the shared encoder's stages
+    under every sequence name (its one encoder runs the sequences as one batch of ``N·S`` volumes;
+    :class:`GradCAM3d` takes each sequence's rows, :func:`shared_encoder_rows`). Raises ``ValueError``
+    for a model with no known stages.
 
     Example::
 
@@ -170,17 +172,18 @@ def candidate_target_layers(model: nn.Module) -> dict[str, list[list[nn.Module]]
         return {k: [_as_list(v)] for k, v in model.gradcam_target_layers().items()}
     encoders, sequences = getattr(model, "encoders", None), getattr(model, "sequences", None)
     if isinstance(encoders, nn.ModuleDict) and sequences is not None:
-        if set(sequences) - set(encoders.keys()):
+        shared = bool(shared_encoder_rows(model))
+        if not shared and set(sequences) - set(encoders.keys()):
             raise ValueError(
-                f"{type(model).__name__}: encoders {list(encoders.keys())} are shared between the sequences "
-                f"{list(sequences)}; per-sequence Grad-CAM needs one encoder per sequence (share_encoders=False) "
-                "or explicit target_layers and reshape"
+                f"{type(model).__name__}: no encoder for the sequences {sorted(set(sequences) - set(encoders))} "
+                f"(encoders: {list(encoders.keys())}); pass target_layers explicitly"
             )
         out: dict[str, list[list[nn.Module]]] = {}
         for name in sequences:
+            encoder = encoders["shared" if shared else name]
             stage_lists = [
                 list(branch.stages)
-                for branch in (getattr(encoders[name], "cnn", None), getattr(encoders[name], "mamba", None))
+                for branch in (getattr(encoder, "cnn", None), getattr(encoder, "mamba", None))
                 if branch is not None
             ]
             depth = min(len(s) for s in stage_lists)
@@ -198,6 +201,24 @@ def candidate_target_layers(model: nn.Module) -> dict[str, list[list[nn.Module]]
         f"{type(model).__name__}: no default Grad-CAM layer (no gradcam_target_layers(), stages, layers, blocks "
         "or features); pass target_layers explicitly"
     )
+
+
+def shared_encoder_rows(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """``{sequence: (i, S)}`` for a DeSamba whose one encoder runs all ``S`` sequences, else ``{}``.
+
+    Its stages see the batch ``x.reshape(N * S, 1, D, H, W)``, so sequence ``i`` of case ``n`` is row
+    ``n * S + i``: the rows ``i::S`` of a hooked activation belong to sequence ``i``.
+
+    Example::
+
+        >>> import backbones3d
+        >>> shared_encoder_rows(backbones3d.create_model("test_desamba_3d"))
+        {'t1': (0, 3), 't2': (1, 3), 't2fs': (2, 3)}
+    """
+    config, sequences = getattr(model, "config", None), getattr(model, "sequences", None)
+    if not getattr(config, "share_encoders", False) or sequences is None:
+        return {}
+    return {name: (i, len(sequences)) for i, name in enumerate(sequences)}
 
 
 def default_target_layers(model: nn.Module) -> dict[str, list[nn.Module]]:
@@ -283,6 +304,8 @@ class GradCAM3d:
             self.levels = {k: [_as_list(v)] for k, v in target_layers.items()}
         else:
             self.levels = candidate_target_layers(model)
+        # a shared DeSamba encoder: which rows of its (N·S)-batch activations belong to which sequence
+        self._rows = {} if self.explicit else shared_encoder_rows(model)
         self.reshape = reshape or getattr(model, "gradcam_reshape", None) or _default_reshape(model)
         self._names = {m: n for n, m in model.named_modules()}
 
@@ -366,6 +389,9 @@ class GradCAM3d:
                 a, g = acts[m].detach(), grads[m].detach()
                 if self.reshape is not None:
                     a, g = self.reshape(a, size), self.reshape(g, size)
+                if name in self._rows:
+                    i, n_seq = self._rows[name]
+                    a, g = a[i::n_seq], g[i::n_seq]
                 pairs[m] = (a, g)
             else:
                 if self.explicit:

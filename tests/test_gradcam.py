@@ -128,5 +128,29 @@ def test_desamba_gets_one_map_per_sequence_from_both_encoders() -> None:
         "t2fs": ["encoders.t2fs.cnn.stages.1", "encoders.t2fs.mamba.stages.1"],
     }
     assert not torch.equal(out.maps["t1"], out.maps["t2fs"])
-    with pytest.raises(ValueError, match="share_encoders"):
-        GradCAM3d(backbones3d.create_model("desamba_spondylitis_tiny", share_encoders=True))
+
+
+@pytest.mark.parametrize("method", ["gradcam", "layercam"])
+def test_shared_encoder_maps_equal_those_of_per_sequence_copies(method) -> None:
+    """A DeSamba with one shared encoder explains each sequence as a copy of it per sequence does."""
+    import backbones3d
+
+    torch.manual_seed(0)
+    shared = backbones3d.create_model("test_desamba_3d").eval()  # share_encoders=True
+    copies = backbones3d.create_model("test_desamba_3d", share_encoders=False).eval()
+    state = {}
+    for key, value in shared.state_dict().items():
+        if key.startswith("encoders.shared."):
+            state.update({key.replace(".shared.", f".{name}.", 1): value for name in shared.sequences})
+        else:
+            state[key] = value
+    copies.load_state_dict(state)
+    x, tab = torch.randn(3, 3, 32, 32, 32), torch.randn(3, shared.num_tabular)
+    a = GradCAM3d(shared, method=method)(x, tab)
+    b = GradCAM3d(copies, method=method)(x, tab)
+    torch.testing.assert_close(a.logits, b.logits, rtol=1e-4, atol=1e-5)
+    assert a.layers["t2"] == ["encoders.shared.cnn.stages.1", "encoders.shared.mamba.stages.1"]
+    for name in shared.sequences:
+        assert a.maps[name].shape == (3, 32, 32, 32) and a.maps[name].amax() > 0
+        torch.testing.assert_close(a.maps[name], b.maps[name], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(a.maps["t1"], a.maps["t2"], atol=1e-3)  # the rows differ per sequence

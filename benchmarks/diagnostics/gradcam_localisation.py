@@ -101,6 +101,8 @@ def main() -> None:
     p.add_argument("--texture", type=float, default=synthetic._TEXTURE_AMPLITUDE)
     p.add_argument("--radius", type=float, default=synthetic._RADIUS_FRACTION, help="lesion radius / volume size")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--size", type=int, default=32, help="volume and model grid edge, voxels")
+    p.add_argument("--tiny-model", default="desamba_spondylitis_tiny", help="or test_desamba_3d")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--occlusion", action="store_true", help="also occlusion maps (slow: 343 forward passes per case)")
     p.add_argument("--model", default=None, help="an early-fusion baseline instead (e.g. test_resnet_3d)")
@@ -110,9 +112,9 @@ def main() -> None:
     root = Path(tempfile.mkdtemp())
     synthetic._INTENSITY_CUE, synthetic._TEXTURE_AMPLITUDE = args.intensity_cue, args.texture
     synthetic._RADIUS_FRACTION = args.radius
-    cohort_dir = write_synthetic_cohort(root, task="spondylitis", cases=args.train + args.test, seed=1, size=32)
+    cohort_dir = write_synthetic_cohort(root, task="spondylitis", cases=args.train + args.test, seed=1, size=args.size)
     cohort = Cohort.from_folder(cohort_dir)
-    pre = PreprocessConfig(input_size=32, spacing=1.0, crop="centre")
+    pre = PreprocessConfig(input_size=args.size, spacing=1.0, crop="centre")
     cases = list(cohort.cases)
     stats = TabularStats.fit(cases[: args.train], cohort.clinical_columns)
     x = torch.from_numpy(np.stack([cohort.load(rec, pre).volume for rec in cases]))
@@ -122,7 +124,7 @@ def main() -> None:
     radii = synthetic.lesion_radii(cohort_dir)
 
     torch.manual_seed(0)
-    name, extra = "desamba_spondylitis_tiny", {}
+    name, extra = args.tiny_model, {}
     if args.ablation:
         name, extra = f"desamba_spine_ablation_{args.ablation}", {"scale": "tiny"}
     if args.model:
@@ -153,7 +155,8 @@ def main() -> None:
     xt, tt, yt = x[held], tab[held], y[held]
     ct = [centres[r.case_id] for r in cases[held]]
     rt = [radii[r.case_id] for r in cases[held]]
-    grid = np.stack(np.indices((32, 32, 32)), -1).astype(np.float64)
+    n = args.size
+    grid = np.stack(np.indices((n, n, n)), -1).astype(np.float64)
     balls = [np.linalg.norm(grid - c, axis=-1) <= r + MARGIN for c, r in zip(ct, rt)]
     dists = [np.linalg.norm(grid - c, axis=-1) for c in ct]
     # control for the blanking: a ball of the same size at another held-out case's lesion position
@@ -190,7 +193,7 @@ def main() -> None:
         mass = np.mean([m[b].mean() / (m.mean() + 1e-12) for m, b in zip(maps, balls)])
         mass_other = np.mean([maps[i][balls[j]].mean() / (maps[i].mean() + 1e-12) for i, j in others])
         per_class = "/".join(f"{hits[yt.numpy() == k].mean():.2f}" for k in (0, 1))
-        border = np.mean([min(min(pk), 31 - max(pk)) <= 2 for pk in peaks])
+        border = np.mean([min(min(pk), n - 1 - max(pk)) <= 2 for pk in peaks])
         far = np.median([d[pk] for d, pk in zip(dists, peaks)])
         return (
             f"hit {hits.mean():.2f} (per class {per_class}; other cases' lesions {hits_other:.2f}), "
@@ -218,11 +221,11 @@ def main() -> None:
             base = torch.softmax(call(xt, tt), 1)
             pred = base.argmax(1)
             for s, name in enumerate(cohort.sequences):
-                occ = torch.zeros(len(xt), 32, 32, 32)
-                cover = torch.zeros(32, 32, 32)
-                for d in range(0, 25, 4):
-                    for h in range(0, 25, 4):
-                        for w in range(0, 25, 4):
+                occ = torch.zeros(len(xt), n, n, n)
+                cover = torch.zeros(n, n, n)
+                for d in range(0, n - 7, 4):
+                    for h in range(0, n - 7, 4):
+                        for w in range(0, n - 7, 4):
                             xo = xt.clone()
                             xo[:, s, d : d + 8, h : h + 8, w : w + 8] = 0
                             prob = torch.softmax(call(xo, tt), 1).gather(1, pred[:, None])[:, 0]
