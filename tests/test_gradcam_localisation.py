@@ -3,7 +3,8 @@
 Synthetic spondylitis cases cropped at the field-of-view centre, so each lesion sits anywhere in the
 32³ volume, at the position ``lesions.json`` records. ``test_desamba_3d`` (1.5 M parameters, one
 encoder shared by t1 and t2fs) is trained with the library's own :func:`~spectral3d.train.fit` on
-the train + val split (160 cases; 12 epochs, batch 8, lr 3e-4, random flips on every axis), then
+the train + val split (160 cases; 6 epochs, batch 4, lr 3e-4 with warm-up and cosine, gradient
+clipping, random flips on every axis; about 70 s on 2 CPU cores), then
 explained on the 40 test cases with Grad-CAM at the 8³ stage; a case's map is the mean of its two
 sequence maps. A *hit* is a map maximum within the lesion radius + 3 voxels. Two baselines:
 
@@ -12,10 +13,19 @@ sequence maps. A *hit* is a map maximum within the lesion radius + 3 voxels. Two
   the maps (towards the centre, the border, the column) scores. Only maps that follow the lesion
   beat it.
 
-Measured with this recipe (2-core CPU, torch 2.14): see the assertion message; the diagnostic
-``benchmarks/diagnostics/gradcam_localisation.py`` measures the same with more methods and layers.
-The per-sequence maps alone and the larger ``desamba_spondylitis_tiny`` trained on fewer cases do
-not beat the second baseline (``benchmarks/diagnostics/gradcam_localisation.py``).
+Measured 2026-11-26 (2-core CPU VM, torch 2.14.1), test accuracy 1.00 (n = 39) in every run:
+
+| recipe | hits on the lesion | at other cases' lesions | random |
+|---|---:|---:|---:|
+| this test (seed 0) | 0.97 | 0.34 | 0.086 |
+| the same, seed 1 (initial weights and batch order) | 0.59 | 0.34 | 0.086 |
+| 12 epochs, batch 8 | 1.00 | 0.34 | 0.086 |
+| 6 epochs, batch 8 (half the steps) | 0.15 | 0.16 | 0.086 |
+
+So the maps come onto the lesion some steps *after* the classes are separated (the last row is
+already at accuracy 1.00). The per-sequence maps alone, and ``desamba_spondylitis_tiny`` trained on
+48 cases, stay at the second baseline (``benchmarks/diagnostics/gradcam_localisation.py``, which
+also measures Grad-CAM++, LayerCAM, the input gradient and occlusion).
 """
 
 from __future__ import annotations
@@ -53,7 +63,7 @@ def test_gradcam_maximum_falls_on_the_lesion_more_often_than_by_chance_or_bias(t
     model = backbones3d.create_model(
         "test_desamba_3d", sequences=list(cohort.sequences), num_classes=2, num_tabular=len(cohort.clinical_columns)
     )
-    cfg = TrainConfig(epochs=12, batch_size=8, lr=3e-4, progress=False, keep_last=1)
+    cfg = TrainConfig(epochs=6, batch_size=4, lr=3e-4, progress=False, keep_last=1)
     fit(model, train_ds, None, cfg, tmp_path / "run")
     model.eval()
 
