@@ -662,6 +662,6 @@ def desamba_spine_ablation_full(pretrained: bool = False, scale: str = "paper", 
 
 @register_model
 def test_desamba_3d(pretrained: bool = False, **kwargs: Any) -> DeSamba:
-    """A tiny DeSamba for the test-suite: ``desamba_spine_tiny`` with one encoder shared by the sequences (0.24 M)."""
+    """A tiny DeSamba for the test-suite: ``desamba_spine_tiny`` with one encoder shared by the sequences (1.50 M)."""
     kwargs = dict(dict(share_encoders=True), **kwargs)
     return _create_desamba("test_desamba_3d", pretrained, "spine", "tiny", ABLATION_ROWS["full"], **kwargs)
