@@ -20,7 +20,10 @@ has one. Otherwise every stage of the model, deepest first, keyed by name:
 
 - DeSamba (one encoder per sequence): per sequence ``i``, the stage pairs
   ``[encoders[i].cnn.stages[k], encoders[i].mamba.stages[k]]`` (whichever encoders the ablation row
-  has), keyed by the sequence name: one map per sequence.
+  has), keyed by the sequence name: one map per sequence. With ``share_encoders=True`` the one
+  encoder runs the ``S`` sequences as a batch of ``N·S`` volumes; each sequence's map is computed
+  from its rows of that batch (:func:`shared_encoder_rows`), so the result is the same as with a
+  copy of the encoder per sequence (tested).
 - any other model: ``stages`` / ``layers`` / ``blocks`` / ``features``, keyed ``"input"`` (early
   fusion: one map for all sequences).
 

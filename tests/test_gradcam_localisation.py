@@ -5,7 +5,7 @@ Synthetic spondylitis cases cropped at the field-of-view centre, so each lesion 
 ``share_encoders=True`` (1.46 M parameters: one encoder for t1 and t2fs) is trained with the
 library's own :func:`~spectral3d.train.fit` on the train + val split (160 cases; 6 epochs, batch 4,
 lr 3e-4 with warm-up and cosine, gradient clipping, random flips on every axis; about 70 s on 2
-CPU cores), then explained on the 40 test cases with Grad-CAM at the 8³ stage; a case's map is the mean of its two
+CPU cores), then explained on the 39 test cases with Grad-CAM at the 8³ stage; a case's map is the mean of its two
 sequence maps. A *hit* is a map maximum within the lesion radius + 3 voxels. Two baselines:
 
 * a uniformly random maximum: that ball's share of the grid (about 0.09);
