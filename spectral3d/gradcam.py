@@ -86,6 +86,7 @@ __all__ = [
     "candidate_target_layers",
     "default_target_layers",
     "gradcam_case",
+    "peak_hit_rates",
     "render_gradcam_figure",
     "shared_encoder_rows",
 ]
@@ -143,6 +144,48 @@ def cam_from_activations(activations: torch.Tensor, grads: torch.Tensor, method:
     else:
         raise ValueError(f"method: expected 'gradcam', 'gradcam++' or 'layercam', got {method!r}")
     return F.relu((weights * a).sum(dim=1))
+
+
+def peak_hit_rates(maps: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray) -> dict[str, float]:
+    """How often a map's maximum falls inside its own case's mask, against two baselines.
+
+    Args:
+        maps: ``(N, D, H, W)`` saliency maps (e.g. :attr:`CAMResult.maps` of one name), ``N >= 2``.
+        masks: ``(N, D, H, W)`` booleans, the region that counts as a hit for each case (e.g. the
+            lesion ROI, dilated by the tolerance you allow).
+
+    Returns:
+        ``{"hit": ..., "other_cases": ..., "random": ...}``: the share of cases whose map maximum
+        lies in their own mask; the share of (case, other case) pairs whose maximum lies in the
+        *other* case's mask — what any fixed spatial bias of the maps (towards the centre, the
+        border, an organ) scores, so only maps that follow each case's lesion beat it; and the
+        mean mask volume fraction — what a uniformly random maximum scores.
+
+    Example::
+
+        >>> masks = torch.zeros(2, 4, 4, 4, dtype=torch.bool)
+        >>> masks[0, :2], masks[1, 2:] = True, True
+        >>> maps = masks.float() + 0.1 * torch.rand(2, 4, 4, 4)
+        >>> peak_hit_rates(maps, masks)
+        {'hit': 1.0, 'other_cases': 0.0, 'random': 0.5}
+    """
+    maps_np, masks_np = np.asarray(maps), np.asarray(masks)
+    if maps_np.ndim != 4 or masks_np.shape != maps_np.shape:
+        raise ValueError(
+            f"maps, masks: expected two arrays of one shape (N, D, H, W), got {maps_np.shape} and {masks_np.shape}"
+        )
+    if masks_np.dtype != np.bool_:
+        raise TypeError(f"masks: expected booleans, got dtype {masks_np.dtype}")
+    n = len(maps_np)
+    if n < 2:
+        raise ValueError(f"maps: expected at least 2 cases (the second baseline pairs cases), got {n}")
+    peaks = [np.unravel_index(int(np.argmax(m)), m.shape) for m in maps_np]
+    hits = np.array([[bool(masks_np[j][peaks[i]]) for j in range(n)] for i in range(n)])
+    return {
+        "hit": float(np.diag(hits).mean()),
+        "other_cases": float(hits[~np.eye(n, dtype=bool)].mean()),
+        "random": float(masks_np.reshape(n, -1).mean(1).mean()),
+    }
 
 
 def _normalise(m: torch.Tensor) -> torch.Tensor:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spectral3d.gradcam import GradCAM3d, cam_from_activations
+from spectral3d.gradcam import GradCAM3d, cam_from_activations, peak_hit_rates
 
 
 class _GapNet(nn.Module):
@@ -154,3 +155,25 @@ def test_shared_encoder_maps_equal_those_of_per_sequence_copies(method) -> None:
         assert a.maps[name].shape == (3, 32, 32, 32) and a.maps[name].amax() > 0
         torch.testing.assert_close(a.maps[name], b.maps[name], rtol=1e-4, atol=1e-4)
     assert not torch.allclose(a.maps["t1"], a.maps["t2"], atol=1e-3)  # the rows differ per sequence
+
+
+def test_peak_hit_rates_separates_following_maps_from_a_fixed_bias() -> None:
+    rng = np.random.default_rng(0)
+    n, size = 12, 16
+    grid = np.stack(np.indices((size,) * 3), -1)
+    centres = rng.integers(3, size - 3, size=(n, 3))
+    masks = np.stack([np.linalg.norm(grid - c, axis=-1) <= 2.5 for c in centres])
+    noise = rng.random(masks.shape)
+    following = peak_hit_rates(torch.from_numpy(masks + 0.5 * noise), torch.from_numpy(masks))
+    assert following["hit"] == 1.0 and following["other_cases"] < 0.3
+    assert following["random"] == pytest.approx(masks.reshape(n, -1).mean())
+    # a map that always peaks at the centre scores the same against its own and the other cases' masks
+    centre = np.linalg.norm(grid - (size - 1) / 2, axis=-1)
+    biased = peak_hit_rates(np.broadcast_to(-centre, masks.shape) + 1e-3 * noise, masks)
+    assert abs(biased["hit"] - biased["other_cases"]) < 0.15
+    with pytest.raises(ValueError, match="one shape"):
+        peak_hit_rates(noise[:, :8], masks)
+    with pytest.raises(TypeError, match="masks: expected booleans"):
+        peak_hit_rates(noise, masks.astype(np.float32))
+    with pytest.raises(ValueError, match="at least 2 cases"):
+        peak_hit_rates(noise[:1], masks[:1])

@@ -34,16 +34,19 @@ import numpy as np
 import pytest
 import torch
 
-from spectral3d.data import AugmentConfig, Cohort, MRIDataset, PreprocessConfig, synthetic, write_synthetic_cohort
-from spectral3d.gradcam import GradCAM3d
+from spectral3d.data import (
+    AugmentConfig,
+    Cohort,
+    MRIDataset,
+    PreprocessConfig,
+    collate,
+    synthetic,
+    write_synthetic_cohort,
+)
+from spectral3d.gradcam import GradCAM3d, peak_hit_rates
 from spectral3d.train import TrainConfig, fit
 
 MARGIN = 3  # voxels around the lesion radius that still count as "on the lesion"
-
-
-def _stack(ds: MRIDataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    samples = [ds[i] for i in range(len(ds))]
-    return tuple(torch.stack([torch.as_tensor(getattr(s, f)) for s in samples]) for f in ("volume", "tabular", "label"))
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -69,19 +72,17 @@ def test_gradcam_maximum_falls_on_the_lesion_more_often_than_by_chance_or_bias(t
     fit(model, train_ds, None, cfg, tmp_path / "run")
     model.eval()
 
-    x, tab, y = _stack(test_ds)
-    out = GradCAM3d(model, min_grid=8)(x, tab)
-    accuracy = float((out.logits.argmax(1) == y).float().mean())
-    case_maps = torch.stack([out.maps[s] for s in cohort.sequences]).mean(0).numpy()
+    batch = collate([test_ds[i] for i in range(len(test_ds))])
+    out = GradCAM3d(model, min_grid=8)(batch.volume, batch.tabular)
+    accuracy = float((out.logits.argmax(1) == batch.label).float().mean())
+    case_maps = torch.stack([out.maps[s] for s in cohort.sequences]).mean(0)
 
     centres = synthetic.lesion_centres(root, space="dhw")  # the model grid is the t1 grid here
     radii = synthetic.lesion_radii(root)
     grid = np.stack(np.indices((32, 32, 32)), -1).astype(np.float64)
-    balls = [np.linalg.norm(grid - centres[c.case_id], axis=-1) <= radii[c.case_id] + MARGIN for c in test]
-    peaks = [np.unravel_index(int(m.argmax()), m.shape) for m in case_maps]
-    hit = float(np.mean([balls[i][p] for i, p in enumerate(peaks)]))
-    others = float(np.mean([balls[j][p] for i, p in enumerate(peaks) for j in range(len(test)) if j != i]))
-    random_map = float(np.mean([b.mean() for b in balls]))
+    balls = np.stack([np.linalg.norm(grid - centres[c], axis=-1) <= radii[c] + MARGIN for c in batch.case_ids])
+    rates = peak_hit_rates(case_maps, balls)
+    hit, others, random_map = rates["hit"], rates["other_cases"], rates["random"]
 
     report = (
         f"test accuracy {accuracy:.2f} (n = {len(test)}); Grad-CAM maxima on the lesion {hit:.2f}, "

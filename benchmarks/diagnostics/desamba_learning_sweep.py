@@ -103,7 +103,7 @@ def load_cohort(cohort: str, cache: str | None) -> dict[str, tuple[torch.Tensor,
     """``{split: (volumes (N, 3, 32, 32, 32), tabular, labels)}``, preprocessed as ``spectral3d train`` does."""
     if cache and os.path.exists(cache):
         return torch.load(cache)
-    from spectral3d.data import Cohort, MRIDataset, PreprocessConfig
+    from spectral3d.data import Cohort, MRIDataset, PreprocessConfig, collate
 
     c = Cohort.from_folder(cohort)
     pre = PreprocessConfig(input_size=(32, 32, 32), spacing=1.0)
@@ -111,8 +111,8 @@ def load_cohort(cohort: str, cache: str | None) -> dict[str, tuple[torch.Tensor,
     out = {}
     for split in ("train", "val", "test"):
         ds = MRIDataset(c, c.split(split), pre, tabular_stats=train.tabular_stats)
-        samples = [ds[i] for i in range(len(ds))]
-        out[split] = tuple(torch.stack([getattr(s, f) for s in samples]) for f in ("volume", "tabular", "label"))
+        batch = collate([ds[i] for i in range(len(ds))])
+        out[split] = (batch.volume, batch.tabular, batch.label)
     if cache:
         torch.save(out, cache)
     return out

@@ -96,7 +96,7 @@ import torch
 import backbones3d
 from backbones3d.desamba import DeSambaLoss
 from spectral3d.data import Cohort, PreprocessConfig, TabularStats, synthetic, write_synthetic_cohort
-from spectral3d.gradcam import GradCAM3d
+from spectral3d.gradcam import GradCAM3d, peak_hit_rates
 
 MARGIN = 3
 
@@ -139,11 +139,12 @@ def main() -> None:
         name, extra = f"desamba_spine_ablation_{args.ablation}", {"scale": "tiny"}
     if args.model:
         model = backbones3d.create_model(args.model, in_chans=len(cohort.sequences), num_classes=2)
-        model.forward_with_aux = lambda v, t: (model.__class__.forward(model, v), {})
-        call = lambda v, t: model.__class__.forward(model, v)  # noqa: E731 — baselines take no table
     else:
         model = backbones3d.create_model(name, sequences=list(cohort.sequences), num_classes=2, num_tabular=8, **extra)
-        call = model
+
+    def call(v: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+        return model(v) if args.model else model(v, t)  # an early-fusion baseline takes no clinical table
+
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
     criterion = DeSambaLoss()
     gen = torch.Generator().manual_seed(args.seed)
@@ -154,7 +155,7 @@ def main() -> None:
             for axis in (2, 3, 4):
                 flip = torch.rand(len(idx), generator=gen) < 0.5
                 xb[flip] = xb[flip].flip(axis)
-            logits, aux = model.forward_with_aux(xb, tab[idx])
+            logits, aux = (call(xb, None), {}) if args.model else model.forward_with_aux(xb, tab[idx])
             loss, _ = criterion(logits, y[idx], aux)
             opt.zero_grad()
             loss.backward()
@@ -167,8 +168,8 @@ def main() -> None:
     rt = [radii[r.case_id] for r in cases[held]]
     n = args.size
     grid = np.stack(np.indices((n, n, n)), -1).astype(np.float64)
-    balls = [np.linalg.norm(grid - c, axis=-1) <= r + MARGIN for c, r in zip(ct, rt)]
     dists = [np.linalg.norm(grid - c, axis=-1) for c in ct]
+    balls = np.stack([d <= r + MARGIN for d, r in zip(dists, rt)])
     # control for the blanking: a ball of the same size at another held-out case's lesion position
     # that does not overlap this one's (a flat ball is itself an object the model may react to)
     decoys = []
@@ -190,27 +191,25 @@ def main() -> None:
         f"lesion blanked {accuracy(blanked, tt):.3f}; a same-size ball elsewhere blanked "
         f"{accuracy(decoy_blanked, tt):.3f} ({sum(d is not None for d in decoys)} cases)"
     )
-    chance = float(np.mean([b.mean() for b in balls]))
     others = [(i, j) for i in range(len(ct)) for j in range(len(ct)) if j != i]
 
     def score(maps: np.ndarray) -> str:
         """Hit rates of the maxima and map mass in the lesion, each against the other cases' lesions."""
+        rates = peak_hit_rates(maps, balls)  # own lesion, other cases' lesions, random map
         peaks = [np.unravel_index(int(m.argmax()), m.shape) for m in maps]
         hits = np.array([balls[i][pk] for i, pk in enumerate(peaks)])
-        # the same peaks scored against the other cases' lesions: a fixed spatial bias of the maps
-        # (centre, border, column) scores as well there; only a map that follows the lesion scores better here
-        hits_other = np.mean([balls[j][peaks[i]] for i, j in others])
         mass = np.mean([m[b].mean() / (m.mean() + 1e-12) for m, b in zip(maps, balls)])
         mass_other = np.mean([maps[i][balls[j]].mean() / (maps[i].mean() + 1e-12) for i, j in others])
         per_class = "/".join(f"{hits[yt.numpy() == k].mean():.2f}" for k in (0, 1))
         border = np.mean([min(min(pk), n - 1 - max(pk)) <= 2 for pk in peaks])
         far = np.median([d[pk] for d, pk in zip(dists, peaks)])
         return (
-            f"hit {hits.mean():.2f} (per class {per_class}; other cases' lesions {hits_other:.2f}), "
+            f"hit {rates['hit']:.2f} (per class {per_class}; other cases' lesions {rates['other_cases']:.2f}), "
             f"mass in lesion / mean {mass:.2f} (other cases' lesions {mass_other:.2f}), "
             f"border {border:.2f}, peak-lesion distance median {far:.1f}"
         )
 
+    chance = peak_hit_rates(np.random.default_rng(0).random(balls.shape), balls)["random"]
     print(f"random map: hit {chance:.3f}, mass 1.00; a peak within 2 voxels of the border: 0.40")
     for method in ("gradcam", "gradcam++", "layercam"):
         for min_grid in (4, 8, 16):
