@@ -310,8 +310,9 @@ def check_run_dir(
     existing = run_contents(run_dir)
     if resume and not (Path(run_dir) / "last").exists():
         raise CheckpointError(f"resume: {run_dir} has no checkpoint to resume from (no {Path(run_dir) / 'last'})")
-    if existing and not (resume or overwrite):
-        shown = ", ".join(p.name for p in existing[:4]) + (", ..." if len(existing) > 4 else "")
+    run = [p for p in existing if p.name != "skipped.json"]  # written before the first epoch: not yet a run
+    if run and not (resume or overwrite):
+        shown = ", ".join(p.name for p in run[:4]) + (", ..." if len(run) > 4 else "")
         raise FileExistsError(
             f"{name}: {run_dir} already holds a training run ({shown}); pass resume=True to continue it "
             "or overwrite=True to replace it"
