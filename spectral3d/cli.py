@@ -398,14 +398,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _with_flags(message: str, parser: argparse.ArgumentParser) -> str:
-    """Name flags instead of library arguments: ``dest: ...`` -> ``--flag: ...``, ``dest=True`` ->
-    ``--flag``, ``dest=`` -> ``--flag `` (for every flag of the command)."""
+    """Name flags instead of library arguments: ``dest: ...`` -> ``--flag: ...``, ``dest=True`` and a
+    bare ``dest=`` -> ``--flag``, ``dest=value`` -> ``--flag value`` (for every flag of the command)."""
     flags = {a.dest: a.option_strings[-1] for a in parser._actions if a.option_strings and a.dest != "help"}
     if not flags:
         return message
     names = "|".join(sorted(map(re.escape, flags), key=len, reverse=True))
     message = re.sub(rf"^({names}):", lambda m: f"{flags[m[1]]}:", message)
-    message = re.sub(rf"\b({names})=True\b", lambda m: flags[m[1]], message)
+    message = re.sub(rf"\b({names})=(True\b|(?=[\s),;]|$))", lambda m: flags[m[1]], message)
     return re.sub(rf"\b({names})=", lambda m: f"{flags[m[1]]} ", message)
 
 

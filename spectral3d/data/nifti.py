@@ -271,7 +271,7 @@ def read_volume(
     except FileNotFoundError as e:
         raise DataError("file not found", **where) from e
     except Exception as e:
-        raise DataError(f"not a readable NIfTI file ({type(e).__name__}: {e})", **where) from e
+        raise DataError(f"not a readable NIfTI file ({_one_line(e)})", **where) from e
     shape = tuple(int(s) for s in img.shape)
     if len(shape) < 3:
         raise DataError(f"expected a 3-D volume, got a {len(shape)}-D image of shape {shape}", **where)
@@ -297,7 +297,7 @@ def read_volume(
     except DataError:
         raise
     except Exception as e:  # truncated or corrupt payload (EOFError, zlib.error, OSError, ...)
-        raise DataError(f"cannot read the voxel data, corrupt or truncated ({type(e).__name__}: {e})", **where) from e
+        raise DataError(f"cannot read the voxel data, corrupt or truncated ({_one_line(e)})", **where) from e
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise DataError(f"invalid (singular or non-finite) affine:\n{affine}", **where)
@@ -311,6 +311,11 @@ def read_volume(
         data = data.copy()
         data[bad] = (finite.min() if finite.size else 0.0) if nan_policy == "min" else 0.0
     return data, affine
+
+
+def _one_line(err: Exception) -> str:
+    """``Type: message`` of a reader's exception on one line (nibabel's messages may span several)."""
+    return " ".join(f"{type(err).__name__}: {err}".split())
 
 
 def canonical_grid(affine: np.ndarray, shape: Sequence[int]) -> tuple[np.ndarray, tuple[int, int, int]]:

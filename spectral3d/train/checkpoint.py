@@ -20,7 +20,7 @@ Atomicity *(ours)*: a checkpoint is written into a hidden temporary directory in
 ``os.rename``-d into place (atomic on POSIX within one file system); pointers are symlinks created
 under a temporary name and ``os.replace``-d over the old ones. A crash leaves either the old or the
 new checkpoint, never a half-written one; stale temporaries are removed on the next save.
-Checkpoint directories get the permissions the umask gives a new directory; JSON files are strict
+Checkpoint directories and files get the permissions the umask gives new ones; JSON files are strict
 JSON (a NaN metric is written as ``null``).
 
 Reading: every problem with a checkpoint (a missing or truncated file, a ``config.json`` that is not
@@ -137,7 +137,8 @@ def save_checkpoint(
     for stale in run_dir.glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=run_dir))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a checkpoint directory is an ordinary one
+    mask = _umask()
+    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700; a checkpoint directory is an ordinary one
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model_state.items()}
     save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     torch.save(training_state, tmp / "training_state.pt")
@@ -145,6 +146,7 @@ def save_checkpoint(
     if metrics is not None:
         write_json(tmp / "metrics.json", metrics)
     for f in tmp.iterdir():  # flush file contents before the rename makes them visible
+        os.chmod(f, 0o666 & ~mask)  # as open() would (safetensors writes 0600)
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
     final = run_dir / name
@@ -244,7 +246,8 @@ def load_training_state(ckpt: str | os.PathLike) -> dict[str, Any]:
             "plain data; it was not loaded)"
         ) from None
     except Exception as e:  # a truncated zip archive, an empty file, ...
-        raise CheckpointError(f"checkpoint: {path} is corrupt or truncated ({type(e).__name__})") from None
+        first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else ""
+        raise CheckpointError(f"checkpoint: {path} is corrupt or truncated ({type(e).__name__}: {first})") from None
 
 
 def load_weights(model: nn.Module, ckpt: str | os.PathLike, model_name: str = "") -> None:

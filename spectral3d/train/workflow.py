@@ -264,8 +264,8 @@ def train_on_cohort(
     out = Path(out)
     if overwrite:
         clear_run(out)
-    out.mkdir(parents=True, exist_ok=True)
     if cohort.skipped:
+        out.mkdir(parents=True, exist_ok=True)
         write_json(out / "skipped.json", [str(s) for s in cohort.skipped])
     train_set = MRIDataset(cohort, train_cases, pre, augment=augment, cache_dir=cache_dir, seed=cfg.seed)
     val_set = (
