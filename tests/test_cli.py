@@ -137,11 +137,3 @@ def test_unknown_model_and_missing_folder(tmp_path: Path, capsys: pytest.Capture
     assert "desamba_spine_tiny" in capsys.readouterr().err  # suggests the close name
     assert main(["evaluate", "--checkpoint", str(tmp_path / "nope"), "--data", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
-
-
-def test_demo_quick(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
-    out = capsys.readouterr().out
-    assert "desamba_spine_tiny" in out and "convnextv2_atto_3d" in out
-    results = json.loads((tmp_path / "demo" / "results.json").read_text())
-    assert set(results["metrics"]) == {"desamba_spine_tiny", "convnextv2_atto_3d"}

@@ -12,7 +12,9 @@ import csv
 import gzip
 import hashlib
 import json
+import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -293,3 +295,120 @@ def test_a_mistake_is_one_line_exit_2_and_changes_nothing(
     for path, digest in before.items():
         assert tree_digest(path) == digest, f"{path} changed"
     assert not (tmp_path / "new_run").exists(), "a refused run left a directory behind"
+
+
+# ---------------------------------------------------------------- what is not a mistake is handled quietly
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_overwrite_removes_exactly_the_run_and_nothing_else(env: Env, tmp_path: Path) -> None:
+    run = _copy(env.run, tmp_path / "run")
+    (run / "notes.txt").write_text("mine")
+    (run / "mine").mkdir()
+    (run / "mine" / "data.csv").write_text("1,2")
+    old_log = (run / "log.jsonl").read_text()
+    (run / "epoch_0007").mkdir()  # a later epoch of the old run: must not survive beside the new one
+    assert main([*_train_argv(env.cohort, run), "--overwrite"]) == 0
+    assert (run / "notes.txt").read_text() == "mine" and (run / "mine" / "data.csv").read_text() == "1,2"
+    assert sorted(p.name for p in run.glob("epoch_*")) == ["epoch_0001"]
+    assert len((run / "log.jsonl").read_text().splitlines()) == 1 and (run / "log.jsonl").read_text() != old_log
+
+
+def test_log_and_metrics_are_strict_json_and_checkpoint_may_be_a_file(env: Env, tmp_path: Path) -> None:
+    def strict(text: str) -> object:
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+    record = strict((env.run / "log.jsonl").read_text().splitlines()[0])
+    assert record["val_auc"] is None  # one validation case: AUC undefined, written as null
+    ckpt_file = env.run / "best" / "model.safetensors"
+    assert main(_evaluate(env, ckpt_file, "--out", str(tmp_path / "ev"), "--bootstrap", "10")) == 0
+    metrics = strict((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["auc"] is None and metrics["checkpoint"] == str((env.run / "epoch_0001").resolve())
+
+
+def test_a_stray_file_is_ignored_with_one_note(env: Env, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cohort = _copy(env.cohort, tmp_path / "cohort")
+    case = _first_case(cohort)
+    shutil.copy(case / "t1.nii.gz", case / "t1_backup.nii.gz")
+    capsys.readouterr()
+    assert main([*_train_argv(cohort, tmp_path / "run"), "--skip-bad"]) == 0
+    warnings_ = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings_) == 1 and f"{case.name}/t1_backup.nii.gz" in warnings_[0], warnings_
+    config = json.loads((tmp_path / "run" / "last" / "config.json").read_text())
+    assert config["sequences"] == ["t1", "t2fs"] and not (tmp_path / "run" / "skipped.json").exists()
+
+
+def test_no_validation_split_and_no_clinical_values_are_warned(
+    env: Env, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    cohort = _copy(env.cohort, tmp_path / "cohort")
+    _edit_cases(cohort, lambda row: row.update(split="train") if row["split"] == "val" else None)
+    capsys.readouterr()
+    assert main(_train_argv(cohort, tmp_path / "run")) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "no validation cases" in err
+    assert main(["predict", "--checkpoint", str(env.run), str(_first_case(env.cohort))]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "clinical values are missing" in err[0] and "no tabular CSV" in err[0]
+
+
+def test_skip_bad_scan_shows_progress(env: Env, capsys: pytest.CaptureFixture) -> None:
+    from spectral3d.data import Cohort, PreprocessConfig
+
+    capsys.readouterr()
+    Cohort.from_folder(env.cohort).verify(PreprocessConfig(input_size=16), skip_bad=True, progress=True)
+    assert "checking cases" in capsys.readouterr().err
+
+
+def test_train_flags_take_their_defaults_from_train_config() -> None:
+    from spectral3d.cli import _TRAIN_FLAGS, NAN_POLICIES, _parser
+    from spectral3d.data.nifti import NAN_POLICIES as LIBRARY_NAN_POLICIES
+    from spectral3d.train import TrainConfig
+
+    args = _parser().parse_args(["train", "--model", "m", "--data", "d", "--out", "o"])
+    default = TrainConfig()
+    assert {n: getattr(args, n) for n in _TRAIN_FLAGS} == {n: getattr(default, n) for n in _TRAIN_FLAGS}
+    assert NAN_POLICIES == LIBRARY_NAN_POLICIES
+
+
+def test_help_imports_no_torch() -> None:
+    code = (
+        "import contextlib, io, sys\n"
+        "from spectral3d.cli import main\n"
+        "for argv in (['--help'], *([c, '--help'] for c in ('synth', 'train', 'evaluate', 'predict', 'gradcam', "
+        "'demo', 'models'))):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        assert main(argv) == 0, argv\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'nibabel', 'scipy')))\n"
+    )
+    env_vars = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env_vars, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+# ``None`` in sys.modules is what Python reports for an absent package: import fails, find_spec is None
+_BLOCKER = "import sys\nsys.modules.update(sklearn=None, matplotlib=None)\n"
+
+
+def test_demo_runs_on_a_plain_install_and_a_rerun_resumes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``spectral3d demo --quick`` with scikit-learn and matplotlib made unimportable (a plain ``pip
+    install spectral3d`` has neither), then again into the same folder: cohort and runs are reused."""
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(_BLOCKER)
+    env_vars = {"PYTHONPATH": f"{blocker}:{ROOT}", "PATH": os.environ.get("PATH", ""), "OMP_NUM_THREADS": "1"}
+    demo = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "spectral3d.cli", "demo", "--quick", "--out", str(demo)]
+    proc = subprocess.run(cmd, env=env_vars, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "desamba_spine_tiny" in proc.stdout and "convnextv2_atto_3d" in proc.stdout
+    check = [sys.executable, "-c", "import sklearn"]
+    assert subprocess.run(check, env=env_vars, capture_output=True).returncode != 0  # the blocker works
+    results = json.loads((demo / "results.json").read_text())
+    assert set(results["metrics"]) == {"desamba_spine_tiny", "convnextv2_atto_3d"}
+    digest = tree_digest(demo / "runs")
+    assert main(["demo", "--quick", "--out", str(demo)]) == 0
+    out = capsys.readouterr().out
+    assert "using the cohort already in" in out and out.count("resuming the run in") == 2
+    assert tree_digest(demo / "runs") == digest  # finished runs: only evaluated again

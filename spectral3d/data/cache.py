@@ -145,7 +145,7 @@ def _read_entry(
     config: PreprocessConfig,
     case_id: str,
 ) -> LoadedCase:
-    with np.load(path, allow_pickle=False) as z:
+    with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:  # our handle: closed on a bad archive too
 
         def grid(name: str, file: str | os.PathLike) -> SourceGrid:
             shape = tuple(int(v) for v in z[f"{name}/shape"])
