@@ -46,7 +46,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from backbones3d._builder import build_model_with_cfg
-from backbones3d._contract import FlatHeadContract, linear_drop_path_rates, run_blocks
+from backbones3d._contract import FlatHeadContract, check_rate, linear_drop_path_rates, run_blocks
 from backbones3d._registry import register_model
 from spectral3d._checks import AXES, check_channels, check_ndim, to_3tuple_int
 from spectral3d.layers.heads import POOL_TYPES, check_global_pool
@@ -169,7 +169,7 @@ class VisionTransformer3d(FlatHeadContract):
         num_patches = self.grid_size[0] * self.grid_size[1] * self.grid_size[2]
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, embed_dim))
-        self.pos_drop = nn.Dropout(pos_drop_rate)
+        self.pos_drop = nn.Dropout(check_rate(pos_drop_rate, "pos_drop_rate"))
         rates = linear_drop_path_rates(drop_path_rate, (depth,))[0]
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         self.blocks = nn.Sequential(
@@ -188,7 +188,7 @@ class VisionTransformer3d(FlatHeadContract):
             ]
         )
         self.norm = norm_layer(embed_dim)
-        self.head_drop = nn.Dropout(drop_rate)
+        self.head_drop = nn.Dropout(check_rate(drop_rate, "drop_rate"))
         self.head: nn.Module = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights()
 

@@ -66,6 +66,25 @@ def test_channels_last_float64_and_autocast(fm_mode):
     assert (yf - y).abs().max() < 0.1 * y.abs().max()  # bf16 convs, float32 FFT and Eq. 2
 
 
+@pytest.mark.parametrize("fm_mode", MODES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_module(fm_mode, dtype):
+    """``SAMB(8).to(bf16/fp16)``: spectrum and Eq. 2 in float32, result and gradients in the module's dtype,
+    values as the float32 module gives on the same (rounded) input and weights."""
+    m = SAMB(8, fm_mode=fm_mode)
+    perturb(m, scale=0.2)
+    half = SAMB(8, fm_mode=fm_mode).to(dtype)
+    half.load_state_dict(m.state_dict())
+    m.load_state_dict(half.state_dict())  # the float32 reference uses the same rounded weights
+    x = torch.randn(2, 8, 6, 7, 5).to(dtype).requires_grad_(True)
+    y = half(x)
+    assert y.dtype == dtype
+    y.float().square().sum().backward()
+    assert x.grad.dtype == dtype and all(p.grad.dtype == dtype for p in half.parameters())
+    reference = m(x.detach().float())
+    assert (y.float() - reference).abs().max() < 0.05 * reference.abs().max()
+
+
 def _two_cosines(size: int = 16, k1: int = 1, k2: int = 5, channels: int = 4):
     """Two unit cosines on different axes at radial frequencies k1/size and k2/size."""
     n = torch.arange(size, dtype=torch.float64)

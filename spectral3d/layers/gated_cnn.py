@@ -30,7 +30,7 @@ import torch
 from timm.layers import DropPath, LayerScale
 from torch import nn
 
-from spectral3d._checks import AXES, check_channels, check_finite, check_floating, check_ndim, to_3tuple_int
+from spectral3d._checks import AXES, check_channels, check_finite, check_floating, check_ndim, check_rate, to_3tuple_int
 
 _layer_norm_eps6 = partial(nn.LayerNorm, eps=1e-6)  # channels-last LayerNorm, eps as timm's
 
@@ -87,8 +87,7 @@ class GatedCNNBlock3d(nn.Module):
         for axis, k in zip(AXES, kernel):
             if k % 2 == 0:
                 raise ValueError(f"kernel_size: expected an odd size on axis {axis} (size-preserving), got {k}")
-        if not 0.0 <= drop_path < 1.0:
-            raise ValueError(f"drop_path: expected a probability in [0, 1), got {drop_path}")
+        check_rate(drop_path, "drop_path")
         self.dim = dim
         self.hidden = hidden
         self.split_indices = (hidden, hidden - conv_channels, conv_channels)

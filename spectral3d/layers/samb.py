@@ -34,8 +34,10 @@ starts as the identity (``irfftn o rfftn = id``). A network-wide weight init tha
 convolutions must call :meth:`SAMB.reset_parameters` afterwards to keep this.
 
 Steps 2 and 5 are the custom ops of :mod:`spectral3d.ops` (Triton on CUDA). Any size >= 1 on every
-axis works (odd or even), in any memory format; float64 stays float64 (module in float64); under
-bf16 autocast the convolutions run in bf16 and the FFTs and Eq. 2 in float32.
+axis works (odd or even), in any memory format. Dtypes: the FFTs and Eq. 2 run in ``t`` (float32
+for a bf16/fp16 module or input, float64 for a ``.double()`` one), the convolutions in the module's
+dtype, and the result has the input's dtype (``SAMB(8).bfloat16()`` maps bf16 to bf16); under bf16
+autocast the convolutions run in bf16.
 """
 
 from __future__ import annotations
@@ -180,12 +182,13 @@ class SAMB(nn.Module):
         return idx
 
     def _modulation_gain(self, xt: torch.Tensor, t: torch.dtype) -> torch.Tensor:
-        z = self.norm(xt)
+        w = self.mod_fc1.weight.dtype  # the modulator runs in the module's dtype
+        z = self.norm(xt.to(w))
         if self.fm_mode == "spectral":
             z = torch.log1p(torch.fft.rfftn(z.to(t), dim=_FFT_DIMS, norm="ortho").abs())
         else:
             z = z.mean(dim=_FFT_DIMS, keepdim=True)
-        z = self.mod_fc2(self.mod_act(self.mod_fc1(z)))
+        z = self.mod_fc2(self.mod_act(self.mod_fc1(z.to(w))))
         if self.fm_mode == "band":
             z = z.reshape(z.shape[0], self.dim, self.num_bands)
         return 2 * torch.sigmoid(z)
@@ -200,7 +203,7 @@ class SAMB(nn.Module):
         X = torch.fft.rfftn(xt, dim=_FFT_DIMS, norm="ortho")
         bands = self._band_index(size, x.device)
 
-        h = self.enh_fc1(spectral_features(X))
+        h = self.enh_fc1(spectral_features(X).to(self.enh_fc1.weight.dtype))  # float32 features, module-dtype convs
         h = h + self.band_embed[bands].permute(3, 0, 1, 2).to(h.dtype)
         f_e = self.enh_fc2(self.enh_act(h))
 

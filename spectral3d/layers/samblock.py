@@ -45,7 +45,7 @@ import torch
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
-from spectral3d._checks import check_channels, check_ndim, to_3tuple_int
+from spectral3d._checks import check_channels, check_ndim, check_rate, to_3tuple_int
 from spectral3d.layers.norm import GRN3d, LayerNorm3d
 from spectral3d.layers.samb import SAMB
 
@@ -173,7 +173,7 @@ class ConvNeXtV2Block3d(ConvNeXtV2Body3d):
         conv_mlp: bool = False,
     ) -> None:
         super().__init__(dim, kernel_size=kernel_size, mlp_ratio=mlp_ratio, conv_mlp=conv_mlp)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path) if check_rate(drop_path, "drop_path") > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.drop_path(super().forward(x))
@@ -233,7 +233,7 @@ class SAMBlock(nn.Module):
         self.frequency = ConvNeXtV2Body3d(dim, kernel_size=kernel_size, mlp_ratio=mlp_ratio)
         self.gate = nn.Conv3d(2 * dim, dim, 1)
         self.branch_weights = nn.Parameter(torch.full((2,), 0.5))
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path) if check_rate(drop_path, "drop_path") > 0 else nn.Identity()
         _init_conv_linear(self.conv_freq)
         _init_conv_linear(self.gate)
 
