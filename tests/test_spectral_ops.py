@@ -146,6 +146,16 @@ def test_opcheck_modulation(form):
     )
 
 
+@pytest.mark.parametrize("form", ["channel", "full"])
+def test_registered_op_without_band_index(form):
+    """``torch.ops.spectral3d.spectral_modulation(X, f_m, f_e, alpha, beta)``: band_index defaults to None."""
+    X, f_m, f_e, alpha, beta, _ = make_inputs(form, requires_grad=True)
+    out = torch.ops.spectral3d.spectral_modulation(X, f_m, f_e, alpha, beta)
+    np.testing.assert_allclose(out.detach().numpy(), eq2_numpy(X, f_m, f_e, alpha, beta, None), rtol=1e-12)
+    assert torch.autograd.gradcheck(lambda *t: torch.ops.spectral3d.spectral_modulation(*t), (X, f_m, f_e, alpha, beta))
+    torch.library.opcheck(torch.ops.spectral3d.spectral_modulation.default, (X, f_m, f_e, alpha, beta))
+
+
 def test_opcheck_features():
     X = torch.randn(2, 3, 4, 3, 2, dtype=torch.complex64, requires_grad=True)
     torch.library.opcheck(torch.ops.spectral3d.spectral_features.default, (X,))

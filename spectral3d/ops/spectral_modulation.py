@@ -374,9 +374,11 @@ OptTensor = Optional[torch.Tensor]  # noqa: UP045 - infer_schema of older torch 
 @torch.library.triton_op(
     "spectral3d::spectral_modulation",
     mutates_args=(),
-    schema="(Tensor X, Tensor f_m, Tensor f_e, Tensor alpha, Tensor beta, Tensor? band_index) -> Tensor",
+    schema="(Tensor X, Tensor f_m, Tensor f_e, Tensor alpha, Tensor beta, Tensor? band_index=None) -> Tensor",
 )
-def _modulation_op(X: Tensor, f_m: Tensor, f_e: Tensor, alpha: Tensor, beta: Tensor, band_index: OptTensor) -> Tensor:
+def _modulation_op(
+    X: Tensor, f_m: Tensor, f_e: Tensor, alpha: Tensor, beta: Tensor, band_index: OptTensor = None
+) -> Tensor:
     path = _path(X)
     if path == "torch":
         return _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index)
@@ -419,7 +421,7 @@ def _features_backward_op(grad: Tensor, X: Tensor) -> Tensor:
 
 
 @_modulation_op.register_fake
-def _(X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN202
+def _(X, f_m, f_e, alpha, beta, band_index=None):  # noqa: ANN001, ANN202
     return torch.empty_like(X)
 
 
