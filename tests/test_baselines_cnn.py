@@ -154,11 +154,8 @@ def test_centre_inflated_network_equals_2d_on_a_depth_1_volume(
     model2d = timm.create_model(name_2d, pretrained=False, in_chans=2, num_classes=5).to(dtype).eval()
     _randomise_batchnorm(model2d)
     model3d = backbones3d.create_model(name_3d, in_chans=2, num_classes=5, **kwargs).to(dtype).eval()
-    if only_3d:
-        with pytest.raises(RuntimeError, match="unmatched 3-D: layer1.0.downsample.0.bias"):
-            inflate_2d(model3d, model2d, strict=True)
-    report = inflate_2d(model3d, model2d, mode="center", strict=not only_3d)
-    assert report.unmatched_3d == only_3d
+    report = inflate_2d(model3d, model2d, mode="center")  # strict: the zero shortcut biases are reported only
+    assert report.left_at_init == only_3d and not report.unmatched_3d and not report.classifier
     assert not report.unmatched_2d and not report.mis_shaped
     assert len(report.matched) == len(model2d.state_dict())
     for key in only_3d:
@@ -169,6 +166,30 @@ def test_centre_inflated_network_equals_2d_on_a_depth_1_volume(
         expected = model2d(x)
         torch.testing.assert_close(model3d(x.unsqueeze(2)), expected, **tolerance)
     assert expected.std() > 0.01  # a non-degenerate function was compared
+
+
+def test_zero_biases_and_another_class_count_are_reported_not_fatal() -> None:
+    """timm's rule for the head (a classifier of another class count stays at its init) and zero biases the
+    source lacks (the identity) are reported; a mis-shaped body weight or a non-zero extra bias still raise."""
+    model3d = backbones3d.create_model("test_resnet_3d", num_classes=2)
+    state = model3d.state_dict()
+    source = {k: (v[:, :, v.shape[2] // 2] if v.ndim == 5 else v).clone() for k, v in state.items()}
+    for key in SHORTCUT_BIASES:  # what a timm ResNet lacks
+        assert not source.pop(key).any()
+    source["fc.weight"], source["fc.bias"] = torch.randn(7, 256), torch.randn(7)  # a 7-class 2-D checkpoint
+    head = model3d.fc.weight.detach().clone()
+    report = inflate_2d(model3d, source)
+    assert report.left_at_init == SHORTCUT_BIASES and not report.unmatched_3d
+    assert report.classifier == [("fc.weight", (7, 256), (2, 256)), ("fc.bias", (7,), (2,))]
+    assert report.body_complete and not report.complete and "classifier left at initialisation" in str(report)
+    assert torch.equal(model3d.fc.weight, head)
+    torch.testing.assert_close(model3d.conv1.weight[:, :, 3], source["conv1.weight"])
+    with pytest.raises(RuntimeError, match=r"mis-shaped: layer1\.0\.conv1\.weight"):
+        inflate_2d(model3d, {**source, "layer1.0.conv1.weight": torch.randn(9, 8, 1, 1)})
+    with torch.no_grad():
+        model3d.layer1[0].downsample[0].bias.fill_(0.1)
+    with pytest.raises(RuntimeError, match=r"unmatched 3-D: layer1\.0\.downsample\.0\.bias"):
+        inflate_2d(model3d, source)
 
 
 def test_densenet121_inflates_key_for_key() -> None:
