@@ -9,7 +9,10 @@ Options (``pytest benchmarks/ --help``, group "spectral3d benchmarks"):
   ``test_*``). Parameters and FLOPs are always reported for every registered model.
 - ``--bench-compile``: also ``torch.compile`` (default: on in full mode on CUDA only; compiling on
   a shared 2-core CPU costs minutes).
-- ``--bench-results DIR``: where the JSON/markdown/PNG go (default ``benchmarks/results``).
+- ``--bench-results DIR``: where the JSON/markdown/PNG go. Default: ``.benchmarks/spectral3d/``
+  (git-ignored), so a plain ``pytest`` run leaves the tracked files alone; ``--bench-save`` writes
+  over the committed ``benchmarks/results/bench_*`` instead (do it on purpose, with the machine
+  named in the commit).
 
 Every test appends rows (one per model × metric) through the ``record`` fixture; at session end
 :func:`pytest_sessionfinish` writes ``bench_<device>_<mode>.json`` (device, versions, date, git
@@ -52,7 +55,8 @@ import pytest
 import torch
 
 BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = BENCH_DIR / "results"
+RESULTS_DIR = BENCH_DIR / "results"  # committed tables: written only with --bench-save
+SCRATCH_DIR = BENCH_DIR.parent / ".benchmarks" / "spectral3d"  # git-ignored default
 QUICK_PATTERNS = ("test_*", "desamba_*_tiny")
 FULL_EXCLUDE = ("test_*",)
 QUICK_MAX_SIZE = 32
@@ -75,7 +79,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="backends to time, comma-separated: 'eager' and/or 'compile' (overrides --bench-compile and full mode)",
     )
-    group.addoption("--bench-results", default=str(RESULTS_DIR), help="directory for the JSON, markdown and PNG")
+    group.addoption(
+        "--bench-results", default=None, help=f"directory for the JSON, markdown and PNG (default {SCRATCH_DIR})"
+    )
+    group.addoption(
+        "--bench-save", action="store_true", help=f"write over the committed tables in {RESULTS_DIR} instead"
+    )
 
 
 @dataclass(frozen=True)
@@ -153,8 +162,15 @@ def _settings(config: pytest.Config) -> BenchSettings:
         backends=backends,
         rounds=10 if full else 2,
         warmup=3 if full else 1,
-        results_dir=Path(config.getoption("--bench-results", str(RESULTS_DIR))),
+        results_dir=_results_dir(config),
     )
+
+
+def _results_dir(config: pytest.Config) -> Path:
+    explicit = config.getoption("--bench-results", None)
+    if explicit:
+        return Path(explicit)
+    return RESULTS_DIR if config.getoption("--bench-save", False) else SCRATCH_DIR
 
 
 def registered_models() -> list[str]:
