@@ -116,6 +116,18 @@ def _resume_other_model(env: Env, tmp: Path) -> tuple[list[str], str]:
     return _train_argv(env.cohort, run, "--resume", "--input-size", "32", model="test_convnextv2_3d"), "config.json"
 
 
+def _resume_other_classes(env: Env, tmp: Path) -> tuple[list[str], str]:
+    run = _copy(env.run, tmp / "run")
+    cohort = _copy(env.cohort, tmp / "cohort")
+    _edit_cases(cohort, lambda row: row.update(label=row["label"].replace("pyogenic", "bacterial")))
+    return _train_argv(cohort, run, "--epochs", "2", "--resume"), "config.json"
+
+
+def _desamba_sequences_absent(env: Env, tmp: Path) -> tuple[list[str], str]:
+    # test_desamba_3d's pretrained_cfg names t1, t2, t2fs; this cohort has no t2
+    return _train_argv(env.cohort, tmp / "new_run", "--input-size", "32", model="test_desamba_3d"), "--sequences"
+
+
 def _resume_damaged(file: str, damage: Callable[[Path], None]) -> Callable[[Env, Path], tuple[list[str], str]]:
     def build(env: Env, tmp: Path) -> tuple[list[str], str]:
         run = _copy(env.run, tmp / "run")
@@ -254,6 +266,8 @@ CASES: dict[str, Callable[[Env, Path], tuple[list[str], str]]] = {
     "input size the model cannot take": _input_size_model_cannot_take,
     "--resume without a run": _resume_nothing,
     "--resume with another model": _resume_other_model,
+    "--resume with another class set": _resume_other_classes,
+    "a model's sequences absent from the cohort": _desamba_sequences_absent,
     "--resume, truncated model.safetensors": _resume_damaged("model.safetensors", _truncate),
     "--resume, corrupt training_state.pt": _resume_damaged("training_state.pt", _truncate),
     "--resume, a pickle as training_state.pt": _resume_damaged("training_state.pt", _pickle_in_place),
