@@ -10,6 +10,8 @@ import pytest
 
 from spectral3d.cli import main
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: extra intra-op threads only spin on a busy machine
+
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
