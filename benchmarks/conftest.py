@@ -46,7 +46,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -368,20 +368,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reporter.write_line(f"benchmarks: {len(_RESULTS.rows)} rows -> {path}, {', '.join(map(str, outputs))}")
 
 
-@contextlib.contextmanager
-def kernel_mode(mode: str) -> Iterator[None]:
-    """Set ``SPECTRAL3D_KERNEL`` (read at call time by the spectral ops) for a block."""
-    old = os.environ.get("SPECTRAL3D_KERNEL")
-    os.environ["SPECTRAL3D_KERNEL"] = mode
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("SPECTRAL3D_KERNEL", None)
-        else:
-            os.environ["SPECTRAL3D_KERNEL"] = old
-
-
 # --------------------------------------------------------------------------------------------
 # workloads: a model with its inputs, loss and optimizer
 # --------------------------------------------------------------------------------------------
@@ -484,7 +470,6 @@ def bench_tools() -> Any:
         peak_extra_memory = staticmethod(peak_extra_memory)
         state_bytes = staticmethod(state_bytes)
         synchronize = staticmethod(synchronize)
-        kernel_mode = staticmethod(kernel_mode)
         build_workload = staticmethod(build_workload)
 
     return Tools

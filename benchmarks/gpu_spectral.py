@@ -30,14 +30,17 @@ from pathlib import Path
 
 import torch
 
-from spectral3d.layers import samb as samb_module
 from spectral3d.layers.samb import SAMB, band_index
 from spectral3d.ops import (
     spectral_features,
     spectral_features_reference,
     spectral_modulation,
     spectral_modulation_reference,
+    use_kernels,
 )
+from spectral3d.ops.testing import make_modulation_inputs, rel_err
+
+SPECTRAL_OPS = ("spectral_modulation", "spectral_features")
 
 SHAPES = [(8, 96, 32, 32, 32), (8, 192, 16, 16, 16), (2, 48, 64, 64, 64), (1, 32, 128, 128, 128)]
 SMOKE_SHAPES = [(2, 1, 3, 4, 5)]
@@ -97,22 +100,8 @@ def copy_bandwidth(device: torch.device, bench, smoke: bool) -> float:
 
 
 def make_inputs(shape, form: str, device: torch.device, seed: int = 0):  # noqa: ANN001, ANN201
-    N, C, D, H, W = shape
-    Wf = W // 2 + 1
-    g = torch.Generator(device=device).manual_seed(seed)
-    X = torch.randn(N, C, D, H, Wf, dtype=torch.complex64, device=device, generator=g)
-    f_e = torch.randn(N, C, D, H, Wf, device=device, generator=g)
-    fm_shape = {"channel": (N, C, 1, 1, 1), "full": (N, C, D, H, Wf), "band": (N, C, NUM_BANDS)}[form]
-    f_m = 2 * torch.rand(fm_shape, device=device, generator=g)
-    alpha = torch.randn(C, device=device, generator=g)
-    beta = torch.randn(C, device=device, generator=g)
-    band = band_index((D, H, W), NUM_BANDS, device) if form == "band" else None
-    return [X, f_m, f_e, alpha, beta], band
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a = a.detach().to(b.dtype)
-    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+    band = band_index(shape[2:], NUM_BANDS, device) if form == "band" else None
+    return make_modulation_inputs(form, shape, num_bands=NUM_BANDS, device=device, band_index=band, seed=seed)
 
 
 def check_against_float64(leaves, band, grad) -> float:  # noqa: ANN001
@@ -205,16 +194,9 @@ def measure_features(shape, device, bench, copy_gbs, rows) -> None:  # noqa: ANN
             )
 
 
-class reference_path:  # noqa: N801
-    """Context: SAMB (and whatever builds on it) calls the plain PyTorch reference ops."""
-
-    def __enter__(self) -> None:
-        self.saved = samb_module.spectral_modulation, samb_module.spectral_features
-        samb_module.spectral_modulation = spectral_modulation_reference
-        samb_module.spectral_features = spectral_features_reference
-
-    def __exit__(self, *exc) -> None:  # noqa: ANN002
-        samb_module.spectral_modulation, samb_module.spectral_features = self.saved
+def reference_path():  # noqa: ANN201
+    """Context: SAMB (and whatever builds on it) runs the spectral ops as plain PyTorch autograd."""
+    return use_kernels("autograd", ops=SPECTRAL_OPS)
 
 
 def measure_module(name, module, shape, device, bench, rows) -> None:  # noqa: ANN001
@@ -358,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             "smoke": args.smoke,
             "complete": complete,
             "skipped_over_budget": skipped,
-            "kernel_mode": os.environ.get("SPECTRAL3D_KERNEL", "auto"),
+            "kernel_mode": "triton",
             "copy_bandwidth_gbs": copy_gbs,
             "checks": checks,
             "failures": failures,
@@ -415,4 +397,5 @@ def _triton_version() -> str | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with use_kernels("triton", ops=SPECTRAL_OPS):  # CUDA, or the interpreter for --smoke: never silently eager
+        sys.exit(main())

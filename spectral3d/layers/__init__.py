@@ -16,6 +16,7 @@ from spectral3d.layers.heads import (
     global_pool_3d,
 )
 from spectral3d.layers.norm import GRN3d, LayerNorm3d
+from spectral3d.layers.patch_embed import PatchEmbed3d
 from spectral3d.layers.samb import SAMB, band_index
 from spectral3d.layers.samblock import ConvNeXtV2Block3d, ConvNeXtV2Body3d, GRNMlp3d, SAMBlock
 from spectral3d.layers.tabular import TabularEncoder
@@ -37,6 +38,7 @@ __all__ = [
     "LayerNorm3d",
     "MlpHead",
     "MultiScaleFusion",
+    "PatchEmbed3d",
     "SAMBlock",
     "SymmetricPairEncoder",
     "TabularEncoder",

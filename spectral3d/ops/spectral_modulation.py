@@ -26,12 +26,11 @@ Backward (``gR + i gI`` is the incoming gradient, PyTorch's convention for compl
 ``spectral_features(X) = concat[R, I, phi]`` along channels, ``(N, 3C, D, H, Wf)``, is the input
 of SAMB's frequency enhancement; its backward is ``dX = (gR + g_phi R/phi) + i (gI + g_phi I/phi)``.
 
-Implementation choice, read at every call from ``SPECTRAL3D_KERNEL`` (``auto`` by default):
-
-- ``auto``: Triton on CUDA for complex64 ``X``, this module's PyTorch formulas otherwise;
-- ``triton``: the Triton kernels; on CPU only with ``TRITON_INTERPRET=1`` set at process start
-  (the interpreter), otherwise a ``RuntimeError``; complex128 always takes the PyTorch path;
-- ``reference``: the PyTorch formulas everywhere.
+Implementation, per op, from :func:`spectral3d.ops.use_kernels` / ``SPECTRAL3D_KERNEL`` at call time:
+``auto`` (Triton on CUDA for complex64 ``X``, this module's PyTorch formulas otherwise), ``triton``
+(the kernels; on CPU only under ``TRITON_INTERPRET=1``; complex128 always takes the PyTorch formulas),
+``reference`` (the custom op with the PyTorch formulas), ``autograd`` (the ``*_reference`` functions,
+no custom op).
 
 Precision *(ours)*: everything is computed in ``X``'s real dtype (float32 for complex64, float64 for
 complex128); ``f_m``, ``f_e``, ``alpha``, ``beta`` may arrive in bf16/fp16 (autocast) and are
@@ -55,13 +54,13 @@ import torch
 from torch.utils.flop_counter import register_flop_formula
 
 from spectral3d._checks import check_finite
+from spectral3d.ops._switch import kernel_mode
 
 __all__ = [
     "FEATURES_BACKWARD_FLOPS_PER_ELEMENT",
     "FEATURES_FLOPS_PER_ELEMENT",
     "MODULATION_BACKWARD_FLOPS_PER_ELEMENT",
     "MODULATION_FLOPS_PER_ELEMENT",
-    "kernel_mode",
     "spectral_features",
     "spectral_features_reference",
     "spectral_modulation",
@@ -76,17 +75,6 @@ MODULATION_BACKWARD_FLOPS_PER_ELEMENT = 28
 FEATURES_FLOPS_PER_ELEMENT = 4
 # phi 4, 1/phi 1, g_phi/phi 1, two multiplies, two adds.
 FEATURES_BACKWARD_FLOPS_PER_ELEMENT = 10
-
-_KERNEL_MODES = ("auto", "triton", "reference")
-
-
-def kernel_mode() -> str:
-    """The value of ``SPECTRAL3D_KERNEL`` (``auto`` if unset), validated; read at call time."""
-    mode = os.environ.get("SPECTRAL3D_KERNEL", "auto").strip().lower() or "auto"
-    if mode not in _KERNEL_MODES:
-        raise ValueError(f"SPECTRAL3D_KERNEL: expected one of {_KERNEL_MODES}, got {mode!r}")
-    return mode
-
 
 # --------------------------------------------------------------------------------------------
 # validation
@@ -334,10 +322,10 @@ def _interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _path(X: torch.Tensor) -> str:
+def _path(X: torch.Tensor, op: str) -> str:
     """``"triton"`` (wrapped launch, CUDA), ``"interpret"`` (direct launch, CPU) or ``"torch"``."""
-    mode = kernel_mode()
-    if mode == "reference" or X.dtype != torch.complex64:
+    mode = kernel_mode(op)
+    if mode in ("reference", "autograd") or X.dtype != torch.complex64:
         return "torch"
     if X.device.type == "cuda":
         return "triton"
@@ -351,7 +339,7 @@ def _path(X: torch.Tensor) -> str:
     if X.device.type == "cpu" and _interpreter_enabled():
         return "interpret"
     raise RuntimeError(
-        f"SPECTRAL3D_KERNEL=triton: Triton kernels need a CUDA tensor, or TRITON_INTERPRET=1 set at process "
+        f"{op}: kernel mode 'triton' needs a CUDA tensor, or TRITON_INTERPRET=1 set at process "
         f"start for CPU tensors; got a tensor on {X.device} without the interpreter"
     )
 
@@ -379,7 +367,7 @@ OptTensor = Optional[torch.Tensor]  # noqa: UP045 - infer_schema of older torch 
 def _modulation_op(
     X: Tensor, f_m: Tensor, f_e: Tensor, alpha: Tensor, beta: Tensor, band_index: OptTensor = None
 ) -> Tensor:
-    path = _path(X)
+    path = _path(X, "spectral_modulation")
     if path == "torch":
         return _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index)
     return _launchers().modulation_forward(X, f_m, f_e, alpha, beta, band_index, wrap=path == "triton")
@@ -396,7 +384,7 @@ def _modulation_op(
 def _modulation_backward_op(
     grad: Tensor, X: Tensor, f_m: Tensor, f_e: Tensor, alpha: Tensor, beta: Tensor, band_index: OptTensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    path = _path(X)
+    path = _path(X, "spectral_modulation")
     if path == "torch":
         return _modulation_backward_torch(grad, X, f_m, f_e, alpha, beta, band_index)
     return _launchers().modulation_backward(grad, X, f_m, f_e, alpha, beta, band_index, wrap=path == "triton")
@@ -404,7 +392,7 @@ def _modulation_backward_op(
 
 @torch.library.triton_op("spectral3d::spectral_features", mutates_args=(), schema="(Tensor X) -> Tensor")
 def _features_op(X: Tensor) -> Tensor:
-    path = _path(X)
+    path = _path(X, "spectral_features")
     if path == "torch":
         return _features_forward_torch(X)
     return _launchers().features_forward(X, wrap=path == "triton")
@@ -414,7 +402,7 @@ def _features_op(X: Tensor) -> Tensor:
     "spectral3d::spectral_features_backward", mutates_args=(), schema="(Tensor grad, Tensor X) -> Tensor"
 )
 def _features_backward_op(grad: Tensor, X: Tensor) -> Tensor:
-    path = _path(X)
+    path = _path(X, "spectral_features")
     if path == "torch":
         return _features_backward_torch(grad, X)
     return _launchers().features_backward(grad, X, wrap=path == "triton")
@@ -508,7 +496,7 @@ def spectral_modulation(
 
     The custom op ``torch.ops.spectral3d.spectral_modulation`` after argument validation: one node
     in compiled graphs, with a fake implementation, an explicit backward (itself a custom op) and
-    a FLOP formula. Triton on CUDA (complex64), PyTorch formulas otherwise (``SPECTRAL3D_KERNEL``).
+    a FLOP formula. Triton on CUDA (complex64), PyTorch formulas otherwise (:func:`spectral3d.ops.use_kernels`).
 
     Args:
         X: complex spectrum ``(N, C, D, H, Wf)`` (complex64 or complex128).
@@ -543,6 +531,8 @@ def spectral_modulation(
     _check_modulation_args(X, f_m, f_e, alpha, beta, band_index)
     if not torch.compiler.is_compiling():
         check_finite(X, "X")
+    if kernel_mode("spectral_modulation") == "autograd":
+        return _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index)
     return torch.ops.spectral3d.spectral_modulation(X, f_m, f_e, alpha, beta, band_index)
 
 
@@ -569,4 +559,6 @@ def spectral_features(X: torch.Tensor) -> torch.Tensor:
     _check_spectrum(X)
     if not torch.compiler.is_compiling():
         check_finite(X, "X")
+    if kernel_mode("spectral_features") == "autograd":
+        return _features_forward_torch(X)
     return torch.ops.spectral3d.spectral_features(X)

@@ -5,7 +5,8 @@ The custom ops of :mod:`spectral3d.ops.spectral_modulation` call them with ``wra
 ``TRITON_INTERPRET=1`` set at process start they are called with ``wrap=False`` on CPU tensors,
 running the very same kernels in Triton's interpreter.
 
-Each launcher allocates its outputs like its inputs (``empty_like``: same layout), reads complex
+Each launcher allocates its outputs like its inputs (``empty_like``: same layout; through
+:mod:`spectral3d.ops.testing`, whose hooks poison outputs and count launches in tests), reads complex
 tensors through ``view_as_real`` (no copy) and passes every tensor's strides, so channels-last or
 sliced inputs cost no copy. Only ``band_index`` (``(D, H, Wf)``, converted to int32) and a banded
 ``f_m``, ``alpha``, ``beta`` (a few hundred bytes) are made contiguous. Block size: ``BLOCK = 1024``
@@ -18,6 +19,7 @@ from __future__ import annotations
 import torch
 import triton
 
+from spectral3d.ops import testing
 from spectral3d.ops._triton import kernels
 
 __all__ = ["features_backward", "features_forward", "modulation_backward", "modulation_forward"]
@@ -26,17 +28,8 @@ BLOCK = 1024
 NUM_WARPS = 4
 
 
-def _empty_like(t: torch.Tensor) -> torch.Tensor:
-    """Output allocation (tests replace it to poison outputs with NaN)."""
-    return torch.empty_like(t)
-
-
-def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Scratch/output allocation (tests replace it to poison outputs with NaN)."""
-    return torch.empty(shape, dtype=dtype, device=device)
-
-
 def _kernel(fn, wrap: bool):  # noqa: ANN001, ANN202
+    testing.record_launch(fn.__name__)
     return torch.library.wrap_triton(fn) if wrap else fn
 
 
@@ -93,7 +86,7 @@ def modulation_forward(
     """Eq. 2 forward on complex64 ``X``; arguments as :func:`spectral3d.ops.spectral_modulation`."""
     N, C, D, H, Wf = X.shape
     S = D * H * Wf
-    out = _empty_like(X)
+    out = testing.empty_like(X)
     xr, outr = _as_real(X), torch.view_as_real(out)
     alpha, beta = alpha.contiguous(), beta.contiguous()
     fm, band, sm, form, B = _gain_args(f_m, band_index, alpha)
@@ -131,16 +124,16 @@ def modulation_backward(
     """
     N, C, D, H, Wf = X.shape
     S = D * H * Wf
-    gx, gfe = _empty_like(X), _empty_like(f_e)
+    gx, gfe = testing.empty_like(X), testing.empty_like(f_e)
     gyr, xr, gxr = _as_real(grad), _as_real(X), torch.view_as_real(gx)
     alpha_c, beta_c = alpha.contiguous(), beta.contiguous()
     fm, band, sm, form, B = _gain_args(f_m, band_index, alpha_c)
-    gfm = _empty_like(f_m) if form == kernels.FM_FULL else gfe  # gfe: unused pointer otherwise
+    gfm = testing.empty_like(f_m) if form == kernels.FM_FULL else gfe  # gfe: unused pointer otherwise
     full = [fm, gfm] if form == kernels.FM_FULL else []
     contig = _spatial_contig([gyr, xr, gxr], [f_e, gfe, *full])
     K = B + 1 if form == kernels.FM_BAND else 2
     nblk, programs = _grid(N, C, S, block)
-    partials = _empty((N, C, nblk, K), torch.float32, X.device)
+    partials = testing.empty((N, C, nblk, K), torch.float32, X.device)
     if programs > 0:
         _kernel(kernels.modulation_bwd_kernel, wrap)[(programs,)](
             gyr, xr, fm, f_e, alpha_c, beta_c, band,
@@ -170,7 +163,7 @@ def features_forward(X: torch.Tensor, *, wrap: bool, block: int = BLOCK) -> torc
     """``concat[R, I, |X|]`` ``(N, 3C, D, H, Wf)`` float32 (contiguous) of complex64 ``X``."""
     N, C, D, H, Wf = X.shape
     S = D * H * Wf
-    out = _empty((N, 3 * C, D, H, Wf), torch.float32, X.device)
+    out = testing.empty((N, 3 * C, D, H, Wf), torch.float32, X.device)
     xr = _as_real(X)
     nblk, programs = _grid(N, C, S, block)
     if programs > 0:
@@ -185,7 +178,7 @@ def features_backward(grad: torch.Tensor, X: torch.Tensor, *, wrap: bool, block:
     """Gradient of :func:`features_forward` w.r.t. ``X`` (``X``'s layout and dtype)."""
     N, C, D, H, Wf = X.shape
     S = D * H * Wf
-    gx = _empty_like(X)
+    gx = testing.empty_like(X)
     xr, gxr = _as_real(X), torch.view_as_real(gx)
     nblk, programs = _grid(N, C, S, block)
     if programs > 0:
