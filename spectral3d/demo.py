@@ -61,8 +61,10 @@ def run_demo(
     for i, name in enumerate(models):
         run = out / "runs" / name
         resume = (run / "last").exists()
-        what = "resuming the run in" if resume else "training"
-        print(f"[2/3] {what} {name} ({i + 1}/{len(models)}) for {epochs} epoch(s)" + (f": {run}" if resume else ""))
+        if resume:
+            print(f"[2/3] resuming {name} ({i + 1}/{len(models)}) from {run} ({epochs} epoch(s) in all)")
+        else:
+            print(f"[2/3] training {name} ({i + 1}/{len(models)}) for {epochs} epoch(s)")
         cfg = TrainConfig(epochs=epochs, batch_size=4, lr=3e-4, warmup_epochs=1.0, seed=seed, progress=True)
         t0 = time.time()
         train_on_cohort(

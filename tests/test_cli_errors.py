@@ -424,5 +424,5 @@ def test_demo_runs_on_a_plain_install_and_a_rerun_resumes(tmp_path: Path, capsys
     digest = tree_digest(demo / "runs")
     assert main(["demo", "--quick", "--out", str(demo)]) == 0
     out = capsys.readouterr().out
-    assert "using the cohort already in" in out and out.count("resuming the run in") == 2
+    assert "using the cohort already in" in out and out.count("] resuming ") == 2
     assert tree_digest(demo / "runs") == digest  # finished runs: only evaluated again
