@@ -97,10 +97,13 @@ def record_launch(name: str) -> None:
 
 
 @contextlib.contextmanager
-def poison_outputs() -> Iterator[None]:
-    """Fill every kernel output with NaN before the kernel runs: an element it forgets to write shows."""
+def poison_outputs(enabled: bool = True) -> Iterator[None]:
+    """Fill every kernel output with NaN before the kernel runs: an element it forgets to write shows.
+
+    ``enabled=False`` turns poisoning off inside the block (e.g. to count a host path's ops).
+    """
     saved = _hooks["poison"]
-    _hooks["poison"] = True
+    _hooks["poison"] = enabled
     try:
         yield
     finally:
