@@ -25,7 +25,14 @@ import torch
 from spectral3d.ops import testing
 from spectral3d.ops._triton import kernels
 
-__all__ = ["features_backward", "features_forward", "modulation_backward", "modulation_forward", "tickets"]
+__all__ = [
+    "features_backward",
+    "features_forward",
+    "modulation_backward",
+    "modulation_forward",
+    "ticket_buffers",
+    "tickets",
+]
 
 BLOCK = 1024
 NUM_WARPS = 4
@@ -102,6 +109,11 @@ def tickets(device: torch.device, channels: int) -> torch.Tensor:
     if buf is None:
         buf = _TICKETS[key] = torch.zeros(channels, dtype=torch.int32, device=device)
     return buf
+
+
+def ticket_buffers() -> list[torch.Tensor]:
+    """Every ticket buffer allocated so far (each reads all zeros between launches)."""
+    return list(_TICKETS.values())
 
 
 def modulation_forward(
