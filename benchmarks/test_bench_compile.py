@@ -1,7 +1,7 @@
 """Whole-model ``torch.compile`` against eager: train step and inference, calls interleaved, with Dynamo's counts.
 
 Runs where compiled rows run (``--bench-compile``, ``--bench-backends ...compile``, or full mode on CUDA).
-Full mode (a GPU): ``samnet_tiny``, ``desamba_spine_tiny`` and ``convnextv2_atto_3d`` at batch 8, 96³,
+Full mode (a GPU): ``desamba_spine_tiny``, ``convnextv2_atto_3d`` and ``samnet_tiny`` at batch 8, 96³,
 and ``desamba_spine`` at its paper input (its ``pretrained_cfg`` size) at batch 2, inductor; quick mode:
 ``test_samnet_3d`` and ``test_desamba_3d`` at batch 2, 32³, with ``aot_eager`` on CPU (tracing and
 autograd without code generation: the wiring, in seconds). ``--bench-models`` narrows the list (fnmatch).
@@ -18,10 +18,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-FULL_MODELS = {  # model: (batch, input (C, D, H, W) or None for the model's pretrained_cfg size)
-    "samnet_tiny": (8, (3, 96, 96, 96)),
+FULL_MODELS = {  # model: (batch, input (C, D, H, W) or None for the model's pretrained_cfg size), in run order
     "desamba_spine_tiny": (8, (3, 96, 96, 96)),
     "convnextv2_atto_3d": (8, (3, 96, 96, 96)),
+    "samnet_tiny": (8, (3, 96, 96, 96)),
     "desamba_spine": (2, None),
 }
 QUICK_MODELS = {"test_samnet_3d": (2, (3, 32, 32, 32)), "test_desamba_3d": (2, (3, 32, 32, 32))}
