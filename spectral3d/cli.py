@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--skip-bad", action="store_true", help="skip cases that fail to load, and report them")
     t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="torch.compile the model (backend: inductor, or e.g. aot_eager)")  # fmt: skip
 
     e = sub.add_parser("evaluate", help="the paper's metrics for a checkpoint on a cohort split")
     e.add_argument("--checkpoint", required=True, type=Path, help="checkpoint directory or run directory (best)")
@@ -124,6 +126,7 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         num_workers=args.workers,
         progress=not args.no_progress,
+        compile=args.compile,
     )
     kwargs = {"scale": args.scale} if args.scale else {}
     result = train_on_cohort(

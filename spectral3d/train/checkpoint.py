@@ -138,8 +138,13 @@ def load_config(ckpt: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_model_state(ckpt: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The model state dict of a checkpoint, read with safetensors (no pickle)."""
-    return load_file(str(resolve_checkpoint(ckpt) / "model.safetensors"))
+    """The model state dict of a checkpoint, read with safetensors (no pickle).
+
+    Keys saved from a ``torch.compile``-d module elsewhere (``_orig_mod.`` prefix) come back without it.
+    """
+    state = load_file(str(resolve_checkpoint(ckpt) / "model.safetensors"))
+    torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state, "_orig_mod.")
+    return state
 
 
 def load_training_state(ckpt: str | os.PathLike) -> dict[str, Any]:

@@ -26,6 +26,10 @@ Choices *(ours)*, each a ``TrainConfig`` field:
   with the position inside the epoch, ``last`` points at it, and training stops; ``resume`` continues
   from that exact batch (or from the last complete epoch), reaching the same weights as an
   uninterrupted run on CPU.
+- ``compile``: the training step's forward (model and auxiliary terms) runs through
+  ``torch.compile`` with that backend (``nn.Module.compile`` in place), validation too; checkpoints
+  hold the model's own state dict (no ``_orig_mod.`` prefix, also when a ``torch.compile``-d model is
+  passed), so a run resumes into a compiled or an eager model alike.
 - DDP: ``torchrun`` sets ``WORLD_SIZE``/``RANK``; the loop initialises the process group (NCCL on
   CUDA, gloo on CPU), wraps the model in ``DistributedDataParallel``, shards batches and validation,
   gathers validation predictions and lets rank 0 alone write checkpoints and logs. With the global
@@ -86,8 +90,20 @@ class TrainConfig:
     amp: bool = True
     progress: bool = True
     keep_last: int = 0  # 0 keeps every epoch; n keeps the n newest besides best
+    compile: str | None = None  # torch.compile backend ("inductor", "aot_eager", ...); None: eager
 
     def __post_init__(self) -> None:
+        if self.compile is True:
+            self.compile = "inductor"
+        elif self.compile is False:
+            self.compile = None
+        if self.compile is not None:
+            import torch._dynamo
+
+            backends = torch._dynamo.list_backends(exclude_tags=())
+            if not isinstance(self.compile, str) or self.compile not in backends:
+                common = torch._dynamo.list_backends()
+                raise ValueError(f"compile: expected a torch.compile backend such as {common}, got {self.compile!r}")
         for name in ("epochs", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
@@ -351,6 +367,9 @@ def fit(
 
     model.to(device)
     task = _TaskModule(model)
+    model = getattr(model, "_orig_mod", model)  # a torch.compile-d model: checkpoints hold its module's state
+    if cfg.compile is not None:
+        task.compile(backend=cfg.compile)
     ddp_task: nn.Module = task
     if world > 1:
         ddp_task = nn.parallel.DistributedDataParallel(
