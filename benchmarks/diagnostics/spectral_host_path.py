@@ -15,8 +15,8 @@ launch no kernel listed apart), and median µs per call of
 
     python benchmarks/diagnostics/spectral_host_path.py [--out FILE.json]
 
-One thread, calls of the three variants interleaved; on a shared machine the absolute µs are noisy,
-their ratios less so. Results and machine: ``benchmarks/results/spectral_host_path_cpu.md``.
+One thread, process CPU time (``time.process_time``: what other jobs on a shared machine take is
+not counted, their cache and clock effects are), rounds of the three variants interleaved. Results and machine: ``benchmarks/results/spectral_host_path_cpu.md``.
 """
 
 from __future__ import annotations
@@ -83,11 +83,11 @@ def _median_us(fns: dict, rounds: int, calls: int) -> dict[str, float]:
         for r in range(rounds + 1):
             for name, (mode, fn) in fns.items():
                 with use_kernels(mode):
-                    start = time.perf_counter()
+                    start = time.process_time()
                     for _ in range(calls if r else 20):  # round 0: warm-up
                         fn()
                     if r:
-                        times[name].append((time.perf_counter() - start) / calls * 1e6)
+                        times[name].append((time.process_time() - start) / calls * 1e6)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
