@@ -45,9 +45,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import compile_counts
 import torch
 
-import compile_counts
 from spectral3d.layers.samb import SAMB, band_index
 from spectral3d.ops import (
     spectral_features,
@@ -173,7 +173,8 @@ class Timer:
     def all(self, fn: Callable[[], object], host: bool = True) -> dict:
         device_ms, _ = self.device(fn)
         host_us, busy = self.host(fn) if host else (None, None)
-        return {"ms": self.wall(fn), "device_ms": device_ms, "graph_ms": self.graph(fn), "host_us": host_us, "gpu_busy": busy}
+        wall, graph = self.wall(fn), self.graph(fn)
+        return {"ms": wall, "device_ms": device_ms, "graph_ms": graph, "host_us": host_us, "gpu_busy": busy}
 
 
 def copy_bandwidth(device: torch.device, timer: Timer, smoke: bool) -> float:
@@ -250,7 +251,7 @@ def check_ticket_finish(device: torch.device, smoke: bool, failures: list[str]) 
                 "tickets_zero_after": zero,
             }
             if not (err <= 1e-5 and mismatches == 0 and zero):
-                failures.append(f"ticket finish [{form}, block {block}]: err {err:.3g}, {mismatches} mismatches, {zero=}")
+                failures.append(f"ticket finish [{form}, block {block}]: err {err:.3g}, {mismatches} differ, {zero=}")
     if device.type == "cuda":
         report["cuda graph capture/replay"] = check_cuda_graph(device, shape, failures)
     return report
@@ -333,14 +334,17 @@ def check_compiled(device: torch.device, backend: str, smoke: bool, failures: li
         grad = torch.randn_like(leaves[0])
         try:
             compile_counts.fresh()
-            compiled = torch.compile(lambda *t, band=band: spectral_modulation(*t, band), backend=backend, fullgraph=True)
+            compiled = torch.compile(
+                lambda *t, band=band: spectral_modulation(*t, band), backend=backend, fullgraph=True
+            )
             out_c = compiled(*leaves)
             grads_c = torch.autograd.grad(out_c, leaves, grad)
             out_e = spectral_modulation(*leaves, band)
             grads_e = torch.autograd.grad(out_e, leaves, grad)
             err = max([rel_err(out_c, out_e.detach())] + [rel_err(a, b) for a, b in zip(grads_c, grads_e)])
             bitwise = torch.equal(out_c, out_e) and all(torch.equal(a, b) for a, b in zip(grads_c, grads_e))
-            report[f"compile spectral_modulation[{form}]"] = {"rel_err": err, "bitwise": bitwise, **compile_counts.counts()}
+            counts = compile_counts.counts()
+            report[f"compile spectral_modulation[{form}]"] = {"rel_err": err, "bitwise": bitwise, **counts}
             if not err <= 1e-6:
                 failures.append(f"compiled spectral_modulation[{form}] differs from eager: {err:.3g}")
         except Exception as exc:  # noqa: BLE001
@@ -436,7 +440,8 @@ def measure_compile_provider(shape, form, device, timer, copy_gbs, backend, rows
         row.update(compile_counts.counts())
         rows.append(row)
         for r in rows:
-            if r["op"] == "spectral_modulation" and r["shape"] == list(shape) and r["f_m"] == form and r["pass"] == kind:
+            same = r["op"] == "spectral_modulation" and r["shape"] == list(shape) and r["f_m"] == form
+            if same and r["pass"] == kind:
                 r["speedup_vs_compile"] = t["ms"] / r["ms"]
                 if t["device_ms"] and r.get("device_ms"):
                     r["speedup_vs_compile_device"] = t["device_ms"] / r["device_ms"]
@@ -643,6 +648,13 @@ def main(argv: list[str] | None = None) -> int:
         save()
 
     shapes = SMOKE_SHAPES if args.smoke else TARGETED
+
+    def measure_op(shape: tuple[int, ...], form: str) -> None:
+        measure_modulation(shape, form, device, timer, copy_gbs, rows, failures)
+
+    def measure_compiled_op(shape: tuple[int, ...], form: str) -> None:
+        measure_compile_provider(shape, form, device, timer, copy_gbs, backend, rows)
+
     block_shapes = SMOKE_SAMB_SHAPES if args.smoke else SAMB_SHAPES
 
     def tier_checks() -> None:
@@ -657,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
     done_tiers.append("checks")
     for shape in shapes:
         for form in FORMS:
-            run(f"ops {shape} {form}", "op", lambda s=shape, f=form: measure_modulation(s, f, device, timer, copy_gbs, rows, failures))  # fmt: skip
+            run(f"ops {shape} {form}", "op", lambda s=shape, f=form: measure_op(s, f))
     done_tiers.append("ops")
     for shape in block_shapes:
         for name in ("SAMB[band]",) if args.smoke else ("SAMB[channel]", "SAMB[band]", "SAMBlock"):
@@ -670,12 +682,11 @@ def main(argv: list[str] | None = None) -> int:
         done_tiers.append("compiled blocks")
         for shape in shapes:
             for form in FORMS:
-                run(f"compile {shape} {form}", "compile",
-                    lambda s=shape, f=form: measure_compile_provider(s, f, device, timer, copy_gbs, backend, rows))  # fmt: skip
+                run(f"compile {shape} {form}", "compile", lambda s=shape, f=form: measure_compiled_op(s, f))
         done_tiers.append("compile")
     for shape in [] if args.smoke else REPORTED:
         for form in FORMS:
-            run(f"extras ops {shape} {form}", "op", lambda s=shape, f=form: measure_modulation(s, f, device, timer, copy_gbs, rows, failures))  # fmt: skip
+            run(f"extras ops {shape} {form}", "op", lambda s=shape, f=form: measure_op(s, f))
     for shape in shapes + ([] if args.smoke else REPORTED):
         run(f"extras features {shape}", "features", lambda s=shape: measure_features(s, device, timer, copy_gbs, rows))
     done_tiers.append("extras")

@@ -16,7 +16,8 @@ launch no kernel listed apart), and median µs per call of
     python benchmarks/diagnostics/spectral_host_path.py [--out FILE.json]
 
 One thread, process CPU time (``time.process_time``: what other jobs on a shared machine take is
-not counted, their cache and clock effects are), rounds of the three variants interleaved. Results and machine: ``benchmarks/results/spectral_host_path_cpu.md``.
+not counted, their cache and clock effects are), rounds of the three variants interleaved. Results and
+machine: ``benchmarks/results/spectral_host_path_cpu.md``.
 """
 
 from __future__ import annotations

@@ -210,7 +210,8 @@ def _block_partials(s, gr, fe, phi, fm, band, FM_FORM: tl.constexpr, NUM_BANDS: 
 @triton.jit
 def _finish_channel(c, N, nblk, part_ptr, fm_ptr, alpha_ptr, gfm_ptr, galpha_ptr, gbeta_ptr,
                     sm_n, sm_c, sm_w, sgm_n, sgm_c, sgm_w,
-                    FM_FORM: tl.constexpr, NUM_BANDS: tl.constexpr, KP: tl.constexpr, RBLOCK: tl.constexpr):  # fmt: skip
+                    FM_FORM: tl.constexpr, NUM_BANDS: tl.constexpr, KP: tl.constexpr,
+                    RBLOCK: tl.constexpr):  # fmt: skip
     """Channel ``c``'s reductions from its ``N * nblk`` partial rows, summed in index order.
 
     ``S_n = sum_blk partials[c, n, blk]``; grad ``f_m[n, c, k] = alpha S_n[k]`` (per-channel/banded),
@@ -256,7 +257,8 @@ def _modulation_bwd(
 ):  # fmt: skip
     """Element-wise gradients of Eq. 2 for one block of one row; partial sums; ticket; channel finish."""
     pid, n, c, blk, nblk, offs, mask = _program_block(C, S, BLOCK)
-    gr, gi = _load_complex(gy_ptr, _row(n, c, sg_n, sg_c), _bin_offsets(offs, Wf, H, sg_d, sg_h, sg_w, 2, SPATIAL_CONTIG), mask)  # fmt: skip
+    go = _bin_offsets(offs, Wf, H, sg_d, sg_h, sg_w, 2, SPATIAL_CONTIG)
+    gr, gi = _load_complex(gy_ptr, _row(n, c, sg_n, sg_c), go, mask)
     re, im, fe, fm, band, alpha, beta = _modulation_inputs(
         x_ptr, fm_ptr, fe_ptr, alpha_ptr, beta_ptr, band_ptr, n, c, offs, mask, H, Wf,
         sx_n, sx_c, sx_d, sx_h, sx_w, sm_n, sm_c, sm_d, sm_h, sm_w, se_n, se_c, se_d, se_h, se_w,
