@@ -10,7 +10,8 @@ Two entry points per kernel: ``*_contig_kernel`` for contiguous tensors (row off
 ``C`` and ``S``: 9 to 17 launch arguments) and the strided one, which takes every tensor's
 ``(n, c, d, h, w)`` strides (channels-last or sliced inputs need no copy); when every spatial block
 is dense (``SPATIAL_CONTIG``) the bin offset is ``offs`` times the element size, otherwise two
-divisions give ``d, h, w``. Both inline the same ``@triton.jit`` body.
+divisions give ``d, h, w``. A contiguous entry calls (inlines) the strided kernel with the strides
+computed from ``C`` and ``S`` in int64.
 
 All arithmetic is float32 whatever the storage dtype of ``f_m`` / ``f_e`` / ``alpha`` / ``beta``
 (bf16/fp16 under autocast); stores cast to the destination dtype. ``band`` holds integers of any
@@ -118,7 +119,7 @@ def _modulation_inputs(x_ptr, fm_ptr, fe_ptr, alpha_ptr, beta_ptr, band_ptr, n, 
 
 
 @triton.jit
-def _modulation_fwd(
+def modulation_fwd_kernel(
     x_ptr, fm_ptr, fe_ptr, alpha_ptr, beta_ptr, band_ptr, out_ptr, C, H, Wf, S,
     sx_n, sx_c, sx_d, sx_h, sx_w, sm_n, sm_c, sm_d, sm_h, sm_w,
     se_n, se_c, se_d, se_h, se_w, so_n, so_c, so_d, so_h, so_w,
@@ -138,22 +139,6 @@ def _modulation_fwd(
 
 
 @triton.jit
-def modulation_fwd_kernel(
-    x_ptr, fm_ptr, fe_ptr, alpha_ptr, beta_ptr, band_ptr, out_ptr, C, H, Wf, S,
-    sx_n, sx_c, sx_d, sx_h, sx_w, sm_n, sm_c, sm_d, sm_h, sm_w,
-    se_n, se_c, se_d, se_h, se_w, so_n, so_c, so_d, so_h, so_w,
-    FM_FORM: tl.constexpr, NUM_BANDS: tl.constexpr, SPATIAL_CONTIG: tl.constexpr, BLOCK: tl.constexpr,
-):  # fmt: skip
-    """Eq. 2 forward, any strides."""
-    _modulation_fwd(
-        x_ptr, fm_ptr, fe_ptr, alpha_ptr, beta_ptr, band_ptr, out_ptr, C, H, Wf, S,
-        sx_n, sx_c, sx_d, sx_h, sx_w, sm_n, sm_c, sm_d, sm_h, sm_w,
-        se_n, se_c, se_d, se_h, se_w, so_n, so_c, so_d, so_h, so_w,
-        FM_FORM, NUM_BANDS, SPATIAL_CONTIG, BLOCK,
-    )  # fmt: skip
-
-
-@triton.jit
 def modulation_fwd_contig_kernel(
     x_ptr, fm_ptr, fe_ptr, alpha_ptr, beta_ptr, band_ptr, out_ptr, C, S,
     FM_FORM: tl.constexpr, NUM_BANDS: tl.constexpr, BLOCK: tl.constexpr,
@@ -161,7 +146,7 @@ def modulation_fwd_contig_kernel(
     """Eq. 2 forward, every tensor contiguous (banded ``f_m`` ``(N, C, B)``)."""
     S64 = tl.cast(S, tl.int64)
     sm_n, sm_c = _gain_strides(C, S64, FM_FORM, NUM_BANDS)
-    _modulation_fwd(
+    modulation_fwd_kernel(
         x_ptr, fm_ptr, fe_ptr, alpha_ptr, beta_ptr, band_ptr, out_ptr, C, 1, 1, S,
         C * S64 * 2, S64 * 2, 0, 0, 0, sm_n, sm_c, 0, 0, 1,
         C * S64, S64, 0, 0, 0, C * S64 * 2, S64 * 2, 0, 0, 0,
@@ -244,7 +229,7 @@ def _finish_channel(c, N, nblk, part_ptr, fm_ptr, alpha_ptr, gfm_ptr, galpha_ptr
 
 
 @triton.jit
-def _modulation_bwd(
+def modulation_bwd_kernel(
     gy_ptr, x_ptr, fm_ptr, fe_ptr, alpha_ptr, beta_ptr, band_ptr,
     gx_ptr, gfe_ptr, gfm_ptr, galpha_ptr, gbeta_ptr, part_ptr, ticket_ptr,
     N, C, H, Wf, S,
@@ -289,31 +274,6 @@ def _modulation_bwd(
 
 
 @triton.jit
-def modulation_bwd_kernel(
-    gy_ptr, x_ptr, fm_ptr, fe_ptr, alpha_ptr, beta_ptr, band_ptr,
-    gx_ptr, gfe_ptr, gfm_ptr, galpha_ptr, gbeta_ptr, part_ptr, ticket_ptr,
-    N, C, H, Wf, S,
-    sg_n, sg_c, sg_d, sg_h, sg_w, sx_n, sx_c, sx_d, sx_h, sx_w,
-    sm_n, sm_c, sm_d, sm_h, sm_w, se_n, se_c, se_d, se_h, se_w,
-    sgx_n, sgx_c, sgx_d, sgx_h, sgx_w, sge_n, sge_c, sge_d, sge_h, sge_w,
-    sgm_n, sgm_c, sgm_d, sgm_h, sgm_w,
-    FM_FORM: tl.constexpr, NUM_BANDS: tl.constexpr, KP: tl.constexpr, SPATIAL_CONTIG: tl.constexpr,
-    BLOCK: tl.constexpr, RBLOCK: tl.constexpr,
-):  # fmt: skip
-    """Eq. 2 backward, any strides."""
-    _modulation_bwd(
-        gy_ptr, x_ptr, fm_ptr, fe_ptr, alpha_ptr, beta_ptr, band_ptr,
-        gx_ptr, gfe_ptr, gfm_ptr, galpha_ptr, gbeta_ptr, part_ptr, ticket_ptr,
-        N, C, H, Wf, S,
-        sg_n, sg_c, sg_d, sg_h, sg_w, sx_n, sx_c, sx_d, sx_h, sx_w,
-        sm_n, sm_c, sm_d, sm_h, sm_w, se_n, se_c, se_d, se_h, se_w,
-        sgx_n, sgx_c, sgx_d, sgx_h, sgx_w, sge_n, sge_c, sge_d, sge_h, sge_w,
-        sgm_n, sgm_c, sgm_d, sgm_h, sgm_w,
-        FM_FORM, NUM_BANDS, KP, SPATIAL_CONTIG, BLOCK, RBLOCK,
-    )  # fmt: skip
-
-
-@triton.jit
 def modulation_bwd_contig_kernel(
     gy_ptr, x_ptr, fm_ptr, fe_ptr, alpha_ptr, beta_ptr, band_ptr,
     gx_ptr, gfe_ptr, gfm_ptr, galpha_ptr, gbeta_ptr, part_ptr, ticket_ptr, N, C, S,
@@ -322,7 +282,7 @@ def modulation_bwd_contig_kernel(
     """Eq. 2 backward, every tensor contiguous (grad ``f_m`` in ``f_m``'s contiguous layout)."""
     S64 = tl.cast(S, tl.int64)
     sm_n, sm_c = _gain_strides(C, S64, FM_FORM, NUM_BANDS)
-    _modulation_bwd(
+    modulation_bwd_kernel(
         gy_ptr, x_ptr, fm_ptr, fe_ptr, alpha_ptr, beta_ptr, band_ptr,
         gx_ptr, gfe_ptr, gfm_ptr, galpha_ptr, gbeta_ptr, part_ptr, ticket_ptr,
         N, C, 1, 1, S,
@@ -340,7 +300,7 @@ def modulation_bwd_contig_kernel(
 
 
 @triton.jit
-def _features_fwd(x_ptr, out_ptr, C, H, Wf, S, sx_n, sx_c, sx_d, sx_h, sx_w,
+def features_fwd_kernel(x_ptr, out_ptr, C, H, Wf, S, sx_n, sx_c, sx_d, sx_h, sx_w,
                   SPATIAL_CONTIG: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
     """``out[n, c] = R``, ``out[n, C + c] = I``, ``out[n, 2C + c] = |X|``; ``out`` contiguous."""
     pid, n, c, blk, nblk, offs, mask = _program_block(C, S, BLOCK)
@@ -354,21 +314,14 @@ def _features_fwd(x_ptr, out_ptr, C, H, Wf, S, sx_n, sx_c, sx_d, sx_h, sx_w,
 
 
 @triton.jit
-def features_fwd_kernel(x_ptr, out_ptr, C, H, Wf, S, sx_n, sx_c, sx_d, sx_h, sx_w,
-                        SPATIAL_CONTIG: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
-    """Features forward, any strides of ``X``."""
-    _features_fwd(x_ptr, out_ptr, C, H, Wf, S, sx_n, sx_c, sx_d, sx_h, sx_w, SPATIAL_CONTIG, BLOCK)
-
-
-@triton.jit
 def features_fwd_contig_kernel(x_ptr, out_ptr, C, S, BLOCK: tl.constexpr):
     """Features forward, contiguous ``X``."""
     S64 = tl.cast(S, tl.int64)
-    _features_fwd(x_ptr, out_ptr, C, 1, 1, S, C * S64 * 2, S64 * 2, 0, 0, 0, True, BLOCK)
+    features_fwd_kernel(x_ptr, out_ptr, C, 1, 1, S, C * S64 * 2, S64 * 2, 0, 0, 0, True, BLOCK)
 
 
 @triton.jit
-def _features_bwd(g_ptr, x_ptr, gx_ptr, C, H, Wf, S,
+def features_bwd_kernel(g_ptr, x_ptr, gx_ptr, C, H, Wf, S,
                   sg_n, sg_c, sg_d, sg_h, sg_w, sx_n, sx_c, sx_d, sx_h, sx_w, sgx_n, sgx_c, sgx_d, sgx_h, sgx_w,
                   SPATIAL_CONTIG: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
     """``dX = (g_R + g_phi R / phi) + i (g_I + g_phi I / phi)`` (0 / 0 := 0)."""
@@ -387,19 +340,9 @@ def _features_bwd(g_ptr, x_ptr, gx_ptr, C, H, Wf, S,
 
 
 @triton.jit
-def features_bwd_kernel(g_ptr, x_ptr, gx_ptr, C, H, Wf, S,
-                        sg_n, sg_c, sg_d, sg_h, sg_w, sx_n, sx_c, sx_d, sx_h, sx_w, sgx_n, sgx_c, sgx_d, sgx_h, sgx_w,
-                        SPATIAL_CONTIG: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
-    """Features backward, any strides."""
-    _features_bwd(g_ptr, x_ptr, gx_ptr, C, H, Wf, S,
-                  sg_n, sg_c, sg_d, sg_h, sg_w, sx_n, sx_c, sx_d, sx_h, sx_w, sgx_n, sgx_c, sgx_d, sgx_h, sgx_w,
-                  SPATIAL_CONTIG, BLOCK)  # fmt: skip
-
-
-@triton.jit
 def features_bwd_contig_kernel(g_ptr, x_ptr, gx_ptr, C, S, BLOCK: tl.constexpr):
     """Features backward, contiguous ``grad`` ``(N, 3C, ...)``, ``X`` and ``dX``."""
     S64 = tl.cast(S, tl.int64)
-    _features_bwd(g_ptr, x_ptr, gx_ptr, C, 1, 1, S,
+    features_bwd_kernel(g_ptr, x_ptr, gx_ptr, C, 1, 1, S,
                   3 * C * S64, S64, 0, 0, 0, C * S64 * 2, S64 * 2, 0, 0, 0, C * S64 * 2, S64 * 2, 0, 0, 0,
                   True, BLOCK)  # fmt: skip
