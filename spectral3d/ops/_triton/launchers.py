@@ -87,7 +87,10 @@ def _num_blocks(S: int, block: int) -> int:
 
 
 def _next_pow2(n: int) -> int:
-    return 1 << (n - 1).bit_length()
+    p = 1
+    while p < n:  # also for a SymInt (torch.export / dynamic shapes)
+        p *= 2
+    return p
 
 
 def _traced(t: torch.Tensor) -> bool:
