@@ -124,25 +124,29 @@ def _compute_ops(counts: dict[str, int]) -> dict[str, int]:
 
 @pytest.mark.parametrize("form", ["channel", "band", "full", "features"])
 def test_host_path_one_launch_per_direction_and_no_other_kernel(form: str) -> None:
-    """Eager forward + backward: one launch each way and no aten op that would launch a kernel, both through
-    the custom op (what a ``TorchDispatchMode`` sees, its implementation counted too) and on the fast path
-    (no dispatch mode: ``torch.profiler``'s record of the aten ops)."""
+    """Eager forward + backward, then a forward without grad: one launch per direction and no aten op that
+    would launch a kernel, both through the custom op (what a ``TorchDispatchMode`` sees, its implementation
+    counted too) and on the fast path (no dispatch mode: ``torch.profiler``'s record of the aten ops)."""
     if form == "features":
         X = make_modulation_inputs("channel", (2, 3, 4, 5, 6), requires_grad=True)[0][0]
         grad = torch.randn(2, 9, 4, 5, 4)
 
         def step() -> None:
             torch.autograd.grad(spectral_features(X), X, grad)
+            with torch.no_grad():
+                spectral_features(X)
 
-        expected = {"features_fwd_contig_kernel": 1, "features_bwd_contig_kernel": 1}
+        expected = {"features_fwd_contig_kernel": 2, "features_bwd_contig_kernel": 1}
     else:
         leaves, band = make_modulation_inputs(form, (2, 3, 4, 5, 6), requires_grad=True)
         grad = torch.randn_like(leaves[0])
 
         def step() -> None:
             torch.autograd.grad(spectral_modulation(*leaves, band), leaves, grad)
+            with torch.no_grad():
+                spectral_modulation(*leaves, band)
 
-        expected = {"modulation_fwd_contig_kernel": 1, "modulation_bwd_contig_kernel": 1}
+        expected = {"modulation_fwd_contig_kernel": 2, "modulation_bwd_contig_kernel": 1}
     with poison_outputs(False), skip_launches():
         step()  # first call: allocates the cached tickets
         with count_aten_ops() as ops, count_launches() as launches:
