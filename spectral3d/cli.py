@@ -186,6 +186,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--skip-bad", action="store_true", help="skip cases that fail to load, and report them")
     t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="torch.compile the model (backend: inductor, or e.g. aot_eager)")  # fmt: skip
     t.set_defaults(handler=_train)
 
 
@@ -193,7 +195,9 @@ def _train(args: argparse.Namespace) -> int:
     from spectral3d.train.config import TrainConfig
     from spectral3d.train.workflow import train_on_cohort
 
-    cfg = TrainConfig(**{name: getattr(args, name) for name in _TRAIN_FLAGS}, progress=not args.no_progress)
+    cfg = TrainConfig(
+        **{name: getattr(args, name) for name in _TRAIN_FLAGS}, progress=not args.no_progress, compile=args.compile
+    )
     result = train_on_cohort(
         args.model,
         args.data,

@@ -71,3 +71,20 @@ def test_autograd_mode_bypasses_the_custom_op():
         names = graph_ops()
     assert not any("CppFunction" in n or "spectral" in n.lower() for n in names)
     assert "ComplexBackward0" in names
+
+
+def test_first_call_compiled_under_an_unseen_env_value(monkeypatch):
+    """A ``SPECTRAL3D_KERNEL`` value first read while Dynamo traces: no guard failure, no recompile after eager."""
+    from torch._dynamo.utils import counters
+
+    from spectral3d.layers.samb import SAMB
+
+    monkeypatch.setenv("SPECTRAL3D_KERNEL", "auto, selective_scan=auto, spectral_features=auto")  # not parsed yet
+    torch._dynamo.reset()
+    counters.clear()
+    m, x = SAMB(4), torch.randn(1, 4, 5, 6, 7)
+    compiled = torch.compile(m, backend="eager")
+    compiled(x)
+    m(x)  # eager: now the value is cached
+    torch.testing.assert_close(compiled(x), m(x))
+    assert counters["stats"]["unique_graphs"] == 1

@@ -167,6 +167,20 @@ def test_band_index_properties():
         band_index((4, 0, 4), 2)
 
 
+def test_band_index_cached_as_int32_nonpersistent_buffer():
+    m = SAMB(4, num_bands=5)
+    keys = set(m.state_dict())
+    m(torch.randn(1, 4, 6, 5, 8))
+    first = m._bands
+    assert first.dtype == torch.int32 and torch.equal(first, band_index((6, 5, 8), 5).int())
+    m(torch.randn(2, 4, 6, 5, 8))
+    assert m._bands is first, "same size: the cached index is reused"
+    m(torch.randn(1, 4, 6, 5, 9))  # same half-spectrum shape (6, 5, 5), other W: other bands
+    assert torch.equal(m._bands, band_index((6, 5, 9), 5).int())
+    assert set(m.state_dict()) == keys
+    m.load_state_dict(SAMB(4, num_bands=5).state_dict())  # strict: nothing new to load
+
+
 def test_module_api():
     m = SAMB(8, fm_mode="spectral", num_bands=3, enh_kernel_size=3, mod_reduction=2)
     assert "fm_mode='spectral'" in repr(m) and "num_bands=3" in repr(m) and "mod_hidden=4" in repr(m)

@@ -226,3 +226,44 @@ def test_initial_weights_depend_on_the_seed_only(tmp_path: Path, monkeypatch: py
         )
     assert starts[0].keys() == starts[1].keys()
     assert all(torch.equal(starts[0][k], starts[1][k]) for k in starts[0])
+
+
+def test_compiled_training_checkpoints_resume_into_eager_and_compiled(tmp_path: Path) -> None:
+    """``TrainConfig(compile=...)`` (aot_eager here): checkpoints carry the model's own keys and equal an
+    eager run's; they resume into eager and compiled models, and a ``torch.compile``-d model saves the same keys."""
+
+    def run(name: str, compile: str | None, epochs: int = 1, resume: bool = False, wrap: bool = False) -> dict:
+        torch.manual_seed(0)
+        model = ToyNet(dropout=0.0)
+        model = torch.compile(model, backend="aot_eager") if wrap else model
+        cfg = TrainConfig(epochs=epochs, batch_size=8, lr=5e-3, seed=1, progress=False, compile=compile)
+        fit(model, ToyDataset(16), ToyDataset(8, seed=1), cfg, tmp_path / name, resume=resume, num_classes=2)
+        return load_model_state(tmp_path / name / "last")
+
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = run("compiled", "aot_eager")
+    assert counters["stats"]["unique_graphs"] >= 1, "the training step was not compiled"
+    eager = run("eager", None)
+    assert set(compiled) == set(ToyNet().state_dict())
+    for k in eager:
+        torch.testing.assert_close(compiled[k], eager[k], rtol=1e-5, atol=1e-6)
+    assert json.loads((tmp_path / "compiled" / "last" / "config.json").read_text())["train"]["compile"] == "aot_eager"
+    assert set(run("compiled", None, epochs=2, resume=True)) == set(compiled)  # compiled run -> eager
+    assert set(run("eager", "aot_eager", epochs=2, resume=True)) == set(compiled)  # eager run -> compiled
+    assert set(run("wrapped", None, wrap=True)) == set(compiled)  # a torch.compile-d model: no "_orig_mod."
+
+
+def test_compile_backend_is_checked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(ValueError, match=r"compile: expected a torch.compile backend such as .*'inductor'.*got 'fast'"):
+        TrainConfig(compile="fast")
+    assert TrainConfig(compile=True).compile == "inductor" and TrainConfig(compile=False).compile is None
+    from spectral3d.cli import main
+
+    argv = ["train", "--model", "test_desamba_3d", "--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    assert main([*argv, "--compile", "fast"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "compile: expected a torch.compile backend" in err[0]
+    assert not (tmp_path / "run").exists()

@@ -25,9 +25,9 @@ float32)`` (the FFT never runs in half precision), ``Wf = W // 2 + 1``:
 
 Radial bands: bin ``(d, h, w)`` belongs to ``band = min(B - 1, floor(B rho / rho_max))`` with
 ``rho = sqrt((k_d/D)^2 + (k_h/H)^2 + (k_w/W)^2)`` over signed frequency indices and ``rho_max =
-sqrt(3)/2`` (:func:`band_index`). The index depends on the input size only; it is computed per size
-and cached (eager) or traced as a few constant ops (``torch.compile``), never stored in the
-``state_dict``.
+sqrt(3)/2`` (:func:`band_index`). The index depends on the input size only; eager calls keep the last
+size's as an int32 non-persistent buffer (what the kernels read, no per-call cast; never in the
+``state_dict``), ``torch.compile`` traces it as a few constant ops.
 
 Initialisation: ``alpha = 1``, ``beta = 0``, the modulator's last conv zero (so ``f_m = 1``): SAMB
 starts as the identity (``irfftn o rfftn = id``). A network-wide weight init that overwrites
@@ -154,7 +154,9 @@ class SAMB(nn.Module):
         self.mod_fc1 = nn.Conv3d(dim, hidden, 1)
         self.mod_act = nn.GELU()
         self.mod_fc2 = nn.Conv3d(hidden, dim * num_bands if fm_mode == "band" else dim, 1)
-        self._band_index_cache: dict[tuple[int, int, int, torch.device], torch.Tensor] = {}
+        # int32 band index of the last input size (non-persistent: never in the state_dict; moves with .to())
+        self.register_buffer("_bands", None, persistent=False)
+        self._bands_size: tuple[int, int, int] | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -175,10 +177,10 @@ class SAMB(nn.Module):
     def _band_index(self, size: tuple[int, int, int], device: torch.device) -> torch.Tensor:
         if torch.compiler.is_compiling():
             return band_index(size, self.num_bands, device)
-        key = (*size, device)
-        idx = self._band_index_cache.get(key)
-        if idx is None:
-            idx = self._band_index_cache[key] = band_index(size, self.num_bands, device)
+        idx = self._bands
+        if idx is None or self._bands_size != size or idx.device != device:
+            idx = self._bands = band_index(size, self.num_bands, device).to(torch.int32)
+            self._bands_size = size
         return idx
 
     def _modulation_gain(self, xt: torch.Tensor, t: torch.dtype) -> torch.Tensor:

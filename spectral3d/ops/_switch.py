@@ -21,6 +21,8 @@ import contextlib
 import os
 from collections.abc import Iterable, Iterator
 
+import torch
+
 __all__ = ["KERNEL_MODES", "OPS", "kernel_mode", "use_kernels"]
 
 KERNEL_MODES = ("auto", "triton", "reference", "autograd")
@@ -46,9 +48,7 @@ def _check_ops(ops: Iterable[str], source: str) -> tuple[str, ...]:
 _parsed: dict[str, dict[str, str]] = {}  # SPECTRAL3D_KERNEL value -> mode of every op
 
 
-def _parse_env(value: str) -> dict[str, str]:
-    if value in _parsed:
-        return _parsed[value]
+def _parse(value: str) -> dict[str, str]:
     modes: dict[str, str] = {}
     default = "auto"
     for entry in (e.strip().lower() for e in value.split(",")):
@@ -60,8 +60,16 @@ def _parse_env(value: str) -> dict[str, str]:
             modes[op.strip()] = _check_mode(mode.strip(), f"{_ENV} ({op.strip()})")
         else:
             default = _check_mode(entry, _ENV)
-    _parsed[value] = {op: modes.get(op, default) for op in OPS}
-    return _parsed[value]
+    return {op: modes.get(op, default) for op in OPS}
+
+
+def _parse_env(value: str) -> dict[str, str]:
+    if torch.compiler.is_compiling():  # traced: no guard on the cache, which eager calls fill later
+        return _parse(value)
+    modes = _parsed.get(value)
+    if modes is None:
+        modes = _parsed[value] = _parse(value)
+    return modes
 
 
 def kernel_mode(op: str) -> str:

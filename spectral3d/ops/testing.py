@@ -1,7 +1,10 @@
-"""Test hooks of the kernels (poisoned outputs, counted launches) and the shared test inputs of Eq. 2.
+"""Test hooks of the kernels (poisoned outputs, counted or skipped launches, counted aten ops) and the
+shared test inputs of Eq. 2.
 
 The Triton launchers allocate every output through :func:`empty` / :func:`empty_like` and report
 every launch through :func:`record_launch`; outside these context managers both cost one dict lookup.
+:func:`skip_launches` keeps the launches from running (host-path timing); :func:`count_aten_ops`
+counts the aten ops dispatched, including those inside the ``spectral3d`` custom ops.
 
 Example::
 
@@ -23,18 +26,35 @@ from collections import Counter
 from collections.abc import Iterator
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 __all__ = [
+    "NO_KERNEL_OPS",
+    "SKIPPED_LAUNCH",
+    "count_aten_ops",
     "count_launches",
     "empty",
     "empty_like",
+    "launches_skipped",
     "make_modulation_inputs",
     "poison_outputs",
     "record_launch",
     "rel_err",
+    "skip_launches",
 ]
 
-_hooks: dict[str, object] = {"poison": False, "launches": None}
+_hooks: dict[str, object] = {"poison": False, "launches": None, "skip": False}
+
+# aten ops that launch no device kernel: allocations, views, metadata
+NO_KERNEL_OPS = frozenset(
+    f"aten.{name}"
+    for name in (
+        "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "view", "view_as_real",
+        "view_as_complex", "_reshape_alias", "as_strided", "alias", "detach", "permute", "select", "slice",
+        "squeeze", "unsqueeze", "expand", "t", "transpose", "resolve_conj", "resolve_neg", "lift_fresh",
+        "_unsafe_view", "unbind", "split", "split_with_sizes", "is_same_size",
+    )
+)  # fmt: skip
 
 
 def empty_like(t: torch.Tensor) -> torch.Tensor:
@@ -51,6 +71,24 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> t
     return torch.empty(shape, dtype=dtype, device=device)
 
 
+class _SkippedLaunch:
+    """Stands in for a kernel inside :func:`skip_launches`: ``kernel[grid](*args)`` does nothing."""
+
+    def __getitem__(self, grid: object) -> object:
+        return self
+
+    def __call__(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+SKIPPED_LAUNCH = _SkippedLaunch()
+
+
+def launches_skipped() -> bool:
+    """True inside :func:`skip_launches`."""
+    return bool(_hooks["skip"])
+
+
 def record_launch(name: str) -> None:
     """Count one launch of ``name`` inside :func:`count_launches`."""
     counter = _hooks["launches"]
@@ -59,10 +97,13 @@ def record_launch(name: str) -> None:
 
 
 @contextlib.contextmanager
-def poison_outputs() -> Iterator[None]:
-    """Fill every kernel output with NaN before the kernel runs: an element it forgets to write shows."""
+def poison_outputs(enabled: bool = True) -> Iterator[None]:
+    """Fill every kernel output with NaN before the kernel runs: an element it forgets to write shows.
+
+    ``enabled=False`` turns poisoning off inside the block (e.g. to count a host path's ops).
+    """
     saved = _hooks["poison"]
-    _hooks["poison"] = True
+    _hooks["poison"] = enabled
     try:
         yield
     finally:
@@ -79,6 +120,48 @@ def count_launches() -> Iterator[Counter]:
         yield counter
     finally:
         _hooks["launches"] = saved
+
+
+@contextlib.contextmanager
+def skip_launches() -> Iterator[None]:
+    """Launchers do everything but run their kernels (outputs stay uninitialised): times the host path."""
+    saved = _hooks["skip"]
+    _hooks["skip"] = True
+    try:
+        yield
+    finally:
+        _hooks["skip"] = saved
+
+
+class _AtenOpCounter(TorchDispatchMode):
+    """Counts every op dispatched; runs the ``spectral3d`` custom ops' implementations under itself."""
+
+    def __init__(self, counter: Counter) -> None:
+        super().__init__()
+        self.counter = counter
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        self.counter[str(func.overloadpacket)] += 1
+        if func.namespace == "spectral3d":  # below the Python key, with this mode active again
+            t = next(a for a in args if isinstance(a, torch.Tensor))
+            keys = torch._C._dispatch_keys(t) & torch._C._dispatch_keyset_full_after(torch._C.DispatchKey.Python)
+            with self:
+                return func.redispatch(keys, *args, **kwargs)
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def count_aten_ops() -> Iterator[Counter]:
+    """Yield a ``Counter`` of the ops dispatched inside the block (``"aten.mul"``, ``"spectral3d.spectral_features"``).
+
+    A ``TorchDispatchMode``: the public spectral ops then run as their custom ops (what every dispatch
+    mode sees), and the ops inside those custom ops are counted too. Ops in :data:`NO_KERNEL_OPS`
+    launch no device kernel.
+    """
+    counter: Counter = Counter()
+    with _AtenOpCounter(counter):
+        yield counter
 
 
 def make_modulation_inputs(

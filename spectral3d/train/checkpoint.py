@@ -219,15 +219,19 @@ def load_config(ckpt: str | os.PathLike) -> dict[str, Any]:
 def load_model_state(ckpt: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The model state dict of a checkpoint, read with safetensors (no pickle).
 
+    Keys saved from a ``torch.compile``-d module elsewhere (``_orig_mod.`` prefix) come back without it.
+
     Raises:
         CheckpointError: the file is truncated or not a safetensors file.
     """
     path = resolve_checkpoint(ckpt) / "model.safetensors"
     try:
-        return load_file(str(path))
+        state = load_file(str(path))
     except Exception as e:  # safetensors raises its own SafetensorError for a bad header or a short file
         message = f"checkpoint: {path} is not a readable safetensors file, truncated or corrupt ({e})"
         raise CheckpointError(message) from None
+    torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state, "_orig_mod.")
+    return state
 
 
 def load_training_state(ckpt: str | os.PathLike) -> dict[str, Any]:

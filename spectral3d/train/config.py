@@ -45,8 +45,19 @@ class TrainConfig:
     amp: bool = True
     progress: bool = True
     keep_last: int = 0  # 0 keeps every epoch; n keeps the n newest besides best
+    compile: str | None = None  # torch.compile backend ("inductor", "aot_eager", ...); None: eager
 
     def __post_init__(self) -> None:
+        if self.compile is True:
+            self.compile = "inductor"
+        elif self.compile is False:
+            self.compile = None
+        if self.compile is not None:
+            import torch._dynamo  # only when compiling: the command line reads this module without torch
+
+            if not isinstance(self.compile, str) or self.compile not in torch._dynamo.list_backends(exclude_tags=()):
+                common = torch._dynamo.list_backends()
+                raise ValueError(f"compile: expected a torch.compile backend such as {common}, got {self.compile!r}")
         for name in ("epochs", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")

@@ -30,6 +30,10 @@ Choices *(ours)*, each a ``TrainConfig`` field:
   with the position inside the epoch, ``last`` points at it, and training stops; ``resume`` continues
   from that exact batch (or from the last complete epoch), reaching the same weights as an
   uninterrupted run on CPU.
+- ``compile``: the training step's forward (model and auxiliary terms) runs through
+  ``torch.compile`` with that backend (``nn.Module.compile`` in place), validation too; checkpoints
+  hold the model's own state dict (no ``_orig_mod.`` prefix, also when a ``torch.compile``-d model is
+  passed), so a run resumes into a compiled or an eager model alike.
 - DDP: ``torchrun`` sets ``WORLD_SIZE``/``RANK``; the loop initialises the process group (NCCL on
   CUDA, gloo on CPU), wraps the model in ``DistributedDataParallel``, shards batches and validation,
   gathers validation predictions and lets rank 0 alone write checkpoints and logs. With the global
@@ -423,6 +427,9 @@ def fit(
 
     model.to(device)
     task = _TaskModule(model)
+    model = getattr(model, "_orig_mod", model)  # a torch.compile-d model: checkpoints hold its module's state
+    if cfg.compile is not None:
+        task.compile(backend=cfg.compile)
     ddp_task: nn.Module = task
     if world > 1:
         ddp_task = nn.parallel.DistributedDataParallel(

@@ -1,8 +1,13 @@
 """The spectral kernels' numerics in Triton's interpreter: every output poisoned, float64 oracles.
 
 Forward and all five gradients of Eq. 2 and the ``[R, I, |X|]`` features over hypothesis-drawn odd
-sizes, many blocks per row and every ``f_m`` form and layout; bitwise-reproducible gradients; the
-public ops and SAMB routed through the kernels.
+sizes, many blocks per row and every ``f_m`` form and layout; bitwise-reproducible gradients and
+self-resetting tickets of the backward's in-kernel finish; the host path counted (one launch per
+direction, no other device kernel); the public ops and SAMB routed through the kernels.
+
+The interpreter runs a launch's programs one after another, in program order: the ticket logic, the
+fixed-order sums and the reset are exercised here, but memory ordering between concurrent programs
+and CUDA-graph capture/replay can only be shown on a GPU (``benchmarks/gpu_spectral.py``, checks tier).
 """
 
 from __future__ import annotations
@@ -21,7 +26,15 @@ from spectral3d.ops import (
     use_kernels,
 )
 from spectral3d.ops._triton import launchers
-from spectral3d.ops.testing import count_launches, make_modulation_inputs, poison_outputs, rel_err
+from spectral3d.ops.testing import (
+    NO_KERNEL_OPS,
+    count_aten_ops,
+    count_launches,
+    make_modulation_inputs,
+    poison_outputs,
+    rel_err,
+    skip_launches,
+)
 
 RTOL = 1e-5
 # no shrinking: a failure is reported at once (shrinking through the interpreter takes minutes)
@@ -74,6 +87,81 @@ def test_modulation_launchers_match_float64(form, N, C, D, H, W, B, block, layou
         assert torch.equal(a, again), f"grad {name}[{form}]: two runs on the same inputs differ"
 
 
+def test_ticket_finish_bitwise_and_reset_across_calls_and_shapes() -> None:
+    """Several programs per channel take tickets (block 16); calls on other shapes in between (same C,
+    so the same tickets) leave every gradient bitwise equal, and the tickets at 0 after each call."""
+    C = 2
+    plan = [  # 8, 2 and 6 tickets per channel
+        ((2, C, 3, 4, 9), ("channel", "full", "band")),
+        ((1, C, 2, 3, 4), ("band",)),
+        ((3, C, 2, 2, 10), ("channel",)),
+    ]
+    cases = []
+    for i, (shape, forms) in enumerate(plan):
+        for form in forms:
+            leaves, band = make_modulation_inputs(form, shape, num_bands=5, seed=i)
+            grad = torch.randn(leaves[0].shape, dtype=torch.complex64, generator=torch.Generator().manual_seed(i))
+            cases.append((f"{form} {shape}", grad, leaves, band))
+    counters = launchers.tickets(torch.device("cpu"), C)
+    first = {}
+    for _ in range(2):  # every case twice, interleaved with the others
+        for name, grad, leaves, band in cases:
+            grads = launchers.modulation_backward(grad, *leaves, band, wrap=False, block=16)
+            assert torch.equal(counters, torch.zeros_like(counters)), f"{name}: tickets not reset: {counters}"
+            if name not in first:
+                first[name] = grads
+                _, ref = reference_grads(leaves, band, grad)
+                for what, a, b in zip("X f_m f_e alpha beta".split(), grads, ref):
+                    assert_close(f"{name} grad {what}", a, b)
+            for what, a, b in zip("X f_m f_e alpha beta".split(), grads, first[name]):
+                assert torch.equal(a, b), f"{name} grad {what}: not bitwise equal across calls"
+
+
+def _compute_ops(counts: dict[str, int]) -> dict[str, int]:
+    """Ops that launch a device kernel: neither allocation/view nor the spectral3d custom op itself."""
+    return {k: v for k, v in counts.items() if k not in NO_KERNEL_OPS and not k.startswith("spectral3d.")}
+
+
+@pytest.mark.parametrize("form", ["channel", "band", "full", "features"])
+def test_host_path_one_launch_per_direction_and_no_other_kernel(form: str) -> None:
+    """Eager forward + backward, then a forward without grad: one launch per direction and no aten op that
+    would launch a kernel, both through the custom op (what a ``TorchDispatchMode`` sees, its implementation
+    counted too) and on the fast path (no dispatch mode: ``torch.profiler``'s record of the aten ops)."""
+    if form == "features":
+        X = make_modulation_inputs("channel", (2, 3, 4, 5, 6), requires_grad=True)[0][0]
+        grad = torch.randn(2, 9, 4, 5, 4)
+
+        def step() -> None:
+            torch.autograd.grad(spectral_features(X), X, grad)
+            with torch.no_grad():
+                spectral_features(X)
+
+        expected = {"features_fwd_contig_kernel": 2, "features_bwd_contig_kernel": 1}
+    else:
+        leaves, band = make_modulation_inputs(form, (2, 3, 4, 5, 6), requires_grad=True)
+        grad = torch.randn_like(leaves[0])
+
+        def step() -> None:
+            torch.autograd.grad(spectral_modulation(*leaves, band), leaves, grad)
+            with torch.no_grad():
+                spectral_modulation(*leaves, band)
+
+        expected = {"modulation_fwd_contig_kernel": 2, "modulation_bwd_contig_kernel": 1}
+    with poison_outputs(False), skip_launches():
+        step()  # first call: allocates the cached tickets
+        with count_aten_ops() as ops, count_launches() as launches:
+            step()
+        assert dict(launches) == expected
+        assert _compute_ops(ops) == {}, f"device kernels besides the launches: {_compute_ops(ops)}"
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof, count_launches() as fast:
+            step()
+    assert dict(fast) == expected
+    names = {e.name for e in prof.events()}
+    assert not any(n.startswith("spectral3d::") for n in names), f"eager call went through the custom op: {names}"
+    aten = {n.replace("aten::", "aten.") for n in names if n.startswith("aten::")}
+    assert aten <= NO_KERNEL_OPS, f"fast path runs device kernels besides the launches: {sorted(aten - NO_KERNEL_OPS)}"
+
+
 @SETTINGS
 @given(
     N=st.integers(1, 2),
@@ -110,11 +198,11 @@ def test_public_ops_route_to_kernels() -> None:
         X = leaves[0].detach().requires_grad_()
         f = spectral_features(X)
         f.backward(torch.randn_like(f))
-    assert dict(launches) == {
-        "modulation_fwd_kernel": 3,
-        "modulation_bwd_kernel": 3,
-        "features_fwd_kernel": 1,
-        "features_bwd_kernel": 1,
+    assert dict(launches) == {  # contiguous inputs: the contiguous entry points, one launch per direction
+        "modulation_fwd_contig_kernel": 3,
+        "modulation_bwd_contig_kernel": 3,
+        "features_fwd_contig_kernel": 1,
+        "features_bwd_contig_kernel": 1,
     }
 
 
@@ -149,7 +237,7 @@ def test_samb_through_kernels_equals_autograd_path(fm_mode: str) -> None:
 
     with count_launches() as launches:
         kernel = run()
-    assert launches["modulation_fwd_kernel"] == 1 and launches["modulation_bwd_kernel"] == 1
+    assert launches["modulation_fwd_contig_kernel"] == 1 and launches["modulation_bwd_contig_kernel"] == 1
     with use_kernels("autograd", ops={"spectral_modulation", "spectral_features"}):
         reference = run()
     names = ["y", "x"] + [n for n, _ in m.named_parameters()]
