@@ -1,0 +1,534 @@
+"""Triton kernels of the depthwise 3-D convolution and their launchers (stride 1, zero "same" padding).
+
+``y[n, c, d, h, w] = b[c] + sum_{i, j, k} w[c, i, j, k] * x[n, c, d + i - pd, h + j - ph, w + k - pw]``
+with odd ``kd, kh, kw <= 7`` and ``pd = kd // 2`` (likewise ``ph``, ``pw``).
+
+Design *(ours)*:
+
+- Forward: a program computes one output tile, ``BLOCK_H x BLOCK_W`` positions of one ``(n, d)`` plane
+  times ``BLOCK_C`` channels, looping over the taps: a runtime loop over the depth taps that land inside the
+  volume, the height/width taps unrolled and each skipped when its shifted tile lies wholly in the padding;
+  the rest of the halo is masked. fp32 accumulators, one store per output. Channels-last (channel stride 1)
+  makes channels the vector axis (``ALIGN`` tells the compiler the row offsets' alignment); contiguous
+  NCDHW makes W the contiguous axis. Both layouts are the same code with one unit stride as a constexpr.
+- Grad input is the forward kernel on ``dy`` with the taps flipped (``dx = conv(dy, flip(w))``).
+- Weights travel as a ``(taps, C)`` float32 table (``k^3 * C`` values, copied per call), flipped or not.
+- Grad weight and bias: a program (chunk of ``(n, d)`` planes, tap row ``(i, j)``, channel block) adds
+  ``dy * x`` shifted by the ``KW`` taps of its row into a ``[KWP, tile]`` fp32 register block over its chunk,
+  reduces it once and writes one row of partials ``(chunks, taps [+ 1 for the bias], C)``; a finishing kernel
+  sums the chunks in a fixed order. No atomics: the gradients are bitwise repeatable.
+- ``DROP_TAP >= 0`` (tests only) leaves out that tap: a kernel known to be wrong, for the test of the tests.
+
+Tile sizes come from :func:`forward_config` / :func:`wgrad_config` (a heuristic on ``C``, the plane and
+``k``); under ``TRITON_INTERPRET=1`` big tiles keep the number of interpreted programs small.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+
+from spectral3d.ops import testing
+
+__all__ = [
+    "MAX_KERNEL",
+    "TileConfig",
+    "backward",
+    "channels_last",
+    "covers",
+    "forward",
+    "forward_config",
+    "interpreting",
+    "wgrad_config",
+]
+
+MAX_KERNEL = 7
+_INT32 = 2**31 - 1
+
+
+# --------------------------------------------------------------------------------------------
+# kernels
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _sample_base(ptr, n, s_n, ALIGN: tl.constexpr):
+    """``ptr + n * s_n`` with a 64-bit offset (offsets inside one sample fit 32 bits)."""
+    off = n.to(tl.int64) * s_n
+    if ALIGN > 1:
+        off = tl.multiple_of(off, ALIGN)
+    return ptr + off
+
+
+@triton.jit
+def _positions(s0, S, H, W, BLOCK_S: tl.constexpr):
+    """Positions ``q = s0 + [0, BLOCK_S)`` of a sample's flattened (D, H, W) volume: their mask, ``d, h, w``,
+    and the ranges ``[lo, hi]`` of ``d, h, w`` over the tile (scalars, to skip taps that miss it)."""
+    q = s0 + tl.arange(0, BLOCK_S)
+    HW = H * W
+    d = q // HW
+    r = q % HW
+    h = r // W
+    w = r % W
+    q_last = tl.minimum(s0 + BLOCK_S, S) - 1
+    d_lo = s0 // HW
+    d_hi = q_last // HW
+    one_plane = d_lo == d_hi
+    h_lo = tl.where(one_plane, (s0 % HW) // W, 0)
+    h_hi = tl.where(one_plane, (q_last % HW) // W, H - 1)
+    one_row = s0 // W == q_last // W
+    w_lo = tl.where(one_row, s0 % W, 0)
+    w_hi = tl.where(one_row, q_last % W, W - 1)
+    return q, q < S, d, h, w, d_lo, d_hi, h_lo, h_hi, w_lo, w_hi
+
+
+@triton.jit
+def _dw_fwd_kernel(
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    C, D, H, W,
+    sx_n, sx_d, sx_h, sx_o,
+    KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN_C: tl.constexpr, ALIGN: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr, DROP_TAP: tl.constexpr,
+):  # fmt: skip
+    """Outputs at ``BLOCK_S`` positions of sample ``n`` x ``BLOCK_C`` channels. ``x`` is strided (``sx_o``:
+    its w stride channels-last, its c stride otherwise); ``y`` is dense in the same layout. A tap is a
+    scalar shift of the positions' offsets, masked where it leaves the volume."""
+    PD: tl.constexpr = KD // 2
+    PH: tl.constexpr = KH // 2
+    PW: tl.constexpr = KW // 2
+    S = D * H * W
+    tiles = tl.cdiv(S, BLOCK_S)
+    pid = tl.program_id(0)
+    n = pid // tiles
+    s0 = (pid % tiles) * BLOCK_S
+    q, qm, d, h, w, d_lo, d_hi, h_lo, h_hi, w_lo, w_hi = _positions(s0, S, H, W, BLOCK_S)
+    cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = cs < C
+    if CHANNELS_LAST:
+        xo = d * sx_d + h * sx_h + w * sx_o
+        coff = cs[None, :]
+    else:
+        xo = d * sx_d + h * sx_h + w
+        coff = (cs * sx_o)[None, :]
+    xp = _sample_base(x_ptr, n, sx_n, ALIGN) + coff  # [1, BLOCK_C] pointers
+    wp = w_ptr + cs
+    # taps that reach the tile (a tap outside [lo, hi) would read padding only)
+    j_lo = tl.maximum(PH - h_hi, 0)
+    j_hi = tl.minimum(H + PH - h_lo, KH)
+    k_lo = tl.maximum(PW - w_hi, 0)
+    k_hi = tl.minimum(W + PW - w_lo, KW)
+
+    acc = tl.zeros([BLOCK_S, BLOCK_C], dtype=tl.float32)
+    for i in range(tl.maximum(PD - d_hi, 0), tl.minimum(D + PD - d_lo, KD)):
+        dd = d + (i - PD)
+        mi = qm & (dd >= 0) & (dd < D)
+        xi = xo + (i - PD) * sx_d
+        wi = wp + i * (KH * KW) * C
+        for j in tl.static_range(KH):
+            if (j >= j_lo) & (j < j_hi):
+                hh = h + (j - PH)
+                mj = mi & (hh >= 0) & (hh < H)
+                xj = xi + (j - PH) * sx_h
+                for k in tl.static_range(KW):
+                    if (k >= k_lo) & (k < k_hi):
+                        ww = w + (k - PW)
+                        m = (mj & (ww >= 0) & (ww < W))[:, None]
+                        if CHANNELS_LAST:
+                            xk = xj + (k - PW) * sx_o
+                            if ALIGN > 1:
+                                xk = tl.multiple_of(xk, ALIGN)
+                        else:
+                            xk = xj + (k - PW)
+                        if EVEN_C:
+                            wv = tl.load(wi + (j * KW + k) * C)
+                        else:
+                            m = m & cmask[None, :]
+                            wv = tl.load(wi + (j * KW + k) * C, mask=cmask, other=0.0)
+                        if DROP_TAP >= 0:
+                            wv = tl.where((i * KH + j) * KW + k == DROP_TAP, 0.0, wv)
+                        xv = tl.load(xp + xk[:, None], mask=m, other=0.0)
+                        acc += xv.to(tl.float32) * wv[None, :]
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + cs, mask=cmask, other=0.0).to(tl.float32)[None, :]
+
+    m = qm[:, None]
+    if not EVEN_C:
+        m = m & cmask[None, :]
+    if CHANNELS_LAST:
+        yo = q * C
+        if ALIGN > 1:
+            yo = tl.multiple_of(yo, ALIGN)
+        yo = yo[:, None] + cs[None, :]
+    else:
+        yo = q[:, None] + (cs * S)[None, :]
+    tl.store(_sample_base(y_ptr, n, S * C, ALIGN) + yo, acc.to(y_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _dw_wgrad_kernel(
+    x_ptr, dy_ptr, part_ptr,
+    C, D, H, W, TILES, PER_CHUNK,
+    sx_n, sx_d, sx_h, sx_o,
+    KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, KWP: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN_C: tl.constexpr, ALIGN: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr, DROP_TAP: tl.constexpr,
+):  # fmt: skip
+    """Partial ``sum dy * x_shifted`` for the ``KW`` taps of tap row ``(i, j)`` and a channel block, over the
+    position tiles ``[chunk * PER_CHUNK, (chunk + 1) * PER_CHUNK)`` of the ``TILES = N * cdiv(S, BLOCK_S)``;
+    the centre row also sums ``dy`` (the bias gradient). ``dy`` is dense in the layout of ``x``."""
+    PD: tl.constexpr = KD // 2
+    PH: tl.constexpr = KH // 2
+    PW: tl.constexpr = KW // 2
+    TAPS: tl.constexpr = KD * KH * KW
+    ROWS: tl.constexpr = KD * KH
+    NROWS: tl.constexpr = TAPS + HAS_BIAS
+    S = D * H * W
+    tiles = tl.cdiv(S, BLOCK_S)
+    pid = tl.program_id(0)
+    row = pid % ROWS
+    chunk = pid // ROWS
+    i = row // KH
+    j = row % KH
+    cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = cs < C
+    ls = tl.arange(0, KWP)
+    lm = ls < KW
+    if CHANNELS_LAST:
+        xc = cs[None, None, :]
+    else:
+        xc = (cs * sx_o)[None, None, :]
+
+    acc = tl.zeros([KWP, BLOCK_S, BLOCK_C], dtype=tl.float32)
+    accb = tl.zeros([BLOCK_S, BLOCK_C], dtype=tl.float32)
+    for tau in range(chunk * PER_CHUNK, tl.minimum(chunk * PER_CHUNK + PER_CHUNK, TILES)):
+        n = tau // tiles
+        s0 = (tau % tiles) * BLOCK_S
+        q, qm, d, h, w, d_lo, d_hi, h_lo, h_hi, w_lo, w_hi = _positions(s0, S, H, W, BLOCK_S)
+        om = qm[:, None]
+        if not EVEN_C:
+            om = om & cmask[None, :]
+        if CHANNELS_LAST:
+            yo = q * C
+            if ALIGN > 1:
+                yo = tl.multiple_of(yo, ALIGN)
+            yo = yo[:, None] + cs[None, :]
+        else:
+            yo = q[:, None] + (cs * S)[None, :]
+        if HAS_BIAS:
+            g = tl.load(_sample_base(dy_ptr, n, S * C, ALIGN) + yo, mask=om, other=0.0).to(tl.float32)
+            accb += g
+        hit = (d_lo + (i - PD) < D) & (d_hi + (i - PD) >= 0) & (h_lo + (j - PH) < H) & (h_hi + (j - PH) >= 0)
+        if hit:
+            if not HAS_BIAS:
+                g = tl.load(_sample_base(dy_ptr, n, S * C, ALIGN) + yo, mask=om, other=0.0).to(tl.float32)
+            dd = d + (i - PD)
+            hh = h + (j - PH)
+            m = qm & (dd >= 0) & (dd < D) & (hh >= 0) & (hh < H)
+            ww = w[None, :] + (ls - PW)[:, None]  # [KWP, BLOCK_S]: the KW width taps of this row
+            mw = (m[None, :] & (ww >= 0) & (ww < W) & lm[:, None])[:, :, None]
+            if not EVEN_C:
+                mw = mw & cmask[None, None, :]
+            if CHANNELS_LAST:
+                xo = (dd * sx_d + hh * sx_h)[None, :] + ww * sx_o
+                if ALIGN > 1:
+                    xo = tl.multiple_of(xo, [ALIGN, ALIGN])
+            else:
+                xo = (dd * sx_d + hh * sx_h)[None, :] + ww
+            xv = tl.load(_sample_base(x_ptr, n, sx_n, ALIGN) + xo[:, :, None] + xc, mask=mw, other=0.0)
+            acc += g[None, :, :] * xv.to(tl.float32)
+
+    red = tl.sum(acc, axis=1)  # [KWP, BLOCK_C]
+    taps = row * KW + ls
+    if DROP_TAP >= 0:
+        red = tl.where((taps == DROP_TAP)[:, None], 0.0, red)
+    pb = part_ptr + chunk * (NROWS * C)
+    tl.store(pb + taps[:, None] * C + cs[None, :], red, mask=lm[:, None] & cmask[None, :])
+    if HAS_BIAS:
+        tl.store(pb + TAPS * C + cs, tl.sum(accb, axis=0), mask=cmask & (row == PD * KH + PH))
+
+
+@triton.jit
+def _dw_finish_kernel(
+    part_ptr, dw_ptr, db_ptr, C, CHUNKS,
+    TAPS: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    """``dw[c, t] = sum_chunk part[chunk, t, c]`` (and ``db``) in chunk order: a fixed summation order."""
+    NROWS: tl.constexpr = TAPS + HAS_BIAS
+    total = NROWS * C
+    e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = e < total
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for k in range(CHUNKS):
+        acc += tl.load(part_ptr + k * total + e, mask=m, other=0.0)
+    t = e // C
+    c = e % C
+    tl.store(dw_ptr + c * TAPS + t, acc.to(dw_ptr.dtype.element_ty), mask=m & (t < TAPS))
+    if HAS_BIAS:
+        tl.store(db_ptr + c, acc.to(db_ptr.dtype.element_ty), mask=m & (t == TAPS))
+
+
+# --------------------------------------------------------------------------------------------
+# configuration
+# --------------------------------------------------------------------------------------------
+class TileConfig(NamedTuple):
+    """Tile of one program: ``block_s`` positions of the flattened (D, H, W) volume x ``block_c`` channels."""
+
+    block_s: int
+    block_c: int
+    num_warps: int = 4
+
+
+def interpreting() -> bool:
+    """Whether Triton runs through its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _pow2(v: int) -> int:
+    return 1 << max(0, (int(v) - 1).bit_length())
+
+
+def _channel_block(C: int, cap: int = 32) -> int:
+    """The largest of ``cap, cap/2, ..., 8`` that divides ``C`` (no channel mask), else ``pow2(C)`` capped."""
+    b = cap
+    while b >= 8:
+        if C % b == 0:
+            return b
+        b //= 2
+    return min(cap, _pow2(C))
+
+
+def _warps(elements: int) -> int:
+    return max(1, min(8, elements // 256))
+
+
+def forward_config(C: int, S: int, channels_last: bool, interpret: bool | None = None) -> TileConfig:
+    """Tile of the forward / grad-input kernel for ``C`` channels and ``S = D * H * W`` positions.
+
+    A heuristic *(ours)*: channels-last takes the largest channel block of 32/16/8 dividing ``C`` and
+    ~2048 elements per program; NCDHW takes up to 1024 positions. ``benchmarks/gpu_depthwise.py`` sweeps
+    alternatives. In the interpreter one program covers up to 2048 positions x 16 channels.
+    """
+    if interpreting() if interpret is None else interpret:
+        return TileConfig(min(_pow2(S), 2048), min(_pow2(C), 16), 4)
+    if channels_last:
+        bc = _channel_block(C)
+        bs = min(_pow2(S), max(16, 2048 // bc))
+    else:
+        bs = min(_pow2(S), 1024)
+        bc = min(_pow2(C), max(1, 1024 // bs))
+    return TileConfig(bs, bc, _warps(bs * bc))
+
+
+def wgrad_config(C: int, S: int, KW: int, channels_last: bool, interpret: bool | None = None) -> TileConfig:
+    """Tile of the weight-gradient kernel, whose register block is ``pow2(KW)`` times the tile."""
+    kwp = _pow2(KW)
+    if interpreting() if interpret is None else interpret:
+        return TileConfig(min(_pow2(S), 2048), min(_pow2(C), 8), 4)
+    if channels_last:
+        bc = _channel_block(C)
+        bs = min(_pow2(S), max(16, 4096 // (kwp * bc)))
+    else:
+        bs = min(_pow2(S), 4096 // kwp)
+        bc = min(_pow2(C), max(1, 4096 // (kwp * bs)))
+    return TileConfig(bs, bc, max(1, min(8, kwp * bs * bc // 512)))
+
+
+def _tiles_per_chunk(tiles: int, rows: int, cblocks: int, interpret: bool) -> int:
+    """Position tiles summed by one weight-gradient program: enough programs to fill a GPU, few partials."""
+    if interpret:
+        return max(1, -(-tiles // 2))  # two chunks: the finishing sum is exercised
+    chunks = max(1, min(tiles, -(-2048 // (rows * cblocks))))
+    return -(-tiles // chunks)
+
+
+# --------------------------------------------------------------------------------------------
+# layout
+# --------------------------------------------------------------------------------------------
+def channels_last(x: torch.Tensor) -> bool:
+    """Whether the kernels read ``x`` with the channel axis as the unit stride (else W is).
+
+    Contiguous tensors (also when the two formats coincide: C = 1, a 1x1x1 volume) are read as NCDHW;
+    otherwise a unit channel stride (channels-last, or a channel slice of it) means channels-last.
+    """
+    return not x.is_contiguous() and x.shape[1] > 1 and x.stride(1) == 1
+
+
+def _readable(x: torch.Tensor, cl: bool) -> torch.Tensor:
+    """``x`` as the kernels can address it in layout ``cl``: one copy if its unit stride is elsewhere."""
+    N, C, D, H, W = x.shape
+    if cl and (C == 1 or x.stride(1) == 1):
+        return x
+    if not cl and (W == 1 or x.stride(4) == 1):
+        return x
+    return x.contiguous(memory_format=torch.channels_last_3d if cl else torch.contiguous_format)
+
+
+def _dense(x: torch.Tensor, cl: bool) -> torch.Tensor:
+    fmt = torch.channels_last_3d if cl else torch.contiguous_format
+    return x if x.is_contiguous(memory_format=fmt) else x.contiguous(memory_format=fmt)
+
+
+def _alloc(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, cl: bool) -> torch.Tensor:
+    """A dense output in the kernels' layout, through the test hooks (poisoned in tests)."""
+    if cl:
+        N, C, D, H, W = shape
+        return testing.empty((N, D, H, W, C), dtype, device).permute(0, 4, 1, 2, 3)
+    return testing.empty(tuple(shape), dtype, device)
+
+
+def _span(t: torch.Tensor) -> int:
+    return sum((s - 1) * st for s, st in zip(t.shape, t.stride()))
+
+
+def covers(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Whether the kernels handle these arguments (dtype, kernel size, 32-bit offsets within a sample)."""
+    if x.dtype not in (torch.float32, torch.bfloat16, torch.float16) or weight.dtype != x.dtype:
+        return False
+    if bias is not None and bias.dtype != x.dtype:
+        return False
+    if max(weight.shape[2:]) > MAX_KERNEL or x.numel() == 0:
+        return False
+    per_sample = math.prod(x.shape[1:])
+    return per_sample <= _INT32 and _span(x[0]) <= _INT32 and x.shape[1] <= 65535
+
+
+def _align(cl: bool, x: torch.Tensor, C: int, block_c: int) -> int:
+    """Largest power of two (<= 16, <= block_c) dividing every row offset of ``x`` and of a dense output."""
+    if not cl:
+        return 1
+    g = 16
+    for s in (*(x.stride(k) for k in (0, 2, 3, 4)), C, block_c):
+        g = math.gcd(g, int(s))
+    return g
+
+
+def _taps_table(weight: torch.Tensor, flip: bool) -> torch.Tensor:
+    """``(taps, C)`` float32, tap ``t = (i * kh + j) * kw + k``; taps reversed for the grad input."""
+    w = weight.flip((2, 3, 4)) if flip else weight
+    return w.reshape(weight.shape[0], -1).t().to(torch.float32).contiguous()
+
+
+def _kernel(fn, wrap: bool):  # noqa: ANN001, ANN202
+    testing.record_launch(fn.__name__)
+    return torch.library.wrap_triton(fn) if wrap else fn
+
+
+def _conv(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    cl: bool,
+    flip: bool,
+    wrap: bool,
+    config: TileConfig | None,
+    drop_tap: int,
+) -> torch.Tensor:
+    N, C, D, H, W = x.shape
+    KD, KH, KW = weight.shape[2:]
+    cfg = config or forward_config(C, D * H * W, cl)
+    y = _alloc(tuple(x.shape), x.dtype, x.device, cl)
+    taps = _taps_table(weight, flip)
+    sx = x.stride()
+    grid = (N * triton.cdiv(D * H * W, cfg.block_s), triton.cdiv(C, cfg.block_c))
+    _kernel(_dw_fwd_kernel, wrap)[grid](
+        x, taps, bias if bias is not None else taps, y,
+        C, D, H, W,
+        sx[0], sx[2], sx[3], sx[4] if cl else sx[1],
+        KD=KD, KH=KH, KW=KW, CHANNELS_LAST=cl, HAS_BIAS=bias is not None, EVEN_C=C % cfg.block_c == 0,
+        ALIGN=_align(cl, x, C, cfg.block_c), BLOCK_S=cfg.block_s, BLOCK_C=cfg.block_c,
+        DROP_TAP=drop_tap, num_warps=cfg.num_warps,
+    )  # fmt: skip
+    return y
+
+
+# --------------------------------------------------------------------------------------------
+# launchers
+# --------------------------------------------------------------------------------------------
+def forward(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    wrap: bool,
+    config: TileConfig | None = None,
+    drop_tap: int = -1,
+) -> torch.Tensor:
+    """``depthwise_conv3d(x, weight, bias)`` with the Triton kernel; output dense in ``x``'s layout.
+
+    Args:
+        x: ``(N, C, D, H, W)`` fp32/bf16/fp16, contiguous, channels-last or any view with a unit channel
+            (or W) stride; other views are copied once.
+        weight: ``(C, 1, kd, kh, kw)`` of ``x``'s dtype, odd sizes ``<= 7``.
+        bias: ``(C,)`` or ``None``.
+        wrap: launch through ``torch.library.wrap_triton`` (inside the custom op on CUDA).
+        config: tile override (tests, sweeps); default :func:`forward_config`.
+        drop_tap: tests only: leave out tap ``(i * kh + j) * kw + k`` (a deliberately wrong kernel).
+    """
+    cl = channels_last(x)
+    x = _readable(x, cl)
+    b = bias.contiguous() if bias is not None else None
+    return _conv(x, weight, b, cl, flip=False, wrap=wrap, config=config, drop_tap=drop_tap)
+
+
+def backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    input_grad: bool,
+    weight_grad: bool,
+    bias_grad: bool,
+    *,
+    wrap: bool,
+    config: TileConfig | None = None,
+    wgrad: TileConfig | None = None,
+    tiles_per_chunk: int | None = None,
+    drop_tap: int = -1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dx, dw, db)`` of :func:`forward`; an output not asked for is an empty tensor.
+
+    ``dx`` is the forward kernel on ``grad`` with flipped taps (``x``'s layout); ``dw`` (``weight``'s dtype,
+    contiguous) and ``db`` (``grad``'s dtype) come from per-chunk partials summed in chunk order.
+    ``tiles_per_chunk`` overrides how many position tiles one partial covers.
+    """
+    N, C, D, H, W = x.shape
+    KD, KH, KW = weight.shape[2:]
+    cl = channels_last(x)
+    grad = _dense(grad, cl)
+    dx = _conv(grad, weight, None, cl, flip=True, wrap=wrap, config=config, drop_tap=drop_tap) if input_grad else None
+    if not (weight_grad or bias_grad):
+        return dx if input_grad else x.new_empty(0), x.new_empty(0), x.new_empty(0)
+    x = _readable(x, cl)
+    interpret = not wrap and x.device.type == "cpu"
+    S = D * H * W
+    cfg = wgrad or wgrad_config(C, S, KW, cl)
+    cblocks = triton.cdiv(C, cfg.block_c)
+    rows, taps = KD * KH, KD * KH * KW
+    tiles = N * triton.cdiv(S, cfg.block_s)
+    per = tiles_per_chunk or _tiles_per_chunk(tiles, rows, cblocks, interpret)
+    chunks = triton.cdiv(tiles, per)
+    nrows = taps + int(bias_grad)
+    part = testing.empty((chunks, nrows, C), torch.float32, x.device)
+    sx = x.stride()
+    _kernel(_dw_wgrad_kernel, wrap)[(chunks * rows, cblocks)](
+        x, grad, part,
+        C, D, H, W, tiles, per,
+        sx[0], sx[2], sx[3], sx[4] if cl else sx[1],
+        KD=KD, KH=KH, KW=KW, KWP=_pow2(KW), CHANNELS_LAST=cl, HAS_BIAS=bias_grad, EVEN_C=C % cfg.block_c == 0,
+        ALIGN=_align(cl, x, C, cfg.block_c), BLOCK_S=cfg.block_s, BLOCK_C=cfg.block_c,
+        DROP_TAP=drop_tap, num_warps=cfg.num_warps,
+    )  # fmt: skip
+    dw = testing.empty(tuple(weight.shape), weight.dtype, x.device)
+    db = testing.empty((C,), grad.dtype, x.device) if bias_grad else None
+    block = 256 if interpret else 1024
+    _kernel(_dw_finish_kernel, wrap)[(triton.cdiv(nrows * C, block),)](
+        part, dw, db if bias_grad else dw, C, chunks, TAPS=taps, HAS_BIAS=bias_grad, BLOCK=block, num_warps=4
+    )
+    return (
+        dx if input_grad else x.new_empty(0),
+        dw if weight_grad else x.new_empty(0),
+        db if bias_grad else x.new_empty(0),
+    )
