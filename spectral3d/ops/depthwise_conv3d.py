@@ -31,6 +31,8 @@ counts the same again for the input gradient and for the weight gradient *(ours:
 ``conv_backward_flop`` ignores groups for the weight gradient and counts C times that)*.
 """
 
+import math
+import os
 from typing import Optional
 
 import torch
@@ -39,7 +41,7 @@ from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 
 from spectral3d.ops._switch import kernel_mode
 
-__all__ = ["depthwise_conv3d", "depthwise_conv3d_reference"]
+__all__ = ["MAX_KERNEL", "depthwise_conv3d", "depthwise_conv3d_reference"]
 
 Tensor = torch.Tensor
 OptTensor = Optional[torch.Tensor]  # noqa: UP045 - infer_schema of older torch reads typing.Optional only
@@ -131,13 +133,31 @@ def _backward_torch(
 # --------------------------------------------------------------------------------------------
 # kernel selection
 # --------------------------------------------------------------------------------------------
+MAX_KERNEL = 7  # per axis, for the Triton kernels
+_INT32 = 2**31 - 1
+
+
+def _kernel_covers(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """fp32/bf16/fp16 of one dtype, kernels up to 7, a non-empty input, 32-bit offsets within a sample."""
+    if x.dtype not in (torch.float32, torch.bfloat16, torch.float16) or weight.dtype != x.dtype:
+        return False
+    if (bias is not None and bias.dtype != x.dtype) or max(weight.shape[2:]) > MAX_KERNEL or x.numel() == 0:
+        return False
+    span = sum((s - 1) * st for s, st in zip(x.shape[1:], x.stride()[1:]))
+    return math.prod(x.shape[1:]) <= _INT32 and span <= _INT32 and x.shape[1] <= 65535
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
 def _path(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> str:
     """``"triton"`` (wrapped launch, CUDA), ``"interpret"`` (direct launch, CPU) or ``"torch"``."""
     mode = kernel_mode("depthwise_conv3d")
-    if mode in ("reference", "autograd"):
+    if mode in ("reference", "autograd") or not _kernel_covers(x, weight, bias):
         return "torch"
     if x.device.type == "cuda":
-        return "triton" if _kernels().covers(x, weight, bias) else "torch"
+        return "triton"
     if mode == "auto":
         return "torch"
     from torch._subclasses.fake_tensor import is_fake
@@ -145,8 +165,8 @@ def _path(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> s
 
     if is_fake(x) or isinstance(x, FunctionalTensor) or x.device.type == "meta":
         return "torch"  # shape propagation only: F.conv3d gives the same metadata
-    if x.device.type == "cpu" and _kernels().interpreting():
-        return "interpret" if _kernels().covers(x, weight, bias) else "torch"
+    if x.device.type == "cpu" and _interpreting():
+        return "interpret"
     raise RuntimeError(
         f"depthwise_conv3d: kernel mode 'triton' needs a CUDA tensor, or TRITON_INTERPRET=1 set at process "
         f"start for CPU tensors; got a tensor on {x.device} without the interpreter"
@@ -184,7 +204,7 @@ def _conv_backward_op(
     grad: Tensor, x: Tensor, weight: Tensor, input_grad: bool, weight_grad: bool, bias_grad: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
     path = _path(x, weight, None)
-    if path == "torch" or not _kernels().covers(grad, weight, None):
+    if path == "torch" or grad.dtype != x.dtype:
         return _backward_torch(grad, x, weight, input_grad, weight_grad, bias_grad)
     return _kernels().backward(grad, x, weight, input_grad, weight_grad, bias_grad, wrap=path == "triton")
 

@@ -36,19 +36,14 @@ import triton.language as tl
 from spectral3d.ops import testing
 
 __all__ = [
-    "MAX_KERNEL",
     "TileConfig",
     "backward",
     "channels_last",
-    "covers",
     "forward",
     "forward_config",
     "interpreting",
     "wgrad_config",
 ]
-
-MAX_KERNEL = 7
-_INT32 = 2**31 - 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -378,22 +373,6 @@ def _alloc(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, cl:
         N, C, D, H, W = shape
         return testing.empty((N, D, H, W, C), dtype, device).permute(0, 4, 1, 2, 3)
     return testing.empty(tuple(shape), dtype, device)
-
-
-def _span(t: torch.Tensor) -> int:
-    return sum((s - 1) * st for s, st in zip(t.shape, t.stride()))
-
-
-def covers(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    """Whether the kernels handle these arguments (dtype, kernel size, 32-bit offsets within a sample)."""
-    if x.dtype not in (torch.float32, torch.bfloat16, torch.float16) or weight.dtype != x.dtype:
-        return False
-    if bias is not None and bias.dtype != x.dtype:
-        return False
-    if max(weight.shape[2:]) > MAX_KERNEL or x.numel() == 0:
-        return False
-    per_sample = math.prod(x.shape[1:])
-    return per_sample <= _INT32 and _span(x[0]) <= _INT32 and x.shape[1] <= 65535
 
 
 def _align(cl: bool, x: torch.Tensor, C: int, block_c: int) -> int:
