@@ -305,10 +305,10 @@ def forward_config(C: int, S: int, channels_last: bool, interpret: bool | None =
 
     A heuristic *(ours)*: channels-last takes the largest channel block of 32/16/8 dividing ``C`` and
     ~2048 elements per program; NCDHW takes up to 1024 positions. ``benchmarks/gpu_depthwise.py`` sweeps
-    alternatives. In the interpreter one program covers up to 2048 positions x 16 channels.
+    alternatives. In the interpreter one program covers up to 2048 positions x 32 channels.
     """
     if interpreting() if interpret is None else interpret:
-        return TileConfig(min(_pow2(S), 2048), min(_pow2(C), 16), 4)
+        return TileConfig(min(_pow2(S), 2048), min(_pow2(C), 32), 4)
     if channels_last:
         bc = _channel_block(C)
         bs = min(_pow2(S), max(16, 2048 // bc))
@@ -322,7 +322,7 @@ def wgrad_config(C: int, S: int, KW: int, channels_last: bool, interpret: bool |
     """Tile of the weight-gradient kernel, whose register block is ``pow2(KW)`` times the tile."""
     kwp = _pow2(KW)
     if interpreting() if interpret is None else interpret:
-        return TileConfig(min(_pow2(S), 2048), min(_pow2(C), 8), 4)
+        return TileConfig(min(_pow2(S), 2048), min(_pow2(C), 16), 4)
     if channels_last:
         bc = _channel_block(C)
         bs = min(_pow2(S), max(16, 4096 // (kwp * bc)))
