@@ -50,12 +50,9 @@ __all__ = [
 # kernels
 # --------------------------------------------------------------------------------------------
 @triton.jit
-def _sample_base(ptr, n, s_n, ALIGN: tl.constexpr):
+def _sample_base(ptr, n, s_n):
     """``ptr + n * s_n`` with a 64-bit offset (offsets inside one sample fit 32 bits)."""
-    off = n.to(tl.int64) * s_n
-    if ALIGN > 1:
-        off = tl.multiple_of(off, ALIGN)
-    return ptr + off
+    return ptr + n.to(tl.int64) * s_n
 
 
 @triton.jit
@@ -83,18 +80,26 @@ def _positions(s0, S, H, W, BLOCK_S: tl.constexpr):
 @triton.jit
 def _dw_fwd_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
-    C, D, H, W,
-    sx_n, sx_d, sx_h, sx_o,
+    CA, D, H, W,
+    sa_n, sa_d, sa_h, sa_o,
     KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
-    CHANNELS_LAST: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN_C: tl.constexpr, ALIGN: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr, EVEN_C: tl.constexpr, ALIGN: tl.constexpr,
     BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr, DROP_TAP: tl.constexpr,
 ):  # fmt: skip
-    """Outputs at ``BLOCK_S`` positions of sample ``n`` x ``BLOCK_C`` channels. ``x`` is strided (``sx_o``:
-    its w stride channels-last, its c stride otherwise); ``y`` is dense in the same layout. A tap is a
-    scalar shift of the positions' offsets, masked where it leaves the volume."""
+    """``y = conv(x, w) + b`` at ``BLOCK_S`` positions of sample ``n`` x ``BLOCK_C`` channels.
+
+    ``C = CA * ALIGN`` and ``x``'s strides ``(n, d, h, o) = ALIGN * sa_*`` are passed in units of ``ALIGN``
+    (so the compiler sees the alignment of every channels-last row; ``ALIGN = 1`` for NCDHW); ``o`` is x's
+    w stride channels-last, its c stride otherwise. ``y`` is dense in the same layout. A tap is a scalar
+    shift of the positions' offsets, masked where it leaves the volume.
+    """
     PD: tl.constexpr = KD // 2
     PH: tl.constexpr = KH // 2
     PW: tl.constexpr = KW // 2
+    C = CA * ALIGN
+    sx_d = sa_d * ALIGN
+    sx_h = sa_h * ALIGN
+    sx_o = sa_o * ALIGN
     S = D * H * W
     tiles = tl.cdiv(S, BLOCK_S)
     pid = tl.program_id(0)
@@ -109,9 +114,9 @@ def _dw_fwd_kernel(
     else:
         xo = d * sx_d + h * sx_h + w
         coff = (cs * sx_o)[None, :]
-    xp = _sample_base(x_ptr, n, sx_n, ALIGN) + coff  # [1, BLOCK_C] pointers
+    xp = _sample_base(x_ptr, n, sa_n * ALIGN) + coff  # [1, BLOCK_C] pointers
     wp = w_ptr + cs
-    # taps that reach the tile (a tap outside [lo, hi) would read padding only)
+    # taps that reach the tile: the others would read padding only
     j_lo = tl.maximum(PH - h_hi, 0)
     j_hi = tl.minimum(H + PH - h_lo, KH)
     k_lo = tl.maximum(PW - w_hi, 0)
@@ -122,65 +127,63 @@ def _dw_fwd_kernel(
         dd = d + (i - PD)
         mi = qm & (dd >= 0) & (dd < D)
         xi = xo + (i - PD) * sx_d
-        wi = wp + i * (KH * KW) * C
-        for j in tl.static_range(KH):
-            if (j >= j_lo) & (j < j_hi):
-                hh = h + (j - PH)
-                mj = mi & (hh >= 0) & (hh < H)
-                xj = xi + (j - PH) * sx_h
-                for k in tl.static_range(KW):
-                    if (k >= k_lo) & (k < k_hi):
-                        ww = w + (k - PW)
-                        m = (mj & (ww >= 0) & (ww < W))[:, None]
-                        if CHANNELS_LAST:
-                            xk = xj + (k - PW) * sx_o
-                            if ALIGN > 1:
-                                xk = tl.multiple_of(xk, ALIGN)
-                        else:
-                            xk = xj + (k - PW)
-                        if EVEN_C:
-                            wv = tl.load(wi + (j * KW + k) * C)
-                        else:
-                            m = m & cmask[None, :]
-                            wv = tl.load(wi + (j * KW + k) * C, mask=cmask, other=0.0)
-                        if DROP_TAP >= 0:
-                            wv = tl.where((i * KH + j) * KW + k == DROP_TAP, 0.0, wv)
-                        xv = tl.load(xp + xk[:, None], mask=m, other=0.0)
-                        acc += xv.to(tl.float32) * wv[None, :]
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + cs, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        for j in range(j_lo, j_hi):
+            hh = h + (j - PH)
+            mj = mi & (hh >= 0) & (hh < H)
+            xj = xi + (j - PH) * sx_h
+            wj = wp + (i * KH + j) * KW * C
+            for k in tl.static_range(KW):
+                if (k >= k_lo) & (k < k_hi):
+                    ww = w + (k - PW)
+                    m = (mj & (ww >= 0) & (ww < W))[:, None]
+                    if CHANNELS_LAST:
+                        xk = xj + (k - PW) * sx_o
+                    else:
+                        xk = xj + (k - PW)
+                    if EVEN_C:
+                        wv = tl.load(wj + k * C)
+                    else:
+                        m = m & cmask[None, :]
+                        wv = tl.load(wj + k * C, mask=cmask, other=0.0)
+                    if DROP_TAP >= 0:
+                        wv = tl.where((i * KH + j) * KW + k == DROP_TAP, 0.0, wv)
+                    xv = tl.load(xp + xk[:, None], mask=m, other=0.0)
+                    acc += xv.to(tl.float32) * wv[None, :]
+    acc += tl.load(b_ptr + cs, mask=cmask, other=0.0).to(tl.float32)[None, :]
 
     m = qm[:, None]
     if not EVEN_C:
         m = m & cmask[None, :]
     if CHANNELS_LAST:
-        yo = q * C
-        if ALIGN > 1:
-            yo = tl.multiple_of(yo, ALIGN)
-        yo = yo[:, None] + cs[None, :]
+        yo = (q * C)[:, None] + cs[None, :]
     else:
         yo = q[:, None] + (cs * S)[None, :]
-    tl.store(_sample_base(y_ptr, n, S * C, ALIGN) + yo, acc.to(y_ptr.dtype.element_ty), mask=m)
+    tl.store(_sample_base(y_ptr, n, S * C) + yo, acc.to(y_ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit
 def _dw_wgrad_kernel(
     x_ptr, dy_ptr, part_ptr,
-    C, D, H, W, TILES, PER_CHUNK,
-    sx_n, sx_d, sx_h, sx_o,
+    CA, D, H, W, TILES, PER_CHUNK,
+    sa_n, sa_d, sa_h, sa_o,
     KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, KWP: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN_C: tl.constexpr, ALIGN: tl.constexpr,
     BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr, DROP_TAP: tl.constexpr,
 ):  # fmt: skip
     """Partial ``sum dy * x_shifted`` for the ``KW`` taps of tap row ``(i, j)`` and a channel block, over the
     position tiles ``[chunk * PER_CHUNK, (chunk + 1) * PER_CHUNK)`` of the ``TILES = N * cdiv(S, BLOCK_S)``;
-    the centre row also sums ``dy`` (the bias gradient). ``dy`` is dense in the layout of ``x``."""
+    the centre row also sums ``dy`` (the bias gradient). ``dy`` is dense in the layout of ``x``; ``C`` and
+    ``x``'s strides come in units of ``ALIGN`` as for the forward kernel."""
     PD: tl.constexpr = KD // 2
     PH: tl.constexpr = KH // 2
     PW: tl.constexpr = KW // 2
     TAPS: tl.constexpr = KD * KH * KW
     ROWS: tl.constexpr = KD * KH
     NROWS: tl.constexpr = TAPS + HAS_BIAS
+    C = CA * ALIGN
+    sx_d = sa_d * ALIGN
+    sx_h = sa_h * ALIGN
+    sx_o = sa_o * ALIGN
     S = D * H * W
     tiles = tl.cdiv(S, BLOCK_S)
     pid = tl.program_id(0)
@@ -207,19 +210,16 @@ def _dw_wgrad_kernel(
         if not EVEN_C:
             om = om & cmask[None, :]
         if CHANNELS_LAST:
-            yo = q * C
-            if ALIGN > 1:
-                yo = tl.multiple_of(yo, ALIGN)
-            yo = yo[:, None] + cs[None, :]
+            yo = (q * C)[:, None] + cs[None, :]
         else:
             yo = q[:, None] + (cs * S)[None, :]
         if HAS_BIAS:
-            g = tl.load(_sample_base(dy_ptr, n, S * C, ALIGN) + yo, mask=om, other=0.0).to(tl.float32)
+            g = tl.load(_sample_base(dy_ptr, n, S * C) + yo, mask=om, other=0.0).to(tl.float32)
             accb += g
         hit = (d_lo + (i - PD) < D) & (d_hi + (i - PD) >= 0) & (h_lo + (j - PH) < H) & (h_hi + (j - PH) >= 0)
         if hit:
             if not HAS_BIAS:
-                g = tl.load(_sample_base(dy_ptr, n, S * C, ALIGN) + yo, mask=om, other=0.0).to(tl.float32)
+                g = tl.load(_sample_base(dy_ptr, n, S * C) + yo, mask=om, other=0.0).to(tl.float32)
             dd = d + (i - PD)
             hh = h + (j - PH)
             m = qm & (dd >= 0) & (dd < D) & (hh >= 0) & (hh < H)
@@ -229,11 +229,9 @@ def _dw_wgrad_kernel(
                 mw = mw & cmask[None, None, :]
             if CHANNELS_LAST:
                 xo = (dd * sx_d + hh * sx_h)[None, :] + ww * sx_o
-                if ALIGN > 1:
-                    xo = tl.multiple_of(xo, [ALIGN, ALIGN])
             else:
                 xo = (dd * sx_d + hh * sx_h)[None, :] + ww
-            xv = tl.load(_sample_base(x_ptr, n, sx_n, ALIGN) + xo[:, :, None] + xc, mask=mw, other=0.0)
+            xv = tl.load(_sample_base(x_ptr, n, sa_n * ALIGN) + xo[:, :, None] + xc, mask=mw, other=0.0)
             acc += g[None, :, :] * xv.to(tl.float32)
 
     red = tl.sum(acc, axis=1)  # [KWP, BLOCK_C]
@@ -376,13 +374,20 @@ def _alloc(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, cl:
 
 
 def _align(cl: bool, x: torch.Tensor, C: int, block_c: int) -> int:
-    """Largest power of two (<= 16, <= block_c) dividing every row offset of ``x`` and of a dense output."""
+    """Largest power of two (<= 16, <= block_c) dividing C and x's (n, d, h, w) strides: the unit in which
+    the kernels receive them (channels-last only; 1 for NCDHW, whose taps shift the unit-stride axis)."""
     if not cl:
         return 1
     g = 16
     for s in (*(x.stride(k) for k in (0, 2, 3, 4)), C, block_c):
         g = math.gcd(g, int(s))
     return g
+
+
+def _strides(x: torch.Tensor, cl: bool, align: int) -> tuple[int, int, int, int]:
+    """x's (n, d, h, o) strides in units of ``align``; ``o`` is w channels-last, c otherwise."""
+    s = x.stride()
+    return s[0] // align, s[2] // align, s[3] // align, (s[4] if cl else s[1]) // align
 
 
 def _taps_table(weight: torch.Tensor, flip: bool) -> torch.Tensor:
@@ -411,15 +416,15 @@ def _conv(
     cfg = config or forward_config(C, D * H * W, cl)
     y = _alloc(tuple(x.shape), x.dtype, x.device, cl)
     taps = _taps_table(weight, flip)
-    sx = x.stride()
+    # float32 bias, zeros when there is none: one compiled kernel serves the forward and the input gradient
+    bias = torch.zeros(C, dtype=torch.float32, device=x.device) if bias is None else bias.to(torch.float32)
+    align = _align(cl, x, C, cfg.block_c)
     grid = (N * triton.cdiv(D * H * W, cfg.block_s), triton.cdiv(C, cfg.block_c))
     _kernel(_dw_fwd_kernel, wrap)[grid](
-        x, taps, bias if bias is not None else taps, y,
-        C, D, H, W,
-        sx[0], sx[2], sx[3], sx[4] if cl else sx[1],
-        KD=KD, KH=KH, KW=KW, CHANNELS_LAST=cl, HAS_BIAS=bias is not None, EVEN_C=C % cfg.block_c == 0,
-        ALIGN=_align(cl, x, C, cfg.block_c), BLOCK_S=cfg.block_s, BLOCK_C=cfg.block_c,
-        DROP_TAP=drop_tap, num_warps=cfg.num_warps,
+        x, taps, bias, y,
+        C // align, D, H, W, *_strides(x, cl, align),
+        KD=KD, KH=KH, KW=KW, CHANNELS_LAST=cl, EVEN_C=C % cfg.block_c == 0, ALIGN=align,
+        BLOCK_S=cfg.block_s, BLOCK_C=cfg.block_c, DROP_TAP=drop_tap, num_warps=cfg.num_warps,
     )  # fmt: skip
     return y
 
@@ -449,8 +454,7 @@ def forward(
     """
     cl = channels_last(x)
     x = _readable(x, cl)
-    b = bias.contiguous() if bias is not None else None
-    return _conv(x, weight, b, cl, flip=False, wrap=wrap, config=config, drop_tap=drop_tap)
+    return _conv(x, weight, bias, cl, flip=False, wrap=wrap, config=config, drop_tap=drop_tap)
 
 
 def backward(
@@ -491,14 +495,12 @@ def backward(
     chunks = triton.cdiv(tiles, per)
     nrows = taps + int(bias_grad)
     part = testing.empty((chunks, nrows, C), torch.float32, x.device)
-    sx = x.stride()
+    align = _align(cl, x, C, cfg.block_c)
     _kernel(_dw_wgrad_kernel, wrap)[(chunks * rows, cblocks)](
         x, grad, part,
-        C, D, H, W, tiles, per,
-        sx[0], sx[2], sx[3], sx[4] if cl else sx[1],
+        C // align, D, H, W, tiles, per, *_strides(x, cl, align),
         KD=KD, KH=KH, KW=KW, KWP=_pow2(KW), CHANNELS_LAST=cl, HAS_BIAS=bias_grad, EVEN_C=C % cfg.block_c == 0,
-        ALIGN=_align(cl, x, C, cfg.block_c), BLOCK_S=cfg.block_s, BLOCK_C=cfg.block_c,
-        DROP_TAP=drop_tap, num_warps=cfg.num_warps,
+        ALIGN=align, BLOCK_S=cfg.block_s, BLOCK_C=cfg.block_c, DROP_TAP=drop_tap, num_warps=cfg.num_warps,
     )  # fmt: skip
     dw = testing.empty(tuple(weight.shape), weight.dtype, x.device)
     db = testing.empty((C,), grad.dtype, x.device) if bias_grad else None
