@@ -71,16 +71,18 @@ def assert_close(name: str, a: torch.Tensor, b: torch.Tensor, rtol: float = RTOL
     assert err <= rtol, f"{name}: relative error {err:.3g} > {rtol:g}"
 
 
-def check_launchers(x, w, b, dy, rtol=RTOL, config=None, wgrad=None, tiles_per_chunk=None, repeat=False) -> None:  # noqa: ANN001
+def check_launchers(x, w, b, dy, rtol: float = RTOL, repeat: bool = False, **launch) -> None:  # noqa: ANN001
+    """Launchers vs float64; ``launch``: ``config``, ``nc_via_cl`` (both passes), ``wgrad``, ``tiles_per_chunk``."""
     ref_y, ref_grads = reference(x, w, b, dy)
     tag = f"x{tuple(x.shape)} k{tuple(w.shape[2:])} strides {x.stride()} bias={b is not None}"
-    y = depthwise.forward(x, w, b, wrap=False, config=config)
+    y = depthwise.forward(x, w, b, wrap=False, **{k: v for k, v in launch.items() if k in ("config", "nc_via_cl")})
     assert y.dtype == x.dtype
     assert_close(f"forward {tag}", y, ref_y, rtol)
-    cl = not x.is_contiguous() and x.shape[1] > 1 and x.stride(1) == 1
-    assert y.is_contiguous(memory_format=torch.channels_last_3d if cl else torch.contiguous_format)
-    kw = {"wrap": False, "config": config, "wgrad": wgrad, "tiles_per_chunk": tiles_per_chunk}
+    fmt = torch.channels_last_3d if not x.is_contiguous() and x.shape[1] > 1 and x.stride(1) == 1 else None
+    assert y.is_contiguous(memory_format=fmt or torch.contiguous_format), f"y strides {y.stride()}"
+    kw = {"wrap": False, **launch}
     first = depthwise.backward(dy, x, w, True, True, b is not None, **kw)
+    assert first[0].is_contiguous(memory_format=fmt or torch.contiguous_format), f"dx strides {first[0].stride()}"
     for name, got, ref in zip(("dx", "dw", "db"), first, ref_grads):
         assert_close(f"{name} {tag}", got, ref, rtol)
     assert first[1].dtype == w.dtype and first[1].is_contiguous()
@@ -101,14 +103,16 @@ def check_launchers(x, w, b, dy, rtol=RTOL, config=None, wgrad=None, tiles_per_c
     kernel=st.sampled_from(KERNELS),
     layout=st.sampled_from(LAYOUTS),
     bias=st.booleans(),
+    nc_via_cl=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_kernels_match_float64(N, C, D, H, W, kernel, layout, bias, seed) -> None:  # noqa: ANN001
-    """Default (interpreter) tiles: one position tile per sample; C = 3, 17 leave a partial channel block."""
-    check_launchers(*make_case((N, C, D, H, W), kernel, layout, bias, seed))
+def test_kernels_match_float64(N, C, D, H, W, kernel, layout, bias, nc_via_cl, seed) -> None:  # noqa: ANN001
+    """Default (interpreter) tiles: one position tile per sample; C = 3, 17 leave a partial channel block;
+    NCDHW inputs natively or through a channels-last copy."""
+    check_launchers(*make_case((N, C, D, H, W), kernel, layout, bias, seed), nc_via_cl=nc_via_cl)
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=6)
 @given(
     N=st.integers(1, 2),
     C=st.sampled_from([1, 3, 5]),
@@ -120,20 +124,22 @@ def test_kernels_match_float64(N, C, D, H, W, kernel, layout, bias, seed) -> Non
     block_s=st.sampled_from([16, 64]),
     block_c=st.sampled_from([2, 4]),
     tiles_per_chunk=st.integers(1, 3),
+    nc_via_cl=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_small_tiles_match_float64(N, C, D, H, W, kernel, layout, block_s, block_c, tiles_per_chunk, seed) -> None:  # noqa: ANN001
+def test_small_tiles_match_float64(N, C, D, H, W, kernel, layout, block_s, block_c, tiles_per_chunk, nc_via_cl, seed):  # noqa: ANN001, ANN201
     """Many tiles per sample (tiles that straddle rows and planes), several channel blocks and chunks."""
     cfg = depthwise.TileConfig(block_s, block_c)
     case = make_case((N, C, D, H, W), kernel, layout, True, seed)
-    check_launchers(*case, config=cfg, wgrad=cfg, tiles_per_chunk=tiles_per_chunk, repeat=True)
+    check_launchers(*case, config=cfg, wgrad=cfg, tiles_per_chunk=tiles_per_chunk, repeat=True, nc_via_cl=nc_via_cl)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_accumulates_in_float32(dtype: torch.dtype) -> None:
     rtol = HALF_RTOL[dtype]
     check_launchers(*make_case((2, 12, 3, 4, 5), 3, "channels_last", True, seed=4, dtype=dtype), rtol=rtol)
-    check_launchers(*make_case((1, 5, 2, 6, 4), (1, 7, 7), "contiguous", False, seed=5, dtype=dtype), rtol=rtol)
+    case = make_case((1, 5, 2, 6, 4), (1, 7, 7), "contiguous", False, seed=5, dtype=dtype)
+    check_launchers(*case, rtol=rtol, nc_via_cl=False)
 
 
 def test_a_dropped_halo_tap_fails_the_check() -> None:

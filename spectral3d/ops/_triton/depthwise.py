@@ -3,24 +3,29 @@
 ``y[n, c, d, h, w] = b[c] + sum_{i, j, k} w[c, i, j, k] * x[n, c, d + i - pd, h + j - ph, w + k - pw]``
 with odd ``kd, kh, kw <= 7`` and ``pd = kd // 2`` (likewise ``ph``, ``pw``).
 
-Design *(ours)*:
+Design *(ours)*; the op is bound by on-chip reuse (~2k^3 FLOPs per byte), not by HBM:
 
-- Forward: a program computes one output tile, ``BLOCK_H x BLOCK_W`` positions of one ``(n, d)`` plane
-  times ``BLOCK_C`` channels, looping over the taps: a runtime loop over the depth taps that land inside the
-  volume, the height/width taps unrolled and each skipped when its shifted tile lies wholly in the padding;
-  the rest of the halo is masked. fp32 accumulators, one store per output. Channels-last (channel stride 1)
-  makes channels the vector axis (``ALIGN`` tells the compiler the row offsets' alignment); contiguous
-  NCDHW makes W the contiguous axis. Both layouts are the same code with one unit stride as a constexpr.
-- Grad input is the forward kernel on ``dy`` with the taps flipped (``dx = conv(dy, flip(w))``).
-- Weights travel as a ``(taps, C)`` float32 table (``k^3 * C`` values, copied per call), flipped or not.
-- Grad weight and bias: a program (chunk of ``(n, d)`` planes, tap row ``(i, j)``, channel block) adds
-  ``dy * x`` shifted by the ``KW`` taps of its row into a ``[KWP, tile]`` fp32 register block over its chunk,
-  reduces it once and writes one row of partials ``(chunks, taps [+ 1 for the bias], C)``; a finishing kernel
-  sums the chunks in a fixed order. No atomics: the gradients are bitwise repeatable.
+- Forward: a program computes a ``[BLOCK_S, BLOCK_C]`` output tile (positions of one sample's flattened
+  ``(D, H, W)`` volume x channels) in fp32 registers and writes it once. Positions are decoded once; a tap
+  is then a scalar shift of their offsets, masked where it leaves the volume. Depth and height taps are
+  runtime loops over the taps that reach the tile (padding-only taps are skipped), width taps unrolled.
+- Channels-last (channel stride 1, also a channel slice) is the vector axis: ``C`` and the strides arrive
+  in units of ``ALIGN`` (the largest power of two <= 16 dividing them), so the compiler knows every row
+  offset is aligned and loads/stores 16 B at a time. NCDHW input is copied once to channels-last by
+  default (``nc_via_cl``; the output is still written NCDHW); the native NCDHW path (W as the unit
+  stride, unaligned scalar loads) is kept for measurement (``benchmarks/gpu_depthwise.py``).
+- Grad input is the forward kernel on ``dy`` with the taps flipped (``dx = conv(dy, flip(w))``). Weights
+  travel as a ``(taps, C)`` float32 table (a copy of ``k^3 C`` values), the bias as float32 (zeros for
+  none), so forward and grad input share one compiled kernel.
+- Grad weight and bias: a program (chunk of position tiles, tap row ``(i, j)``, channel block) adds
+  ``dy * x`` shifted by the ``KW`` width taps of its row into a ``[KWP, BLOCK_S, BLOCK_C]`` fp32 register
+  block over its chunk, reduces it once and writes its partials ``(chunks, taps [+ 1 bias row], C)``; a
+  finishing kernel sums the chunks in a fixed order. No atomics: the gradients are bitwise repeatable.
 - ``DROP_TAP >= 0`` (tests only) leaves out that tap: a kernel known to be wrong, for the test of the tests.
 
-Tile sizes come from :func:`forward_config` / :func:`wgrad_config` (a heuristic on ``C``, the plane and
-``k``); under ``TRITON_INTERPRET=1`` big tiles keep the number of interpreted programs small.
+Tile sizes come from :func:`forward_config` / :func:`wgrad_config` (a heuristic on ``C``, ``D H W`` and
+``k``, to be tuned on a GPU); under ``TRITON_INTERPRET=1`` a program covers a whole sample so that few
+programs are interpreted.
 """
 
 from __future__ import annotations
@@ -83,15 +88,16 @@ def _dw_fwd_kernel(
     CA, D, H, W,
     sa_n, sa_d, sa_h, sa_o,
     KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
-    CHANNELS_LAST: tl.constexpr, EVEN_C: tl.constexpr, ALIGN: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr, OUT_CHANNELS_LAST: tl.constexpr, EVEN_C: tl.constexpr, ALIGN: tl.constexpr,
     BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr, DROP_TAP: tl.constexpr,
 ):  # fmt: skip
     """``y = conv(x, w) + b`` at ``BLOCK_S`` positions of sample ``n`` x ``BLOCK_C`` channels.
 
     ``C = CA * ALIGN`` and ``x``'s strides ``(n, d, h, o) = ALIGN * sa_*`` are passed in units of ``ALIGN``
     (so the compiler sees the alignment of every channels-last row; ``ALIGN = 1`` for NCDHW); ``o`` is x's
-    w stride channels-last, its c stride otherwise. ``y`` is dense in the same layout. A tap is a scalar
-    shift of the positions' offsets, masked where it leaves the volume.
+    w stride channels-last, its c stride otherwise. ``y`` is dense, channels-last or NCDHW
+    (``OUT_CHANNELS_LAST``). A tap is a scalar shift of the positions' offsets, masked where it leaves the
+    volume.
     """
     PD: tl.constexpr = KD // 2
     PH: tl.constexpr = KH // 2
@@ -154,7 +160,7 @@ def _dw_fwd_kernel(
     m = qm[:, None]
     if not EVEN_C:
         m = m & cmask[None, :]
-    if CHANNELS_LAST:
+    if OUT_CHANNELS_LAST:
         yo = (q * C)[:, None] + cs[None, :]
     else:
         yo = q[:, None] + (cs * S)[None, :]
@@ -406,15 +412,17 @@ def _conv(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     cl: bool,
+    out_cl: bool,
     flip: bool,
     wrap: bool,
     config: TileConfig | None,
     drop_tap: int,
 ) -> torch.Tensor:
+    """One launch of the forward kernel: ``x`` read in layout ``cl``, ``y`` written dense in ``out_cl``."""
     N, C, D, H, W = x.shape
     KD, KH, KW = weight.shape[2:]
     cfg = config or forward_config(C, D * H * W, cl)
-    y = _alloc(tuple(x.shape), x.dtype, x.device, cl)
+    y = _alloc(tuple(x.shape), x.dtype, x.device, out_cl)
     taps = _taps_table(weight, flip)
     # float32 bias, zeros when there is none: one compiled kernel serves the forward and the input gradient
     bias = torch.zeros(C, dtype=torch.float32, device=x.device) if bias is None else bias.to(torch.float32)
@@ -423,10 +431,17 @@ def _conv(
     _kernel(_dw_fwd_kernel, wrap)[grid](
         x, taps, bias, y,
         C // align, D, H, W, *_strides(x, cl, align),
-        KD=KD, KH=KH, KW=KW, CHANNELS_LAST=cl, EVEN_C=C % cfg.block_c == 0, ALIGN=align,
-        BLOCK_S=cfg.block_s, BLOCK_C=cfg.block_c, DROP_TAP=drop_tap, num_warps=cfg.num_warps,
+        KD=KD, KH=KH, KW=KW, CHANNELS_LAST=cl, OUT_CHANNELS_LAST=out_cl, EVEN_C=C % cfg.block_c == 0,
+        ALIGN=align, BLOCK_S=cfg.block_s, BLOCK_C=cfg.block_c, DROP_TAP=drop_tap, num_warps=cfg.num_warps,
     )  # fmt: skip
     return y
+
+
+def _layouts(x: torch.Tensor, nc_via_cl: bool) -> tuple[bool, bool]:
+    """(layout the kernels read, layout of the output): channels-last in, channels-last out; NCDHW in,
+    NCDHW out, read channels-last after one copy when ``nc_via_cl``."""
+    out_cl = channels_last(x)
+    return out_cl or nc_via_cl, out_cl
 
 
 # --------------------------------------------------------------------------------------------
@@ -439,6 +454,7 @@ def forward(
     *,
     wrap: bool,
     config: TileConfig | None = None,
+    nc_via_cl: bool = True,
     drop_tap: int = -1,
 ) -> torch.Tensor:
     """``depthwise_conv3d(x, weight, bias)`` with the Triton kernel; output dense in ``x``'s layout.
@@ -450,11 +466,11 @@ def forward(
         bias: ``(C,)`` or ``None``.
         wrap: launch through ``torch.library.wrap_triton`` (inside the custom op on CUDA).
         config: tile override (tests, sweeps); default :func:`forward_config`.
+        nc_via_cl: read an NCDHW ``x`` through a channels-last copy (default) instead of natively.
         drop_tap: tests only: leave out tap ``(i * kh + j) * kw + k`` (a deliberately wrong kernel).
     """
-    cl = channels_last(x)
-    x = _readable(x, cl)
-    return _conv(x, weight, bias, cl, flip=False, wrap=wrap, config=config, drop_tap=drop_tap)
+    cl, out_cl = _layouts(x, nc_via_cl)
+    return _conv(_readable(x, cl), weight, bias, cl, out_cl, False, wrap, config, drop_tap)
 
 
 def backward(
@@ -469,19 +485,21 @@ def backward(
     config: TileConfig | None = None,
     wgrad: TileConfig | None = None,
     tiles_per_chunk: int | None = None,
+    nc_via_cl: bool = True,
     drop_tap: int = -1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dx, dw, db)`` of :func:`forward`; an output not asked for is an empty tensor.
 
     ``dx`` is the forward kernel on ``grad`` with flipped taps (``x``'s layout); ``dw`` (``weight``'s dtype,
     contiguous) and ``db`` (``grad``'s dtype) come from per-chunk partials summed in chunk order.
-    ``tiles_per_chunk`` overrides how many position tiles one partial covers.
+    ``tiles_per_chunk`` overrides how many position tiles one partial covers; ``nc_via_cl`` as for
+    :func:`forward` (``grad`` and ``x`` are then read through channels-last copies).
     """
     N, C, D, H, W = x.shape
     KD, KH, KW = weight.shape[2:]
-    cl = channels_last(x)
+    cl, out_cl = _layouts(x, nc_via_cl)
     grad = _dense(grad, cl)
-    dx = _conv(grad, weight, None, cl, flip=True, wrap=wrap, config=config, drop_tap=drop_tap) if input_grad else None
+    dx = _conv(grad, weight, None, cl, out_cl, True, wrap, config, drop_tap) if input_grad else None
     if not (weight_grad or bias_grad):
         return dx if input_grad else x.new_empty(0), x.new_empty(0), x.new_empty(0)
     x = _readable(x, cl)
