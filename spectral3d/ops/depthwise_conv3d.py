@@ -234,7 +234,9 @@ def _backward(ctx, grad):  # noqa: ANN001, ANN202
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     need_b = need_b and ctx.bias_dtype is not None
     dx, dw, db = torch.ops.spectral3d.depthwise_conv3d_backward(grad, x, weight, need_x, need_w, need_b)
-    return dx if need_x else None, dw if need_w else None, db.to(ctx.bias_dtype) if need_b else None
+    if need_b and db.dtype != ctx.bias_dtype:
+        db = db.to(ctx.bias_dtype)
+    return dx if need_x else None, dw if need_w else None, db if need_b else None
 
 
 _conv_op.register_autograd(_backward, setup_context=_setup_context)
