@@ -54,6 +54,11 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # kernels
 # --------------------------------------------------------------------------------------------
+# Sizes and strides are not specialised on (divisibility by 16, == 1): shapes that share a tile config share
+# one compiled kernel, and the alignment the loads need comes from ALIGN instead.
+_RUNTIME_INTS = ("CA", "D", "H", "W", "sa_n", "sa_d", "sa_h", "sa_o")
+
+
 @triton.jit
 def _sample_base(ptr, n, s_n):
     """``ptr + n * s_n`` with a 64-bit offset (offsets inside one sample fit 32 bits)."""
@@ -82,7 +87,7 @@ def _positions(s0, S, H, W, BLOCK_S: tl.constexpr):
     return q, q < S, d, h, w, d_lo, d_hi, h_lo, h_hi, w_lo, w_hi
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_RUNTIME_INTS)
 def _dw_fwd_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
     CA, D, H, W,
@@ -167,7 +172,7 @@ def _dw_fwd_kernel(
     tl.store(_sample_base(y_ptr, n, S * C) + yo, acc.to(y_ptr.dtype.element_ty), mask=m)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=(*_RUNTIME_INTS, "TILES", "PER_CHUNK"))
 def _dw_wgrad_kernel(
     x_ptr, dy_ptr, part_ptr,
     CA, D, H, W, TILES, PER_CHUNK,
@@ -250,7 +255,7 @@ def _dw_wgrad_kernel(
         tl.store(pb + TAPS * C + cs, tl.sum(accb, axis=0), mask=cmask & (row == PD * KH + PH))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("C", "CHUNKS"))
 def _dw_finish_kernel(
     part_ptr, dw_ptr, db_ptr, C, CHUNKS,
     TAPS: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr,
