@@ -32,14 +32,13 @@ counts the same again for the input gradient and for the weight gradient *(ours:
 """
 
 import math
-import os
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 
-from spectral3d.ops._switch import kernel_mode
+from spectral3d.ops._switch import kernel_mode, kernel_path
 
 __all__ = ["MAX_KERNEL", "depthwise_conv3d", "depthwise_conv3d_reference"]
 
@@ -147,30 +146,9 @@ def _kernel_covers(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return math.prod(x.shape[1:]) <= _INT32 and span <= _INT32 and x.shape[1] <= 65535
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def _path(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> str:
     """``"triton"`` (wrapped launch, CUDA), ``"interpret"`` (direct launch, CPU) or ``"torch"``."""
-    mode = kernel_mode("depthwise_conv3d")
-    if mode in ("reference", "autograd") or not _kernel_covers(x, weight, bias):
-        return "torch"
-    if x.device.type == "cuda":
-        return "triton"
-    if mode == "auto":
-        return "torch"
-    from torch._subclasses.fake_tensor import is_fake
-    from torch._subclasses.functional_tensor import FunctionalTensor
-
-    if is_fake(x) or isinstance(x, FunctionalTensor) or x.device.type == "meta":
-        return "torch"  # shape propagation only: F.conv3d gives the same metadata
-    if x.device.type == "cpu" and _interpreting():
-        return "interpret"
-    raise RuntimeError(
-        f"depthwise_conv3d: kernel mode 'triton' needs a CUDA tensor, or TRITON_INTERPRET=1 set at process "
-        f"start for CPU tensors; got a tensor on {x.device} without the interpreter"
-    )
+    return kernel_path("depthwise_conv3d", x, _kernel_covers(x, weight, bias))
 
 
 def _kernels():  # noqa: ANN202

@@ -66,6 +66,13 @@ def _sample_base(ptr, n, s_n):
 
 
 @triton.jit
+def _unscale(CA, sa_d, sa_h, sa_o, D, H, W, ALIGN: tl.constexpr, BLOCK_S: tl.constexpr):
+    """C and x's (d, h, o) strides from their ``ALIGN`` units, the positions per sample and their tiles."""
+    S = D * H * W
+    return CA * ALIGN, sa_d * ALIGN, sa_h * ALIGN, sa_o * ALIGN, S, tl.cdiv(S, BLOCK_S)
+
+
+@triton.jit
 def _positions(s0, S, H, W, BLOCK_S: tl.constexpr):
     """Positions ``q = s0 + [0, BLOCK_S)`` of a sample's flattened (D, H, W) volume: their mask, ``d, h, w``,
     and the ranges ``[lo, hi]`` of ``d, h, w`` over the tile (scalars, to skip taps that miss it)."""
@@ -107,12 +114,7 @@ def _dw_fwd_kernel(
     PD: tl.constexpr = KD // 2
     PH: tl.constexpr = KH // 2
     PW: tl.constexpr = KW // 2
-    C = CA * ALIGN
-    sx_d = sa_d * ALIGN
-    sx_h = sa_h * ALIGN
-    sx_o = sa_o * ALIGN
-    S = D * H * W
-    tiles = tl.cdiv(S, BLOCK_S)
+    C, sx_d, sx_h, sx_o, S, tiles = _unscale(CA, sa_d, sa_h, sa_o, D, H, W, ALIGN, BLOCK_S)
     pid = tl.program_id(0)
     n = pid // tiles
     s0 = (pid % tiles) * BLOCK_S
@@ -191,12 +193,7 @@ def _dw_wgrad_kernel(
     TAPS: tl.constexpr = KD * KH * KW
     ROWS: tl.constexpr = KD * KH
     NROWS: tl.constexpr = TAPS + HAS_BIAS
-    C = CA * ALIGN
-    sx_d = sa_d * ALIGN
-    sx_h = sa_h * ALIGN
-    sx_o = sa_o * ALIGN
-    S = D * H * W
-    tiles = tl.cdiv(S, BLOCK_S)
+    C, sx_d, sx_h, sx_o, S, tiles = _unscale(CA, sa_d, sa_h, sa_o, D, H, W, ALIGN, BLOCK_S)
     pid = tl.program_id(0)
     row = pid % ROWS
     chunk = pid // ROWS
