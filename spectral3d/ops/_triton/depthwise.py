@@ -302,15 +302,19 @@ def _channel_block(C: int, cap: int = 32) -> int:
     return min(cap, _pow2(C))
 
 
+_MIN_PROGRAMS = 512  # ~4 per SM of an H100
+
+
 def _warps(elements: int) -> int:
     return max(1, min(8, elements // 256))
 
 
-def forward_config(C: int, S: int, channels_last: bool, interpret: bool | None = None) -> TileConfig:
-    """Tile of the forward / grad-input kernel for ``C`` channels and ``S = D * H * W`` positions.
+def forward_config(N: int, C: int, S: int, channels_last: bool, interpret: bool | None = None) -> TileConfig:
+    """Tile of the forward / grad-input kernel for ``N`` samples of ``C`` channels and ``S = D * H * W`` positions.
 
     A heuristic *(ours)*: channels-last takes the largest channel block of 32/16/8 dividing ``C`` and
-    ~2048 elements per program; NCDHW takes up to 1024 positions. ``benchmarks/gpu_depthwise.py`` sweeps
+    ~2048 elements per program, then halves the channel block (to 8) while fewer than ~512 programs would
+    run (small late stages); NCDHW takes up to 1024 positions. ``benchmarks/gpu_depthwise.py`` sweeps
     alternatives. In the interpreter one program covers up to 2048 positions x 32 channels.
     """
     if interpreting() if interpret is None else interpret:
@@ -318,6 +322,8 @@ def forward_config(C: int, S: int, channels_last: bool, interpret: bool | None =
     if channels_last:
         bc = _channel_block(C)
         bs = min(_pow2(S), max(16, 2048 // bc))
+        while bc > 8 and N * -(-S // bs) * -(-C // bc) < _MIN_PROGRAMS:
+            bc //= 2
     else:
         bs = min(_pow2(S), 1024)
         bc = min(_pow2(C), max(1, 1024 // bs))
@@ -423,7 +429,7 @@ def _conv(
     """One launch of the forward kernel: ``x`` read in layout ``cl``, ``y`` written dense in ``out_cl``."""
     N, C, D, H, W = x.shape
     KD, KH, KW = weight.shape[2:]
-    cfg = config or forward_config(C, D * H * W, cl)
+    cfg = config or forward_config(N, C, D * H * W, cl)
     y = _alloc(tuple(x.shape), x.dtype, x.device, out_cl)
     taps = _taps_table(weight, flip)
     # float32 bias, zeros when there is none: one compiled kernel serves the forward and the input gradient
