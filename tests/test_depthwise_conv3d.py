@@ -69,11 +69,13 @@ def test_op_equals_conv3d_with_gradients(N, C, D, H, W, kernel, layout, bias, mo
     assert y.is_contiguous(memory_format=expected), f"output strides {y.stride()} are not {expected}"
 
 
-def test_gradcheck_float64() -> None:
+def test_gradcheck_and_gradgradcheck_float64() -> None:
+    """First and second derivatives (the backward op has its own autograd formula, as nn.Conv3d's has)."""
     x = make_input((2, 3, 4, 3, 5), "channel_slice", torch.float64).requires_grad_()
     w = torch.randn(3, 1, 3, 1, 5, dtype=torch.float64, requires_grad=True)
     b = torch.randn(3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(depthwise_conv3d, (x, w, b))
+    assert torch.autograd.gradgradcheck(depthwise_conv3d, (x, w, b))
 
 
 def test_opcheck() -> None:

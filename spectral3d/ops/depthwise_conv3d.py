@@ -24,7 +24,7 @@ Implementation, from :func:`spectral3d.ops.use_kernels` / ``SPECTRAL3D_KERNEL`` 
 The output keeps ``x``'s memory format (channels-last in, channels-last out; a channels-last view with a
 unit channel stride, such as a channel slice, gives a dense channels-last output). Under autocast the op
 casts like ``F.conv3d`` (floating inputs other than float64 to the autocast dtype). The backward is a
-custom op too (no double backward).
+custom op too, differentiable in turn (double backward through the same two ops).
 
 FLOPs (DESIGN.md §10): the forward counts as ``F.conv3d`` does (``2 N C D H W kd kh kw``); the backward
 counts the same again for the input gradient and for the weight gradient *(ours: torch's
@@ -217,7 +217,37 @@ def _backward(ctx, grad):  # noqa: ANN001, ANN202
     return dx if need_x else None, dw if need_w else None, db if need_b else None
 
 
+def _setup_backward_context(ctx, inputs, output) -> None:  # noqa: ANN001
+    grad, x, weight, input_grad, weight_grad, bias_grad = inputs
+    ctx.save_for_backward(grad, x, weight)
+    ctx.outputs = (input_grad, weight_grad, bias_grad)
+
+
+def _double_backward(ctx, gg_x, gg_w, gg_b):  # noqa: ANN001, ANN202
+    """The backward's own gradients (double backward), with the same two ops:
+    ``<gg_x, dx> = <conv(gg_x, w), dy>``, ``<gg_w, dw> = <conv(x, gg_w), dy>``, ``<gg_b, db> = <gg_b, sum dy>``."""
+    grad, x, weight = ctx.saved_tensors
+    input_grad, weight_grad, bias_grad = ctx.outputs
+    need_grad, need_x, need_w = ctx.needs_input_grad[:3]
+    conv, conv_backward = torch.ops.spectral3d.depthwise_conv3d, torch.ops.spectral3d.depthwise_conv3d_backward
+    g_grad = g_x = g_w = None
+    if input_grad and gg_x is not None:
+        g_grad = conv(gg_x, weight, None)
+        if need_w:
+            g_w = conv_backward(grad, gg_x, weight, False, True, False)[1]
+    if weight_grad and gg_w is not None:
+        term = conv(x, gg_w.to(x.dtype), None)
+        g_grad = term if g_grad is None else g_grad + term
+        if need_x:
+            g_x = conv_backward(grad, x, gg_w.to(x.dtype), True, False, False)[0]
+    if bias_grad and gg_b is not None:
+        term = gg_b.to(grad.dtype).view(1, -1, 1, 1, 1).expand_as(grad)
+        g_grad = term if g_grad is None else g_grad + term
+    return (g_grad if need_grad else None), g_x, g_w, None, None, None
+
+
 _conv_op.register_autograd(_backward, setup_context=_setup_context)
+_conv_backward_op.register_autograd(_double_backward, setup_context=_setup_backward_context)
 
 
 @register_flop_formula(torch.ops.spectral3d.depthwise_conv3d)
