@@ -48,3 +48,21 @@ def test_benchmark_smoke(tmp_path):
     rows = data["rows"]
     assert {r["f_m"] for r in rows if r["op"] == "spectral_modulation"} == {"channel", "full", "band"}
     assert all(r["ms"] > 0 and r["max_rel_err"] <= 1e-5 for r in rows if "max_rel_err" in r)
+
+
+@pytest.mark.interpreter
+def test_depthwise_benchmark_smoke(tmp_path):
+    """``benchmarks/gpu_depthwise.py --smoke``: every tier runs, rows carry their checks, JSON and markdown written."""
+    proc = _run([str(ROOT / "benchmarks" / "gpu_depthwise.py"), "--smoke", "--out", str(tmp_path)], timeout=600)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    (result,) = tmp_path.glob("gpu_depthwise_*.json")
+    data = json.loads(result.read_text())
+    assert data["complete"] and not data["failures"], data["skipped"] or data["failures"]
+    assert data["tiers_done"] == ["correctness+ops(atto bf16)", "must", "rest", "sweep"]
+    triton_rows = [r for r in data["op_rows"] if r["variant"] == "triton"]
+    assert {r["layout"] for r in triton_rows} == {"channels_last", "contiguous"}
+    assert all(r["ms"] > 0 and r["max_rel_err"] <= 1e-5 and r["bitwise_repeatable"] for r in triton_rows)
+    assert {(r["phase"], r["kernel"]) for r in data["model_rows"]} == {
+        (p, k) for p in ("train", "infer") for k in ("triton", "stock")
+    }
+    assert data["sweep_rows"] and result.with_suffix(".md").read_text().startswith("# gpu_depthwise")

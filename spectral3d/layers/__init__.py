@@ -4,6 +4,7 @@ Every layer takes and returns channels-first ``(N, C, D, H, W)`` volumes (DRLM, 
 MultiScaleFusion work on feature vectors).
 """
 
+from spectral3d.layers.depthwise import DepthwiseConv3d
 from spectral3d.layers.drlm import DRLM, DRLMOutput, SymmetricPairEncoder
 from spectral3d.layers.fusion import MultiScaleFusion
 from spectral3d.layers.gated_cnn import GatedCNNBlock3d
@@ -32,6 +33,7 @@ __all__ = [
     "ConvNeXtV2Block3d",
     "ConvNeXtV2Body3d",
     "DRLMOutput",
+    "DepthwiseConv3d",
     "GRN3d",
     "GRNMlp3d",
     "GatedCNNBlock3d",

@@ -2,11 +2,13 @@
 
 ``spectral_modulation`` (Eq. 2) / ``spectral_features`` are ``torch.library`` custom ops (Triton on
 CUDA); ``spectral_modulation_reference`` / ``spectral_features_reference`` are the PyTorch oracles.
-``use_kernels`` (or ``SPECTRAL3D_KERNEL``) picks the implementation of each op; ``spectral3d.ops.testing``
-holds the kernels' test hooks.
+``depthwise_conv3d`` is the depthwise 3-D convolution of the ConvNeXt-style blocks (Triton on CUDA,
+``F.conv3d`` elsewhere). ``use_kernels`` (or ``SPECTRAL3D_KERNEL``) picks the implementation of each
+op; ``spectral3d.ops.testing`` holds the kernels' test hooks.
 """
 
 from spectral3d.ops._switch import KERNEL_MODES, OPS, kernel_mode, use_kernels
+from spectral3d.ops.depthwise_conv3d import depthwise_conv3d, depthwise_conv3d_reference
 from spectral3d.ops.spectral_modulation import (
     spectral_features,
     spectral_features_reference,
@@ -17,6 +19,8 @@ from spectral3d.ops.spectral_modulation import (
 __all__ = [
     "KERNEL_MODES",
     "OPS",
+    "depthwise_conv3d",
+    "depthwise_conv3d_reference",
     "kernel_mode",
     "spectral_features",
     "spectral_features_reference",

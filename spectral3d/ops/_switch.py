@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
-__all__ = ["KERNEL_MODES", "OPS", "kernel_mode", "use_kernels"]
+__all__ = ["KERNEL_MODES", "OPS", "kernel_mode", "kernel_path", "use_kernels"]
 
 KERNEL_MODES = ("auto", "triton", "reference", "autograd")
 OPS = ("spectral_modulation", "spectral_features", "depthwise_conv3d", "selective_scan")
@@ -81,6 +81,31 @@ def kernel_mode(op: str) -> str:
     if op not in modes:
         _check_ops([op], "op")
     return modes[op]
+
+
+def kernel_path(op: str, t: torch.Tensor, covered: bool) -> str:
+    """Where a custom op runs for tensor ``t`` in ``op``'s mode: ``"triton"`` (wrapped launch on CUDA),
+    ``"interpret"`` (direct launch on CPU under ``TRITON_INTERPRET=1``) or ``"torch"`` (its PyTorch
+    implementation: modes ``reference``/``autograd``, arguments the kernels do not cover (``covered``),
+    ``auto`` off CUDA, fake/meta tensors). Mode ``triton`` elsewhere raises a ``RuntimeError``."""
+    mode = kernel_mode(op)
+    if mode in ("reference", "autograd") or not covered:
+        return "torch"
+    if t.device.type == "cuda":
+        return "triton"
+    if mode == "auto":
+        return "torch"
+    from torch._subclasses.fake_tensor import is_fake
+    from torch._subclasses.functional_tensor import FunctionalTensor
+
+    if is_fake(t) or isinstance(t, FunctionalTensor) or t.device.type == "meta":
+        return "torch"  # shape propagation only: the PyTorch implementation gives the same metadata
+    if t.device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") == "1":
+        return "interpret"
+    raise RuntimeError(
+        f"{op}: kernel mode 'triton' needs a CUDA tensor, or TRITON_INTERPRET=1 set at process start for CPU "
+        f"tensors; got a tensor on {t.device} without the interpreter"
+    )
 
 
 @contextlib.contextmanager
