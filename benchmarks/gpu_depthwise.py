@@ -48,7 +48,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from gpu_spectral import copy_bandwidth, timer
+from gpu_timing import Timer, copy_bandwidth
 
 import backbones3d
 from spectral3d.flops import model_inputs
@@ -385,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0915 - one lin
         return 2
     device = torch.device("cuda" if cuda else "cpu")
     start = time.perf_counter()
-    bench = timer(device) if cuda else _once  # the smoke run checks wiring, not speed
+    timer = Timer(device)
+    bench = timer.wall if cuda else _once  # the smoke run checks wiring, not speed
     bc = _bench_conftest()
     settings = bc.BenchSettings(
         full=True, device=device, patterns=("*",), exclude=(), backends=("eager",),
@@ -425,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0915 - one lin
             return True
         return False
 
-    result["copy_bandwidth_gbs"] = copy_bandwidth(device, bench, args.smoke)
+    result["copy_bandwidth_gbs"] = copy_bandwidth(device, timer, args.smoke)
     log(f"device {card}, copy bandwidth {result['copy_bandwidth_gbs']:.0f} GB/s")
 
     # ---- shapes: atto's stages, and a census of the other models' depthwise inputs
