@@ -316,6 +316,7 @@ def fit(
     resume: bool = False,
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
+    stop_when: Callable[[int], bool] | None = None,
 ) -> FitResult:
     """Train ``model`` and write checkpoints into ``run_dir``.
 
@@ -329,6 +330,9 @@ def fit(
         resume: continue from ``run_dir/last`` (an epoch or an interrupted checkpoint).
         num_classes: K (default: the model's ``num_classes`` attribute or ``pretrained_cfg``).
         class_names: names for the metrics (default: ``run_config["class_names"]``).
+        stop_when: called after every optimizer step with the run's optimizer-step count (a resumed
+            run goes on counting); ``True`` stops training as SIGINT does (an ``interrupted``
+            checkpoint at that batch, ``FitResult.interrupted``), e.g. ``lambda step: step >= k``.
 
     Example::
 
@@ -383,7 +387,7 @@ def fit(
         best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
         _set_rng_state(state["rng"])
 
-    stop = {"signal": None}
+    stop: dict[str, Any] = {"signal": None}
     handlers = {}
     if rank == 0 or world == 1:
 
@@ -451,6 +455,8 @@ def fit(
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                     scheduler.step()
+                    if stop_when is not None and stop_when(scheduler.last_epoch):
+                        stop["signal"] = "stop_when"
                 batch_idx += 1
                 n_seen += len(y)
                 for k, v in {"loss": loss.detach(), **parts}.items():

@@ -23,7 +23,7 @@ import csv
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,9 @@ __all__ = [
     "evaluate_checkpoint",
     "load_checkpoint_model",
     "predict_cases",
+    "predict_split",
     "train_on_cohort",
+    "write_predictions",
 ]
 
 
@@ -102,6 +104,7 @@ def train_on_cohort(
     cache_dir: str | os.PathLike | None = None,
     skip_bad: bool = False,
     resume: bool = False,
+    stop_when: Callable[[int], bool] | None = None,
 ) -> FitResult:
     """Train ``model_name`` on the cohort folder ``data``; checkpoints go to ``out``.
 
@@ -120,6 +123,7 @@ def train_on_cohort(
         skip_bad: leave out cases that fail to load (reported in ``out/skipped.json``) instead of
             stopping at the first.
         resume: continue from ``out/last``.
+        stop_when: passed to :func:`spectral3d.train.fit` (stop after a given optimizer step).
     """
     cfg = cfg or TrainConfig()
     _is_multi_sequence(model_name)  # an unknown name fails here, suggesting close names, before any data is read
@@ -171,6 +175,7 @@ def train_on_cohort(
         resume=resume,
         num_classes=cohort.num_classes,
         class_names=cohort.classes,
+        stop_when=stop_when,
     )
 
 
@@ -196,21 +201,18 @@ def load_checkpoint_model(checkpoint: str | os.PathLike, device: str | torch.dev
     return model.to(device).eval(), config
 
 
-def evaluate_checkpoint(
+def predict_split(
     checkpoint: str | os.PathLike,
     data: str | os.PathLike,
     split: str = "test",
     fold: int | None = None,
-    out: str | os.PathLike | None = None,
-    n_bootstrap: int = 1000,
     batch_size: int = 4,
     skip_bad: bool = False,
-    name: str | None = None,
-) -> dict[str, Any]:
-    """The paper's metrics for a checkpoint on a split of a cohort.
+) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, Any], list[str]]:
+    """A checkpoint's class probabilities on a split of a cohort, read with the checkpoint's classes,
+    sequences, clinical columns, preprocessing and tabular statistics.
 
-    Writes ``metrics.json``, ``metrics.md`` (paper Table 1 layout) and ``predictions.csv`` into
-    ``out`` when given. Returns the metrics dict (see :func:`spectral3d.metrics.classification_metrics`).
+    Returns ``(labels (n,), probs (n, K), case_ids, config, skipped)``.
     """
     model, config = load_checkpoint_model(checkpoint)
     cohort = Cohort.from_folder(
@@ -227,12 +229,32 @@ def evaluate_checkpoint(
         cohort, cohort.split(split, fold), pre, tabular_stats=TabularStats.from_dict(config["tabular_stats"])
     )
     y, p, ids = predict(model, dataset, batch_size=batch_size, progress=True)
+    return y, p, ids, config, [str(s) for s in cohort.skipped]
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    data: str | os.PathLike,
+    split: str = "test",
+    fold: int | None = None,
+    out: str | os.PathLike | None = None,
+    n_bootstrap: int = 1000,
+    batch_size: int = 4,
+    skip_bad: bool = False,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """The paper's metrics for a checkpoint on a split of a cohort.
+
+    Writes ``metrics.json``, ``metrics.md`` (paper Table 1 layout) and ``predictions.csv`` into
+    ``out`` when given. Returns the metrics dict (see :func:`spectral3d.metrics.classification_metrics`).
+    """
+    y, p, ids, config, skipped = predict_split(checkpoint, data, split, fold, batch_size, skip_bad)
     metrics = classification_metrics(y, p, class_names=config["class_names"], n_bootstrap=n_bootstrap)
     metrics.update(
         model=config["model"],
         checkpoint=str(resolve_checkpoint(checkpoint)),
         split=split,
-        skipped=[str(s) for s in cohort.skipped],
+        skipped=skipped,
     )
     if out is not None:
         out = Path(out)
@@ -241,13 +263,14 @@ def evaluate_checkpoint(
         (out / "metrics.md").write_text(
             metrics_table({name or config["model"]: metrics}, with_ci=n_bootstrap > 0) + "\n"
         )
-        _write_predictions(out / "predictions.csv", ids, y, p, config["class_names"])
+        write_predictions(out / "predictions.csv", ids, y, p, config["class_names"])
     return metrics
 
 
-def _write_predictions(
+def write_predictions(
     path: Path, ids: Sequence[str], y: np.ndarray | None, p: np.ndarray, class_names: Sequence[str]
 ) -> None:
+    """Write ``path`` as CSV: case_id, label, predicted class and one probability column per class."""
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["case_id", "label", "predicted", *[f"p_{c}" for c in class_names]])
