@@ -1,7 +1,8 @@
-"""The ``spectral3d`` command line: synth, train, evaluate, predict, gradcam, demo, models.
+"""The ``spectral3d`` command line: synth, train, evaluate, predict, gradcam, compare, ablate, demo, models.
 
 Every command is a thin layer over a Python function (``spectral3d.data.write_synthetic_cohort``,
-``spectral3d.train.workflow``, ``spectral3d.gradcam.gradcam_case``, ``spectral3d.demo.run_demo``).
+``spectral3d.train.workflow``, ``spectral3d.gradcam.gradcam_case``, ``spectral3d.train.compare``,
+``spectral3d.train.ablate``, ``spectral3d.demo.run_demo``).
 Data problems (a missing file, a corrupt NIfTI, a label outside the classes, …) are reported as one
 line naming the case and the file, with exit status 2 and no traceback; ``--skip-bad`` turns them
 into a report of every skipped case instead. ``SPECTRAL3D_DEBUG=1`` shows tracebacks.
@@ -64,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-augment", action="store_true")
     t.add_argument("--cache-dir", type=Path, default=None, help="cache of preprocessed volumes")
     t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    t.add_argument("--seed", type=int, default=0)
+    seed = t.add_mutually_exclusive_group()
+    seed.add_argument("--seed", type=int, default=0)
+    seed.add_argument("--seeds", type=int, nargs="+", default=None, help="one run per seed, in OUT/seed_<k>/")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--skip-bad", action="store_true", help="skip cases that fail to load, and report them")
     t.add_argument("--no-progress", action="store_true")
@@ -100,12 +103,17 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--quick", action="store_true", help="a few seconds' smoke run instead of minutes")
 
+    _add_compare_parser(sub)
+    _add_ablate_parser(sub)
+
     m = sub.add_parser("models", help="list registered models")
     m.add_argument("filter", nargs="?", default="", help="fnmatch pattern, e.g. 'desamba*'")
     return p
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.seeds is not None:
+        return _train_seeds(args)
     from spectral3d.train import TrainConfig
     from spectral3d.train.workflow import train_on_cohort
 
@@ -157,6 +165,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from spectral3d.train.compare import seed_runs
+
+    if seed_runs(args.checkpoint):
+        return _evaluate_seeds(args)
     from spectral3d.metrics import metrics_table
     from spectral3d.train.workflow import evaluate_checkpoint
 
@@ -236,12 +248,172 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usage_error(command: str, message: object) -> int:
+    print(f"spectral3d {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _train_seeds(args: argparse.Namespace) -> int:
+    """``train --seeds K...``: one run per seed in ``OUT/seed_<k>/`` (``--resume`` resumes the started ones)."""
+    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
+        return _usage_error("train", f"--seeds: expected distinct non-negative integers, got {args.seeds}")
+    for k in args.seeds:
+        run = args.out / f"seed_{k}"
+        resume = args.resume and (run / "last").exists()
+        print(f"seed {k}: {run}")
+        status = _train(argparse.Namespace(**{**vars(args), "seed": k, "seeds": None, "out": run, "resume": resume}))
+        if status != 0:
+            return status
+    return 0
+
+
+def _evaluate_seeds(args: argparse.Namespace) -> int:
+    from spectral3d.train.compare import evaluate_seeds, seeds_table
+
+    if args.skip_bad:
+        return _usage_error("evaluate", "--skip-bad: not available for a multi-seed directory (seed_<k>/)")
+    m = evaluate_seeds(
+        args.checkpoint, args.data, split=args.split, fold=args.fold, out=args.out, n_bootstrap=args.bootstrap
+    )
+    print(seeds_table(m, with_ci=args.bootstrap > 0))
+    print("paired tests (spectral3d compare) use the mean of the seeds' probabilities")
+    return 0
+
+
+def _add_compare_parser(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser(
+        "compare",
+        help="several models on the same cases: paper Tables 1-2 with CIs and p-values against the first, Fig. 5",
+    )
+    c.add_argument("models", nargs="+", type=Path, metavar="RUN_OR_CKPT", help="checkpoints, run or seed_<k> dirs")
+    c.add_argument("--data", action="append", required=True, type=Path, help="cohort folder; repeat for several")
+    c.add_argument("--split", default="test", choices=["train", "val", "test"])
+    c.add_argument("--fold", type=int, default=None)
+    c.add_argument("--out", type=Path, default=Path("compare"), help="folder for compare.json, compare.md, PNGs")
+    c.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (CIs, macro-AUC test)")
+    c.add_argument("--batch-size", type=int, default=4)
+    c.add_argument("--metric", choices=["auc", "accuracy"], default="auc", help="y axis of Fig. 5")
+    c.add_argument("--no-figure", action="store_true", help="no Fig. 5 PNG (no matplotlib needed)")
+    c.add_argument("--overwrite", action="store_true", help="replace an earlier comparison in --out")
+
+
+def _check_common(command: str, args: argparse.Namespace) -> str | None:
+    """The checks compare and ablate share; the message of the first failure."""
+    from spectral3d.train.compare import require_matplotlib
+
+    if args.bootstrap < 0:
+        return f"--bootstrap: expected a non-negative integer, got {args.bootstrap}"
+    if getattr(args, "batch_size", 1) < 1:
+        return f"--batch-size: expected a positive integer, got {args.batch_size}"
+    for d in args.data if isinstance(args.data, list) else [args.data]:
+        if not (d / "cases.csv").is_file():
+            return f"--data: {d} is not a cohort folder (no cases.csv)"
+    if not args.no_figure:
+        try:
+            require_matplotlib()
+        except ImportError as err:
+            return str(err)
+    return None
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from spectral3d.train.compare import compare_models
+
+    problem = _check_common("compare", args)
+    if problem:
+        return _usage_error("compare", problem)
+    if len(args.models) < 2:
+        return _usage_error("compare", f"RUN_OR_CKPT: expected at least 2 models, got {len(args.models)}")
+    result = compare_models(
+        args.models,
+        args.data,
+        args.out,
+        split=args.split,
+        fold=args.fold,
+        n_bootstrap=args.bootstrap,
+        batch_size=args.batch_size,
+        figure=not args.no_figure,
+        figure_metric=args.metric,
+        overwrite=args.overwrite,
+    )
+    print((args.out / "compare.md").read_text())
+    print(f"wrote {args.out / 'compare.json'} ({len(result['cohorts'])} cohort(s), reference {result['reference']})")
+    return 0
+
+
+def _add_ablate_parser(sub: argparse._SubParsersAction) -> None:
+    a = sub.add_parser("ablate", help="train the Table 3 ablation rows with one recipe; Table 3 and Fig. 5")
+    a.add_argument("--data", required=True, type=Path, help="cohort folder (train/val/test splits)")
+    a.add_argument("--out", required=True, type=Path, help="ablation folder; rerun the same command to resume")
+    a.add_argument("--scale", choices=["paper", "small", "tiny"], default="paper")
+    a.add_argument(
+        "--rows", nargs="+", default=None, help="rows among cnv2 samnet mo desn demo samba tf de_c de_s full (all)"
+    )
+    a.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per row and seed")
+    a.add_argument("--epochs", type=int, default=30)
+    a.add_argument("--batch-size", type=int, default=4)
+    a.add_argument("--lr", type=float, default=3e-4)
+    a.add_argument("--weight-decay", type=float, default=0.05)
+    a.add_argument("--warmup-epochs", type=float, default=1.0)
+    a.add_argument("--drop-rate", type=float, default=0.0, help="dropout before the classifier")
+    a.add_argument("--input-size", type=_size, default=None, help="model grid (default: the preset's)")
+    a.add_argument("--split", default="test", choices=["train", "val", "test"], help="the split Table 3 reports")
+    a.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (CIs, macro-AUC test)")
+    a.add_argument("--cache-dir", type=Path, default=None, help="cache of preprocessed volumes (OUT/cache)")
+    a.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    a.add_argument("--metric", choices=["auc", "accuracy"], default="auc", help="y axis of Fig. 5")
+    a.add_argument("--no-figure", action="store_true", help="no Fig. 5 PNG (no matplotlib needed)")
+    a.add_argument("--no-progress", action="store_true")
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from spectral3d.train import TrainConfig
+    from spectral3d.train.ablate import run_ablation
+
+    problem = _check_common("ablate", args)
+    if problem:
+        return _usage_error("ablate", problem)
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs,
+        num_workers=args.workers,
+        progress=not args.no_progress,
+        keep_last=1,
+    )
+    result = run_ablation(
+        args.data,
+        args.out,
+        rows=args.rows,
+        seeds=args.seeds,
+        scale=args.scale,
+        cfg=cfg,
+        model_kwargs={"drop_rate": args.drop_rate} if args.drop_rate else None,
+        input_size=args.input_size,
+        split=args.split,
+        n_bootstrap=args.bootstrap,
+        cache_dir=args.cache_dir,
+        figure=not args.no_figure,
+        figure_metric=args.metric,
+    )
+    if result.interrupted:
+        print(f"interrupted; rerun the same command to resume (done: {', '.join(result.trained) or 'nothing new'})")
+        return 130
+    print(result.table)
+    print(f"wrote {args.out / 'table3.md'}, table3.json" + ("" if args.no_figure else ", fig5.png"))
+    return 0
+
+
 _COMMANDS = {
     "synth": _synth,
     "train": _train,
     "evaluate": _evaluate,
     "predict": _predict,
     "gradcam": _gradcam,
+    "compare": _compare,
+    "ablate": _ablate,
     "demo": _demo,
     "models": _models,
 }
