@@ -115,10 +115,12 @@ def seed_runs(path: str | os.PathLike) -> dict[int, Path]:
 
 
 def _same_task(config: dict[str, Any], ref: dict[str, Any], where: str, ref_where: str) -> None:
-    for key, what in (("class_names", "class names"), ("sequences", "sequences")):
+    for key, what, order in (
+        ("class_names", "class names", "class order"),
+        ("sequences", "sequences", "sequence order"),
+    ):
         if list(config[key]) != list(ref[key]):
-            same_set = sorted(config[key]) == sorted(ref[key])
-            kind = f"{what[:-1] if what.endswith('s') else what} order" if same_set else what
+            kind = order if sorted(config[key]) == sorted(ref[key]) else what
             raise ValueError(
                 f"{where}: {kind} {list(config[key])} differs from {ref_where}'s {list(ref[key])}; "
                 "compared models must share class names, class order and sequences"
