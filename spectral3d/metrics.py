@@ -225,7 +225,10 @@ def metrics_table(results: dict[str, dict[str, Any]], with_ci: bool = False) -> 
 # Mid-ranks give the components directly: V10_i = (T_Z(X_i) − T_X(X_i)) / n and
 # V01_j = 1 − (T_Z(Y_j) − T_Y(Y_j)) / m, T the mid-rank within the pooled sample Z or within X or Y.
 
-__all__ += ["delong_test", "delong_test_ovr", "holm_adjust", "mcnemar_test", "paired_bootstrap_auc"]
+__all__ += ["TABLE_COLUMNS", "delong_test", "delong_test_ovr", "holm_adjust", "mcnemar_test", "paired_bootstrap_auc"]
+
+#: The columns of :func:`metrics_table` as ``(header, metric key)`` (for tables that add columns of their own).
+TABLE_COLUMNS = _TABLE_COLUMNS
 
 #: McNemar: the exact binomial test is used below this many discordant pairs, the chi-square form from it on.
 MCNEMAR_EXACT_BELOW = 25

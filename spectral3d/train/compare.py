@@ -41,6 +41,7 @@ import numpy as np
 
 from spectral3d.metrics import (
     SCALAR_METRICS,
+    TABLE_COLUMNS,
     classification_metrics,
     delong_test_ovr,
     holm_adjust,
@@ -50,32 +51,28 @@ from spectral3d.metrics import (
 from spectral3d.train.checkpoint import load_config, resolve_checkpoint
 
 __all__ = [
+    "TEST_NOTE",
     "ModelRun",
     "Predictions",
     "compare_models",
+    "comparison_table",
     "efficiency_figure",
+    "evaluate_runs",
     "evaluate_seeds",
     "load_model_run",
+    "markdown_table",
+    "metric_cell",
     "model_cost",
+    "p_cell",
     "paired_tests",
     "predict_run",
     "require_matplotlib",
     "seed_runs",
+    "seeds_table",
     "summarize",
 ]
 
 _SEED_DIR = re.compile(r"seed_(\d+)")
-#: What the tables show: (column, metric key).
-TABLE_COLUMNS = (
-    ("ACC", "accuracy"),
-    ("Spe", "specificity"),
-    ("Sen", "sensitivity"),
-    ("P", "precision"),
-    ("F1", "f1"),
-    ("AUC", "auc"),
-    ("Top2", "top2_accuracy"),
-    ("Top3", "top3_accuracy"),
-)
 TEST_NOTE = (
     "p AUC: DeLong (two classes) or paired bootstrap of the macro one-vs-rest AUC (more classes); "
     "p ACC: McNemar (exact below 25 discordant cases, chi-square with continuity correction above); "
@@ -258,8 +255,11 @@ def paired_tests(pred: Predictions, ref: Predictions, n_bootstrap: int = 1000, s
     names = list(ref.run.config["class_names"])
     if pa.shape[1] == 2:  # DeLong on class 1 (NaN when a class has fewer than 2 cases)
         auc = {"method": "delong", **delong_test_ovr(y, pa, pb, names)[names[1]]}
-    else:
-        auc = {"method": "paired_bootstrap", **paired_bootstrap_auc(y, pa, pb, max(n_bootstrap, 1), seed)}
+    elif n_bootstrap > 0:
+        auc = {"method": "paired_bootstrap", **paired_bootstrap_auc(y, pa, pb, n_bootstrap, seed)}
+        auc["per_class"] = delong_test_ovr(y, pa, pb, names)
+    else:  # the macro AUC's test needs resamples
+        auc = {"method": "paired_bootstrap", "p_value": math.nan, "n_bootstrap": 0}
         auc["per_class"] = delong_test_ovr(y, pa, pb, names)
     acc = mcnemar_test(y, pa.argmax(axis=1), pb.argmax(axis=1))
     return {"auc": auc, "accuracy": acc}
@@ -305,16 +305,18 @@ def efficiency_figure(
     for i, p in enumerate(points):
         area = 40 + 1400 * p["params"] / largest
         ax.scatter(p["macs"] / 1e9, p["value"], s=area, alpha=0.5, color=f"C{i % 10}", edgecolors="k")
+        radius = 0.5 * math.sqrt(area)  # points
         ax.annotate(
-            f"{p['label']}\n{p['params'] / 1e6:.2f} M",
+            f"{p['label']} ({p['params'] / 1e6:.2f} M)",
             (p["macs"] / 1e9, p["value"]),
+            xytext=(radius + 3, 0),
+            textcoords="offset points",
             fontsize=7,
-            ha="center",
             va="center",
         )
     ax.set_xlabel('multiply-adds per case (GMACs; the paper\'s "FLOPs")')
     ax.set_ylabel(ylabel)
-    ax.set_title(title or "performance against compute; marker area ∝ parameters", fontsize=9)
+    ax.set_title(f"{title}; marker area ∝ parameters" if title else "marker area ∝ parameters", fontsize=9)
     ax.grid(alpha=0.3)
     ax.margins(0.15)
     path = Path(path)
