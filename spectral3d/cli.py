@@ -285,7 +285,13 @@ def _add_compare_parser(sub: argparse._SubParsersAction) -> None:
         "compare",
         help="several models on the same cases: paper Tables 1-2 with CIs and p-values against the first, Fig. 5",
     )
-    c.add_argument("models", nargs="+", type=Path, metavar="RUN_OR_CKPT", help="checkpoints or run dirs (also RUN/seed_<k>/); the first is the reference")
+    c.add_argument(
+        "models",
+        nargs="+",
+        type=Path,
+        metavar="RUN_OR_CKPT",
+        help="checkpoints or run dirs (also RUN/seed_<k>/); the first is the reference",
+    )
     c.add_argument("--data", action="append", required=True, type=Path, help="cohort folder; repeat for several")
     c.add_argument("--split", default="test", choices=["train", "val", "test"])
     c.add_argument("--fold", type=int, default=None)
