@@ -89,6 +89,14 @@ def test_ablate_user_mistakes_are_one_line_before_any_work(
     assert not out.exists()
 
 
+def test_help_lists_every_row(capsys: pytest.CaptureFixture) -> None:
+    from backbones3d.desamba import ABLATION_ROWS
+
+    with pytest.raises(SystemExit):
+        main(["ablate", "--help"])
+    assert " ".join(ABLATION_ROWS) in " ".join(capsys.readouterr().out.split())
+
+
 def test_tabular_rows_need_clinical_columns(cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bare = tmp_path / "bare"
     bare.mkdir()
