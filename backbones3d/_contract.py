@@ -20,8 +20,9 @@ All give ``forward(x) = forward_head(forward_features(x))`` and ``set_grad_check
 The subclass writes ``forward_features`` and, where its pooling differs (class tokens), ``forward_head``.
 
 :func:`linear_drop_path_rates` is the stochastic-depth schedule (plain Python floats, so models build
-under ``with torch.device("meta")``); :func:`check_int` and :func:`check_rate` validate constructor
-arguments with the messages of docs/CONTRIBUTING.md.
+under ``with torch.device("meta")``; it validates the rate); :func:`check_int` and :func:`check_rate`
+(``spectral3d._checks``, shared with the layers) validate constructor arguments with the messages of
+docs/CONTRIBUTING.md.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
+from spectral3d._checks import check_rate
 from spectral3d.layers.heads import POOL_TYPES, channel_linear, check_global_pool, global_pool_3d
 
 __all__ = [
@@ -61,19 +63,6 @@ def check_int(value: int, name: str, minimum: int = 1) -> int:
     return value
 
 
-def check_rate(value: float, name: str) -> float:
-    """Return ``value`` as a float if it is a probability in ``[0, 1)``; ``ValueError`` otherwise.
-
-    Example::
-
-        >>> check_rate(0.1, "drop_rate")
-        0.1
-    """
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name}: expected a probability in [0, 1), got {value!r}")
-    return float(value)
-
-
 def linear_drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> list[list[float]]:
     """Stochastic depth rising linearly from 0 (first block) to ``drop_path_rate`` (last block), split per stage.
 
@@ -84,6 +73,7 @@ def linear_drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> list
         >>> linear_drop_path_rates(0.2, (1, 2))
         [[0.0], [0.1, 0.2]]
     """
+    check_rate(drop_path_rate, "drop_path_rate")
     total = sum(depths)
     flat = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
     starts = [sum(depths[:i]) for i in range(len(depths))]

@@ -24,6 +24,8 @@ the scaled value) and the repeats by ``depth_multiplier`` (rounded up), exactly 
 ⌈W/32⌉)``: every convolution is padded symmetrically (``k // 2``), so each stride-2 layer maps
 ``n → ⌈n / 2⌉`` and any size ≥ 1 works on every axis.
 
+The stride-1 depthwise convolutions are :class:`spectral3d.layers.DepthwiseConv3d` (an ``nn.Conv3d``).
+
 Reference parity (checked by ``tests/test_baselines_cnn.py``): the module tree and parameter
 names are timm's ``efficientnet_b0`` … ``b3`` (``conv_stem``, ``bn1``, ``blocks.i.j.conv_dw`` /
 ``se.conv_reduce`` / ``conv_pwl`` / ``bn3``, ``conv_head``, ``bn2``, ``classifier``); every 3D
@@ -51,6 +53,7 @@ from backbones3d._builder import build_model_with_cfg
 from backbones3d._contract import FlatHeadContract, check_int, check_rate
 from backbones3d._registry import register_model
 from spectral3d._checks import check_channels, check_finite, check_floating, check_ndim
+from spectral3d.layers.depthwise import DepthwiseConv3d
 from spectral3d.layers.heads import check_global_pool
 
 __all__ = ["DepthwiseSeparable3d", "EfficientNet3d", "InvertedResidual3d", "SqueezeExcite3d"]
@@ -65,6 +68,13 @@ EFFICIENTNET_STAGES: tuple[tuple[str, int, int, int, int, int], ...] = (
     ("ir", 4, 5, 2, 6, 192),
     ("ir", 1, 3, 1, 6, 320),
 )
+
+
+def _depthwise(chs: int, kernel_size: int, stride: int) -> nn.Conv3d:
+    """The depthwise k³ conv, padded ``k // 2``: :class:`DepthwiseConv3d` (the fast op) at stride 1."""
+    if stride == 1:
+        return DepthwiseConv3d(chs, kernel_size, bias=False)
+    return nn.Conv3d(chs, chs, kernel_size, stride, kernel_size // 2, groups=chs, bias=False)
 
 
 class SqueezeExcite3d(nn.Module):
@@ -120,8 +130,7 @@ class DepthwiseSeparable3d(nn.Module):
     ) -> None:
         super().__init__()
         self.has_skip = stride == 1 and in_chs == out_chs
-        pad = kernel_size // 2
-        self.conv_dw = nn.Conv3d(in_chs, in_chs, kernel_size, stride, pad, groups=in_chs, bias=False)
+        self.conv_dw = _depthwise(in_chs, kernel_size, stride)
         self.bn1 = nn.BatchNorm3d(in_chs)
         self.act1 = nn.SiLU(inplace=True)
         self.se = SqueezeExcite3d(in_chs, round(in_chs * se_ratio))
@@ -166,11 +175,10 @@ class InvertedResidual3d(nn.Module):
         super().__init__()
         self.has_skip = stride == 1 and in_chs == out_chs
         mid_chs = make_divisible(in_chs * exp_ratio)
-        pad = kernel_size // 2
         self.conv_pw = nn.Conv3d(in_chs, mid_chs, 1, bias=False)
         self.bn1 = nn.BatchNorm3d(mid_chs)
         self.act1 = nn.SiLU(inplace=True)
-        self.conv_dw = nn.Conv3d(mid_chs, mid_chs, kernel_size, stride, pad, groups=mid_chs, bias=False)
+        self.conv_dw = _depthwise(mid_chs, kernel_size, stride)
         self.bn2 = nn.BatchNorm3d(mid_chs)
         self.act2 = nn.SiLU(inplace=True)
         self.se = SqueezeExcite3d(mid_chs, round(mid_chs * se_ratio / exp_ratio))

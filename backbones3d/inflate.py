@@ -13,10 +13,17 @@ key of the 3-D model that the source holds:
 - any other shape difference is *mis-shaped*.
 
 Nothing is skipped silently: the returned :class:`InflationReport` lists matched, unmatched (both
-sides) and mis-shaped keys. With ``strict=True`` (default) anything but a complete match raises,
-listing the offending keys, as ``load_state_dict(strict=True)`` does *(ours: the issue asks only for
-mis-shapes to raise; a 3-D parameter left at its random init is as much a surprise)*; with
-``strict=False`` the matched keys are loaded and the report says what was left.
+sides) and mis-shaped keys. Two differences are reported but not fatal, as timm does them:
+
+- a 3-D parameter the source lacks that is the identity at initialisation — a bias that is all zeros
+  (``resnet50_3d``'s MONAI-compatible shortcut-conv biases): ``left_at_init``;
+- the classifier (``pretrained_cfg["classifier"]``) when its class count differs from the source's:
+  left at its initialisation, as ``timm.create_model(..., num_classes=K)`` does (``classifier``).
+
+With ``strict=True`` (default) any other difference raises, listing the offending keys, as
+``load_state_dict(strict=True)`` does *(ours: a 3-D parameter left at its random init is as much a
+surprise as a mis-shape)*; with ``strict=False`` the matched keys are loaded and the report says
+what was left. A parameter on the meta device cannot be seen to be zero and counts as unmatched.
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ class InflationReport:
         unmatched_3d: 3-D keys the source lacks (left as they were).
         unmatched_2d: source keys the 3-D model lacks (ignored).
         mis_shaped: ``(key, source shape, 3-D shape)`` for keys whose shapes do not fit.
+        left_at_init: 3-D keys the source lacks that are the identity at initialisation (zero biases).
+        classifier: ``(key, source shape, 3-D shape)`` of the classifier, left at initialisation
+            because the class counts differ.
     """
 
     matched: list[str] = field(default_factory=list)
@@ -49,21 +59,31 @@ class InflationReport:
     unmatched_3d: list[str] = field(default_factory=list)
     unmatched_2d: list[str] = field(default_factory=list)
     mis_shaped: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    left_at_init: list[str] = field(default_factory=list)
+    classifier: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
-        """Every key on both sides matched."""
+        """Every key on both sides matched (nothing left at initialisation either)."""
+        return not (self.unmatched_3d or self.unmatched_2d or self.mis_shaped or self.left_at_init or self.classifier)
+
+    @property
+    def body_complete(self) -> bool:
+        """Everything matched but the reported, non-fatal differences (what ``strict=True`` requires)."""
         return not (self.unmatched_3d or self.unmatched_2d or self.mis_shaped)
 
     def __str__(self) -> str:
         lines = [
             f"inflate_2d: {len(self.matched)} keys matched ({len(self.inflated)} kernels inflated), "
             f"{len(self.unmatched_3d)} unmatched in the 3-D model, {len(self.unmatched_2d)} unmatched in the "
-            f"source, {len(self.mis_shaped)} mis-shaped"
+            f"source, {len(self.mis_shaped)} mis-shaped, {len(self.left_at_init)} left at initialisation (identity), "
+            f"{len(self.classifier)} classifier tensors left at initialisation (other class count)"
         ]
         lines += [f"  unmatched 3-D: {k}" for k in self.unmatched_3d]
         lines += [f"  unmatched source: {k}" for k in self.unmatched_2d]
         lines += [f"  mis-shaped: {k}: source {s} vs 3-D {t}" for k, s, t in self.mis_shaped]
+        lines += [f"  left at initialisation (zero, the identity): {k}" for k in self.left_at_init]
+        lines += [f"  classifier left at initialisation: {k}: source {s} vs 3-D {t}" for k, s, t in self.classifier]
         return "\n".join(lines)
 
 
@@ -87,7 +107,8 @@ def inflate_2d(
         model3d: the 3-D model to fill (in place), e.g. ``mambaout_femto_3d``.
         source: the 2-D model (e.g. ``timm.create_model("mambaout_femto")``) or its state dict.
         mode: ``"center"`` (kernel on the centre depth slice) or ``"mean"`` (replicated, ÷ depth).
-        strict: raise ``RuntimeError`` unless every key matches on both sides; else load what matches.
+        strict: raise ``RuntimeError`` unless every key matches on both sides (but for the reported
+            zero biases and classifier); else load what matches.
 
     Returns:
         The :class:`InflationReport`.
@@ -116,11 +137,15 @@ def inflate_2d(
         raise TypeError(f"source: expected an nn.Module or a mapping of names to tensors, got {type(source).__name__}")
 
     state3d = model3d.state_dict()
+    head = getattr(model3d, "pretrained_cfg", {}).get("classifier")
     report = InflationReport()
     updates: dict[str, torch.Tensor] = {}
     for key, target in state3d.items():
         if key not in state2d:
-            report.unmatched_3d.append(key)
+            if key.endswith("bias") and not target.is_meta and not target.any():
+                report.left_at_init.append(key)
+            else:
+                report.unmatched_3d.append(key)
             continue
         value = state2d[key]
         if value.shape == target.shape:
@@ -128,13 +153,16 @@ def inflate_2d(
         elif value.ndim == 4 and target.ndim == 5 and target.shape[:2] + target.shape[3:] == value.shape:
             updates[key] = _inflate_kernel(value, target.shape[2], mode)
             report.inflated.append(key)
+        elif head and key.startswith(f"{head}.") and value.shape[1:] == target.shape[1:]:
+            report.classifier.append((key, tuple(value.shape), tuple(target.shape)))  # other class count
+            continue
         else:
             report.mis_shaped.append((key, tuple(value.shape), tuple(target.shape)))
             continue
         report.matched.append(key)
     report.unmatched_2d = [k for k in state2d if k not in state3d]
 
-    if strict and not report.complete:
+    if strict and not report.body_complete:
         raise RuntimeError(f"{report}\n(strict=True: nothing was loaded; pass strict=False to load the matched keys)")
     with torch.no_grad():
         for key, value in updates.items():

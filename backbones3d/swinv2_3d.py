@@ -75,8 +75,9 @@ from torch import nn
 from backbones3d._builder import build_model_with_cfg
 from backbones3d._contract import HeadContract, linear_drop_path_rates, run_blocks
 from backbones3d._registry import register_model
-from spectral3d._checks import check_channels, check_divisible, check_ndim, to_3tuple_int
+from spectral3d._checks import check_channels, check_ndim, to_3tuple_int
 from spectral3d.layers.heads import ClassifierHead3d, check_global_pool
+from spectral3d.layers.patch_embed import PatchEmbed3d
 
 __all__ = [
     "PatchEmbed3d",
@@ -436,36 +437,6 @@ class SwinTransformerV2Stage3d(nn.Module):
         return run_blocks(self.blocks, x, self.grad_checkpointing)
 
 
-class PatchEmbed3d(nn.Module):
-    """Unpadded strided ``Conv3d`` patch embedding followed by LayerNorm, channels-last output.
-
-    Args:
-        patch_size: kernel and stride, an int or ``(D, H, W)``.
-        in_chans: input channels.
-        embed_dim: output channels.
-
-    Shapes: ``(N, in_chans, D, H, W) -> (N, D/p_D, H/p_H, W/p_W, embed_dim)``; each axis must be a
-    positive multiple of its patch size (``ValueError`` naming the axis otherwise).
-
-    Example::
-
-        >>> import torch
-        >>> from backbones3d.swinv2_3d import PatchEmbed3d
-        >>> PatchEmbed3d(4, 2, 16)(torch.randn(1, 2, 8, 12, 16)).shape
-        torch.Size([1, 2, 3, 4, 16])
-    """
-
-    def __init__(self, patch_size: int | Sequence[int] = 4, in_chans: int = 3, embed_dim: int = 96) -> None:
-        super().__init__()
-        self.patch_size = to_3tuple_int(patch_size, "patch_size")
-        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
-        self.norm = nn.LayerNorm(embed_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_divisible(x.shape[2:], self.patch_size, what=f"the {self.patch_size} patch embedding")
-        return self.norm(self.proj(x).permute(0, 2, 3, 4, 1))
-
-
 class SwinTransformerV2_3d(HeadContract):
     """Swin Transformer V2 for volumes (timm's ``SwinTransformerV2`` with cuboid windows).
 
@@ -531,7 +502,7 @@ class SwinTransformerV2_3d(HeadContract):
         dims = [embed_dim * 2**i for i in range(len(depths))]
         self.num_features = self.head_hidden_size = dims[-1]
 
-        self.patch_embed = PatchEmbed3d(self.patch_size, in_chans, embed_dim)
+        self.patch_embed = PatchEmbed3d(self.patch_size, in_chans, embed_dim, nn.LayerNorm, output_fmt="NDHWC")
         rates = linear_drop_path_rates(drop_path_rate, depths)
         self.feature_info: list[dict[str, Any]] = []
         layers = []

@@ -59,11 +59,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from backbones3d._builder import build_model_with_cfg
-from backbones3d._contract import FlatHeadContract, linear_drop_path_rates
+from backbones3d._contract import FlatHeadContract, check_rate, linear_drop_path_rates
 from backbones3d._registry import register_model
-from backbones3d.vit3d import PatchEmbed3d
 from spectral3d._checks import check_channels, check_ndim, to_3tuple_int
 from spectral3d.layers.heads import POOL_TYPES, check_global_pool
+from spectral3d.layers.patch_embed import PatchEmbed3d
 from spectral3d.ops.selective_scan import selective_scan
 
 __all__ = ["BiMambaMixer", "VimBlock3d", "VisionMamba3d"]
@@ -284,13 +284,13 @@ class VisionMamba3d(FlatHeadContract):
         num_patches = math.prod(self.grid_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
-        self.pos_drop = nn.Dropout(pos_drop_rate)
+        self.pos_drop = nn.Dropout(check_rate(pos_drop_rate, "pos_drop_rate"))
         rates = linear_drop_path_rates(drop_path_rate, (depth,))[0]
         self.layers = nn.ModuleList(
             VimBlock3d(embed_dim, d_state, d_conv, expand, rms_norm, norm_eps, drop_path=rate) for rate in rates
         )
         self.norm_f = nn.RMSNorm(embed_dim, eps=norm_eps) if rms_norm else nn.LayerNorm(embed_dim, eps=norm_eps)
-        self.head_drop = nn.Dropout(drop_rate)
+        self.head_drop = nn.Dropout(check_rate(drop_rate, "drop_rate"))
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights(depth)
 

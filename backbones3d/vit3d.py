@@ -46,54 +46,13 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from backbones3d._builder import build_model_with_cfg
-from backbones3d._contract import FlatHeadContract, linear_drop_path_rates, run_blocks
+from backbones3d._contract import FlatHeadContract, check_rate, linear_drop_path_rates, run_blocks
 from backbones3d._registry import register_model
-from spectral3d._checks import AXES, check_channels, check_ndim, to_3tuple_int
+from spectral3d._checks import check_channels, check_ndim, to_3tuple_int
 from spectral3d.layers.heads import POOL_TYPES, check_global_pool
+from spectral3d.layers.patch_embed import PatchEmbed3d
 
 __all__ = ["PatchEmbed3d", "VisionTransformer3d"]
-
-
-class PatchEmbed3d(nn.Module):
-    """Non-overlapping patch embedding: a strided ``Conv3d`` whose kernel is the patch.
-
-    Args:
-        patch_size: an int or ``(D, H, W)``.
-        in_chans: input channels.
-        embed_dim: token width.
-
-    Shapes: ``(N, in_chans, D, H, W) -> (N, L, embed_dim)`` with ``L = prod(size // patch)``;
-    every axis must be a positive multiple of its patch size (``ValueError`` otherwise).
-
-    Example::
-
-        >>> import torch
-        >>> from backbones3d.vit3d import PatchEmbed3d
-        >>> PatchEmbed3d((4, 8, 8), 2, 32)(torch.randn(1, 2, 8, 16, 24)).shape  # a 2 x 2 x 3 grid
-        torch.Size([1, 12, 32])
-    """
-
-    def __init__(self, patch_size: int | Sequence[int] = 16, in_chans: int = 3, embed_dim: int = 768) -> None:
-        super().__init__()
-        self.patch_size = to_3tuple_int(patch_size, "patch_size")
-        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
-
-    def grid_size(self, size: Sequence[int], name: str = "input size") -> tuple[int, int, int]:
-        """The patch grid for a ``(D, H, W)`` size; raises ``ValueError`` if the patch does not tile it."""
-        for axis, s, p in zip(AXES, size, self.patch_size):
-            if s % p != 0 or s < p:
-                raise ValueError(
-                    f"{name} {tuple(size)}: size {s} on axis {axis} cannot be tiled by the patch "
-                    f"{self.patch_size} (patch {p} on axis {axis}); it must be a positive multiple of {p}"
-                )
-        return tuple(s // p for s, p in zip(size, self.patch_size))  # type: ignore[return-value]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.grid_size(x.shape[2:])
-        return self.proj(x).flatten(2).transpose(1, 2)
-
-    def extra_repr(self) -> str:
-        return f"patch_size={self.patch_size}"
 
 
 class VisionTransformer3d(FlatHeadContract):
@@ -169,7 +128,7 @@ class VisionTransformer3d(FlatHeadContract):
         num_patches = self.grid_size[0] * self.grid_size[1] * self.grid_size[2]
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, embed_dim))
-        self.pos_drop = nn.Dropout(pos_drop_rate)
+        self.pos_drop = nn.Dropout(check_rate(pos_drop_rate, "pos_drop_rate"))
         rates = linear_drop_path_rates(drop_path_rate, (depth,))[0]
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         self.blocks = nn.Sequential(
@@ -188,7 +147,7 @@ class VisionTransformer3d(FlatHeadContract):
             ]
         )
         self.norm = norm_layer(embed_dim)
-        self.head_drop = nn.Dropout(drop_rate)
+        self.head_drop = nn.Dropout(check_rate(drop_rate, "drop_rate"))
         self.head: nn.Module = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights()
 

@@ -8,8 +8,12 @@ Options (``pytest benchmarks/ --help``, group "spectral3d benchmarks"):
   train/inference benchmarks (quick default: ``test_*,desamba_*_tiny``; full default: every model except
   ``test_*``). Parameters and FLOPs are always reported for every registered model.
 - ``--bench-compile``: also ``torch.compile`` (default: on in full mode on CUDA only; compiling on
-  a shared 2-core CPU costs minutes).
-- ``--bench-results DIR``: where the JSON/markdown/PNG go (default ``benchmarks/results``).
+  a shared 2-core CPU costs minutes), with ``test_bench_compile.py``'s interleaved eager-vs-compiled
+  rows; every compiled row carries Dynamo's graph, graph-break and recompile counts.
+- ``--bench-results DIR``: where the JSON/markdown/PNG go. Default: ``.benchmarks/spectral3d/``
+  (git-ignored), so a plain ``pytest`` run leaves the tracked files alone; ``--bench-save`` writes
+  over the committed ``benchmarks/results/bench_*`` instead (do it on purpose, with the machine
+  named in the commit).
 
 Every test appends rows (one per model × metric) through the ``record`` fixture; at session end
 :func:`pytest_sessionfinish` writes ``bench_<device>_<mode>.json`` (device, versions, date, git
@@ -43,16 +47,18 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import compile_counts
 import pytest
 import torch
 
 BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = BENCH_DIR / "results"
+RESULTS_DIR = BENCH_DIR / "results"  # committed tables: written only with --bench-save
+SCRATCH_DIR = BENCH_DIR.parent / ".benchmarks" / "spectral3d"  # git-ignored default
 QUICK_PATTERNS = ("test_*", "desamba_*_tiny")
 FULL_EXCLUDE = ("test_*",)
 QUICK_MAX_SIZE = 32
@@ -75,7 +81,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="backends to time, comma-separated: 'eager' and/or 'compile' (overrides --bench-compile and full mode)",
     )
-    group.addoption("--bench-results", default=str(RESULTS_DIR), help="directory for the JSON, markdown and PNG")
+    group.addoption(
+        "--bench-results", default=None, help=f"directory for the JSON, markdown and PNG (default {SCRATCH_DIR})"
+    )
+    group.addoption(
+        "--bench-save", action="store_true", help=f"write over the committed tables in {RESULTS_DIR} instead"
+    )
 
 
 @dataclass(frozen=True)
@@ -153,8 +164,15 @@ def _settings(config: pytest.Config) -> BenchSettings:
         backends=backends,
         rounds=10 if full else 2,
         warmup=3 if full else 1,
-        results_dir=Path(config.getoption("--bench-results", str(RESULTS_DIR))),
+        results_dir=_results_dir(config),
     )
+
+
+def _results_dir(config: pytest.Config) -> Path:
+    explicit = config.getoption("--bench-results", None)
+    if explicit:
+        return Path(explicit)
+    return RESULTS_DIR if config.getoption("--bench-save", False) else SCRATCH_DIR
 
 
 def registered_models() -> list[str]:
@@ -178,6 +196,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("bench_model", _settings(metafunc.config).selected(registered_models()))
     if "backend" in metafunc.fixturenames:  # torch.compile variants exist only when they will run
         metafunc.parametrize("backend", _settings(metafunc.config).backends)
+    if "compile_model" in metafunc.fixturenames:  # test_bench_compile.py; deselected unless compile runs
+        settings = _settings(metafunc.config)
+        metafunc.parametrize("compile_model", settings.selected(list(metafunc.module.models(settings.full))))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Compiled-vs-eager rows run only where compiled rows run (``--bench-compile``, full mode on CUDA)."""
+    if "compile" in _settings(config).backends:
+        return
+    off = [item for item in items if "compile_model" in getattr(item, "fixturenames", ())]
+    if off:
+        config.hook.pytest_deselected(items=off)
+        items[:] = [item for item in items if item not in off]
 
 
 @pytest.fixture(scope="session")
@@ -352,20 +383,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reporter.write_line(f"benchmarks: {len(_RESULTS.rows)} rows -> {path}, {', '.join(map(str, outputs))}")
 
 
-@contextlib.contextmanager
-def kernel_mode(mode: str) -> Iterator[None]:
-    """Set ``SPECTRAL3D_KERNEL`` (read at call time by the spectral ops) for a block."""
-    old = os.environ.get("SPECTRAL3D_KERNEL")
-    os.environ["SPECTRAL3D_KERNEL"] = mode
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("SPECTRAL3D_KERNEL", None)
-        else:
-            os.environ["SPECTRAL3D_KERNEL"] = old
-
-
 # --------------------------------------------------------------------------------------------
 # workloads: a model with its inputs, loss and optimizer
 # --------------------------------------------------------------------------------------------
@@ -425,8 +442,13 @@ def build_workload(
     checkpointing: bool = False,
     backend: str = "eager",
     name: str | None = None,
+    compile_backend: str = "inductor",
 ) -> Workload:
-    """Build a registry model (or take a module), inputs of ``(batch, *input_size)``, AdamW."""
+    """Build a registry model (or take a module), inputs of ``(batch, *input_size)``, AdamW.
+
+    ``backend="compile"``: ``torch.compile(..., backend=compile_backend)`` after a Dynamo reset
+    (``compile_counts.fresh``), so ``compile_counts.counts()`` afterwards describes this workload.
+    """
     from spectral3d.flops import model_inputs
 
     if isinstance(model, str):
@@ -447,11 +469,11 @@ def build_workload(
     target = torch.randint(0, num_classes, (batch,), device=settings.device)
     if backend not in ("eager", "compile"):
         raise ValueError(f"backend: expected 'eager' or 'compile', got {backend!r}")
-    compile_fn = torch.compile if backend == "compile" else (lambda fn: fn)
+    compile_fn = (lambda fn: torch.compile(fn, backend=compile_backend)) if backend == "compile" else (lambda fn: fn)
     if backend == "compile":
         # a fresh Dynamo cache per workload: models of one class share their forward's code object,
         # and past Dynamo's recompile limit a "compiled" call silently runs eager
-        torch._dynamo.reset()
+        compile_counts.fresh()
     eq5 = _desamba_loss() if hasattr(model, "forward_with_aux") else None
     forward_aux = compile_fn(model.forward_with_aux) if eq5 is not None else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -468,7 +490,7 @@ def bench_tools() -> Any:
         peak_extra_memory = staticmethod(peak_extra_memory)
         state_bytes = staticmethod(state_bytes)
         synchronize = staticmethod(synchronize)
-        kernel_mode = staticmethod(kernel_mode)
         build_workload = staticmethod(build_workload)
+        compile_counts = staticmethod(compile_counts.counts)
 
     return Tools

@@ -1,6 +1,6 @@
 """Spectral-op, SAMB and SAMBlock micro-benchmarks, and ``desamba_spine`` with Triton vs reference.
 
-The custom ops choose their implementation from ``SPECTRAL3D_KERNEL`` at call time
+The custom ops' implementation is switched with ``spectral3d.ops.use_kernels``
 (``auto``: Triton on CUDA, PyTorch formulas elsewhere; ``reference``: PyTorch formulas). On CUDA
 each case is timed with ``triton`` and ``reference`` interleaved and reported as a ratio
 (``> 1``: Triton is faster); on a CPU without Triton the ratio rows are ``None`` (n/a) and the
@@ -15,6 +15,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from spectral3d.ops import use_kernels
+from spectral3d.ops.testing import make_modulation_inputs
+
 QUICK_OP_SHAPES = [(2, 8, 16, 16, 16)]
 FULL_OP_SHAPES = [(8, 96, 32, 32, 32), (8, 192, 16, 16, 16), (2, 48, 64, 64, 64), (1, 32, 128, 128, 128)]
 QUICK_BLOCK_SHAPES = [(2, 16, 16, 16, 16)]
@@ -24,17 +27,7 @@ NUM_BANDS = 8
 
 
 def _spectrum_inputs(shape, fm_mode, device):
-    n, c, d, h, w = shape
-    spec = torch.fft.rfftn(torch.randn(shape, device=device), dim=(-3, -2, -1), norm="ortho")
-    wf = spec.shape[-1]
-    f_e = torch.randn(n, c, d, h, wf, device=device)
-    alpha, beta = torch.rand(c, device=device) + 0.5, torch.randn(c, device=device) * 0.1
-    if fm_mode == "channel":
-        f_m, band_index = torch.rand(n, c, 1, 1, 1, device=device) * 2, None
-    else:
-        f_m = torch.rand(n, c, NUM_BANDS, device=device) * 2
-        band_index = torch.randint(0, NUM_BANDS, (d, h, wf), device=device)
-    return [spec, f_m, f_e, alpha, beta], band_index
+    return make_modulation_inputs(fm_mode, shape, num_bands=NUM_BANDS, device=device)
 
 
 def _providers(settings):
@@ -68,7 +61,7 @@ def test_spectral_modulation_micro(fm_mode, direction, settings, record, bench_t
                 if direction == "fwd+bwd":
                     torch.view_as_real(out).sum().backward()
 
-            with bench_tools.kernel_mode(mode):
+            with use_kernels(mode):
                 if provider == "op" or provider == "triton":  # the op must agree with its oracle
                     ref = _providers(settings)["autograd-reference"][0](*tensors, band_index=band_index)
                     torch.testing.assert_close(fn(*tensors, band_index=band_index), ref, rtol=1e-4, atol=1e-4)
@@ -112,7 +105,7 @@ def test_block_micro(block, settings, record, bench_tools):
 
         times = {}
         for mode in modes:
-            with bench_tools.kernel_mode(mode):
+            with use_kernels(mode):
                 times[mode] = bench_tools.time_call(call, settings.device, settings.rounds * 2, settings.warmup)
             context = {"shape": list(shape), "direction": "fwd+bwd", "kernel": mode, "device": settings.device.type}
             record(block, "time_ms", times[mode] * 1e3, "ms", **context)
@@ -136,11 +129,11 @@ def test_desamba_spine_triton_vs_reference(settings, record, bench_tools):
         step = getattr(work, f"{phase}_step")
         times = {"triton": [], "reference": []}
         for mode in times:
-            with bench_tools.kernel_mode(mode):
+            with use_kernels(mode):
                 bench_tools.time_call(step, settings.device, 1, settings.warmup)
         for _ in range(settings.rounds):
             for mode in times:
-                with bench_tools.kernel_mode(mode):
+                with use_kernels(mode):
                     times[mode].append(bench_tools.time_call(step, settings.device, 1, 0))
         med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
         context = {"input": list(size), "batch": batch, "dtype": settings.dtype_name}

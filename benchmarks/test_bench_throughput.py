@@ -42,6 +42,8 @@ def test_throughput(bench_model, shape_index, phase, checkpointing, backend, set
     except torch.cuda.OutOfMemoryError:
         record(bench_model, f"{phase}_throughput", None, "volumes/s", note="out of memory", **context)
         pytest.skip(f"{bench_model}: out of GPU memory at batch {batch}, {size}")
+    if backend == "compile":  # graphs, breaks, recompiles: a silent fall-back to eager shows
+        context.update(bench_tools.compile_counts())
     record(bench_model, f"{phase}_throughput", batch / seconds, "volumes/s", **context)
     record(bench_model, f"{phase}_peak_mem", peak, "bytes", **context)
     if phase == "train" and not checkpointing:

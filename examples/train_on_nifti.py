@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     # pointers; each checkpoint's config.json holds everything evaluate/predict/gradcam need.
     # lr 3e-4 is the default: DeSamba-tiny trains unstably at 1e-3 (benchmarks/results/fusion_ablation.md).
     cfg = TrainConfig(epochs=epochs, batch_size=4, lr=3e-4, warmup_epochs=0.5, progress=False, seed=0)
-    result = train_on_cohort(model, data, args.out / "run", cfg, input_size=32)
+    # overwrite=True: each run of the example replaces the previous one (a run directory that holds a
+    # run is otherwise refused; resume=True would continue it).
+    result = train_on_cohort(model, data, args.out / "run", cfg, input_size=32, overwrite=True)
     for row in result.history:
         print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
 

@@ -22,6 +22,7 @@ __all__ = [
     "check_floating",
     "check_ndim",
     "check_divisible",
+    "check_rate",
     "finite_checks_enabled",
     "to_3tuple_int",
 ]
@@ -63,6 +64,20 @@ def check_divisible(size: Sequence[int], multiple: Sequence[int], name: str = "i
                 f"{name} {tuple(size)}: size {s} on axis {axis} would be truncated{by}; "
                 f"it must be a positive multiple of {m} on axis {axis}"
             )
+
+
+def check_rate(value: float, name: str) -> float:
+    """Return ``value`` as a float if it is a probability in ``[0, 1)`` (a dropout or drop-path rate);
+    ``ValueError`` naming ``name`` otherwise.
+
+    Example::
+
+        >>> check_rate(0.1, "drop_rate")
+        0.1
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name}: expected a probability in [0, 1), got {value!r}")
+    return float(value)
 
 
 def finite_checks_enabled() -> bool:

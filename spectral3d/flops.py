@@ -42,7 +42,8 @@ tensors it is given: ``meta`` tensors cost no compute, so a paper-scale model is
 seconds (:func:`count_model` builds it on ``meta``).
 
 fvcore cross-check: :func:`fvcore_macs` runs fvcore's ``FlopCountAnalysis`` (a JIT trace, real
-tensors) with FFT handles added (same convention, in MACs = FLOPs / 2). fvcore's defaults also
+tensors) with FFT handles and one for ``spectral3d::depthwise_conv3d`` (as fvcore counts a grouped
+conv) added (same convention, in MACs = FLOPs / 2). fvcore's defaults also
 count norms (1–5 per element) and 2D upsampling/pooling; *(ours)* these are switched off by
 default so both counters count the same operations and their totals compare within rounding.
 """
@@ -601,6 +602,13 @@ def _fvcore_fft_handle(kind: str, size_pos: int, dim_pos: int, default_dims: tup
     return handle
 
 
+def _fvcore_depthwise_handle(inputs: list[Any], outputs: list[Any]) -> float:
+    """``spectral3d::depthwise_conv3d``: MACs as fvcore counts a grouped conv, ``N C D H W kd kh kw``."""
+    from fvcore.nn.jit_handles import get_shape
+
+    return float(math.prod(get_shape(inputs[0])) * math.prod(get_shape(inputs[1])[2:]))
+
+
 def fvcore_macs(
     model: nn.Module,
     inputs: Any,
@@ -641,6 +649,7 @@ def fvcore_macs(
 
             analysis = FlopCountAnalysis(model, inputs)
             analysis.set_op_handle(**{name: _fvcore_fft_handle(*spec) for name, spec in _FVCORE_FFT_OPS.items()})
+            analysis.set_op_handle(**{"spectral3d::depthwise_conv3d": _fvcore_depthwise_handle})
             if not count_norms:
                 analysis.set_op_handle(**dict.fromkeys(_FVCORE_NORM_OPS))
             analysis.unsupported_ops_warnings(False)

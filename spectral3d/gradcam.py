@@ -80,6 +80,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "METHOD_LABELS",
     "CAMResult",
     "GradCAM3d",
     "cam_from_activations",
@@ -92,6 +93,7 @@ __all__ = [
 ]
 
 Method = Literal["gradcam", "gradcam++", "layercam"]
+METHOD_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "layercam": "LayerCAM"}  # figure titles
 Reshape = Callable[[torch.Tensor, tuple[int, int, int]], torch.Tensor]
 
 
@@ -314,7 +316,7 @@ class GradCAM3d:
         model: a registered model (or any module taking ``x`` or ``(x, tabular)``).
         target_layers: name → module or list of modules (averaged); default: the deepest candidate
             stage with at least ``min_grid`` cells per axis (module docstring).
-        method: ``"gradcam"`` or ``"gradcam++"``.
+        method: ``"gradcam"``, ``"gradcam++"`` or ``"layercam"`` (named so in the figure).
         reshape: turns a hooked activation into ``(N, C, d, h, w)``, given the input size
             ``(D, H, W)``; default: the model's ``gradcam_reshape`` if it has one, else the built-in
             adapters (Swin-V2 channels-last, ViT/Vim tokens), else the activation as is.
@@ -472,13 +474,13 @@ def gradcam_case(
     The case is loaded with the checkpoint's preprocessing (its sequences, ROI crop when the folder has
     ``roi.nii.gz``); clinical values come from ``tabular_csv`` (standardised with the checkpoint's
     statistics) or are all missing. DeSamba gives one map per sequence; an early-fusion baseline gives
-    one map, written for every sequence.
+    one map for the fused input, written for every sequence, and the figure says so.
 
     Args:
         checkpoint: a checkpoint directory or a run directory (its best, else last checkpoint).
         case_dir: a folder holding ``<sequence>.nii.gz`` per sequence and optionally ``roi.nii.gz``.
         out: the output folder (created).
-        method: ``"gradcam"`` or ``"gradcam++"``.
+        method: ``"gradcam"``, ``"gradcam++"`` or ``"layercam"`` (named so in the figure).
         target_class: the class name to explain; default the predicted class.
         tabular_csv: CSV with a ``case_id`` column (the folder's name) and the clinical columns.
         min_grid: see :class:`GradCAM3d`.
@@ -536,12 +538,15 @@ def gradcam_case(
         img.header.set_intent("estimate", name="Grad-CAM")
         nib.save(img, path)
         written.append(str(path))
+    label = METHOD_LABELS[method]
+    fused = "input" in result.maps  # early fusion: one map for all sequences
     title = (
         f"{case_id}: predicted {class_names[pred]} (p = {float(probs[pred]):.2f}); "
-        f"{'Grad-CAM++' if method == 'gradcam++' else 'Grad-CAM'} for {explained} — {config['model']}"
+        f"{label} for {explained} — {config['model']}"
+        + (f"\none {label} map for the fused input (early fusion), the same in every row" if fused else "")
     )
     png = out / "gradcam.png"
-    render_gradcam_figure(loaded.volume, per_sequence, sequences, loaded.roi, title, png)
+    render_gradcam_figure(loaded.volume, per_sequence, sequences, loaded.roi, title, png, map_label=label)
     written.append(str(png))
     summary = {
         "case_id": case_id,
@@ -550,6 +555,7 @@ def gradcam_case(
         "explained_class": explained,
         "probabilities": dict(zip(class_names, map(float, probs))),
         "method": method,
+        "title": title,
         "layers": result.layers,
         "model": config["model"],
         "clinical_from_csv": from_csv,
@@ -567,6 +573,7 @@ def render_gradcam_figure(
     title: str,
     path: str | os.PathLike,
     centre: Sequence[int] | None = None,
+    map_label: str = "Grad-CAM",
 ) -> tuple[int, int, int]:
     """Save the figure of paper Fig. 6/7: per sequence, three planes × (image, map, overlay), ROI contour.
 
@@ -582,6 +589,7 @@ def render_gradcam_figure(
         title: the figure title.
         path: the PNG to write.
         centre: ``(d, h, w)`` to cut through.
+        map_label: the method's name, over the map columns (``METHOD_LABELS``).
 
     Returns:
         The ``(d, h, w)`` the slices cross at.
@@ -613,11 +621,11 @@ def render_gradcam_figure(
         for p, (plane, cut, (v0, v1, h0, h1)) in enumerate(planes):
             img2, cam2 = cut(img), cut(cam)
             roi2 = cut(roi) if roi is not None else None
-            for k, kind in enumerate(("image", "Grad-CAM", "overlay")):
+            for k, kind in enumerate(("image", map_label, "overlay")):
                 ax = fig.add_subplot(grid[r, 3 * p + k])
                 ax.set_xticks([])
                 ax.set_yticks([])
-                if kind != "Grad-CAM":
+                if kind != map_label:
                     ax.imshow(img2, cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
                 if kind != "image":
                     shown = ax.imshow(
@@ -629,8 +637,8 @@ def render_gradcam_figure(
                         alpha=0.45 if kind == "overlay" else 1.0,
                         interpolation="bilinear",
                     )
-                    mappable = shown if kind == "Grad-CAM" else mappable
-                if roi2 is not None and roi2.any() and kind != "Grad-CAM":
+                    mappable = shown if kind == map_label else mappable
+                if roi2 is not None and roi2.any() and kind != map_label:
                     ax.contour(roi2.astype(float), levels=[0.5], colors="lime", linewidths=1.0, origin="lower")
                 if r == 0:
                     ax.set_title(f"{plane}\n{kind}" if k == 1 else kind, fontsize=8)

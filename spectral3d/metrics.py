@@ -1,4 +1,4 @@
-"""Classification metrics as the DeSamba paper reports them (Tables 1–3), computed with scikit-learn.
+"""Classification metrics as the DeSamba paper reports them (Tables 1–3), in NumPy alone.
 
 The paper's tables give accuracy, specificity, sensitivity, precision and F1 *weighted by class
 support* — which is why their sensitivity column equals accuracy in every row (support-weighted
@@ -8,13 +8,16 @@ percentile-bootstrap 95 % confidence intervals.
 
 Choices *(ours)*:
 - Specificity of class k is ``TN_k / (TN_k + FP_k)``; its weighted average uses the class supports
-  (the same weights scikit-learn uses for the other weighted scores). scikit-learn has no
-  specificity function, so it is derived from ``multilabel_confusion_matrix``.
+  (the weights of the other weighted scores). Precision, recall and F1 follow scikit-learn's
+  definitions with ``zero_division=0``; the tests compare every value with scikit-learn.
 - AUC: macro average of one-vs-rest AUCs over the classes present in ``y_true`` (a class absent from
   the labels has no ROC curve; its per-class AUC is ``nan`` and it is listed in ``absent_classes``).
-  For two classes it is the ordinary binary AUC of the positive class's probability.
+  For two classes it is the ordinary binary AUC of the positive class's probability. AUCs are
+  Mann–Whitney statistics over mid-ranks (:func:`binary_auc`; ties count one half), O(n log n).
 - Bootstrap: ``n_bootstrap`` resamples of the cases with replacement (seeded); a resample that lacks a
-  class still yields the metrics that are defined for it. The CI is the 2.5/97.5 percentile.
+  class still yields the metrics that are defined for it. The CI is the 2.5/97.5 percentile. Every
+  resample is a row of case multiplicities, so all resamples are computed as matrix operations
+  (no loop over resamples).
 
 Shapes: ``y_true`` ``(n,)`` integer class indices in ``[0, K)``; ``probs`` ``(n, K)`` class
 probabilities (rows sum to 1; logits must be soft-maxed first).
@@ -37,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["classification_metrics", "metrics_table", "SCALAR_METRICS"]
+__all__ = ["SCALAR_METRICS", "binary_auc", "classification_metrics", "confusion_matrix", "metrics_table", "midranks"]
 
 #: The scalar metrics reported (and bootstrapped), in the paper's column order first.
 SCALAR_METRICS = (
@@ -82,45 +85,157 @@ def _validate(y_true: Any, probs: Any, class_names: Sequence[str] | None) -> tup
     return y.astype(np.int64), p, names
 
 
-def _point_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
-    from sklearn.metrics import (
-        accuracy_score,
-        multilabel_confusion_matrix,
-        precision_recall_fscore_support,
-        roc_auc_score,
-        top_k_accuracy_score,
-    )
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(K, K)`` int64 counts, rows = true class, columns = predicted class (scikit-learn's layout).
 
+    Example::
+
+        >>> confusion_matrix(np.array([0, 1, 1]), np.array([0, 0, 1]), 2).tolist()
+        [[1, 0], [1, 1]]
+    """
+    codes = np.asarray(y_true, dtype=np.int64) * num_classes + np.asarray(y_pred, dtype=np.int64)
+    return np.bincount(codes, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def midranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``x`` with ties given the mean of the ranks they span (O(n log n)).
+
+    Example::
+
+        >>> midranks(np.array([0.3, 0.1, 0.3, 0.2])).tolist()
+        [3.5, 1.0, 3.5, 2.0]
+    """
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="mergesort")
+    sorted_x = x[order]
+    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
+    ends = np.r_[starts[1:], len(x)]  # tie group g spans sorted positions [starts[g], ends[g])
+    group_rank = (starts + ends + 1) / 2.0  # mean of the 1-based ranks starts+1 .. ends
+    ranks = np.empty(len(x))
+    ranks[order] = np.repeat(group_rank, ends - starts)
+    return ranks
+
+
+def binary_auc(y_true_binary: Any, score: Any) -> float:
+    """ROC AUC of ``score`` for the positives of ``y_true_binary``, by the Mann–Whitney statistic.
+
+    ``AUC = (Σ_{i positive} r_i - n₁(n₁ + 1)/2) / (n₁ n₀)`` with ``r`` the :func:`midranks` of
+    ``score``: the probability that a random positive scores above a random negative, ties
+    counting one half (the trapezoidal ROC area scikit-learn computes). ``nan`` when either class
+    is empty.
+
+    Example::
+
+        >>> binary_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+        0.75
+    """
+    pos = np.asarray(y_true_binary).astype(bool)
+    s = np.asarray(score, dtype=np.float64)
+    if pos.shape != s.shape or pos.ndim != 1:
+        raise ValueError(f"score: expected shape {pos.shape} (one score per case), got {s.shape}")
+    n1 = int(pos.sum())
+    n0 = len(pos) - n1
+    if n1 == 0 or n0 == 0:
+        return math.nan
+    return float((midranks(s)[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _weighted_ovr_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """One-vs-rest AUC of every class for every row of case weights: ``(B, n) -> (B, K)``.
+
+    Case ``i`` counts ``weights[b, i]`` times in resample ``b`` (a bootstrap resample is its
+    multiplicities). Per class, one sort of the scores, then per tie group ``g`` (in score order)
+    ``Σ_g P_g (N_<g + N_g / 2) / (P N)`` with ``P_g``/``N_g`` the weight of positives/negatives in
+    the group and ``N_<g`` of negatives below it: :func:`binary_auc` for unit weights, O(B·n) per
+    class. ``nan`` where a resample has no positive or no negative.
+    """
+    out = np.full((weights.shape[0], p.shape[1]), np.nan)
+    for c in range(p.shape[1]):
+        order = np.argsort(p[:, c], kind="mergesort")
+        s = p[order, c]
+        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+        w = weights[:, order]
+        is_pos = y[order] == c
+        pos_g = np.add.reduceat(w * is_pos, starts, axis=1)
+        neg_g = np.add.reduceat(w * ~is_pos, starts, axis=1)
+        neg_below = np.cumsum(neg_g, axis=1) - neg_g
+        n_pos, n_neg = pos_g.sum(1), neg_g.sum(1)
+        valid = (n_pos > 0) & (n_neg > 0)
+        num = (pos_g * (neg_below + neg_g / 2)).sum(1)
+        out[valid, c] = num[valid] / (n_pos[valid] * n_neg[valid])
+    return out
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den``, 0 where ``den == 0`` (scikit-learn's ``zero_division=0``)."""
+    return np.divide(num, den, out=np.zeros(np.broadcast_shapes(num.shape, den.shape)), where=den > 0)
+
+
+def _weighted_metrics(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Every scalar metric (and the per-class AUCs) for each row of case weights ``(B, n)``.
+
+    Unit weights give the point estimate; bootstrap multiplicities give each resample's metrics,
+    all at once. Returns ``{metric: (B,)}`` and ``per_class_auc: (B, K)``.
+    """
     k = p.shape[1]
-    labels = np.arange(k)
     pred = p.argmax(axis=1)
-    out: dict[str, Any] = {"accuracy": float(accuracy_score(y, pred))}
-    for avg in ("weighted", "macro"):
-        prec, rec, f1, _ = precision_recall_fscore_support(y, pred, labels=labels, average=avg, zero_division=0)
-        suffix = "" if avg == "weighted" else "_macro"
-        out[f"precision{suffix}"] = float(prec)
-        out[f"sensitivity{suffix}"] = float(rec)
-        out[f"f1{suffix}"] = float(f1)
-    mcm = multilabel_confusion_matrix(y, pred, labels=labels)  # (K, 2, 2): [[tn, fp], [fn, tp]]
-    tn, fp = mcm[:, 0, 0].astype(np.float64), mcm[:, 0, 1].astype(np.float64)
-    spec = np.divide(tn, tn + fp, out=np.zeros(k), where=(tn + fp) > 0)
-    support = np.bincount(y, minlength=k).astype(np.float64)
-    out["specificity"] = float((spec * support).sum() / support.sum())
-    out["specificity_macro"] = float(spec.mean())
-    present = support > 0
-    per_class_auc = np.full(k, np.nan)
-    for c in np.flatnonzero(present):
-        onehot = (y == c).astype(np.int64)
-        if 0 < onehot.sum() < len(y):
-            per_class_auc[c] = roc_auc_score(onehot, p[:, c])
+    onehot = np.zeros((len(y), k * k))
+    onehot[np.arange(len(y)), y * k + pred] = 1.0
+    cm = (weights @ onehot).reshape(-1, k, k)  # (B, K, K), rows = true
+    total = weights.sum(1)
+    tp = np.diagonal(cm, axis1=1, axis2=2)
+    support, predicted = cm.sum(2), cm.sum(1)
+    fp, fn = predicted - tp, support - tp
+    tn = total[:, None] - support - fp
+    per_class = {
+        "precision": _safe_div(tp, predicted),
+        "sensitivity": _safe_div(tp, support),
+        "f1": _safe_div(2 * tp, 2 * tp + fp + fn),
+        "specificity": _safe_div(tn, tn + fp),
+    }
+    out: dict[str, np.ndarray] = {"accuracy": tp.sum(1) / total}
+    for name, values in per_class.items():
+        out[name] = (values * support).sum(1) / total  # support-weighted, as the paper
+        out[f"{name}_macro"] = values.mean(1)
+    auc = _weighted_ovr_auc(y, p, weights)
     if k == 2:
-        out["auc"] = float(per_class_auc[1]) if present.all() else math.nan
+        out["auc"] = auc[:, 1]  # nan unless both classes are present
     else:
-        valid = ~np.isnan(per_class_auc)
-        out["auc"] = float(per_class_auc[valid].mean()) if valid.any() else math.nan
-    out["per_class_auc"] = per_class_auc.tolist()
+        valid = ~np.isnan(auc)
+        out["auc"] = np.where(valid.any(1), _safe_div(np.nansum(auc, 1), valid.sum(1)), np.nan)
+    out["per_class_auc"] = auc
+    ranked = np.argsort(p, axis=1, kind="mergesort")[:, ::-1]  # ties: as scikit-learn's top_k_accuracy_score
     for top in (2, 3):
-        out[f"top{top}_accuracy"] = float(top_k_accuracy_score(y, p, k=top, labels=labels)) if top < k else 1.0
+        hits = (ranked[:, :top] == y[:, None]).any(1) if top < k else np.ones(len(y), bool)
+        out[f"top{top}_accuracy"] = weights @ hits / total
+    return out
+
+
+def _bootstrap_indices(n: int, n_bootstrap: int, seed: int) -> np.ndarray:
+    """``(n_bootstrap, n)`` case indices drawn with replacement (seeded)."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_bootstrap, n))
+
+
+def _bootstrap_ci(y: np.ndarray, p: np.ndarray, n_bootstrap: int, seed: int, ci: float) -> dict[str, list[float]]:
+    """Percentile CIs of every scalar metric over ``n_bootstrap`` resamples, computed in chunks of
+    resamples (each a matrix of multiplicities: no Python loop over resamples)."""
+    n = len(y)
+    idx = _bootstrap_indices(n, n_bootstrap, seed)
+    chunk = max(1, 2_000_000 // n)  # resamples per chunk: bounded memory whatever n
+    samples: dict[str, list[np.ndarray]] = {m: [] for m in SCALAR_METRICS}
+    for start in range(0, n_bootstrap, chunk):
+        part = idx[start : start + chunk]
+        rows = np.arange(len(part))[:, None] * n
+        counts = np.bincount((rows + part).ravel(), minlength=len(part) * n).reshape(len(part), n).astype(np.float64)
+        values = _weighted_metrics(y, p, counts)
+        for m in SCALAR_METRICS:
+            samples[m].append(values[m])
+    lo, hi = 100 * (1 - ci) / 2, 100 * (1 + ci) / 2
+    out = {}
+    for m in SCALAR_METRICS:
+        v = np.concatenate(samples[m])
+        v = v[~np.isnan(v)]
+        out[m] = [float(np.percentile(v, lo)), float(np.percentile(v, hi))] if v.size else [math.nan, math.nan]
     return out
 
 
@@ -149,31 +264,18 @@ def classification_metrics(
         ``ci`` (dict metric → ``[low, high]``).
     """
     y, p, names = _validate(y_true, probs, class_names)
-    from sklearn.metrics import confusion_matrix
-
     k = p.shape[1]
-    out = _point_metrics(y, p)
-    out["per_class_auc"] = dict(zip(names, out["per_class_auc"]))
-    out["confusion_matrix"] = confusion_matrix(y, p.argmax(axis=1), labels=np.arange(k)).tolist()
+    point = _weighted_metrics(y, p, np.ones((1, len(y))))
+    out: dict[str, Any] = {m: float(point[m][0]) for m in SCALAR_METRICS}
+    out["per_class_auc"] = dict(zip(names, point["per_class_auc"][0].tolist()))
+    out["confusion_matrix"] = confusion_matrix(y, p.argmax(axis=1), k).tolist()
     out["class_names"] = names
     support = np.bincount(y, minlength=k)
     out["support"] = dict(zip(names, support.tolist()))
     out["absent_classes"] = [n for n, s in zip(names, support) if s == 0]
     out["n"] = int(len(y))
     if n_bootstrap > 0:
-        rng = np.random.default_rng(seed)
-        samples: dict[str, list[float]] = {m: [] for m in SCALAR_METRICS}
-        for _ in range(n_bootstrap):
-            idx = rng.integers(0, len(y), size=len(y))
-            point = _point_metrics(y[idx], p[idx])
-            for m in SCALAR_METRICS:
-                if not math.isnan(point[m]):
-                    samples[m].append(point[m])
-        lo, hi = 100 * (1 - ci) / 2, 100 * (1 + ci) / 2
-        out["ci"] = {
-            m: [float(np.percentile(v, lo)), float(np.percentile(v, hi))] if v else [math.nan, math.nan]
-            for m, v in samples.items()
-        }
+        out["ci"] = _bootstrap_ci(y, p, n_bootstrap, seed, ci)
         out["ci_level"] = ci
         out["n_bootstrap"] = n_bootstrap
     return out

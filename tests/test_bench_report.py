@@ -48,3 +48,31 @@ def test_model_table_lines() -> None:
     assert small96[2].strip() == "n/a" and small96[6].strip() == "96×96×96 × 8"
     assert (small96[7].strip(), small96[9].strip()) == ("10.00", "40.00")  # eager, not the compiled 99
     assert (small128[6].strip(), small128[7].strip(), small128[9].strip()) == ("128×128×128 × 4", "5.00", "20.00")
+
+
+def test_a_plain_benchmark_run_leaves_the_committed_results_alone():
+    """``pytest benchmarks/`` writes to a git-ignored folder; only ``--bench-save`` (or an explicit
+    ``--bench-results``) writes over the committed ``benchmarks/results/bench_*``."""
+    import shutil
+    import subprocess
+
+    from benchmarks.conftest import RESULTS_DIR, SCRATCH_DIR, _results_dir
+
+    class Config:
+        def __init__(self, **options: object) -> None:
+            self.options = {f"--{k.replace('_', '-')}": v for k, v in options.items()}
+
+        def getoption(self, name: str, default: object = None) -> object:
+            return self.options.get(name, default)
+
+    assert _results_dir(Config()) == SCRATCH_DIR != RESULTS_DIR
+    assert _results_dir(Config(bench_save=True)) == RESULTS_DIR
+    assert str(_results_dir(Config(bench_save=True, bench_results="elsewhere"))) == "elsewhere"
+    git = shutil.which("git")
+    if git and (RESULTS_DIR.parents[1] / ".git").exists():
+
+        def ignored(folder: object) -> bool:
+            cmd = [git, "check-ignore", "-q", f"{folder}/bench_cpu_quick.json"]
+            return subprocess.run(cmd, cwd=RESULTS_DIR).returncode == 0
+
+        assert ignored(SCRATCH_DIR) and not ignored(RESULTS_DIR)

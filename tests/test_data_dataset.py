@@ -139,3 +139,20 @@ def test_cache_hit_identical_and_misses_on_change(cohort, tmp_path):
     cache.load_case(rec.sequences, rec.roi, CFG, rec.case_id)
     assert cache.misses == 1
     assert not any(p.suffix == ".tmp" for p in cache_dir.rglob("*")), os.listdir(cache_dir)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_an_unreadable_cache_entry_is_a_miss_with_one_warning(cohort, tmp_path, damage):
+    rec = cohort.split("train")[0]
+    cache = VolumeCache(tmp_path / "cache")
+    expected = cache.load_case(rec.sequences, rec.roi, CFG, rec.case_id).volume
+    (entry,) = (tmp_path / "cache").rglob("*.npz")
+    data = entry.read_bytes()
+    entry.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not an npz archive")
+    with pytest.warns(UserWarning, match=r"cache entry .*\.npz is unreadable") as record:
+        again = cache.load_case(rec.sequences, rec.roi, CFG, rec.case_id)
+    assert len(record) == 1 and "\n" not in str(record[0].message)
+    np.testing.assert_array_equal(again.volume, expected)
+    assert (cache.hits, cache.misses) == (0, 2) and entry.read_bytes() != b"not an npz archive"
+    cache.load_case(rec.sequences, rec.roi, CFG, rec.case_id)  # rewritten: a hit again
+    assert cache.hits == 1

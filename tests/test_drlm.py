@@ -135,3 +135,18 @@ def test_bad_input() -> None:
         DRLM(1, 8)
     with pytest.raises(ValueError, match=r"dim: expected a positive int"):
         DRLM(2, 0)
+
+
+def test_self_and_cross_losses_start_equal_because_the_decoders_start_near_zero() -> None:
+    """The logged L_self and L_cross of a short run agree to several decimals: both are mean |f_i| while the
+    decoders output almost nothing. The two paths are nevertheless different functions."""
+    drlm = DRLM(3, 16)
+    feats = torch.randn(4, 3, 16)
+    with torch.no_grad():
+        losses = drlm(feats).losses
+        assert float(losses["self"]) == pytest.approx(float(feats.abs().mean()), rel=1e-2)
+        assert float(losses["cross"]) == pytest.approx(float(feats.abs().mean()), rel=1e-2)
+        for p in drlm.parameters():  # decoders that have learned something: the losses part
+            p.normal_(0.0, 0.3)
+        losses = drlm(feats).losses
+    assert abs(float(losses["self"] - losses["cross"])) > 1e-2 * float(losses["self"])

@@ -125,6 +125,13 @@ def test_baseline_checkpoint_writes_its_one_map_for_every_sequence(trained: dict
     a = nib.load(tmp_path / "out/gradcam_t1.nii.gz")
     b = nib.load(tmp_path / "out/gradcam_t2fs.nii.gz")
     assert a.shape != b.shape and float(np.asarray(a.dataobj).max()) > 0.5 and float(np.asarray(b.dataobj).max()) > 0.5
+    assert "one Grad-CAM map for the fused input" in res["title"]  # not a per-sequence attribution
+
+
+def test_figure_names_the_method(trained: dict, tmp_path: Path) -> None:
+    res = gradcam_case(trained["ckpt"], trained["root"] / "cohort" / "case002", tmp_path, method="layercam")
+    assert "LayerCAM for" in res["title"] and "Grad-CAM" not in res["title"] and "fused" not in res["title"]
+    assert json.loads((tmp_path / "gradcam.json").read_text())["title"] == res["title"]
 
 
 def test_bad_target_class_and_missing_sequence(trained: dict, tmp_path: Path) -> None:

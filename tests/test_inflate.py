@@ -79,28 +79,29 @@ def test_center_mode_puts_the_kernel_on_the_middle_slice():
 
 
 def test_strict_raises_and_loads_nothing():
-    model2d = MambaOut(**TINY, num_classes=1000)  # 1000 classes vs the 3-D model's 2
+    state2d = MambaOut(**TINY, num_classes=1000).state_dict()  # 1000 classes vs 2: reported, not fatal
+    state2d["stages.0.blocks.0.fc1.weight"] = torch.randn(7, 16)  # a mis-shaped body weight: fatal
     model3d = backbones3d.create_model("test_mambaout_3d")
     before = {k: v.clone() for k, v in model3d.state_dict().items()}
-    with pytest.raises(RuntimeError, match=r"2 mis-shaped[\s\S]*fc.weight: source \(1000, 256\) vs 3-D \(2, 256\)"):
-        inflate_2d(model3d, model2d)
+    with pytest.raises(RuntimeError, match=r"1 mis-shaped[\s\S]*fc1.weight: source \(7, 16\)"):
+        inflate_2d(model3d, state2d)
     assert all(torch.equal(v, before[k]) for k, v in model3d.state_dict().items())
 
 
 def test_non_strict_loads_the_matched_keys_and_reports_the_rest():
     state2d = MambaOut(**TINY, num_classes=1000).state_dict()
     state2d["extra.weight"] = torch.randn(3)
-    del state2d["stages.3.blocks.0.fc2.bias"]
+    del state2d["stages.3.blocks.0.fc2.weight"]
     model3d = backbones3d.create_model("test_mambaout_3d")
     report = inflate_2d(model3d, state2d, strict=False)
     assert report.unmatched_2d == ["extra.weight"]
-    assert report.unmatched_3d == ["stages.3.blocks.0.fc2.bias"]
-    assert [k for k, _, _ in report.mis_shaped] == ["head.fc.weight", "head.fc.bias"]
-    assert not report.complete
+    assert report.unmatched_3d == ["stages.3.blocks.0.fc2.weight"]
+    assert [k for k, _, _ in report.classifier] == ["head.fc.weight", "head.fc.bias"] and not report.mis_shaped
+    assert not report.complete and not report.body_complete
     assert torch.equal(model3d.stages[3].blocks[0].fc1.weight, state2d["stages.3.blocks.0.fc1.weight"])
     text = str(report)
-    assert "2 mis-shaped" in text and "unmatched source: extra.weight" in text
-    assert "unmatched 3-D: stages.3.blocks.0.fc2.bias" in text
+    assert "2 classifier tensors left at initialisation" in text and "unmatched source: extra.weight" in text
+    assert "unmatched 3-D: stages.3.blocks.0.fc2.weight" in text
 
 
 def test_bad_arguments():

@@ -260,3 +260,24 @@ def test_adapt_input_conv_3d_rules():
     torch.testing.assert_close(two, w[:, :2] * 1.5)
     with pytest.raises(ValueError, match=r"in_chans: expected a positive"):
         adapt_input_conv_3d(0, w)
+
+
+@pytest.mark.parametrize("name", backbones3d.list_models("test_*"))
+@pytest.mark.parametrize(("arg", "value"), [("drop_path_rate", 1.5), ("drop_rate", -0.1)])
+def test_a_rate_outside_the_unit_interval_names_the_argument(name, arg, value):
+    with torch.device("meta"), pytest.raises(ValueError, match=rf"{arg}: expected a probability in \[0, 1\)"):
+        backbones3d.create_model(name, **{arg: value})
+
+
+def test_layers_check_their_rates():
+    from spectral3d.layers import ConvNeXtV2Block3d, GatedCNNBlock3d, MlpHead, SAMBlock, TabularEncoder
+
+    for build, arg in (
+        (lambda: SAMBlock(8, drop_path=1.5), "drop_path"),
+        (lambda: ConvNeXtV2Block3d(8, drop_path=1.0), "drop_path"),
+        (lambda: GatedCNNBlock3d(8, drop_path=-0.1), "drop_path"),
+        (lambda: MlpHead(8, 2, drop_rate=1.2), "drop_rate"),
+        (lambda: TabularEncoder(3, 8, drop_rate=2.0), "drop_rate"),
+    ):
+        with pytest.raises(ValueError, match=rf"^{arg}: expected a probability"):
+            build()

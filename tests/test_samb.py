@@ -9,9 +9,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import spectral3d.layers.samb as samb_module
 from spectral3d.layers.samb import SAMB, band_index
-from spectral3d.ops import spectral_features_reference, spectral_modulation_reference
+from spectral3d.ops import use_kernels
 
 MODES = ("band", "channel", "spectral")
 
@@ -66,6 +65,25 @@ def test_channels_last_float64_and_autocast(fm_mode):
     assert (yf - y).abs().max() < 0.1 * y.abs().max()  # bf16 convs, float32 FFT and Eq. 2
 
 
+@pytest.mark.parametrize("fm_mode", MODES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_module(fm_mode, dtype):
+    """``SAMB(8).to(bf16/fp16)``: spectrum and Eq. 2 in float32, result and gradients in the module's dtype,
+    values as the float32 module gives on the same (rounded) input and weights."""
+    m = SAMB(8, fm_mode=fm_mode)
+    perturb(m, scale=0.2)
+    half = SAMB(8, fm_mode=fm_mode).to(dtype)
+    half.load_state_dict(m.state_dict())
+    m.load_state_dict(half.state_dict())  # the float32 reference uses the same rounded weights
+    x = torch.randn(2, 8, 6, 7, 5).to(dtype).requires_grad_(True)
+    y = half(x)
+    assert y.dtype == dtype
+    y.float().square().sum().backward()
+    assert x.grad.dtype == dtype and all(p.grad.dtype == dtype for p in half.parameters())
+    reference = m(x.detach().float())
+    assert (y.float() - reference).abs().max() < 0.05 * reference.abs().max()
+
+
 def _two_cosines(size: int = 16, k1: int = 1, k2: int = 5, channels: int = 4):
     """Two unit cosines on different axes at radial frequencies k1/size and k2/size."""
     n = torch.arange(size, dtype=torch.float64)
@@ -98,7 +116,7 @@ def test_frequency_selectivity(fm_mode):
 
 
 @pytest.mark.parametrize("fm_mode", MODES)
-def test_ops_equal_reference_path(fm_mode, monkeypatch):
+def test_ops_equal_reference_path(fm_mode):
     m = SAMB(4, fm_mode=fm_mode, num_bands=5, enh_kernel_size=3).double()
     perturb(m, scale=0.3)
     x = torch.randn(2, 4, 5, 6, 7, dtype=torch.float64, requires_grad=True)
@@ -111,9 +129,8 @@ def test_ops_equal_reference_path(fm_mode, monkeypatch):
         return [y.detach(), x.grad.clone()] + [p.grad.clone() for p in m.parameters()]
 
     ops = run()
-    monkeypatch.setattr(samb_module, "spectral_modulation", spectral_modulation_reference)
-    monkeypatch.setattr(samb_module, "spectral_features", spectral_features_reference)
-    ref = run()
+    with use_kernels("autograd", ops={"spectral_modulation", "spectral_features"}):
+        ref = run()
     for a, b in zip(ops, ref):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
@@ -148,6 +165,20 @@ def test_band_index_properties():
         band_index(4, 0)
     with pytest.raises(ValueError, match="size: expected a positive size on axis H, got 0"):
         band_index((4, 0, 4), 2)
+
+
+def test_band_index_cached_as_int32_nonpersistent_buffer():
+    m = SAMB(4, num_bands=5)
+    keys = set(m.state_dict())
+    m(torch.randn(1, 4, 6, 5, 8))
+    first = m._bands
+    assert first.dtype == torch.int32 and torch.equal(first, band_index((6, 5, 8), 5).int())
+    m(torch.randn(2, 4, 6, 5, 8))
+    assert m._bands is first, "same size: the cached index is reused"
+    m(torch.randn(1, 4, 6, 5, 9))  # same half-spectrum shape (6, 5, 5), other W: other bands
+    assert torch.equal(m._bands, band_index((6, 5, 9), 5).int())
+    assert set(m.state_dict()) == keys
+    m.load_state_dict(SAMB(4, num_bands=5).state_dict())  # strict: nothing new to load
 
 
 def test_module_api():

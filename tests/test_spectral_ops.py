@@ -146,6 +146,15 @@ def test_opcheck_modulation(form):
     )
 
 
+def test_registered_op_without_band_index():
+    """``torch.ops.spectral3d.spectral_modulation(X, f_m, f_e, alpha, beta)``: band_index defaults to None."""
+    X, f_m, f_e, alpha, beta, _ = make_inputs("channel", requires_grad=True)
+    out = torch.ops.spectral3d.spectral_modulation(X, f_m, f_e, alpha, beta)
+    np.testing.assert_allclose(out.detach().numpy(), eq2_numpy(X, f_m, f_e, alpha, beta, None), rtol=1e-12)
+    assert torch.autograd.gradcheck(lambda *t: torch.ops.spectral3d.spectral_modulation(*t), (X, f_m, f_e, alpha, beta))
+    torch.library.opcheck(torch.ops.spectral3d.spectral_modulation.default, (X, f_m, f_e, alpha, beta))
+
+
 def test_opcheck_features():
     X = torch.randn(2, 3, 4, 3, 2, dtype=torch.complex64, requires_grad=True)
     torch.library.opcheck(torch.ops.spectral3d.spectral_features.default, (X,))
@@ -264,12 +273,13 @@ def test_nan_spectrum_rejected_only_when_enabled(monkeypatch):
 def test_kernel_selection(monkeypatch):
     X, f_m, f_e, alpha, beta, _ = make_inputs("channel", dtype=torch.float32)
     monkeypatch.setenv("SPECTRAL3D_KERNEL", "fast")
-    with pytest.raises(ValueError, match=r"SPECTRAL3D_KERNEL: expected one of \('auto', 'triton', 'reference'\)"):
+    with pytest.raises(ValueError, match=r"SPECTRAL3D_KERNEL: expected a mode in \('auto', 'triton', 'reference'"):
         spectral_modulation(X, f_m, f_e, alpha, beta)
-    monkeypatch.setenv("SPECTRAL3D_KERNEL", "triton")
+    monkeypatch.setenv("SPECTRAL3D_KERNEL", "spectral_modulation=triton")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+    with pytest.raises(RuntimeError, match="spectral_modulation: kernel mode 'triton' needs a CUDA tensor"):
         spectral_modulation(X, f_m, f_e, alpha, beta)
+    spectral_features(X)  # the other ops stay on auto
     # complex128 always takes the PyTorch path
     X64, *rest = make_inputs("channel")
     assert spectral_modulation(X64, *rest[:4]).dtype == torch.complex128

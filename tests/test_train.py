@@ -130,11 +130,79 @@ def test_atomic_save_replaces_and_cleans_stale_temporaries(tmp_path: Path) -> No
         update_pointer(run, "best", "epoch_0009")
 
 
-def test_bad_training_arguments() -> None:
-    with pytest.raises(ValueError, match="epochs"):
-        TrainConfig(epochs=0)
-    with pytest.raises(ValueError, match="class_weights"):
-        TrainConfig(class_weights="inverse")
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"class_weights": "inverse"}, "class_weights"),
+        ({"class_weights": [1.0, -2.0]}, "class_weights"),
+        ({"patience": -1}, "patience"),
+        ({"weight_decay": -0.1}, "weight_decay"),
+        ({"warmup_epochs": -1.0}, "warmup_epochs"),
+        ({"num_workers": -1}, "num_workers"),
+        ({"min_lr_ratio": 1.5}, "min_lr_ratio"),
+    ],
+)
+def test_bad_training_arguments(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+class _BatchNormNet(ToyNet):
+    """ToyNet with a BatchNorm after pooling: training on a batch of one case raises."""
+
+    def __init__(self, num_classes: int = 2) -> None:
+        super().__init__(num_classes=num_classes, dropout=0.0)
+        self.bn = torch.nn.BatchNorm1d(6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.bn(torch.nn.functional.gelu(self.conv(x)).mean(dim=(2, 3, 4))))
+
+
+class _Seen(ToyDataset):
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self.seen: list[int] = []
+
+    def __getitem__(self, i: int):  # noqa: ANN204
+        self.seen.append(i)
+        return super().__getitem__(i)
+
+
+@pytest.mark.parametrize(("n", "batch"), [(9, 4), (5, 2), (7, 3)])
+def test_a_last_batch_of_one_joins_the_previous_and_no_case_is_dropped(tmp_path: Path, n: int, batch: int) -> None:
+    """n ≡ 1 (mod batch): plain batching ends each epoch with one case, which a train-mode BatchNorm rejects."""
+    data = _Seen(n)
+    cfg = TrainConfig(epochs=2, batch_size=batch, lr=1e-2, seed=0, progress=False)
+    result = fit(_BatchNormNet(), data, None, cfg, tmp_path / "run", num_classes=2)
+    assert result.epochs_done == 2
+    assert sorted(data.seen) == sorted(list(range(n)) * 2)  # every case, every epoch
+
+
+def test_fit_refuses_a_run_dir_in_use_and_warns_for_classes_without_training_cases(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _fit(run, ToyDataset(), epochs=1)
+    with pytest.raises(FileExistsError, match="resume=True"):
+        _fit(run, ToyDataset(), epochs=1)
+    cfg = TrainConfig(epochs=1, batch_size=4, seed=1, progress=False)
+    with pytest.warns(UserWarning, match=r"classes \['c'\] have no training case"):
+        fit(ToyNet(num_classes=3), ToyDataset(), None, cfg, tmp_path / "three", num_classes=3, class_names="abc")
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"'balanced'.*\['c'\]"):
+        cfg = TrainConfig(epochs=1, class_weights="balanced", progress=False)
+        fit(ToyNet(num_classes=3), ToyDataset(), None, cfg, tmp_path / "bal", num_classes=3, class_names="abc")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_checkpoints_honour_the_umask(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        ckpt = save_checkpoint(tmp_path / "run", "epoch_0001", {"w": torch.randn(2)}, {"epoch": 1}, {"model": "x"})
+    finally:
+        os.umask(old)
+    assert ckpt.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert {f.name: f.stat().st_mode & 0o777 for f in ckpt.iterdir()} == dict.fromkeys(
+        ["model.safetensors", "training_state.pt", "config.json"], 0o666 & ~umask
+    )
 
 
 def test_initial_weights_depend_on_the_seed_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,6 +220,50 @@ def test_initial_weights_depend_on_the_seed_only(tmp_path: Path, monkeypatch: py
     for draw in (1, 2):
         torch.manual_seed(draw)  # a different global RNG state before each run
         torch.randn(10)
-        workflow.train_on_cohort("test_desamba_3d", cohort, tmp_path / f"run{draw}", TrainConfig(seed=3), input_size=32)
+        cfg = TrainConfig(seed=3)
+        workflow.train_on_cohort(
+            "test_desamba_3d", cohort, tmp_path / f"run{draw}", cfg, input_size=32, sequences=("t1", "t2fs")
+        )
     assert starts[0].keys() == starts[1].keys()
     assert all(torch.equal(starts[0][k], starts[1][k]) for k in starts[0])
+
+
+def test_compiled_training_checkpoints_resume_into_eager_and_compiled(tmp_path: Path) -> None:
+    """``TrainConfig(compile=...)`` (aot_eager here): checkpoints carry the model's own keys and equal an
+    eager run's; they resume into eager and compiled models, and a ``torch.compile``-d model saves the same keys."""
+
+    def run(name: str, compile: str | None, epochs: int = 1, resume: bool = False, wrap: bool = False) -> dict:
+        torch.manual_seed(0)
+        model = ToyNet(dropout=0.0)
+        model = torch.compile(model, backend="aot_eager") if wrap else model
+        cfg = TrainConfig(epochs=epochs, batch_size=8, lr=5e-3, seed=1, progress=False, compile=compile)
+        fit(model, ToyDataset(16), ToyDataset(8, seed=1), cfg, tmp_path / name, resume=resume, num_classes=2)
+        return load_model_state(tmp_path / name / "last")
+
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = run("compiled", "aot_eager")
+    assert counters["stats"]["unique_graphs"] >= 1, "the training step was not compiled"
+    eager = run("eager", None)
+    assert set(compiled) == set(ToyNet().state_dict())
+    for k in eager:
+        torch.testing.assert_close(compiled[k], eager[k], rtol=1e-5, atol=1e-6)
+    assert json.loads((tmp_path / "compiled" / "last" / "config.json").read_text())["train"]["compile"] == "aot_eager"
+    assert set(run("compiled", None, epochs=2, resume=True)) == set(compiled)  # compiled run -> eager
+    assert set(run("eager", "aot_eager", epochs=2, resume=True)) == set(compiled)  # eager run -> compiled
+    assert set(run("wrapped", None, wrap=True)) == set(compiled)  # a torch.compile-d model: no "_orig_mod."
+
+
+def test_compile_backend_is_checked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(ValueError, match=r"compile: expected a torch.compile backend such as .*'inductor'.*got 'fast'"):
+        TrainConfig(compile="fast")
+    assert TrainConfig(compile=True).compile == "inductor" and TrainConfig(compile=False).compile is None
+    from spectral3d.cli import main
+
+    argv = ["train", "--model", "test_desamba_3d", "--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    assert main([*argv, "--compile", "fast"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "compile: expected a torch.compile backend" in err[0]
+    assert not (tmp_path / "run").exists()

@@ -11,7 +11,9 @@ again (about 1 s per GB).
 **Entry.** ``<cache_dir>/<key[:2]>/<key>.npz`` (uncompressed NumPy archive, no pickles): the
 volume, the ROI, the model affine and every source grid. Written to a temporary file and
 renamed, so concurrent DataLoader workers or runs never read a half-written entry. Paths and the
-case id are not part of the entry: they are filled in from the request on a hit.
+case id are not part of the entry: they are filled in from the request on a hit. An entry that
+cannot be read (truncated, overwritten, from another format) is a miss: one warning names it and
+the case is computed and written again.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -100,8 +103,13 @@ class VolumeCache:
         key = self.key(sequences, roi, cfg)
         path = self.cache_dir / key[:2] / f"{key}.npz"
         if path.is_file():
-            self.hits += 1
-            return _read_entry(path, sequences, roi, cfg, case_id)
+            try:
+                case = _read_entry(path, sequences, roi, cfg, case_id)
+            except Exception as e:  # zipfile.BadZipFile, EOFError, KeyError, ValueError, OSError, ...
+                warnings.warn(f"cache entry {path} is unreadable ({type(e).__name__}); recomputing it", stacklevel=2)
+            else:
+                self.hits += 1
+                return case
         self.misses += 1
         case = load_case(sequences, roi=roi, config=cfg, case_id=case_id)
         _write_entry(path, case)
@@ -137,7 +145,7 @@ def _read_entry(
     config: PreprocessConfig,
     case_id: str,
 ) -> LoadedCase:
-    with np.load(path, allow_pickle=False) as z:
+    with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:  # our handle: closed on a bad archive too
 
         def grid(name: str, file: str | os.PathLike) -> SourceGrid:
             shape = tuple(int(v) for v in z[f"{name}/shape"])

@@ -17,7 +17,10 @@ Layout::
 * Every other column is a clinical (tabular) feature, parsed as a float; an empty cell or
   ``NA``/``NaN``/``null``/``?`` is missing (NaN). Categorical values must be numerically encoded.
 * Sequences are the file stems (``t1`` for ``t1.nii.gz``); ``sequences=None`` takes the sorted
-  union of the stems found (``roi`` excluded); pass ``sequences=`` to fix the channel order.
+  stems present in every case folder (``roi`` excluded) *(ours: in more than half of them, so that
+  a case that lacks one is reported as that case's error instead of removing the sequence from the
+  cohort)*; pass ``sequences=`` to fix them and the channel order. Any other NIfTI file in a case
+  folder (``t1_backup.nii.gz``) is ignored, listed in ``Cohort.ignored_files`` and in one warning.
 
 Validation names the case and the path for: a missing sequence file, a case in ``cases.csv``
 without its folder and a folder (holding NIfTI files) absent from ``cases.csv``, a label outside
@@ -33,6 +36,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -81,8 +85,9 @@ class Cohort:
 
     Build it with :meth:`from_folder`. Attributes: ``root``, ``cases`` (tuple of
     :class:`CaseRecord`), ``classes``, ``sequences``, ``clinical_columns``, ``folds`` (sorted
-    fold numbers, empty without a ``fold`` column) and ``skipped`` (tuple of
-    :class:`SkippedCase`, empty unless ``skip_bad=True`` left cases out).
+    fold numbers, empty without a ``fold`` column), ``skipped`` (tuple of
+    :class:`SkippedCase`, empty unless ``skip_bad=True`` left cases out) and ``ignored_files``
+    (NIfTI files of the case folders that are neither a sequence nor the ROI).
 
     Example::
 
@@ -102,6 +107,7 @@ class Cohort:
         sequences: Sequence[str],
         clinical_columns: Sequence[str] = (),
         skipped: Sequence[SkippedCase] = (),
+        ignored_files: Sequence[Path] = (),
     ) -> None:
         self.root = Path(root)
         self.cases = tuple(cases)
@@ -109,6 +115,7 @@ class Cohort:
         self.sequences = tuple(sequences)
         self.clinical_columns = tuple(clinical_columns)
         self.skipped = tuple(skipped)
+        self.ignored_files = tuple(ignored_files)
         self._by_id = {c.case_id: c for c in self.cases}
         self._class_index = {name: i for i, name in enumerate(self.classes)}
         self.folds = tuple(sorted({c.fold for c in self.cases if c.fold is not None}))
@@ -127,7 +134,8 @@ class Cohort:
 
         Args:
             root: the cohort folder.
-            sequences: sequence names in channel order; ``None`` = sorted stems found on disk.
+            sequences: sequence names in channel order; ``None`` = the sorted stems present in every
+                (more than half of the) case folder(s).
             classes: class names in index order; ``None`` = sorted labels found.
             clinical_columns: the tabular columns to use, in order; ``None`` = every
                 non-reserved column, in file order.
@@ -158,19 +166,40 @@ class Cohort:
             if folder.name not in listed and _nifti_stems(folder):
                 bad(folder.name, f"folder on disk but not in {CASES_CSV}", folder)
 
-        if sequences is None:
-            found = set()
-            for row in rows:
-                folder = root / row["case_id"]
-                if folder.is_dir():
-                    found.update(_nifti_stems(folder))
-            found.discard(ROI_NAME)
-            if not found:
-                raise DataError("no NIfTI sequence files in any case folder", paths=(root,))
-            sequences = sorted(found)
+        stems = {r["case_id"]: _nifti_stems(root / r["case_id"]) for r in rows if (root / r["case_id"]).is_dir()}
+        found = set().union(*stems.values()) - {ROI_NAME}
+        if not found:
+            raise DataError("no NIfTI sequence files in any case folder", paths=(root,))
+        if sequences is None:  # the stems of every healthy case: a stray file or a missing one changes nothing
+            sequences = sorted(n for n in found if 2 * sum(n in names for names in stems.values()) > len(stems))
+            if not sequences:
+                raise DataError(
+                    f"no sequence is present in most case folders (stems found: {sorted(found)}); "
+                    "pass sequences= to choose them",
+                    paths=(root,),
+                )
         sequences = tuple(sequences)
         if not sequences or len(set(sequences)) != len(sequences) or ROI_NAME in sequences:
             raise ValueError(f"sequences: expected distinct names other than {ROI_NAME!r}, got {sequences!r}")
+        nowhere = [name for name in sequences if name not in found]
+        if nowhere:
+            raise DataError(
+                f"sequence(s) {nowhere} in none of the case folders (they hold {sorted(found)}); "
+                "pass sequences= to choose others",
+                paths=(root,),
+            )
+        ignored = sorted(
+            root / cid / f"{stem}{_suffix(root / cid, stem)}"
+            for cid, names in stems.items()
+            for stem in names - {*sequences, ROI_NAME}
+        )
+        if ignored:
+            shown = ", ".join(str(p.relative_to(root)) for p in ignored[:5]) + (", ..." if len(ignored) > 5 else "")
+            warnings.warn(
+                f"{root}: ignoring {len(ignored)} NIfTI file(s) that are not the sequences {list(sequences)} "
+                f"or {ROI_NAME!r}: {shown}",
+                stacklevel=2,
+            )
         if classes is not None:
             classes = tuple(classes)
             if not classes or len(set(classes)) != len(classes):
@@ -238,7 +267,7 @@ class Cohort:
         if classes is None:
             classes = tuple(sorted({r.label for r in kept}))
         skipped = [SkippedCase.from_error(e) for e in all_problems]
-        return cls(root, kept, classes, sequences, columns, skipped)
+        return cls(root, kept, classes, sequences, columns, skipped, ignored)
 
     # ------------------------------------------------------------------ queries
     def __len__(self) -> int:
@@ -304,13 +333,14 @@ class Cohort:
         rec = self.case(case) if isinstance(case, str) else case
         return load_case(rec.sequences, roi=rec.roi, config=config, case_id=rec.case_id)
 
-    def verify(self, config: PreprocessConfig | None = None, skip_bad: bool = False) -> Cohort:
+    def verify(self, config: PreprocessConfig | None = None, skip_bad: bool = False, progress: bool = False) -> Cohort:
         """Load every case once to find problems inside the images.
 
         Args:
             config: the preprocessing to check with (grid coverage depends on the crop).
             skip_bad: leave failing cases out (listed in the result's ``skipped``) instead of
                 raising.
+            progress: show a progress bar (one step per case).
 
         Returns:
             this cohort when every case loads, else a new one without the failing cases.
@@ -318,8 +348,10 @@ class Cohort:
         Raises:
             DataError: listing every failing case, unless ``skip_bad``.
         """
+        from tqdm.auto import tqdm
+
         errors = []
-        for rec in self.cases:
+        for rec in tqdm(self.cases, desc="checking cases", disable=not progress, leave=False):
             try:
                 self.load(rec, config)
             except DataError as e:
@@ -333,7 +365,7 @@ class Cohort:
         if not kept:
             raise _combine(errors)
         skipped = self.skipped + tuple(SkippedCase.from_error(e) for e in errors)
-        return Cohort(self.root, kept, self.classes, self.sequences, self.clinical_columns, skipped)
+        return Cohort(self.root, kept, self.classes, self.sequences, self.clinical_columns, skipped, self.ignored_files)
 
 
 def _read_table(csv_path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -402,14 +434,29 @@ def parse_clinical(
 def read_clinical_table(path: str | os.PathLike, columns: Sequence[str]) -> dict[str, list[float]]:
     """``case_id → values of columns`` from a CSV with a ``case_id`` column (NaN = missing).
 
-    Used for cases outside a cohort (``spectral3d predict|gradcam --tabular``); a column absent from
-    the file is missing for every case.
+    Used for cases outside a cohort (``spectral3d predict|gradcam --tabular``), as strictly as
+    ``cases.csv``: every column must be there (an empty cell is a missing value).
+
+    Raises:
+        DataError: no ``case_id`` column, a column of ``columns`` absent, a duplicated case or a
+            non-numeric value, naming the file.
     """
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
-        if reader.fieldnames is None or "case_id" not in reader.fieldnames:
-            raise DataError("tabular CSV needs a 'case_id' column", paths=(path,))
-        return {row["case_id"]: parse_clinical(row, columns, row["case_id"], path) for row in reader}
+        header = [h.strip() for h in reader.fieldnames or ()]
+        if "case_id" not in header:
+            raise DataError(f"tabular CSV needs a 'case_id' column; header is {header}", paths=(path,))
+        absent = [c for c in columns if c not in header]
+        if absent:
+            raise DataError(f"clinical column(s) {absent} not in the tabular CSV (have {header})", paths=(path,))
+        table: dict[str, list[float]] = {}
+        for row in reader:
+            row = {(k or "").strip(): v for k, v in row.items()}
+            cid = (row["case_id"] or "").strip()
+            if cid in table:
+                raise DataError(f"case_id {cid!r} appears twice in the tabular CSV", cid, (path,))
+            table[cid] = parse_clinical(row, columns, cid, path)
+        return table
 
 
 def find_case_files(
@@ -439,6 +486,10 @@ def find_case_files(
             raise DataError(f"missing sequence {name!r}", cid, (folder / f"{name}.nii.gz",))
         files[name] = path
     return files, find(ROI_NAME, "ROI")
+
+
+def _suffix(folder: Path, stem: str) -> str:
+    return next(s for s in NIFTI_SUFFIXES if (folder / f"{stem}{s}").is_file())
 
 
 def _nifti_stems(folder: Path) -> set[str]:

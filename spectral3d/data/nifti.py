@@ -49,7 +49,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import nibabel as nib
 import numpy as np
@@ -60,6 +60,7 @@ from spectral3d._checks import to_3tuple_int
 from spectral3d.data.errors import DataError
 
 __all__ = [
+    "NAN_POLICIES",
     "LoadedCase",
     "PreprocessConfig",
     "SourceGrid",
@@ -69,6 +70,7 @@ __all__ = [
 ]
 
 NanPolicy = Literal["error", "min", "zero"]
+NAN_POLICIES = get_args(NanPolicy)  # what ``nan_policy`` (``--nan-policy``) accepts
 
 
 @dataclass(frozen=True)
@@ -135,8 +137,8 @@ class PreprocessConfig:
             raise ValueError(f"order: expected a spline order 0..5, got {self.order!r}")
         if self.volume_index is not None and (not isinstance(self.volume_index, int) or self.volume_index < 0):
             raise ValueError(f"volume_index: expected a non-negative int or None, got {self.volume_index!r}")
-        if self.nan_policy not in ("error", "min", "zero"):
-            raise ValueError(f"nan_policy: expected 'error', 'min' or 'zero', got {self.nan_policy!r}")
+        if self.nan_policy not in NAN_POLICIES:
+            raise ValueError(f"nan_policy: expected one of {NAN_POLICIES}, got {self.nan_policy!r}")
         if not 0.0 <= float(self.min_coverage) <= 1.0:
             raise ValueError(f"min_coverage: expected a fraction in [0, 1], got {self.min_coverage!r}")
 
@@ -269,10 +271,12 @@ def read_volume(
     except FileNotFoundError as e:
         raise DataError("file not found", **where) from e
     except Exception as e:
-        raise DataError(f"not a readable NIfTI file ({type(e).__name__}: {e})", **where) from e
+        raise DataError(f"not a readable NIfTI file ({_one_line(e)})", **where) from e
     shape = tuple(int(s) for s in img.shape)
     if len(shape) < 3:
         raise DataError(f"expected a 3-D volume, got a {len(shape)}-D image of shape {shape}", **where)
+    if 0 in shape:
+        raise DataError(f"empty image: shape {shape} has no voxel", **where)
     extra = shape[3:]
     try:
         if all(s == 1 for s in extra):
@@ -293,7 +297,7 @@ def read_volume(
     except DataError:
         raise
     except Exception as e:  # truncated or corrupt payload (EOFError, zlib.error, OSError, ...)
-        raise DataError(f"cannot read the voxel data, corrupt or truncated ({type(e).__name__}: {e})", **where) from e
+        raise DataError(f"cannot read the voxel data, corrupt or truncated ({_one_line(e)})", **where) from e
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise DataError(f"invalid (singular or non-finite) affine:\n{affine}", **where)
@@ -307,6 +311,11 @@ def read_volume(
         data = data.copy()
         data[bad] = (finite.min() if finite.size else 0.0) if nan_policy == "min" else 0.0
     return data, affine
+
+
+def _one_line(err: Exception) -> str:
+    """``Type: message`` of a reader's exception on one line (nibabel's messages may span several)."""
+    return " ".join(f"{type(err).__name__}: {err}".split())
 
 
 def canonical_grid(affine: np.ndarray, shape: Sequence[int]) -> tuple[np.ndarray, tuple[int, int, int]]:

@@ -4,6 +4,7 @@ Every layer takes and returns channels-first ``(N, C, D, H, W)`` volumes (DRLM, 
 MultiScaleFusion work on feature vectors).
 """
 
+from spectral3d.layers.depthwise import DepthwiseConv3d
 from spectral3d.layers.drlm import DRLM, DRLMOutput, SymmetricPairEncoder
 from spectral3d.layers.fusion import MultiScaleFusion
 from spectral3d.layers.gated_cnn import GatedCNNBlock3d
@@ -16,6 +17,7 @@ from spectral3d.layers.heads import (
     global_pool_3d,
 )
 from spectral3d.layers.norm import GRN3d, LayerNorm3d
+from spectral3d.layers.patch_embed import PatchEmbed3d
 from spectral3d.layers.samb import SAMB, band_index
 from spectral3d.layers.samblock import ConvNeXtV2Block3d, ConvNeXtV2Body3d, GRNMlp3d, SAMBlock
 from spectral3d.layers.tabular import TabularEncoder
@@ -31,12 +33,14 @@ __all__ = [
     "ConvNeXtV2Block3d",
     "ConvNeXtV2Body3d",
     "DRLMOutput",
+    "DepthwiseConv3d",
     "GRN3d",
     "GRNMlp3d",
     "GatedCNNBlock3d",
     "LayerNorm3d",
     "MlpHead",
     "MultiScaleFusion",
+    "PatchEmbed3d",
     "SAMBlock",
     "SymmetricPairEncoder",
     "TabularEncoder",

@@ -28,6 +28,11 @@ Choices the paper leaves open, all *(ours)*:
 - ``self_reconstruction`` / ``cross_reconstruction`` build only the decoders of the losses that
   are switched on (the ablation rows of Table 3); ``losses`` then holds only those keys.
 
+Why ``L_self`` and ``L_cross`` log equal early in training (not a bug): the decoders start near zero
+output (weights std 0.02, zero biases), so both losses equal ``mean_i |f_i|`` until the decoders
+have learned — several hundred steps at lr 3e-4 for the tiny models, during which ``|f_i|`` itself
+grows. The two paths differ (their outputs do; ``tests/test_drlm.py``).
+
 DRLM has no classifier: the network puts its head on ``representation``.
 """
 

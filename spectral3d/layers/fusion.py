@@ -27,6 +27,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from spectral3d._checks import check_rate
+
 __all__ = ["MultiScaleFusion"]
 
 
@@ -83,7 +85,7 @@ class MultiScaleFusion(nn.Module):
         dims = self.in_dims_a + self.in_dims_b
         self.in_features = sum(dims)
         self.norm = nn.LayerNorm(self.in_features)
-        self.drop = nn.Dropout(drop_rate)
+        self.drop = nn.Dropout(check_rate(drop_rate, "drop_rate"))
         self.proj = nn.Linear(self.in_features, out_dim)
 
     def set_global_pool(self, global_pool: str) -> None:

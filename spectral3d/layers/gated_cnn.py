@@ -6,7 +6,7 @@ depthwise convolution. For an input ``x: (N, C, D, H, W)`` and ``hidden = int(ex
 
     z         = fc1(LN(x))                                     (N, D, H, W, 2·hidden)   channels-last
     g, i, c_  = split(z, [hidden, hidden − c, c])
-    c_        = DWConv3d_k(c_)                                  depthwise, zero padding k // 2
+    c_        = DWConv3d_k(c_)                                  depthwise, zero padding k // 2 (``DepthwiseConv3d``)
     y         = x + DropPath(LayerScale(fc2(GELU(g) ⊙ concat(i, c_))))
 
 Shapes: ``(N, C, D, H, W) → (N, C, D, H, W)`` for every ``D, H, W ≥ 1``; the block works
@@ -30,7 +30,8 @@ import torch
 from timm.layers import DropPath, LayerScale
 from torch import nn
 
-from spectral3d._checks import AXES, check_channels, check_finite, check_floating, check_ndim, to_3tuple_int
+from spectral3d._checks import AXES, check_channels, check_finite, check_floating, check_ndim, check_rate, to_3tuple_int
+from spectral3d.layers.depthwise import DepthwiseConv3d
 
 _layer_norm_eps6 = partial(nn.LayerNorm, eps=1e-6)  # channels-last LayerNorm, eps as timm's
 
@@ -87,8 +88,7 @@ class GatedCNNBlock3d(nn.Module):
         for axis, k in zip(AXES, kernel):
             if k % 2 == 0:
                 raise ValueError(f"kernel_size: expected an odd size on axis {axis} (size-preserving), got {k}")
-        if not 0.0 <= drop_path < 1.0:
-            raise ValueError(f"drop_path: expected a probability in [0, 1), got {drop_path}")
+        check_rate(drop_path, "drop_path")
         self.dim = dim
         self.hidden = hidden
         self.split_indices = (hidden, hidden - conv_channels, conv_channels)
@@ -96,13 +96,7 @@ class GatedCNNBlock3d(nn.Module):
         self.norm = norm_layer(dim)
         self.fc1 = nn.Linear(dim, 2 * hidden)
         self.act = act_layer()
-        self.conv = nn.Conv3d(
-            conv_channels,
-            conv_channels,
-            kernel_size=kernel,
-            padding=tuple(k // 2 for k in kernel),
-            groups=conv_channels,
-        )
+        self.conv = DepthwiseConv3d(conv_channels, kernel)
         self.fc2 = nn.Linear(hidden, dim)
         self.ls = LayerScale(dim, init_values=ls_init_value) if ls_init_value is not None else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()

@@ -31,7 +31,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from spectral3d._checks import check_channels, check_floating
+from spectral3d._checks import check_channels, check_floating, check_rate
 
 __all__ = ["POOL_TYPES", "ClassifierHead3d", "MlpHead", "channel_linear", "check_global_pool", "global_pool_3d"]
 
@@ -138,7 +138,7 @@ class ClassifierHead3d(nn.Module):
         self.norm = norm_layer(in_features) if norm_layer is not None else nn.Identity()
         self.pre_logits: nn.Module = nn.Identity()
         self.num_features = in_features
-        self.drop = nn.Dropout(drop_rate)
+        self.drop = nn.Dropout(check_rate(drop_rate, "drop_rate"))
         self.fc: nn.Module = nn.Identity()
         self.reset(num_classes)
 

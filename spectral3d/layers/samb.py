@@ -25,17 +25,19 @@ float32)`` (the FFT never runs in half precision), ``Wf = W // 2 + 1``:
 
 Radial bands: bin ``(d, h, w)`` belongs to ``band = min(B - 1, floor(B rho / rho_max))`` with
 ``rho = sqrt((k_d/D)^2 + (k_h/H)^2 + (k_w/W)^2)`` over signed frequency indices and ``rho_max =
-sqrt(3)/2`` (:func:`band_index`). The index depends on the input size only; it is computed per size
-and cached (eager) or traced as a few constant ops (``torch.compile``), never stored in the
-``state_dict``.
+sqrt(3)/2`` (:func:`band_index`). The index depends on the input size only; eager calls keep the last
+size's as an int32 non-persistent buffer (what the kernels read, no per-call cast; never in the
+``state_dict``), ``torch.compile`` traces it as a few constant ops.
 
 Initialisation: ``alpha = 1``, ``beta = 0``, the modulator's last conv zero (so ``f_m = 1``): SAMB
 starts as the identity (``irfftn o rfftn = id``). A network-wide weight init that overwrites
 convolutions must call :meth:`SAMB.reset_parameters` afterwards to keep this.
 
 Steps 2 and 5 are the custom ops of :mod:`spectral3d.ops` (Triton on CUDA). Any size >= 1 on every
-axis works (odd or even), in any memory format; float64 stays float64 (module in float64); under
-bf16 autocast the convolutions run in bf16 and the FFTs and Eq. 2 in float32.
+axis works (odd or even), in any memory format. Dtypes: the FFTs and Eq. 2 run in ``t`` (float32
+for a bf16/fp16 module or input, float64 for a ``.double()`` one), the convolutions in the module's
+dtype, and the result has the input's dtype (``SAMB(8).bfloat16()`` maps bf16 to bf16); under bf16
+autocast the convolutions run in bf16.
 """
 
 from __future__ import annotations
@@ -152,7 +154,9 @@ class SAMB(nn.Module):
         self.mod_fc1 = nn.Conv3d(dim, hidden, 1)
         self.mod_act = nn.GELU()
         self.mod_fc2 = nn.Conv3d(hidden, dim * num_bands if fm_mode == "band" else dim, 1)
-        self._band_index_cache: dict[tuple[int, int, int, torch.device], torch.Tensor] = {}
+        # int32 band index of the last input size (non-persistent: never in the state_dict; moves with .to())
+        self.register_buffer("_bands", None, persistent=False)
+        self._bands_size: tuple[int, int, int] | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -173,19 +177,20 @@ class SAMB(nn.Module):
     def _band_index(self, size: tuple[int, int, int], device: torch.device) -> torch.Tensor:
         if torch.compiler.is_compiling():
             return band_index(size, self.num_bands, device)
-        key = (*size, device)
-        idx = self._band_index_cache.get(key)
-        if idx is None:
-            idx = self._band_index_cache[key] = band_index(size, self.num_bands, device)
+        idx = self._bands
+        if idx is None or self._bands_size != size or idx.device != device:
+            idx = self._bands = band_index(size, self.num_bands, device).to(torch.int32)
+            self._bands_size = size
         return idx
 
     def _modulation_gain(self, xt: torch.Tensor, t: torch.dtype) -> torch.Tensor:
-        z = self.norm(xt)
+        w = self.mod_fc1.weight.dtype  # the modulator runs in the module's dtype
+        z = self.norm(xt.to(w))
         if self.fm_mode == "spectral":
             z = torch.log1p(torch.fft.rfftn(z.to(t), dim=_FFT_DIMS, norm="ortho").abs())
         else:
             z = z.mean(dim=_FFT_DIMS, keepdim=True)
-        z = self.mod_fc2(self.mod_act(self.mod_fc1(z)))
+        z = self.mod_fc2(self.mod_act(self.mod_fc1(z.to(w))))
         if self.fm_mode == "band":
             z = z.reshape(z.shape[0], self.dim, self.num_bands)
         return 2 * torch.sigmoid(z)
@@ -200,7 +205,7 @@ class SAMB(nn.Module):
         X = torch.fft.rfftn(xt, dim=_FFT_DIMS, norm="ortho")
         bands = self._band_index(size, x.device)
 
-        h = self.enh_fc1(spectral_features(X))
+        h = self.enh_fc1(spectral_features(X).to(self.enh_fc1.weight.dtype))  # float32 features, module-dtype convs
         h = h + self.band_embed[bands].permute(3, 0, 1, 2).to(h.dtype)
         f_e = self.enh_fc2(self.enh_act(h))
 

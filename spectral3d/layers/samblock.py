@@ -9,7 +9,7 @@ Input and output ``x: (N, C, D, H, W)``:
     y     = 0.5 * x + 0.5 * DropPath(F_out)                 residual="paper" (default)
     y     = x + DropPath(F_out)                             residual="identity"
 
-``Body_k`` is the ConvNeXtV2 block without its residual: depthwise Conv3d k×k×k → LayerNorm →
+``Body_k`` is the ConvNeXtV2 block without its residual: depthwise Conv3d k×k×k (``DepthwiseConv3d``) → LayerNorm →
 Linear C→4C → GELU → GRN3d → Linear 4C→C (channels-last between the convolution and the end,
 parameter names as timm's ``ConvNeXtBlock`` with ``use_grn=True``: ``conv_dw``, ``norm``,
 ``mlp.fc1``, ``mlp.grn``, ``mlp.fc2``; ConvNeXtV2 has no layer scale). ``conv_mlp=True`` is timm's
@@ -45,7 +45,8 @@ import torch
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
-from spectral3d._checks import check_channels, check_ndim, to_3tuple_int
+from spectral3d._checks import check_channels, check_ndim, check_rate, to_3tuple_int
+from spectral3d.layers.depthwise import DepthwiseConv3d
 from spectral3d.layers.norm import GRN3d, LayerNorm3d
 from spectral3d.layers.samb import SAMB
 
@@ -133,7 +134,7 @@ class ConvNeXtV2Body3d(nn.Module):
             raise ValueError(f"mlp_ratio: expected a positive number, got {mlp_ratio!r}")
         self.dim = dim
         self.conv_mlp = conv_mlp
-        self.conv_dw = nn.Conv3d(dim, dim, ks, padding=tuple(k // 2 for k in ks), groups=dim)
+        self.conv_dw = DepthwiseConv3d(dim, ks)
         self.norm: nn.Module = LayerNorm3d(dim) if conv_mlp else nn.LayerNorm(dim, eps=1e-6)
         self.mlp = GRNMlp3d(dim, int(mlp_ratio * dim), conv_mlp=conv_mlp)
         self.apply(_init_conv_linear)
@@ -173,7 +174,7 @@ class ConvNeXtV2Block3d(ConvNeXtV2Body3d):
         conv_mlp: bool = False,
     ) -> None:
         super().__init__(dim, kernel_size=kernel_size, mlp_ratio=mlp_ratio, conv_mlp=conv_mlp)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path) if check_rate(drop_path, "drop_path") > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.drop_path(super().forward(x))
@@ -229,11 +230,11 @@ class SAMBlock(nn.Module):
         self.dim = dim
         self.spatial = ConvNeXtV2Body3d(dim, kernel_size=kernel_size, mlp_ratio=mlp_ratio)
         self.samb = SAMB(dim, fm_mode=fm_mode, num_bands=num_bands, enh_kernel_size=enh_kernel_size)
-        self.conv_freq = nn.Conv3d(dim, dim, freq_kernel_size, padding=freq_kernel_size // 2, groups=dim)
+        self.conv_freq = DepthwiseConv3d(dim, freq_kernel_size)
         self.frequency = ConvNeXtV2Body3d(dim, kernel_size=kernel_size, mlp_ratio=mlp_ratio)
         self.gate = nn.Conv3d(2 * dim, dim, 1)
         self.branch_weights = nn.Parameter(torch.full((2,), 0.5))
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path) if check_rate(drop_path, "drop_path") > 0 else nn.Identity()
         _init_conv_linear(self.conv_freq)
         _init_conv_linear(self.gate)
 

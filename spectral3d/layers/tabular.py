@@ -20,7 +20,7 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from spectral3d._checks import check_floating
+from spectral3d._checks import check_floating, check_rate
 
 __all__ = ["TabularEncoder"]
 
@@ -55,7 +55,7 @@ class TabularEncoder(nn.Module):
         self.fc1 = nn.Linear(2 * num_features, self.hidden_dim)
         self.norm = nn.LayerNorm(self.hidden_dim)
         self.act = nn.GELU()
-        self.drop = nn.Dropout(drop_rate)
+        self.drop = nn.Dropout(check_rate(drop_rate, "drop_rate"))
         self.fc2 = nn.Linear(self.hidden_dim, dim)
         for fc in (self.fc1, self.fc2):
             trunc_normal_(fc.weight, std=0.02)

@@ -1,9 +1,14 @@
-"""Spectral ops (DESIGN.md §3, "The ops"): Eq. 2 and the ``[R, I, |X|]`` features as custom ops.
+"""Ops of spectral3d, each a custom op with a plain PyTorch reference beside it.
 
-``spectral_modulation`` / ``spectral_features`` are ``torch.library`` custom ops (Triton on CUDA);
-``spectral_modulation_reference`` / ``spectral_features_reference`` are the plain PyTorch oracles.
+``spectral_modulation`` (Eq. 2) / ``spectral_features`` are ``torch.library`` custom ops (Triton on
+CUDA); ``spectral_modulation_reference`` / ``spectral_features_reference`` are the PyTorch oracles.
+``depthwise_conv3d`` is the depthwise 3-D convolution of the ConvNeXt-style blocks (Triton on CUDA,
+``F.conv3d`` elsewhere). ``use_kernels`` (or ``SPECTRAL3D_KERNEL``) picks the implementation of each
+op; ``spectral3d.ops.testing`` holds the kernels' test hooks.
 """
 
+from spectral3d.ops._switch import KERNEL_MODES, OPS, kernel_mode, use_kernels
+from spectral3d.ops.depthwise_conv3d import depthwise_conv3d, depthwise_conv3d_reference
 from spectral3d.ops.spectral_modulation import (
     spectral_features,
     spectral_features_reference,
@@ -12,8 +17,14 @@ from spectral3d.ops.spectral_modulation import (
 )
 
 __all__ = [
+    "KERNEL_MODES",
+    "OPS",
+    "depthwise_conv3d",
+    "depthwise_conv3d_reference",
+    "kernel_mode",
     "spectral_features",
     "spectral_features_reference",
     "spectral_modulation",
     "spectral_modulation_reference",
+    "use_kernels",
 ]

@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from spectral3d.ops._switch import kernel_mode
+
 __all__ = [
     "mamba_ssm_available",
     "selective_scan",
@@ -310,7 +312,9 @@ def selective_scan(
         return_last_state: also return the final state ``h`` ``(B, D, N)``.
         chunk_size: tokens per chunk of the PyTorch path (:func:`selective_scan_chunked`).
         backend: ``"auto"`` (``mamba_ssm``'s CUDA kernel for CUDA float32/16/bf16 tensors when it
-            imports, else the PyTorch path), ``"torch"`` (always the PyTorch path) or
+            imports, else the PyTorch path; :func:`spectral3d.ops.use_kernels` modes ``triton``,
+            ``reference`` and ``autograd`` select the kernel, the chunked path and
+            :func:`selective_scan_reference`), ``"torch"`` (always the PyTorch path) or
             ``"mamba_ssm"`` (the kernel, or ``RuntimeError`` when it cannot run).
 
     Returns:
@@ -329,6 +333,11 @@ def selective_scan(
     """
     if backend not in ("auto", "torch", "mamba_ssm"):
         raise ValueError(f"backend: expected 'auto', 'torch' or 'mamba_ssm', got {backend!r}")
+    if backend == "auto":
+        mode = kernel_mode("selective_scan")
+        if mode == "autograd":
+            return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+        backend = {"auto": "auto", "triton": "mamba_ssm", "reference": "torch"}[mode]
     kernel = _mamba_selective_scan_fn() if backend != "torch" else None
     kernel_fits = isinstance(u, torch.Tensor) and u.is_cuda and u.dtype in _MAMBA_DTYPES
     if backend == "mamba_ssm" and (kernel is None or not kernel_fits):

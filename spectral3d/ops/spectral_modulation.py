@@ -26,17 +26,20 @@ Backward (``gR + i gI`` is the incoming gradient, PyTorch's convention for compl
 ``spectral_features(X) = concat[R, I, phi]`` along channels, ``(N, 3C, D, H, Wf)``, is the input
 of SAMB's frequency enhancement; its backward is ``dX = (gR + g_phi R/phi) + i (gI + g_phi I/phi)``.
 
-Implementation choice, read at every call from ``SPECTRAL3D_KERNEL`` (``auto`` by default):
-
-- ``auto``: Triton on CUDA for complex64 ``X``, this module's PyTorch formulas otherwise;
-- ``triton``: the Triton kernels; on CPU only with ``TRITON_INTERPRET=1`` set at process start
-  (the interpreter), otherwise a ``RuntimeError``; complex128 always takes the PyTorch path;
-- ``reference``: the PyTorch formulas everywhere.
+Implementation, per op, from :func:`spectral3d.ops.use_kernels` / ``SPECTRAL3D_KERNEL`` at call time:
+``auto`` (Triton on CUDA for complex64 ``X``, this module's PyTorch formulas otherwise), ``triton``
+(the kernels; on CPU only under ``TRITON_INTERPRET=1``; complex128 always takes the PyTorch formulas),
+``reference`` (the custom op with the PyTorch formulas), ``autograd`` (the ``*_reference`` functions,
+no custom op). The custom ops are what ``torch.compile``, ``torch.export``, ``torch.jit.trace``,
+``torch.func`` and every ``TorchDispatchMode`` see. Eager calls on plain tensors that take the
+kernels skip the custom-op dispatcher *(ours)*: a ``torch.autograd.Function`` calls the same launchers
+(one launch per direction, nothing else on the device), and argument checks are cached per signature
+(shapes, dtypes, devices).
 
 Precision *(ours)*: everything is computed in ``X``'s real dtype (float32 for complex64, float64 for
 complex128); ``f_m``, ``f_e``, ``alpha``, ``beta`` may arrive in bf16/fp16 (autocast) and are
-upcast; each gradient comes back in its input's dtype and shape. Per-band gradients are segmented
-sums computed without atomics (deterministic).
+upcast; each gradient comes back in its input's dtype and shape. Per-band and per-channel gradients
+are sums in a fixed order (bitwise reproducible; the kernels' finish is described in ``_triton.kernels``).
 
 ``spectral_modulation_reference`` and ``spectral_features_reference`` are plain differentiable
 PyTorch (autograd, no custom op), the oracles of every test.
@@ -54,14 +57,14 @@ from typing import Optional
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
-from spectral3d._checks import check_finite
+from spectral3d._checks import check_finite, finite_checks_enabled
+from spectral3d.ops._switch import kernel_mode
 
 __all__ = [
     "FEATURES_BACKWARD_FLOPS_PER_ELEMENT",
     "FEATURES_FLOPS_PER_ELEMENT",
     "MODULATION_BACKWARD_FLOPS_PER_ELEMENT",
     "MODULATION_FLOPS_PER_ELEMENT",
-    "kernel_mode",
     "spectral_features",
     "spectral_features_reference",
     "spectral_modulation",
@@ -76,17 +79,6 @@ MODULATION_BACKWARD_FLOPS_PER_ELEMENT = 28
 FEATURES_FLOPS_PER_ELEMENT = 4
 # phi 4, 1/phi 1, g_phi/phi 1, two multiplies, two adds.
 FEATURES_BACKWARD_FLOPS_PER_ELEMENT = 10
-
-_KERNEL_MODES = ("auto", "triton", "reference")
-
-
-def kernel_mode() -> str:
-    """The value of ``SPECTRAL3D_KERNEL`` (``auto`` if unset), validated; read at call time."""
-    mode = os.environ.get("SPECTRAL3D_KERNEL", "auto").strip().lower() or "auto"
-    if mode not in _KERNEL_MODES:
-        raise ValueError(f"SPECTRAL3D_KERNEL: expected one of {_KERNEL_MODES}, got {mode!r}")
-    return mode
-
 
 # --------------------------------------------------------------------------------------------
 # validation
@@ -123,8 +115,8 @@ def _check_modulation_args(
 ) -> str:
     """Validate the arguments of Eq. 2 (shapes, dtypes, devices) and return the form of ``f_m``.
 
-    Returns ``"channel"``, ``"full"`` or ``"band"``. Reads shapes and dtypes only, except the
-    range of ``band_index`` on CPU (free there) or on any device with ``SPECTRAL3D_CHECK_FINITE=1``.
+    Returns ``"channel"``, ``"full"`` or ``"band"``. Reads metadata only (the values of ``band_index``:
+    :func:`_check_band_range`).
     """
     X = _check_spectrum(X)
     N, C, D, H, Wf = X.shape
@@ -160,7 +152,6 @@ def _check_modulation_args(
             raise TypeError(f"band_index: expected an integer tensor, got dtype {band_index.dtype}")
         if tuple(band_index.shape) != (D, H, Wf):
             raise ValueError(f"band_index: expected shape {(D, H, Wf)} (X's D, H, Wf), got {tuple(band_index.shape)}")
-        _check_band_range(band_index, shape[2])
     elif band_index is not None:
         raise ValueError(f"band_index: only used with a banded f_m (N, C, B), but f_m has shape {shape}")
     for name, t in (("f_m", f_m), ("f_e", f_e), ("alpha", alpha), ("beta", beta), ("band_index", band_index)):
@@ -169,8 +160,39 @@ def _check_modulation_args(
     return form
 
 
+_SIGNATURES: dict[tuple, str] = {}  # validated (shape, dtype, device) signatures -> form of f_m
+_MAX_SIGNATURES = 4096
+
+
+def _modulation_form(
+    X: object, f_m: object, f_e: object, alpha: object, beta: object, band_index: object, compiling: bool
+) -> str:
+    """:func:`_check_modulation_args`, cached per signature in eager mode (traced as is when compiling)."""
+    if compiling:
+        return _check_modulation_args(X, f_m, f_e, alpha, beta, band_index)
+    try:
+        key = (
+            X.shape, X.dtype, X.device, f_m.shape, f_m.dtype, f_m.device, f_e.shape, f_e.dtype, f_e.device,
+            alpha.shape, alpha.dtype, alpha.device, beta.shape, beta.dtype, beta.device,
+            None if band_index is None else (band_index.shape, band_index.dtype, band_index.device),
+        )  # fmt: skip
+    except AttributeError:  # not tensors: the full check names the argument
+        return _check_modulation_args(X, f_m, f_e, alpha, beta, band_index)
+    form = _SIGNATURES.get(key)
+    if form is None:
+        form = _check_modulation_args(X, f_m, f_e, alpha, beta, band_index)
+        if len(_SIGNATURES) >= _MAX_SIGNATURES:
+            _SIGNATURES.clear()
+        _SIGNATURES[key] = form
+    return form
+
+
 def _check_band_range(band_index: torch.Tensor, num_bands: int) -> None:
-    """Values in ``[0, num_bands)``; checked on CPU, elsewhere only with SPECTRAL3D_CHECK_FINITE=1."""
+    """Values in ``[0, num_bands)``; checked on CPU, elsewhere only with SPECTRAL3D_CHECK_FINITE=1.
+
+    The kernels clamp indices (no out-of-bounds read), so the ops check only where the PyTorch formulas
+    run (whose gather would wrap negative indices), or with the flag.
+    """
     if torch.compiler.is_compiling() or band_index.numel() == 0:
         return
     from torch._subclasses.fake_tensor import is_fake
@@ -233,7 +255,8 @@ def spectral_modulation_reference(
         >>> spectral_modulation_reference(X, f_m, f_e, torch.ones(4), torch.zeros(4)).shape
         torch.Size([2, 4, 5, 6, 4])
     """
-    _check_modulation_args(X, f_m, f_e, alpha, beta, band_index)
+    if _check_modulation_args(X, f_m, f_e, alpha, beta, band_index) == "band":
+        _check_band_range(band_index, f_m.shape[2])
     return _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index)
 
 
@@ -334,10 +357,10 @@ def _interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _path(X: torch.Tensor) -> str:
+def _path(X: torch.Tensor, op: str, mode: str | None = None) -> str:
     """``"triton"`` (wrapped launch, CUDA), ``"interpret"`` (direct launch, CPU) or ``"torch"``."""
-    mode = kernel_mode()
-    if mode == "reference" or X.dtype != torch.complex64:
+    mode = kernel_mode(op) if mode is None else mode
+    if mode in ("reference", "autograd") or X.dtype != torch.complex64:
         return "torch"
     if X.device.type == "cuda":
         return "triton"
@@ -351,7 +374,7 @@ def _path(X: torch.Tensor) -> str:
     if X.device.type == "cpu" and _interpreter_enabled():
         return "interpret"
     raise RuntimeError(
-        f"SPECTRAL3D_KERNEL=triton: Triton kernels need a CUDA tensor, or TRITON_INTERPRET=1 set at process "
+        f"{op}: kernel mode 'triton' needs a CUDA tensor, or TRITON_INTERPRET=1 set at process "
         f"start for CPU tensors; got a tensor on {X.device} without the interpreter"
     )
 
@@ -360,6 +383,51 @@ def _launchers():  # noqa: ANN202
     from spectral3d.ops._triton import launchers
 
     return launchers
+
+
+def _plain_eager(X: torch.Tensor) -> bool:
+    """Eager PyTorch on a plain tensor: nothing traces, transforms or watches the dispatcher."""
+    return (
+        type(X) is torch.Tensor
+        and torch._C._len_torch_dispatch_stack() == 0
+        and not torch.jit.is_tracing()
+        and torch._C._functorch.peek_interpreter_stack() is None
+    )
+
+
+def _needs_grad(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+class _ModulationFunction(torch.autograd.Function):
+    """The eager fast path of ``spectral_modulation``: its launchers, without the custom-op dispatcher."""
+
+    @staticmethod
+    def forward(ctx, X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(X, f_m, f_e, alpha, beta)
+        ctx.band_index = band_index
+        return _launchers().modulation_forward(X, f_m, f_e, alpha, beta, band_index, wrap=False)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        X, f_m, f_e, alpha, beta = ctx.saved_tensors
+        return (*_launchers().modulation_backward(grad, X, f_m, f_e, alpha, beta, ctx.band_index, wrap=False), None)
+
+
+class _FeaturesFunction(torch.autograd.Function):
+    """The eager fast path of ``spectral_features``."""
+
+    @staticmethod
+    def forward(ctx, X):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(X)
+        return _launchers().features_forward(X, wrap=False)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        (X,) = ctx.saved_tensors
+        return _launchers().features_backward(grad, X, wrap=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,10 +442,12 @@ OptTensor = Optional[torch.Tensor]  # noqa: UP045 - infer_schema of older torch 
 @torch.library.triton_op(
     "spectral3d::spectral_modulation",
     mutates_args=(),
-    schema="(Tensor X, Tensor f_m, Tensor f_e, Tensor alpha, Tensor beta, Tensor? band_index) -> Tensor",
+    schema="(Tensor X, Tensor f_m, Tensor f_e, Tensor alpha, Tensor beta, Tensor? band_index=None) -> Tensor",
 )
-def _modulation_op(X: Tensor, f_m: Tensor, f_e: Tensor, alpha: Tensor, beta: Tensor, band_index: OptTensor) -> Tensor:
-    path = _path(X)
+def _modulation_op(
+    X: Tensor, f_m: Tensor, f_e: Tensor, alpha: Tensor, beta: Tensor, band_index: OptTensor = None
+) -> Tensor:
+    path = _path(X, "spectral_modulation")
     if path == "torch":
         return _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index)
     return _launchers().modulation_forward(X, f_m, f_e, alpha, beta, band_index, wrap=path == "triton")
@@ -394,7 +464,7 @@ def _modulation_op(X: Tensor, f_m: Tensor, f_e: Tensor, alpha: Tensor, beta: Ten
 def _modulation_backward_op(
     grad: Tensor, X: Tensor, f_m: Tensor, f_e: Tensor, alpha: Tensor, beta: Tensor, band_index: OptTensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    path = _path(X)
+    path = _path(X, "spectral_modulation")
     if path == "torch":
         return _modulation_backward_torch(grad, X, f_m, f_e, alpha, beta, band_index)
     return _launchers().modulation_backward(grad, X, f_m, f_e, alpha, beta, band_index, wrap=path == "triton")
@@ -402,7 +472,7 @@ def _modulation_backward_op(
 
 @torch.library.triton_op("spectral3d::spectral_features", mutates_args=(), schema="(Tensor X) -> Tensor")
 def _features_op(X: Tensor) -> Tensor:
-    path = _path(X)
+    path = _path(X, "spectral_features")
     if path == "torch":
         return _features_forward_torch(X)
     return _launchers().features_forward(X, wrap=path == "triton")
@@ -412,14 +482,14 @@ def _features_op(X: Tensor) -> Tensor:
     "spectral3d::spectral_features_backward", mutates_args=(), schema="(Tensor grad, Tensor X) -> Tensor"
 )
 def _features_backward_op(grad: Tensor, X: Tensor) -> Tensor:
-    path = _path(X)
+    path = _path(X, "spectral_features")
     if path == "torch":
         return _features_backward_torch(grad, X)
     return _launchers().features_backward(grad, X, wrap=path == "triton")
 
 
 @_modulation_op.register_fake
-def _(X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN202
+def _(X, f_m, f_e, alpha, beta, band_index=None):  # noqa: ANN001, ANN202
     return torch.empty_like(X)
 
 
@@ -506,7 +576,8 @@ def spectral_modulation(
 
     The custom op ``torch.ops.spectral3d.spectral_modulation`` after argument validation: one node
     in compiled graphs, with a fake implementation, an explicit backward (itself a custom op) and
-    a FLOP formula. Triton on CUDA (complex64), PyTorch formulas otherwise (``SPECTRAL3D_KERNEL``).
+    a FLOP formula. Triton on CUDA (complex64), PyTorch formulas otherwise (:func:`spectral3d.ops.use_kernels`);
+    plain eager calls on the kernels launch them directly (module docstring).
 
     Args:
         X: complex spectrum ``(N, C, D, H, Wf)`` (complex64 or complex128).
@@ -524,7 +595,8 @@ def spectral_modulation(
     Raises:
         TypeError: ``X`` not complex, a real input not floating point, ``band_index`` not integer.
         ValueError: any shape other than those above, tensors on different devices, a banded ``f_m``
-            without ``band_index`` or with indices outside ``[0, B)``, NaN/Inf in ``X`` (only with
+            without ``band_index`` or with indices outside ``[0, B)`` (where the PyTorch formulas run, or
+            with ``SPECTRAL3D_CHECK_FINITE=1``; the kernels clamp them), NaN/Inf in ``X`` (only with
             ``SPECTRAL3D_CHECK_FINITE=1``).
 
     Example::
@@ -538,9 +610,23 @@ def spectral_modulation(
         >>> Y.shape, Y.dtype
         (torch.Size([2, 4, 6, 6, 4]), torch.complex64)
     """
-    _check_modulation_args(X, f_m, f_e, alpha, beta, band_index)
-    if not torch.compiler.is_compiling():
-        check_finite(X, "X")
+    compiling = torch.compiler.is_compiling()
+    form = _modulation_form(X, f_m, f_e, alpha, beta, band_index, compiling)
+    mode = kernel_mode("spectral_modulation")
+    if compiling:
+        if mode == "autograd":
+            return _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index)
+        return torch.ops.spectral3d.spectral_modulation(X, f_m, f_e, alpha, beta, band_index)
+    path = _path(X, "spectral_modulation", mode)
+    if form == "band" and (path == "torch" or finite_checks_enabled()):
+        _check_band_range(band_index, f_m.shape[2])
+    check_finite(X, "X")
+    if mode == "autograd":
+        return _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index)
+    if path != "torch" and _plain_eager(X):
+        if _needs_grad(X, f_m, f_e, alpha, beta):
+            return _ModulationFunction.apply(X, f_m, f_e, alpha, beta, band_index)
+        return _launchers().modulation_forward(X, f_m, f_e, alpha, beta, band_index, wrap=False)
     return torch.ops.spectral3d.spectral_modulation(X, f_m, f_e, alpha, beta, band_index)
 
 
@@ -565,6 +651,14 @@ def spectral_features(X: torch.Tensor) -> torch.Tensor:
         torch.Size([2, 12, 5, 5, 3])
     """
     _check_spectrum(X)
-    if not torch.compiler.is_compiling():
-        check_finite(X, "X")
+    mode = kernel_mode("spectral_features")
+    if torch.compiler.is_compiling():
+        return _features_forward_torch(X) if mode == "autograd" else torch.ops.spectral3d.spectral_features(X)
+    check_finite(X, "X")
+    if mode == "autograd":
+        return _features_forward_torch(X)
+    if _path(X, "spectral_features", mode) != "torch" and _plain_eager(X):
+        if _needs_grad(X):
+            return _FeaturesFunction.apply(X)
+        return _launchers().features_forward(X, wrap=False)
     return torch.ops.spectral3d.spectral_features(X)

@@ -42,7 +42,7 @@ from spectral3d.train.compare import (
     p_cell,
     require_matplotlib,
 )
-from spectral3d.train.trainer import TrainConfig
+from spectral3d.train.config import TrainConfig
 
 __all__ = ["ROW_LABELS", "AblationResult", "ablation_model_name", "run_ablation"]
 

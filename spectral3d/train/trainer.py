@@ -20,12 +20,20 @@ Choices *(ours)*, each a ``TrainConfig`` field:
 - bf16 autocast on CUDA (the spectral ops keep their FFTs in float32); float32 on CPU.
 - Shuffling: one permutation per epoch from ``seed + epoch`` (the same permutation on every rank,
   sharded ``rank::world_size``), so a resumed run sees exactly the batches an uninterrupted one would.
+  A last batch of one case joins the batch before it (:func:`batch_bounds`): BatchNorm cannot train on
+  one case, and dropping it would lose that case every epoch.
+- A run directory holds one run: ``fit`` refuses one that holds another unless ``resume`` (same model,
+  classes and sequences) or ``overwrite``.
 - Early stopping on validation macro AUC (``patience`` epochs without improvement; 0 disables);
   ``best`` is the epoch with the highest validation AUC (ties: lower validation loss).
 - SIGINT/SIGTERM: the current optimizer step finishes, a checkpoint named ``interrupted`` is written
   with the position inside the epoch, ``last`` points at it, and training stops; ``resume`` continues
   from that exact batch (or from the last complete epoch), reaching the same weights as an
   uninterrupted run on CPU.
+- ``compile``: the training step's forward (model and auxiliary terms) runs through
+  ``torch.compile`` with that backend (``nn.Module.compile`` in place), validation too; checkpoints
+  hold the model's own state dict (no ``_orig_mod.`` prefix, also when a ``torch.compile``-d model is
+  passed), so a run resumes into a compiled or an eager model alike.
 - DDP: ``torchrun`` sets ``WORLD_SIZE``/``RANK``; the loop initialises the process group (NCCL on
   CUDA, gloo on CPU), wraps the model in ``DistributedDataParallel``, shards batches and validation,
   gathers validation predictions and lets rank 0 alone write checkpoints and logs. With the global
@@ -41,6 +49,7 @@ import os
 import random
 import signal
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,48 +62,22 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from spectral3d.data import collate
+from spectral3d.data.errors import DataError
 from spectral3d.metrics import classification_metrics
 from spectral3d.train.checkpoint import (
-    load_model_state,
+    check_resume,
+    check_run_dir,
+    clear_run,
     load_training_state,
+    load_weights,
     resolve_checkpoint,
     save_checkpoint,
+    strict_json,
     update_pointer,
 )
+from spectral3d.train.config import TrainConfig
 
-__all__ = ["FitResult", "TrainConfig", "fit", "predict"]
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of :func:`fit` (all serialised into each checkpoint's ``config.json``)."""
-
-    epochs: int = 30
-    batch_size: int = 4
-    lr: float = 3e-4
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    min_lr_ratio: float = 0.01
-    grad_accum: int = 1
-    clip_grad_norm: float | None = 1.0
-    class_weights: str | Sequence[float] | None = None
-    patience: int = 0
-    self_weight: float = 0.5
-    cross_weight: float = 0.5
-    seed: int = 0
-    num_workers: int = 0
-    amp: bool = True
-    progress: bool = True
-    keep_last: int = 0  # 0 keeps every epoch; n keeps the n newest besides best
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr: expected a positive learning rate, got {self.lr}")
-        if isinstance(self.class_weights, str) and self.class_weights != "balanced":
-            raise ValueError(f"class_weights: expected 'balanced' or a list of floats, got {self.class_weights!r}")
+__all__ = ["FitResult", "TrainConfig", "batch_bounds", "fit", "predict"]
 
 
 @dataclass
@@ -141,6 +124,70 @@ class _EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each batch of ``n`` items: batches of ``batch_size``, except that a last
+    batch of one item joins the batch before it *(ours)*, so that BatchNorm never trains on a batch
+    of one and no item is dropped.
+
+    Example::
+
+        >>> batch_bounds(9, 4), batch_bounds(10, 4), batch_bounds(1, 4)
+        ([(0, 4), (4, 9)], [(0, 4), (4, 8), (8, 10)], [(0, 1)])
+    """
+    bounds = [*range(0, n, batch_size), n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        del bounds[-2]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+class _EpochBatches(Sampler[list[int]]):
+    """The batches of one epoch: :class:`_EpochSampler`'s order cut by :func:`batch_bounds`, minus the
+    first ``skip`` batches (those done before an interruption)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int, skip: int = 0) -> None:
+        order = _EpochSampler(n, seed, epoch, rank, world).indices
+        self.batches = [order[a:b] for a, b in batch_bounds(len(order), batch_size)][skip:]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _ErrorsAsItems(Dataset):
+    """Returns an item's :class:`DataError` instead of raising it: a DataLoader worker then hands the
+    error to the main process as it was (a raised one arrives wrapped in the worker's traceback)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except DataError as err:
+            return err
+
+
+def _collate_or_error(samples: Sequence[Any]) -> Any:
+    return next((s for s in samples if isinstance(s, DataError)), None) or collate(samples)
+
+
+def _loader(dataset: Dataset, num_workers: int, **kwargs: Any) -> DataLoader:
+    """A DataLoader whose data errors reach the caller as one :class:`DataError` (see :func:`_batches`)."""
+    return DataLoader(_ErrorsAsItems(dataset), num_workers=num_workers, collate_fn=_collate_or_error, **kwargs)
+
+
+def _batches(loader: DataLoader) -> Iterator[Any]:
+    for batch in loader:
+        if isinstance(batch, DataError):
+            raise batch
+        yield batch
 
 
 def _dist_info() -> tuple[int, int, torch.device]:
@@ -203,17 +250,28 @@ def _lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float) -> Callabl
     return fn
 
 
-def _class_weights(cfg: TrainConfig, dataset: Dataset, num_classes: int) -> torch.Tensor | None:
+def _class_counts(dataset: Dataset, num_classes: int) -> torch.Tensor | None:
+    """Training cases per class from the dataset's ``labels`` (None when it has none: not worth a pass)."""
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        return None
+    return torch.bincount(torch.as_tensor(list(labels), dtype=torch.int64), minlength=num_classes)
+
+
+def _class_weights(
+    cfg: TrainConfig, dataset: Dataset, num_classes: int, class_names: Sequence[str] | None
+) -> torch.Tensor | None:
     if cfg.class_weights is None:
         return None
     if cfg.class_weights == "balanced":
-        labels = getattr(dataset, "labels", None)
-        if labels is None:
-            labels = [int(dataset[i].label) for i in range(len(dataset))]
-        counts = torch.bincount(torch.as_tensor(list(labels)), minlength=num_classes).double()
+        counts = _class_counts(dataset, num_classes)
+        if counts is None:
+            counts = torch.bincount(torch.stack([dataset[i].label for i in range(len(dataset))]), minlength=num_classes)
+        counts = counts.double()
         if (counts == 0).any():
-            missing = (counts == 0).nonzero().flatten().tolist()
-            raise ValueError(f"class_weights='balanced': classes {missing} have no training case")
+            names = class_names or [str(i) for i in range(num_classes)]
+            missing = [names[i] for i in (counts == 0).nonzero().flatten().tolist()]
+            raise ValueError(f"class_weights: 'balanced' needs a training case of every class; {missing} have none")
         return (counts.sum() / (num_classes * counts)).float()
     weights = torch.as_tensor(list(cfg.class_weights), dtype=torch.float32)
     if weights.shape != (num_classes,):
@@ -257,9 +315,9 @@ def predict(
     was_training = task.training
     task.eval()
     sampler = _EpochSampler(len(dataset), 0, 0, rank, world, shuffle=False)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate)
+    loader = _loader(dataset, num_workers, batch_size=batch_size, sampler=sampler)
     probs, labels, ids = [], [], []
-    for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
+    for batch in tqdm(_batches(loader), total=len(loader), desc="predict", disable=not progress, leave=False):
         with _autocast(device, amp):
             logits, _ = task(batch.volume.to(device), batch.tabular.to(device))
         probs.append(torch.softmax(logits.float(), dim=-1).cpu())
@@ -316,20 +374,28 @@ def fit(
     resume: bool = False,
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
+    overwrite: bool = False,
     stop_when: Callable[[int], bool] | None = None,
 ) -> FitResult:
     """Train ``model`` and write checkpoints into ``run_dir``.
+
+    Every epoch trains on every case of ``train_set``: batches of ``cfg.batch_size``, a last batch of
+    one case joined to the one before (:func:`batch_bounds`).
 
     Args:
         model: any registered model (DeSamba gets Eq. 5's auxiliary terms).
         train_set, val_set: datasets of ``(volume, tabular, label)`` items; ``val_set`` may be None.
         cfg: hyper-parameters.
-        run_dir: output directory (created).
+        run_dir: output directory (created). One that holds a run is refused unless ``resume`` or
+            ``overwrite`` (:func:`~spectral3d.train.checkpoint.check_run_dir`).
         run_config: extra JSON-serialisable entries for each checkpoint's ``config.json`` (model name
             and kwargs, class names, sequences, preprocessing, tabular statistics).
-        resume: continue from ``run_dir/last`` (an epoch or an interrupted checkpoint).
+        resume: continue from ``run_dir/last`` (an epoch or an interrupted checkpoint) of the same
+            model, classes and sequences.
         num_classes: K (default: the model's ``num_classes`` attribute or ``pretrained_cfg``).
         class_names: names for the metrics (default: ``run_config["class_names"]``).
+        overwrite: remove the run in ``run_dir`` (its checkpoints, pointers and logs:
+            :data:`~spectral3d.train.checkpoint.RUN_PATTERNS`) before training.
         stop_when: called after every optimizer step with the run's optimizer-step count (a resumed
             run goes on counting); ``True`` stops training as SIGINT does (an ``interrupted``
             checkpoint at that batch, ``FitResult.interrupted``), e.g. ``lambda step: step >= k``.
@@ -349,12 +415,25 @@ def fit(
         num_classes = getattr(model, "num_classes", None) or model.pretrained_cfg["num_classes"]
     if len(train_set) == 0:
         raise ValueError("train_set: the training split is empty")
+    check_run_dir(run_dir, resume, overwrite)
+    if resume:
+        check_resume(run_dir, run_config)
+    counts = _class_counts(train_set, num_classes)
+    if counts is not None and (counts == 0).any():
+        names = class_names or [str(i) for i in range(num_classes)]
+        empty = [names[i] for i in (counts == 0).nonzero().flatten().tolist()]
+        warnings.warn(f"classes {empty} have no training case: the model cannot learn them", stacklevel=2)
+    if overwrite and rank == 0:
+        clear_run(run_dir)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
 
     model.to(device)
     task = _TaskModule(model)
+    model = getattr(model, "_orig_mod", model)  # a torch.compile-d model: checkpoints hold its module's state
+    if cfg.compile is not None:
+        task.compile(backend=cfg.compile)
     ddp_task: nn.Module = task
     if world > 1:
         ddp_task = nn.parallel.DistributedDataParallel(
@@ -362,11 +441,11 @@ def fit(
         )
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
     per_rank = math.ceil(len(train_set) / world)
-    steps_per_epoch = max(1, math.ceil(math.ceil(per_rank / cfg.batch_size) / cfg.grad_accum))
+    steps_per_epoch = max(1, math.ceil(len(batch_bounds(per_rank, cfg.batch_size)) / cfg.grad_accum))
     total_steps = steps_per_epoch * cfg.epochs
     warmup = min(total_steps, max(1, round(cfg.warmup_epochs * steps_per_epoch))) if cfg.warmup_epochs > 0 else 0
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, warmup, cfg.min_lr_ratio))
-    criterion = _loss_fn(cfg, _class_weights(cfg, train_set, num_classes)).to(device)
+    criterion = _loss_fn(cfg, _class_weights(cfg, train_set, num_classes, class_names)).to(device)
 
     start_epoch, skip_batches, history = 0, 0, []
     partial_sums: dict[str, float] = {}  # loss sums of an epoch interrupted part-way
@@ -376,7 +455,7 @@ def fit(
     bad_epochs = 0
     if resume:
         ckpt = resolve_checkpoint(run_dir / "last")
-        model.load_state_dict(load_model_state(ckpt))
+        load_weights(model, ckpt, run_config.get("model", ""))
         state = load_training_state(ckpt)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -419,14 +498,10 @@ def fit(
         for epoch in range(start_epoch, cfg.epochs):
             if hasattr(train_set, "set_epoch"):
                 train_set.set_epoch(epoch)
-            sampler = _EpochSampler(len(train_set), cfg.seed, epoch, rank, world, skip=skip_batches * cfg.batch_size)
-            loader = DataLoader(
+            loader = _loader(
                 train_set,
-                batch_size=cfg.batch_size,
-                sampler=sampler,
-                num_workers=cfg.num_workers,
-                collate_fn=collate,
-                drop_last=False,
+                cfg.num_workers,
+                batch_sampler=_EpochBatches(len(train_set), cfg.batch_size, cfg.seed, epoch, rank, world, skip_batches),
                 # its own generator: worker seeds must not draw from the global RNG that dropout uses
                 generator=torch.Generator().manual_seed(cfg.seed + epoch),
             )
@@ -435,7 +510,11 @@ def fit(
             n_seen, t0 = partial_seen, time.time()
             partial_sums, partial_seen = {}, 0
             bar = tqdm(
-                loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and rank == 0), leave=False
+                _batches(loader),
+                total=len(loader),
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                disable=not (cfg.progress and rank == 0),
+                leave=False,
             )
             batch_idx = skip_batches
             skip_batches = 0
@@ -503,7 +582,7 @@ def fit(
                 if improved:
                     update_pointer(run_dir, "best", name)
                 with open(run_dir / "log.jsonl", "a") as fh:
-                    fh.write(json.dumps(record) + "\n")
+                    fh.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
                 _prune(run_dir, cfg.keep_last)
                 msg = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
                 tqdm.write(msg)

@@ -13,16 +13,20 @@ layer over it and ``examples/train_on_nifti.py`` can call the same code.
 
 Model sizing *(ours)*: a multi-sequence model (its ``pretrained_cfg`` names ``sequences``: DeSamba
 and its presets) is built with the cohort's ``sequences``, ``num_classes`` and ``num_tabular``; any
-other model gets ``in_chans = S`` (early fusion) and ``num_classes``. The model grid defaults to
-the model's ``pretrained_cfg["input_size"]`` (``(D, H, W)`` part) and 1 mm spacing.
+other model gets ``in_chans = S`` (early fusion) and ``num_classes``. The sequences are the
+``sequences`` argument, else the model's ``pretrained_cfg["sequences"]``, else those of every case
+(:func:`cohort_sequences`). The model grid defaults to the model's ``pretrained_cfg["input_size"]``
+(``(D, H, W)`` part) and 1 mm spacing.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import dataclasses
 import math
 import os
+import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,7 @@ import torch
 from torch import nn
 
 from spectral3d.data import (
+    CaseRecord,
     Cohort,
     MRIDataset,
     PreprocessConfig,
@@ -43,11 +48,23 @@ from spectral3d.data import (
 )
 from spectral3d.data.errors import DataError
 from spectral3d.metrics import classification_metrics, metrics_table
-from spectral3d.train.checkpoint import load_config, load_model_state, resolve_checkpoint
+from spectral3d.train.checkpoint import (
+    check_resume,
+    check_run_dir,
+    check_writable_dir,
+    clear_run,
+    load_config,
+    load_weights,
+    resolve_checkpoint,
+    write_json,
+)
 from spectral3d.train.trainer import FitResult, TrainConfig, fit, predict
 
 __all__ = [
     "build_model_for_cohort",
+    "check_input_size",
+    "check_training_labels",
+    "cohort_sequences",
     "evaluate_checkpoint",
     "load_checkpoint_model",
     "predict_cases",
@@ -89,6 +106,68 @@ def _input_size(model: nn.Module, input_size: int | Sequence[int] | None) -> tup
     return tuple(input_size)  # type: ignore[return-value]
 
 
+def cohort_sequences(model_name: str, sequences: Sequence[str] | None = None) -> tuple[str, ...] | None:
+    """The sequences to train on: ``sequences`` when given, else the model's ``pretrained_cfg["sequences"]``
+    (DeSamba), else ``None`` (the cohort's own: :meth:`Cohort.from_folder`)."""
+    from backbones3d import get_pretrained_cfg
+
+    if sequences is not None:
+        return tuple(sequences)
+    own = get_pretrained_cfg(model_name).get("sequences")
+    return tuple(own) if own else None
+
+
+def check_training_labels(cohort: Cohort, fold: int | None = None) -> None:
+    """Refuse a cohort whose training split lacks a label of the cohort (a label only in val/test: a
+    typo, or a class that cannot be learned) or holds a single class, naming labels and counts.
+
+    Raises:
+        DataError: naming ``cases.csv``.
+    """
+    counts = {s: Counter(c.label for c in _split_or_empty(cohort, s, fold)) for s in ("train", "val", "test")}
+    csv_path = cohort.root / "cases.csv"
+    untrained = [label for label in cohort.classes if counts["train"][label] == 0]
+    if untrained:
+        detail = "; ".join(
+            f"{label!r}: train 0, val {counts['val'][label]}, test {counts['test'][label]}" for label in untrained
+        )
+        message = f"label(s) with no training case ({detail}): fix the label or add training cases"
+        raise DataError(message, paths=(csv_path,))
+    if len(counts["train"]) < 2:
+        ((label, n),) = counts["train"].items()
+        raise DataError(
+            f"the training split has one class only ({label!r}, {n} cases); a classifier needs two or more",
+            paths=(csv_path,),
+        )
+
+
+def _split_or_empty(cohort: Cohort, name: str, fold: int | None) -> list[CaseRecord]:
+    try:
+        return cohort.split(name, fold)
+    except DataError:
+        return []
+
+
+def check_input_size(
+    model_name: str, model_kwargs: Mapping[str, Any], size: Sequence[int], num_sequences: int, num_tabular: int
+) -> None:
+    """Run the model once on the meta device (no memory, no compute) at ``(2, S, *size)``: a size it
+    cannot take fails here, before any data is prepared, with a ``ValueError`` naming ``input_size``."""
+    from backbones3d import create_model
+
+    with torch.device("meta"), torch.no_grad():
+        model = create_model(model_name, **model_kwargs).eval()
+        x = torch.empty(2, num_sequences, *size)
+        try:
+            if hasattr(model, "forward_with_aux"):
+                model.forward_with_aux(x, torch.empty(2, num_tabular) if num_tabular else None)
+            else:
+                model(x)
+        except (ValueError, RuntimeError) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ValueError(f"input_size: {model_name} cannot take an input of size {tuple(size)}: {first}") from None
+
+
 def train_on_cohort(
     model_name: str,
     data: str | os.PathLike,
@@ -100,13 +179,22 @@ def train_on_cohort(
     input_size: int | Sequence[int] | None = None,
     spacing: float | Sequence[float] | None = 1.0,
     volume_index: int | None = None,
+    nan_policy: str = "error",
     augment: bool = True,
     cache_dir: str | os.PathLike | None = None,
     skip_bad: bool = False,
     resume: bool = False,
+    overwrite: bool = False,
+    sequences: Sequence[str] | None = None,
     stop_when: Callable[[int], bool] | None = None,
 ) -> FitResult:
     """Train ``model_name`` on the cohort folder ``data``; checkpoints go to ``out``.
+
+    Everything that can be checked without the voxel data is checked before any case is loaded:
+    the model name, ``out`` (writable; a run there needs ``resume`` or ``overwrite``), ``cache_dir``,
+    the cohort table and files, the labels (every label has training cases, two classes or more),
+    the class weights, the input size (a meta-device forward) and, with ``resume``, that the run
+    was of the same model, classes and sequences. Nothing is written before that.
 
     Args:
         model_name: a registered model (``backbones3d.list_models()``).
@@ -118,40 +206,39 @@ def train_on_cohort(
         input_size: the model grid ``(D, H, W)``; default the model's ``pretrained_cfg`` size.
         spacing: model voxel size in mm.
         volume_index: the volume to use from 4-D files (otherwise they are rejected).
+        nan_policy: non-finite voxels (:class:`~spectral3d.data.PreprocessConfig`).
         augment: flips, small affine and intensity jitter on the training split.
         cache_dir: on-disk cache of preprocessed volumes.
         skip_bad: leave out cases that fail to load (reported in ``out/skipped.json``) instead of
             stopping at the first.
         resume: continue from ``out/last``.
+        overwrite: replace the run in ``out`` (:func:`~spectral3d.train.checkpoint.clear_run`, after
+            every check has passed).
+        sequences: the sequences to use, in channel order (default :func:`cohort_sequences`).
         stop_when: passed to :func:`spectral3d.train.fit` (stop after a given optimizer step).
     """
     cfg = cfg or TrainConfig()
     _is_multi_sequence(model_name)  # an unknown name fails here, suggesting close names, before any data is read
-    cohort = Cohort.from_folder(data, skip_bad=skip_bad)
+    pre = PreprocessConfig(spacing=spacing, volume_index=volume_index, nan_policy=nan_policy)
+    check_run_dir(out, resume, overwrite, name="out")
+    if cache_dir is not None:
+        check_writable_dir(cache_dir, "cache_dir")
+    cohort = Cohort.from_folder(data, sequences=cohort_sequences(model_name, sequences), skip_bad=skip_bad)
+    check_training_labels(cohort, fold)
+    if isinstance(cfg.class_weights, Sequence) and not isinstance(cfg.class_weights, str):
+        if len(cfg.class_weights) != cohort.num_classes:
+            raise ValueError(
+                f"class_weights: expected {cohort.num_classes} values, one per class {list(cohort.classes)}, "
+                f"got {len(cfg.class_weights)}"
+            )
     # the initial weights depend on cfg.seed alone, not on what this process ran before
     # (the demo trains two models in a row; without this the baseline's start depended on DeSamba's run)
     torch.manual_seed(cfg.seed)
     model, kwargs = build_model_for_cohort(
         model_name, cohort.sequences, cohort.num_classes, cohort.num_tabular, model_kwargs
     )
-    pre = PreprocessConfig(input_size=_input_size(model, input_size), spacing=spacing, volume_index=volume_index)
-    if skip_bad:
-        cohort = cohort.verify(pre, skip_bad=True)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if cohort.skipped:
-        (out / "skipped.json").write_text(json.dumps([str(s) for s in cohort.skipped], indent=2) + "\n")
-    train_cases = cohort.split("train", fold)
-    try:
-        val_cases = cohort.split("val", fold)
-    except DataError:
-        val_cases = []
-    train_set = MRIDataset(cohort, train_cases, pre, augment=augment, cache_dir=cache_dir, seed=cfg.seed)
-    val_set = (
-        MRIDataset(cohort, val_cases, pre, tabular_stats=train_set.tabular_stats, cache_dir=cache_dir)
-        if val_cases
-        else None
-    )
+    pre = dataclasses.replace(pre, input_size=_input_size(model, input_size))
+    check_input_size(model_name, kwargs, pre.input_size, len(cohort.sequences), cohort.num_tabular)
     run_config = {
         "model": model_name,
         "model_kwargs": kwargs,
@@ -159,12 +246,38 @@ def train_on_cohort(
         "sequences": list(cohort.sequences),
         "clinical_columns": list(cohort.clinical_columns),
         "preprocess": pre.to_dict(),
-        "tabular_stats": train_set.tabular_stats.to_dict(),
         "data": str(Path(data).resolve()),
         "fold": fold,
         "spectral3d_version": _version(),
         "torch_version": torch.__version__,
     }
+    if resume:
+        check_resume(out, run_config)
+    if skip_bad:
+        cohort = cohort.verify(pre, skip_bad=True, progress=cfg.progress)
+        check_training_labels(cohort, fold)
+    train_cases = cohort.split("train", fold)
+    val_cases = _split_or_empty(cohort, "val", fold)
+    if not val_cases:
+        warnings.warn(
+            f"{Path(data) / 'cases.csv'}: no validation cases"
+            + (f" in fold {fold}" if fold is not None else "")
+            + ": 'best' is the last epoch and early stopping is off",
+            stacklevel=2,
+        )
+    out = Path(out)
+    if overwrite:
+        clear_run(out)
+    if cohort.skipped:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "skipped.json", [str(s) for s in cohort.skipped])
+    train_set = MRIDataset(cohort, train_cases, pre, augment=augment, cache_dir=cache_dir, seed=cfg.seed)
+    val_set = (
+        MRIDataset(cohort, val_cases, pre, tabular_stats=train_set.tabular_stats, cache_dir=cache_dir)
+        if val_cases
+        else None
+    )
+    run_config["tabular_stats"] = train_set.tabular_stats.to_dict()
     return fit(
         model,
         train_set,
@@ -192,12 +305,7 @@ def load_checkpoint_model(checkpoint: str | os.PathLike, device: str | torch.dev
     ckpt = resolve_checkpoint(checkpoint)
     config = load_config(ckpt)
     model = create_model(config["model"], **config["model_kwargs"])
-    missing, unexpected = model.load_state_dict(load_model_state(ckpt), strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"checkpoint {ckpt}: state dict does not fit {config['model']}: "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
+    load_weights(model, ckpt, config["model"])
     return model.to(device).eval(), config
 
 
@@ -208,6 +316,7 @@ def predict_split(
     fold: int | None = None,
     batch_size: int = 4,
     skip_bad: bool = False,
+    progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, Any], list[str]]:
     """A checkpoint's class probabilities on a split of a cohort, read with the checkpoint's classes,
     sequences, clinical columns, preprocessing and tabular statistics.
@@ -223,12 +332,12 @@ def predict_split(
         skip_bad=skip_bad,
     )
     pre = PreprocessConfig.from_dict(config["preprocess"])
+    cases = cohort.split(split, fold)
     if skip_bad:
-        cohort = cohort.verify(pre, skip_bad=True)
-    dataset = MRIDataset(
-        cohort, cohort.split(split, fold), pre, tabular_stats=TabularStats.from_dict(config["tabular_stats"])
-    )
-    y, p, ids = predict(model, dataset, batch_size=batch_size, progress=True)
+        cohort = cohort.verify(pre, skip_bad=True, progress=progress)
+        cases = cohort.split(split, fold)
+    dataset = MRIDataset(cohort, cases, pre, tabular_stats=TabularStats.from_dict(config["tabular_stats"]))
+    y, p, ids = predict(model, dataset, batch_size=batch_size, progress=progress)
     return y, p, ids, config, [str(s) for s in cohort.skipped]
 
 
@@ -242,13 +351,18 @@ def evaluate_checkpoint(
     batch_size: int = 4,
     skip_bad: bool = False,
     name: str | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """The paper's metrics for a checkpoint on a split of a cohort.
 
-    Writes ``metrics.json``, ``metrics.md`` (paper Table 1 layout) and ``predictions.csv`` into
-    ``out`` when given. Returns the metrics dict (see :func:`spectral3d.metrics.classification_metrics`).
+    Writes ``metrics.json`` (strict JSON: an undefined metric is ``null``), ``metrics.md`` (paper
+    Table 1 layout) and ``predictions.csv`` into ``out`` when given; ``out`` is checked to be
+    writable before anything is computed. Returns the metrics dict (see
+    :func:`spectral3d.metrics.classification_metrics`).
     """
-    y, p, ids, config, skipped = predict_split(checkpoint, data, split, fold, batch_size, skip_bad)
+    if out is not None:
+        check_writable_dir(out, "out")
+    y, p, ids, config, skipped = predict_split(checkpoint, data, split, fold, batch_size, skip_bad, progress)
     metrics = classification_metrics(y, p, class_names=config["class_names"], n_bootstrap=n_bootstrap)
     metrics.update(
         model=config["model"],
@@ -259,7 +373,7 @@ def evaluate_checkpoint(
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n")
+        write_json(out / "metrics.json", metrics)
         (out / "metrics.md").write_text(
             metrics_table({name or config["model"]: metrics}, with_ci=n_bootstrap > 0) + "\n"
         )
@@ -286,24 +400,38 @@ def predict_cases(
 ) -> list[dict[str, Any]]:
     """Class probabilities for case folders (each holding one NIfTI per sequence, optional ROI).
 
-    Clinical values come from ``tabular_csv`` (a ``case_id`` column named as the folder, plus the
-    checkpoint's clinical columns); a case absent from it, or with no CSV, has them all missing.
+    Clinical values come from ``tabular_csv`` (a ``case_id`` column named as the folder, plus every
+    clinical column of the checkpoint; a case absent from it is an error). Without a CSV they are
+    all missing, and a warning says so (as for a case whose values are all empty).
     Returns one dict per case: ``case_id``, ``predicted``, ``probabilities`` (class → p).
     """
     model, config = load_checkpoint_model(checkpoint)
     pre = PreprocessConfig.from_dict(config["preprocess"])
     stats = TabularStats.from_dict(config["tabular_stats"])
     columns = config["clinical_columns"]
-    table = read_clinical_table(tabular_csv, columns) if tabular_csv else {}
+    table = read_clinical_table(tabular_csv, columns) if tabular_csv else None
+    case_dirs = [Path(c) for c in case_dirs]
+    if table is not None:
+        absent = [c.name for c in case_dirs if c.name not in table]
+        if absent:
+            raise DataError(f"case(s) {absent} not in the tabular CSV (case_id column)", absent[0], (tabular_csv,))
+    clinical = {c.name: table[c.name] if table is not None else [math.nan] * len(columns) for c in case_dirs}
+    empty = [cid for cid, values in clinical.items() if columns and all(math.isnan(v) for v in values)]
+    if empty:
+        where = "no tabular CSV given" if table is None else f"empty in {tabular_csv}"
+        warnings.warn(
+            f"all {len(columns)} clinical values are missing for {len(empty)} case(s) ({where}): {empty[:5]}",
+            stacklevel=2,
+        )
+    files = {c.name: find_case_files(c, config["sequences"]) for c in case_dirs}  # every folder before any work
     results = []
-    for case_dir in map(Path, case_dirs):
+    for case_dir in case_dirs:
         case_id = case_dir.name
-        files, roi = find_case_files(case_dir, config["sequences"])
-        loaded = load_case(files, roi=roi, config=pre, case_id=case_id)
-        clinical = table.get(case_id, [math.nan] * len(columns))
+        seq_files, roi = files[case_id]
+        loaded = load_case(seq_files, roi=roi, config=pre, case_id=case_id)
         sample = Sample(
             torch.from_numpy(np.ascontiguousarray(loaded.volume, dtype=np.float32)),
-            torch.from_numpy(stats.transform(clinical)),
+            torch.from_numpy(stats.transform(clinical[case_id])),
             torch.tensor(0),
             case_id,
         )
@@ -314,7 +442,7 @@ def predict_cases(
                 "case_id": case_id,
                 "predicted": max(probs, key=probs.get),
                 "probabilities": probs,
-                "clinical_from_csv": case_id in table,
+                "clinical_from_csv": table is not None,
             }
         )
     return results

@@ -1,47 +1,57 @@
-"""Launchers of the spectral Triton kernels: plain functions over tensors.
+"""Launchers of the spectral Triton kernels: plain functions over tensors, one launch each.
 
 The custom ops of :mod:`spectral3d.ops.spectral_modulation` call them with ``wrap=True`` on CUDA
-(kernels go through ``torch.library.wrap_triton``, so ``torch.compile`` sees them); with
-``TRITON_INTERPRET=1`` set at process start they are called with ``wrap=False`` on CPU tensors,
-running the very same kernels in Triton's interpreter.
+(kernels go through ``torch.library.wrap_triton``, so ``torch.compile`` sees them); the eager fast
+path and the interpreter (``TRITON_INTERPRET=1`` at process start, CPU tensors) call them with
+``wrap=False``, running the very same kernels.
 
-Each launcher allocates its outputs like its inputs (``empty_like``: same layout), reads complex
-tensors through ``view_as_real`` (no copy) and passes every tensor's strides, so channels-last or
-sliced inputs cost no copy. Only ``band_index`` (``(D, H, Wf)``, converted to int32) and a banded
-``f_m``, ``alpha``, ``beta`` (a few hundred bytes) are made contiguous. Block size: ``BLOCK = 1024``
-bins per program with 4 warps by default (8 complex bins per thread); ``block`` overrides it (tests
-use small blocks to exercise many blocks per row).
+Each launcher allocates its outputs like its inputs (``empty_like``: same layout; through
+:mod:`spectral3d.ops.testing`, whose hooks poison outputs and count launches in tests), reads complex
+tensors through ``view_as_real`` (no copy) and launches the ``*_contig_kernel`` entry when every
+tensor is contiguous, the strided one otherwise (channels-last or sliced inputs cost no copy). No
+other kernel runs: ``band_index`` is read in whatever integer dtype it has (SAMB caches an int32
+one), and the backward's per-channel reductions finish inside its launch (``kernels`` docstring). The
+finish counts on a zeroed int32 ticket per channel, which the kernel leaves zeroed: in eager mode one
+buffer per (device, stream, C) is allocated once and reused (stream-ordered, safe under CUDA-graph
+capture and replay); while tracing (``torch.compile``, ``torch.export``) it is a ``zeros`` of the graph.
+Block size: ``BLOCK = 1024`` bins per program with 4 warps (8 complex bins per thread); ``block``
+overrides it (tests use small blocks to give each channel many programs and tickets).
 """
 
 from __future__ import annotations
 
 import torch
-import triton
 
+from spectral3d.ops import testing
 from spectral3d.ops._triton import kernels
 
-__all__ = ["features_backward", "features_forward", "modulation_backward", "modulation_forward"]
+__all__ = [
+    "features_backward",
+    "features_forward",
+    "modulation_backward",
+    "modulation_forward",
+    "ticket_buffers",
+    "tickets",
+]
 
 BLOCK = 1024
 NUM_WARPS = 4
+RBLOCK = 64  # partial rows summed per step by a channel's finishing program
 
-
-def _empty_like(t: torch.Tensor) -> torch.Tensor:
-    """Output allocation (tests replace it to poison outputs with NaN)."""
-    return torch.empty_like(t)
-
-
-def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Scratch/output allocation (tests replace it to poison outputs with NaN)."""
-    return torch.empty(shape, dtype=dtype, device=device)
+_TICKETS: dict[tuple[torch.device, int, int], torch.Tensor] = {}
 
 
 def _kernel(fn, wrap: bool):  # noqa: ANN001, ANN202
+    testing.record_launch(fn.__name__)
+    if testing.launches_skipped():
+        return testing.SKIPPED_LAUNCH
     return torch.library.wrap_triton(fn) if wrap else fn
 
 
 def _as_real(t: torch.Tensor) -> torch.Tensor:
-    return torch.view_as_real(t.resolve_conj().resolve_neg())
+    if t.is_conj() or t.is_neg():
+        t = t.resolve_conj().resolve_neg()
+    return torch.view_as_real(t)
 
 
 def _strides(t: torch.Tensor) -> tuple[int, int, int, int, int]:
@@ -65,18 +75,48 @@ def _form(f_m: torch.Tensor) -> int:
     return kernels.FM_CHANNEL if f_m.shape[2:] == (1, 1, 1) else kernels.FM_FULL
 
 
-def _gain_args(f_m: torch.Tensor, band_index: torch.Tensor | None, dummy: torch.Tensor):  # noqa: ANN202
-    """(f_m, band, f_m strides (n, c, d, h, w), form, B) as the kernels address them."""
-    form = _form(f_m)
+def _gain_strides(f_m: torch.Tensor, form: int) -> tuple[int, int, int, int, int]:
+    """``f_m``'s (n, c, d, h, w) strides as the kernels address it (banded: the band stride last)."""
     if form == kernels.FM_BAND:
-        f_m = f_m.contiguous()
-        return f_m, band_index.to(torch.int32).contiguous(), (f_m.stride(0), f_m.stride(1), 0, 0, 1), form, f_m.shape[2]
-    return f_m, dummy, _strides(f_m), form, 1
+        return (f_m.stride(0), f_m.stride(1), 0, 0, f_m.stride(2))
+    return _strides(f_m)
 
 
-def _grid(N: int, C: int, S: int, block: int) -> tuple[int, int]:
-    nblk = triton.cdiv(S, block)
-    return nblk, N * C * nblk
+def _num_blocks(S: int, block: int) -> int:
+    return -(-S // block)
+
+
+def _next_pow2(n: int) -> int:
+    p = 1
+    while p < n:  # also for a SymInt (torch.export / dynamic shapes)
+        p *= 2
+    return p
+
+
+def _traced(t: torch.Tensor) -> bool:
+    """Whether ``t`` belongs to a trace (fake / functional tensors, proxy mode): no cached buffers there."""
+    if type(t) is not torch.Tensor:
+        return True
+    return torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.PROXY) is not None
+
+
+def tickets(device: torch.device, channels: int) -> torch.Tensor:
+    """The zeroed int32 tickets (one per channel) of the backward launches on ``device``'s current stream.
+
+    Allocated once per (device, stream, ``channels``) and kept for the life of the process (a CUDA graph
+    that captured a launch keeps pointing at it); every launch leaves it zeroed.
+    """
+    stream = torch._C._cuda_getCurrentRawStream(device.index) if device.type == "cuda" else 0
+    key = (device, stream, channels)
+    buf = _TICKETS.get(key)
+    if buf is None:
+        buf = _TICKETS[key] = torch.zeros(channels, dtype=torch.int32, device=device)
+    return buf
+
+
+def ticket_buffers() -> list[torch.Tensor]:
+    """Every ticket buffer allocated so far (each reads all zeros between launches)."""
+    return list(_TICKETS.values())
 
 
 def modulation_forward(
@@ -93,20 +133,29 @@ def modulation_forward(
     """Eq. 2 forward on complex64 ``X``; arguments as :func:`spectral3d.ops.spectral_modulation`."""
     N, C, D, H, Wf = X.shape
     S = D * H * Wf
-    out = _empty_like(X)
-    xr, outr = _as_real(X), torch.view_as_real(out)
-    alpha, beta = alpha.contiguous(), beta.contiguous()
-    fm, band, sm, form, B = _gain_args(f_m, band_index, alpha)
-    full = [fm] if form == kernels.FM_FULL else []
-    contig = _spatial_contig([xr, outr], [f_e, *full])
-    nblk, programs = _grid(N, C, S, block)
+    out = testing.empty_like(X)
+    programs = N * C * _num_blocks(S, block)
     if programs == 0:
         return out
+    form = _form(f_m)
+    B = f_m.shape[2] if form == kernels.FM_BAND else 1
+    if form == kernels.FM_BAND:
+        f_m, band_index = f_m.contiguous(), band_index.contiguous()
+    band = band_index if band_index is not None else alpha  # unused pointer unless banded
+    alpha, beta = alpha.contiguous(), beta.contiguous()
+    xr, outr = _as_real(X), torch.view_as_real(out)
+    if X.is_contiguous() and f_e.is_contiguous() and f_m.is_contiguous() and out.is_contiguous():
+        _kernel(kernels.modulation_fwd_contig_kernel, wrap)[(programs,)](
+            xr, f_m, f_e, alpha, beta, band, outr, C, S,
+            FM_FORM=form, NUM_BANDS=B, BLOCK=block, num_warps=NUM_WARPS,
+        )  # fmt: skip
+        return out
+    full = [f_m] if form == kernels.FM_FULL else []
     _kernel(kernels.modulation_fwd_kernel, wrap)[(programs,)](
-        xr, fm, f_e, alpha, beta, band, outr,
-        C, H, Wf, S, nblk,
-        *_strides(xr), *sm, *_strides(f_e), *_strides(outr),
-        FM_FORM=form, NUM_BANDS=B, SPATIAL_CONTIG=contig, BLOCK=block, num_warps=NUM_WARPS,
+        xr, f_m, f_e, alpha, beta, band, outr, C, H, Wf, S,
+        *_strides(xr), *_gain_strides(f_m, form), *_strides(f_e), *_strides(outr),
+        FM_FORM=form, NUM_BANDS=B, SPATIAL_CONTIG=_spatial_contig([xr, outr], [f_e, *full]), BLOCK=block,
+        num_warps=NUM_WARPS,
     )  # fmt: skip
     return out
 
@@ -123,59 +172,64 @@ def modulation_backward(
     wrap: bool,
     block: int = BLOCK,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of Eq. 2 for ``X, f_m, f_e, alpha, beta``, each in its input's shape and dtype.
+    """Gradients of Eq. 2 for ``X, f_m, f_e, alpha, beta``, each in its input's shape and dtype, in one launch.
 
-    One pass over the bins writes ``grad_X``, ``grad_f_e`` (and a full ``grad_f_m``) and per-block
-    partial sums; a fixed-order ``torch.sum`` over blocks and batch finishes ``grad_f_m``
-    (per-channel/banded), ``grad_alpha`` and ``grad_beta`` (deterministic).
+    The launch writes ``grad_X``, ``grad_f_e`` (and a full ``grad_f_m``) element-wise and, through each
+    channel's last program, ``grad_f_m`` (per-channel/banded), ``grad_alpha`` and ``grad_beta`` from
+    per-block partial sums added in a fixed order (bitwise reproducible).
     """
     N, C, D, H, Wf = X.shape
     S = D * H * Wf
-    gx, gfe = _empty_like(X), _empty_like(f_e)
-    gyr, xr, gxr = _as_real(grad), _as_real(X), torch.view_as_real(gx)
+    form = _form(f_m)
+    B = f_m.shape[2] if form == kernels.FM_BAND else 1
+    if form == kernels.FM_BAND:
+        f_m, band_index = f_m.contiguous(), band_index.contiguous()
+    band = band_index if band_index is not None else alpha  # unused pointer unless banded
+    gx, gfe, gfm = testing.empty_like(X), testing.empty_like(f_e), testing.empty_like(f_m)
+    galpha, gbeta = testing.empty_like(alpha), testing.empty_like(beta)
+    nblk = _num_blocks(S, block)
+    if N * C * nblk == 0:  # nothing to sum: the reductions are 0
+        for t in (gx, gfe, gfm, galpha, gbeta):
+            t.zero_()
+        return gx, gfm, gfe, galpha, gbeta
     alpha_c, beta_c = alpha.contiguous(), beta.contiguous()
-    fm, band, sm, form, B = _gain_args(f_m, band_index, alpha_c)
-    gfm = _empty_like(f_m) if form == kernels.FM_FULL else gfe  # gfe: unused pointer otherwise
-    full = [fm, gfm] if form == kernels.FM_FULL else []
-    contig = _spatial_contig([gyr, xr, gxr], [f_e, gfe, *full])
-    K = B + 1 if form == kernels.FM_BAND else 2
-    nblk, programs = _grid(N, C, S, block)
-    partials = _empty((N, C, nblk, K), torch.float32, X.device)
-    if programs > 0:
-        _kernel(kernels.modulation_bwd_kernel, wrap)[(programs,)](
-            gyr, xr, fm, f_e, alpha_c, beta_c, band,
-            gxr, gfe, gfm, partials,
-            C, H, Wf, S, nblk,
-            *_strides(gyr), *_strides(xr), *sm, *_strides(f_e),
-            *_strides(gxr), *_strides(gfe), *_strides(gfm),
-            FM_FORM=form, NUM_BANDS=B, NUM_PARTIALS=K, SPATIAL_CONTIG=contig, BLOCK=block, num_warps=NUM_WARPS,
+    KP = _next_pow2((B if form == kernels.FM_BAND else 1) + 1)
+    partials = testing.empty((C * N * nblk * KP,), torch.float32, X.device)
+    ticket = torch.zeros(C, dtype=torch.int32, device=X.device) if _traced(X) else tickets(X.device, C)
+    gyr, xr, gxr = _as_real(grad), _as_real(X), torch.view_as_real(gx)
+    common = (gyr, xr, f_m, f_e, alpha_c, beta_c, band, gxr, gfe, gfm, galpha, gbeta, partials, ticket)
+    dense = (grad, X, f_e, f_m, gx, gfe, gfm)
+    if all(t.is_contiguous() for t in dense):
+        _kernel(kernels.modulation_bwd_contig_kernel, wrap)[(N * C * nblk,)](
+            *common, N, C, S,
+            FM_FORM=form, NUM_BANDS=B, KP=KP, BLOCK=block, RBLOCK=RBLOCK, num_warps=NUM_WARPS,
         )  # fmt: skip
-    sums = partials.sum(dim=2)  # (N, C, K), fixed order
-    a = alpha.float()
-    grad_beta = sums[..., -1].sum(dim=0)
-    if form == kernels.FM_FULL:
-        grad_alpha = sums[..., 0].sum(dim=0)
-    elif form == kernels.FM_CHANNEL:
-        s = sums[..., 0]
-        gfm = (a * s).view(N, C, 1, 1, 1)
-        grad_alpha = ((f_m.float().reshape(N, C) - 1) * s).sum(dim=0)
     else:
-        s = sums[..., :B]
-        gfm = a.view(1, C, 1) * s
-        grad_alpha = ((f_m.float() - 1) * s).sum(dim=(0, 2))
-    return gx, gfm.to(f_m.dtype), gfe, grad_alpha.to(alpha.dtype), grad_beta.to(beta.dtype)
+        full = [f_m, gfm] if form == kernels.FM_FULL else []
+        _kernel(kernels.modulation_bwd_kernel, wrap)[(N * C * nblk,)](
+            *common, N, C, H, Wf, S,
+            *_strides(gyr), *_strides(xr), *_gain_strides(f_m, form), *_strides(f_e),
+            *_strides(gxr), *_strides(gfe), *_gain_strides(gfm, form),
+            FM_FORM=form, NUM_BANDS=B, KP=KP, SPATIAL_CONTIG=_spatial_contig([gyr, xr, gxr], [f_e, gfe, *full]),
+            BLOCK=block, RBLOCK=RBLOCK, num_warps=NUM_WARPS,
+        )  # fmt: skip
+    return gx, gfm, gfe, galpha, gbeta
 
 
 def features_forward(X: torch.Tensor, *, wrap: bool, block: int = BLOCK) -> torch.Tensor:
     """``concat[R, I, |X|]`` ``(N, 3C, D, H, Wf)`` float32 (contiguous) of complex64 ``X``."""
     N, C, D, H, Wf = X.shape
     S = D * H * Wf
-    out = _empty((N, 3 * C, D, H, Wf), torch.float32, X.device)
+    out = testing.empty((N, 3 * C, D, H, Wf), torch.float32, X.device)
+    programs = N * C * _num_blocks(S, block)
+    if programs == 0:
+        return out
     xr = _as_real(X)
-    nblk, programs = _grid(N, C, S, block)
-    if programs > 0:
+    if X.is_contiguous():
+        _kernel(kernels.features_fwd_contig_kernel, wrap)[(programs,)](xr, out, C, S, BLOCK=block, num_warps=NUM_WARPS)
+    else:
         _kernel(kernels.features_fwd_kernel, wrap)[(programs,)](
-            xr, out, C, H, Wf, S, nblk, *_strides(xr),
+            xr, out, C, H, Wf, S, *_strides(xr),
             SPATIAL_CONTIG=_spatial_contig([xr], []), BLOCK=block, num_warps=NUM_WARPS,
         )  # fmt: skip
     return out
@@ -185,12 +239,18 @@ def features_backward(grad: torch.Tensor, X: torch.Tensor, *, wrap: bool, block:
     """Gradient of :func:`features_forward` w.r.t. ``X`` (``X``'s layout and dtype)."""
     N, C, D, H, Wf = X.shape
     S = D * H * Wf
-    gx = _empty_like(X)
+    gx = testing.empty_like(X)
+    programs = N * C * _num_blocks(S, block)
+    if programs == 0:
+        return gx
     xr, gxr = _as_real(X), torch.view_as_real(gx)
-    nblk, programs = _grid(N, C, S, block)
-    if programs > 0:
+    if grad.is_contiguous() and X.is_contiguous() and gx.is_contiguous():
+        _kernel(kernels.features_bwd_contig_kernel, wrap)[(programs,)](
+            grad, xr, gxr, C, S, BLOCK=block, num_warps=NUM_WARPS
+        )
+    else:
         _kernel(kernels.features_bwd_kernel, wrap)[(programs,)](
-            grad, xr, gxr, C, H, Wf, S, nblk,
+            grad, xr, gxr, C, H, Wf, S,
             *_strides(grad), *_strides(xr), *_strides(gxr),
             SPATIAL_CONTIG=_spatial_contig([xr, gxr], [grad]), BLOCK=block, num_warps=NUM_WARPS,
         )  # fmt: skip

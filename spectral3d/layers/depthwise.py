@@ -1,0 +1,81 @@
+"""``DepthwiseConv3d``: a drop-in ``nn.Conv3d(C, C, k, padding=k // 2, groups=C)`` that runs
+:func:`spectral3d.ops.depthwise_conv3d` (Triton on CUDA, ``F.conv3d`` elsewhere).
+
+It *is* an ``nn.Conv3d`` (a subclass): parameters ``weight (C, 1, kd, kh, kw)`` and ``bias (C,)`` with
+``nn.Conv3d``'s names, shapes and default initialisation, so state dicts saved from the ``nn.Conv3d``
+form load unchanged, ``backbones3d.inflate_2d`` and timm weight inflation keep working, and code that
+initialises ``nn.Conv3d`` modules still reaches it. Stride 1 and zero padding ``k // 2`` only (a
+same-size output), hence odd sizes *(ours: larger than 7 per axis runs ``F.conv3d``)*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from spectral3d._checks import AXES, to_3tuple_int
+from spectral3d.ops.depthwise_conv3d import depthwise_conv3d
+
+__all__ = ["DepthwiseConv3d"]
+
+
+def _kernel_size(kernel_size: int | Sequence[int]) -> tuple[int, int, int]:
+    ks = to_3tuple_int(kernel_size, "kernel_size")
+    for axis, k in zip(AXES, ks):
+        if k % 2 != 1:
+            raise ValueError(f"kernel_size: expected an odd size on axis {axis} (same-size output), got {k}")
+    return ks
+
+
+class DepthwiseConv3d(nn.Conv3d):
+    """Depthwise 3-D convolution, stride 1, zero padding ``k // 2``: one ``k``-kernel per channel.
+
+    ``y[n, c] = bias[c] + weight[c, 0] ⋆ x[n, c]`` (cross-correlation, zero "same" padding).
+
+    Args:
+        channels: C, input and output channels.
+        kernel_size: an odd int or a ``(D, H, W)`` triple of odd ints, e.g. ``7`` or ``(1, 7, 7)``.
+        bias: learn a per-channel bias.
+        device: where the parameters are created.
+        dtype: the parameters' dtype.
+
+    Shapes: ``(N, C, D, H, W) -> (N, C, D, H, W)``, any ``D, H, W >= 1``; the output keeps the input's
+    dtype and memory format.
+
+    Example::
+
+        >>> import torch
+        >>> conv = DepthwiseConv3d(16, (1, 7, 7))
+        >>> conv
+        DepthwiseConv3d(16, kernel_size=(1, 7, 7), bias=True)
+        >>> conv(torch.randn(2, 16, 5, 6, 7)).shape
+        torch.Size([2, 16, 5, 6, 7])
+        >>> sorted((k, tuple(v.shape)) for k, v in conv.state_dict().items())
+        [('bias', (16,)), ('weight', (16, 1, 1, 7, 7))]
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int | Sequence[int],
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"channels: expected a positive int, got {channels!r}")
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias: expected a bool, got {bias!r}")
+        ks = _kernel_size(kernel_size)
+        super().__init__(
+            channels, channels, ks, padding=tuple(k // 2 for k in ks), groups=channels, bias=bias,
+            device=device, dtype=dtype,
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return depthwise_conv3d(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, kernel_size={self.kernel_size}, bias={self.bias is not None}"
