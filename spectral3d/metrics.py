@@ -171,6 +171,22 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(np.broadcast_shapes(num.shape, den.shape)), where=den > 0)
 
 
+def _macro_auc(auc: np.ndarray) -> np.ndarray:
+    """``(B, K)`` per-class AUCs -> ``(B,)``: class 1's for K = 2 (nan unless both classes are present),
+    else the mean over the classes whose AUC is defined."""
+    if auc.shape[1] == 2:
+        return auc[:, 1]
+    valid = ~np.isnan(auc)
+    return np.where(valid.any(1), _safe_div(np.nansum(auc, 1), valid.sum(1)), np.nan)
+
+
+def _bootstrap_counts(idx: np.ndarray) -> np.ndarray:
+    """Resampled case indices ``(B, n)`` -> case multiplicities ``(B, n)`` (float64)."""
+    b, n = idx.shape
+    rows = np.arange(b)[:, None] * n
+    return np.bincount((rows + idx).ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
+
+
 def _weighted_metrics(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
     """Every scalar metric (and the per-class AUCs) for each row of case weights ``(B, n)``.
 
@@ -198,11 +214,7 @@ def _weighted_metrics(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> dict
         out[name] = (values * support).sum(1) / total  # support-weighted, as the paper
         out[f"{name}_macro"] = values.mean(1)
     auc = _weighted_ovr_auc(y, p, weights)
-    if k == 2:
-        out["auc"] = auc[:, 1]  # nan unless both classes are present
-    else:
-        valid = ~np.isnan(auc)
-        out["auc"] = np.where(valid.any(1), _safe_div(np.nansum(auc, 1), valid.sum(1)), np.nan)
+    out["auc"] = _macro_auc(auc)
     out["per_class_auc"] = auc
     ranked = np.argsort(p, axis=1, kind="mergesort")[:, ::-1]  # ties: as scikit-learn's top_k_accuracy_score
     for top in (2, 3):
@@ -218,18 +230,18 @@ def _bootstrap_indices(n: int, n_bootstrap: int, seed: int) -> np.ndarray:
 
 def _bootstrap_ci(y: np.ndarray, p: np.ndarray, n_bootstrap: int, seed: int, ci: float) -> dict[str, list[float]]:
     """Percentile CIs of every scalar metric over ``n_bootstrap`` resamples, computed in chunks of
-    resamples (each a matrix of multiplicities: no Python loop over resamples)."""
+    resamples (each a matrix of multiplicities: no Python loop over resamples). ``p`` is ``(n, K)``,
+    or ``(S, n, K)`` for the CI of the mean metric of S models scored on the same resamples."""
+    probs = p[None] if p.ndim == 2 else p
     n = len(y)
     idx = _bootstrap_indices(n, n_bootstrap, seed)
     chunk = max(1, 2_000_000 // n)  # resamples per chunk: bounded memory whatever n
     samples: dict[str, list[np.ndarray]] = {m: [] for m in SCALAR_METRICS}
     for start in range(0, n_bootstrap, chunk):
-        part = idx[start : start + chunk]
-        rows = np.arange(len(part))[:, None] * n
-        counts = np.bincount((rows + part).ravel(), minlength=len(part) * n).reshape(len(part), n).astype(np.float64)
-        values = _weighted_metrics(y, p, counts)
+        counts = _bootstrap_counts(idx[start : start + chunk])
+        per_model = [_weighted_metrics(y, q, counts) for q in probs]
         for m in SCALAR_METRICS:
-            samples[m].append(values[m])
+            samples[m].append(np.mean([v[m] for v in per_model], axis=0))
     lo, hi = 100 * (1 - ci) / 2, 100 * (1 + ci) / 2
     out = {}
     for m in SCALAR_METRICS:
@@ -327,7 +339,15 @@ def metrics_table(results: dict[str, dict[str, Any]], with_ci: bool = False) -> 
 # Mid-ranks give the components directly: V10_i = (T_Z(X_i) − T_X(X_i)) / n and
 # V01_j = 1 − (T_Z(Y_j) − T_Y(Y_j)) / m, T the mid-rank within the pooled sample Z or within X or Y.
 
-__all__ += ["TABLE_COLUMNS", "delong_test", "delong_test_ovr", "holm_adjust", "mcnemar_test", "paired_bootstrap_auc"]
+__all__ += [
+    "TABLE_COLUMNS",
+    "bootstrap_ci_of_mean",
+    "delong_test",
+    "delong_test_ovr",
+    "holm_adjust",
+    "mcnemar_test",
+    "paired_bootstrap_auc",
+]
 
 #: The columns of :func:`metrics_table` as ``(header, metric key)`` (for tables that add columns of their own).
 TABLE_COLUMNS = _TABLE_COLUMNS
@@ -356,11 +376,9 @@ def _paired_scores(y_true: Any, scores_a: Any, scores_b: Any, ndim: int) -> tupl
 
 def _delong_core(positives: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """AUCs ``(k,)`` and the covariance ``(k, k)`` of k models' AUCs from scores ``(k, m)`` and ``(k, n)``."""
-    from scipy.stats import rankdata
-
     m, n = positives.shape[1], negatives.shape[1]
-    tz = rankdata(np.concatenate([positives, negatives], axis=1), axis=1)
-    tx, ty = rankdata(positives, axis=1), rankdata(negatives, axis=1)
+    tz = np.stack([midranks(row) for row in np.concatenate([positives, negatives], axis=1)])
+    tx, ty = np.stack([midranks(row) for row in positives]), np.stack([midranks(row) for row in negatives])
     auc = (tz[:, :m].sum(axis=1) - m * (m + 1) / 2) / (m * n)
     v10 = (tz[:, :m] - tx) / n
     v01 = 1.0 - (tz[:, m:] - ty) / m
@@ -457,36 +475,13 @@ def delong_test_ovr(
     return {name: _delong_result(y == c, a[:, c], b[:, c]) for c, name in enumerate(names)}
 
 
-def _macro_auc_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """The macro one-vs-rest AUC of :func:`classification_metrics` for each row of ``y (B, n)``, ``p (B, n, K)``.
-
-    NaN where no class has both positives and negatives; for K = 2, the AUC of class 1.
-    """
-    import warnings
-
-    from scipy.stats import rankdata
-
-    n, k = y.shape[1], p.shape[2]
-    classes = [1] if k == 2 else range(k)
-    aucs = np.full((y.shape[0], len(classes)), np.nan)
-    for j, c in enumerate(classes):
-        pos = y == c
-        m = pos.sum(axis=1)
-        ranks = rankdata(p[:, :, c], axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            aucs[:, j] = ((ranks * pos).sum(axis=1) - m * (m + 1) / 2) / (m * (n - m))
-        aucs[(m == 0) | (m == n), j] = np.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows stay NaN
-        return np.nanmean(aucs, axis=1)
-
-
 def paired_bootstrap_auc(
     y_true: Any, probs_a: Any, probs_b: Any, n_bootstrap: int = 2000, seed: int = 0, ci: float = 0.95
 ) -> dict[str, Any]:
     """Paired bootstrap test of two models' macro one-vs-rest AUCs (as :func:`classification_metrics`).
 
-    The same ``n_bootstrap`` resamples of the cases (seeded) are scored for both models;
+    The same ``n_bootstrap`` resamples of the cases (seeded; those of :func:`classification_metrics`'
+    CIs for the same seed) are scored for both models;
     ``d* = AUC*_a − AUC*_b``. The CI of the difference is the percentile interval; the two-sided
     p-value *(ours: the shifted-null form of Hall & Wilson)* is ``(1 + #{|d* − d| ≥ |d|}) / (B + 1)``
     over the resamples where both AUCs are defined, so identical models give ``p = 1``.
@@ -518,12 +513,14 @@ def paired_bootstrap_auc(
         raise ValueError(f"y_true: expected class indices in [0, {k}) for n ≥ 1 cases")
     if not isinstance(n_bootstrap, int) or n_bootstrap < 1:
         raise ValueError(f"n_bootstrap: expected an int ≥ 1, got {n_bootstrap!r}")
-    point = _macro_auc_rows(np.stack([y, y]), np.stack([a, b]))
-    rng = np.random.default_rng(seed)
+    ones = np.ones((1, len(y)))
+    point = [float(_macro_auc(_weighted_ovr_auc(y, q, ones))[0]) for q in (a, b)]
+    idx = _bootstrap_indices(len(y), n_bootstrap, seed)
+    chunk = max(1, 2_000_000 // len(y))
     diffs = []
-    for start in range(0, n_bootstrap, 256):  # bounded memory: (chunk, n, K) per model
-        idx = rng.integers(0, len(y), size=(min(256, n_bootstrap - start), len(y)))
-        diffs.append(_macro_auc_rows(y[idx], a[idx]) - _macro_auc_rows(y[idx], b[idx]))
+    for start in range(0, n_bootstrap, chunk):
+        counts = _bootstrap_counts(idx[start : start + chunk])
+        diffs.append(_macro_auc(_weighted_ovr_auc(y, a, counts)) - _macro_auc(_weighted_ovr_auc(y, b, counts)))
     d_star = np.concatenate(diffs)
     d_star = d_star[~np.isnan(d_star)]
     d = float(point[0] - point[1])
@@ -541,6 +538,45 @@ def paired_bootstrap_auc(
         "p_value": p,
         "n_bootstrap": int(d_star.size),
     }
+
+
+def bootstrap_ci_of_mean(
+    y_true: Any, probs: Any, n_bootstrap: int = 1000, seed: int = 0, ci: float = 0.95
+) -> dict[str, list[float]]:
+    """Percentile bootstrap CIs of the mean over S models (e.g. seeds) of every scalar metric.
+
+    Each resample of the cases (those :func:`classification_metrics` draws for the same ``seed``) is
+    scored for every model and the S values are averaged; for S = 1 this is
+    ``classification_metrics(...)["ci"]``. A resample where a metric is undefined for some model
+    (an absent class) is left out for that metric.
+
+    Args:
+        y_true: ``(n,)`` class indices.
+        probs: ``(S, n, K)`` class probabilities of the S models on the same cases.
+        n_bootstrap: resamples ≥ 1.
+        seed: seed of the resampling.
+        ci: confidence level.
+
+    Returns:
+        metric name (``SCALAR_METRICS``) → ``[low, high]``.
+
+    Example::
+
+        >>> rng = np.random.default_rng(0); y = rng.integers(0, 3, 40)
+        >>> p = rng.dirichlet(np.ones(3), (2, 40))
+        >>> lo, hi = bootstrap_ci_of_mean(y, p, n_bootstrap=200)["accuracy"]
+        >>> bool(lo <= np.mean([(q.argmax(1) == y).mean() for q in p]) <= hi)
+        True
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 3:
+        raise ValueError(f"probs: expected shape (S, n, K), got {p.shape}")
+    if not isinstance(n_bootstrap, int) or n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap: expected an int ≥ 1, got {n_bootstrap!r}")
+    y = _validate(y_true, p[0], None)[0]
+    for q in p[1:]:
+        _validate(y, q, None)
+    return _bootstrap_ci(y, p, n_bootstrap, seed, ci)
 
 
 def mcnemar_test(y_true: Any, pred_a: Any, pred_b: Any, exact: bool | None = None) -> dict[str, Any]:

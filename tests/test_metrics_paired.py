@@ -7,6 +7,8 @@ import pytest
 from scipy.stats import binomtest, chi2, norm
 
 from spectral3d.metrics import (
+    SCALAR_METRICS,
+    bootstrap_ci_of_mean,
     classification_metrics,
     delong_test,
     delong_test_ovr,
@@ -111,6 +113,30 @@ def test_paired_bootstrap_macro_auc() -> None:
     assert paired_bootstrap_auc(y, p, p[::-1].copy(), n_bootstrap=50)["auc_a"] == pytest.approx(
         classification_metrics(y, p, n_bootstrap=0)["auc"]
     )
+
+
+def test_bootstrap_ci_of_the_mean_over_seeds() -> None:
+    """One model: ``classification_metrics``' CI; two: the percentile of the per-resample mean, resample by resample."""
+    rng = np.random.default_rng(8)
+    y = rng.integers(0, 3, 40)
+    probs = rng.dirichlet(np.ones(3), (2, 40))
+    probs[:, :, 0] += 0.3 * (y == 0)
+    probs /= probs.sum(2, keepdims=True)
+    assert (
+        bootstrap_ci_of_mean(y, probs[:1], n_bootstrap=300, seed=4)
+        == classification_metrics(y, probs[0], n_bootstrap=300, seed=4)["ci"]
+    )
+    got = bootstrap_ci_of_mean(y, probs, n_bootstrap=60, seed=2)
+    idx = np.random.default_rng(2).integers(0, 40, size=(60, 40))  # the resamples classification_metrics draws
+    means = {m: [] for m in SCALAR_METRICS}
+    for rows in idx:
+        per_seed = [classification_metrics(y[rows], p[rows], n_bootstrap=0) for p in probs]
+        for m in SCALAR_METRICS:
+            means[m].append(np.mean([r[m] for r in per_seed]))
+    for m in SCALAR_METRICS:
+        v = np.array(means[m])
+        v = v[~np.isnan(v)]
+        np.testing.assert_allclose(got[m], np.percentile(v, [2.5, 97.5]), rtol=0, atol=1e-12, err_msg=m)
 
 
 def test_mcnemar_matches_scipy_binomtest_and_the_chi_square_form() -> None:

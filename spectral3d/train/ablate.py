@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from spectral3d.train.checkpoint import write_json
 from spectral3d.train.compare import (
     TEST_NOTE,
     efficiency_figure,
@@ -125,8 +126,9 @@ def _check_recipe(out: Path, recipe: dict[str, Any]) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
+    """:func:`write_json` through a temporary file and a rename (a marker is whole or absent)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
+    write_json(tmp, data)
     os.replace(tmp, path)
 
 
@@ -248,7 +250,7 @@ def run_ablation(
 
     result.results = _evaluate(data, out, rows, seeds, split, n_bootstrap)
     result.table = table3(result.results, with_ci=n_bootstrap > 0)
-    _write_json(out / "table3.json", result.results)
+    write_json(out / "table3.json", result.results)
     (out / "table3.md").write_text(result.table + "\n\n" + result.results["note"] + "\n")
     if figure:
         key = figure_metric

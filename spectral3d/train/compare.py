@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import math
 import os
 import re
@@ -42,13 +41,14 @@ import numpy as np
 from spectral3d.metrics import (
     SCALAR_METRICS,
     TABLE_COLUMNS,
+    bootstrap_ci_of_mean,
     classification_metrics,
     delong_test_ovr,
     holm_adjust,
     mcnemar_test,
     paired_bootstrap_auc,
 )
-from spectral3d.train.checkpoint import load_config, resolve_checkpoint
+from spectral3d.train.checkpoint import load_config, resolve_checkpoint, write_json
 
 __all__ = [
     "TEST_NOTE",
@@ -194,26 +194,6 @@ def predict_run(
     return Predictions(run, np.asarray(y), np.stack(probs), list(ids or []))
 
 
-def _seed_mean_ci(
-    y: np.ndarray, probs: np.ndarray, names: list[str], n_bootstrap: int, seed: int, ci: float
-) -> dict[str, list[float]]:
-    """Percentile CI of the seeds' mean metric, resampling cases (the same resample for every seed)."""
-    rng = np.random.default_rng(seed)
-    samples: dict[str, list[float]] = {m: [] for m in SCALAR_METRICS}
-    for _ in range(n_bootstrap):
-        idx = rng.integers(0, len(y), size=len(y))
-        per_seed = [classification_metrics(y[idx], p[idx], names, n_bootstrap=0) for p in probs]
-        for m in SCALAR_METRICS:
-            values = [r[m] for r in per_seed]
-            if not any(math.isnan(v) for v in values):
-                samples[m].append(float(np.mean(values)))
-    lo, hi = 100 * (1 - ci) / 2, 100 * (1 + ci) / 2
-    return {
-        m: [float(np.percentile(v, lo)), float(np.percentile(v, hi))] if v else [math.nan, math.nan]
-        for m, v in samples.items()
-    }
-
-
 def summarize(
     pred: Predictions, n_bootstrap: int = 1000, seed: int = 0, ci: float = 0.95, per_seed_ci: bool = False
 ) -> dict[str, Any]:
@@ -237,7 +217,7 @@ def summarize(
     out["sd"] = {m: float(np.std([r[m] for r in runs], ddof=1)) for m in SCALAR_METRICS}
     out.update(class_names=names, n=int(len(pred.y)), seeds=list(pred.run.seeds), per_seed=per_seed)
     if n_bootstrap > 0:
-        out["ci"] = _seed_mean_ci(pred.y, pred.probs, names, n_bootstrap, seed, ci)
+        out["ci"] = bootstrap_ci_of_mean(pred.y, pred.probs, n_bootstrap, seed, ci)
         out.update(ci_level=ci, n_bootstrap=n_bootstrap)
     return out
 
@@ -490,7 +470,7 @@ def compare_models(
         table = evaluate_runs(runs, d, split, fold, n_bootstrap, batch_size)
         result["cohorts"].append({"name": name, **table})
     out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.json").write_text(json.dumps(result, indent=2, allow_nan=True) + "\n")
+    write_json(out / "compare.json", result)
     sections = []
     for cohort in result["cohorts"]:
         head = f"## {cohort['name']} ({split} split, n = {cohort['n']}; reference {result['reference']})"
@@ -534,7 +514,7 @@ def evaluate_seeds(
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n")
+        write_json(out / "metrics.json", metrics)
         (out / "metrics.md").write_text(seeds_table(metrics, with_ci=n_bootstrap > 0) + "\n")
         write_predictions(out / "predictions.csv", pred.case_ids, pred.y, pred.mean_probs, run.config["class_names"])
     return metrics
