@@ -15,7 +15,8 @@ Loss (Eq. 5, :class:`DeSambaLoss`): ``L = CE(logits, y) + 0.5 L_self + 0.5 L_cro
 reconstruction terms coming from :meth:`DeSamba.forward_with_aux`.
 
 One :class:`DeSambaConfig` with the seven flags of the paper's Table 3 (TE, CE, FP, ME, De, C, S)
-builds the full model and all ten ablation rows (``desamba_spine_ablation_<row>``). Every entry
+builds the full model and all ten ablation rows (``desamba_spine_ablation_<row>`` and, for the
+two-sequence cohort, ``desamba_spondylitis_ablation_<row>``). Every entry
 point takes ``scale="paper" | "small" | "tiny"``:
 
 - ``"paper"`` *(ours: the paper gives no widths)* is sized against the paper's 433.82 M parameters
@@ -554,7 +555,11 @@ default_cfgs = {
     "desamba_spine_tiny": _cfg("spine", size=32),
     "desamba_spondylitis_tiny": _cfg("spondylitis", size=32),
     "test_desamba_3d": _cfg("spine", size=32, first_conv=_first_convs(("shared",), ABLATION_ROWS["full"])),
-    **{f"desamba_spine_ablation_{row}": _cfg("spine", flags) for row, flags in ABLATION_ROWS.items()},
+    **{
+        f"desamba_{dataset}_ablation_{row}": _cfg(dataset, flags)
+        for dataset in DATASETS
+        for row, flags in ABLATION_ROWS.items()
+    },
 }
 
 
@@ -596,68 +601,35 @@ def desamba_spondylitis_tiny(pretrained: bool = False, **kwargs: Any) -> DeSamba
     )
 
 
-def _ablation(row: str, pretrained: bool, scale: str, kwargs: dict[str, Any]) -> DeSamba:
-    return _create_desamba(f"desamba_spine_ablation_{row}", pretrained, "spine", scale, ABLATION_ROWS[row], **kwargs)
+# Table 3's rows as registered presets, for both datasets: desamba_{spine,spondylitis}_ablation_<row>.
+ABLATION_ROW_DOCS: dict[str, str] = {
+    "cnv2": "Table 3 row CNV2: CE only (ConvNeXtV2 encoders, no frequency pathway).",
+    "samnet": "Table 3 row SN: CE + FP (SAMNet encoders).",
+    "mo": "Table 3 row MO: ME only (MambaOut encoders).",
+    "desn": "Table 3 row De+SN: CE + FP + De with both reconstruction losses.",
+    "demo": "Table 3 row De+MO: ME + De with both reconstruction losses.",
+    "samba": "Table 3 row SN+MO: CE + FP + ME, no decoupling.",
+    "tf": "Table 3 row w/ clinical features: TE + CE + FP + ME, no decoupling.",
+    "de_c": "Table 3 row w/ Decouple (no Self): everything but the self-reconstruction loss.",
+    "de_s": "Table 3 row w/ Decouple (no Cross): everything but the cross-reconstruction loss.",
+    "full": "Table 3 last row: the full DeSamba (same as ``desamba_{dataset}``).",
+}
 
 
-@register_model
-def desamba_spine_ablation_cnv2(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
-    """Table 3 row CNV2: CE only (ConvNeXtV2 encoders, no frequency pathway)."""
-    return _ablation("cnv2", pretrained, scale, kwargs)
+def _register_ablation(dataset: str, row: str) -> None:
+    name = f"desamba_{dataset}_ablation_{row}"
+
+    def entrypoint(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
+        return _create_desamba(name, pretrained, dataset, scale, ABLATION_ROWS[row], **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__doc__ = f"{ABLATION_ROW_DOCS[row].format(dataset=dataset)} Sequences {DATASETS[dataset]['sequences']}."
+    globals()[name] = register_model(entrypoint)
 
 
-@register_model
-def desamba_spine_ablation_samnet(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
-    """Table 3 row SN: CE + FP (SAMNet encoders)."""
-    return _ablation("samnet", pretrained, scale, kwargs)
-
-
-@register_model
-def desamba_spine_ablation_mo(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
-    """Table 3 row MO: ME only (MambaOut encoders)."""
-    return _ablation("mo", pretrained, scale, kwargs)
-
-
-@register_model
-def desamba_spine_ablation_desn(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
-    """Table 3 row De+SN: CE + FP + De with both reconstruction losses."""
-    return _ablation("desn", pretrained, scale, kwargs)
-
-
-@register_model
-def desamba_spine_ablation_demo(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
-    """Table 3 row De+MO: ME + De with both reconstruction losses."""
-    return _ablation("demo", pretrained, scale, kwargs)
-
-
-@register_model
-def desamba_spine_ablation_samba(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
-    """Table 3 row SN+MO: CE + FP + ME, no decoupling."""
-    return _ablation("samba", pretrained, scale, kwargs)
-
-
-@register_model
-def desamba_spine_ablation_tf(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
-    """Table 3 row w/ clinical features: TE + CE + FP + ME, no decoupling."""
-    return _ablation("tf", pretrained, scale, kwargs)
-
-
-@register_model
-def desamba_spine_ablation_de_c(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
-    """Table 3 row w/ Decouple (no Self): everything but the self-reconstruction loss."""
-    return _ablation("de_c", pretrained, scale, kwargs)
-
-
-@register_model
-def desamba_spine_ablation_de_s(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
-    """Table 3 row w/ Decouple (no Cross): everything but the cross-reconstruction loss."""
-    return _ablation("de_s", pretrained, scale, kwargs)
-
-
-@register_model
-def desamba_spine_ablation_full(pretrained: bool = False, scale: str = "paper", **kwargs: Any) -> DeSamba:
-    """Table 3 last row: the full DeSamba (same as ``desamba_spine``)."""
-    return _ablation("full", pretrained, scale, kwargs)
+for _dataset in DATASETS:
+    for _row in ABLATION_ROWS:
+        _register_ablation(_dataset, _row)
 
 
 @register_model

@@ -1,7 +1,8 @@
-"""The ``spectral3d`` command line: synth, train, evaluate, predict, gradcam, demo, models.
+"""The ``spectral3d`` command line: synth, train, evaluate, predict, gradcam, compare, ablate, demo, models.
 
 Every command is a thin layer over a Python function (``spectral3d.data.write_synthetic_cohort``,
-``spectral3d.train.workflow``, ``spectral3d.gradcam.gradcam_case``, ``spectral3d.demo.run_demo``)
+``spectral3d.train.workflow``, ``spectral3d.gradcam.gradcam_case``, ``spectral3d.train.compare``,
+``spectral3d.train.ablate``, ``spectral3d.demo.run_demo``)
 and owns two functions here: ``_add_<command>_parser(sub)`` (its flags) and ``_<command>(args)``
 (its work). Flags carry the library's argument names as ``dest``, so a library error about an
 argument (``patience: ...``, ``pass overwrite=True``) is shown with the flag (``--patience: ...``,
@@ -155,11 +156,17 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--data", required=True, type=Path, help="cohort folder (cases.csv + case folders)")
     t.add_argument("--out", required=True, type=Path, help="run directory for checkpoints and logs")
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    seeds = t.add_mutually_exclusive_group()
     for name, (flag, text) in _TRAIN_FLAGS.items():
         default = defaults[name]
         kind = _class_weights if name == "class_weights" else type(default)
         metavar = flag[2:].upper().replace("-", "_")
-        t.add_argument(flag, dest=name, type=kind, default=default, metavar=metavar, help=f"{text} (default {default})")
+        (seeds if name == "seed" else t).add_argument(
+            flag, dest=name, type=kind, default=default, metavar=metavar, help=f"{text} (default {default})"
+        )
+    seeds.add_argument(
+        "--seeds", type=_int_at_least(0), nargs="+", default=None, help="one run per seed, in OUT/seed_<k>/"
+    )
     t.add_argument("--scale", choices=["paper", "small", "tiny"], default=None, help="DeSamba-family scale")
     t.add_argument("--fold", type=int, default=None, help="validate on this fold of the 'fold' column")
     t.add_argument("--input-size", type=_size, default=None, help="model grid (default: the model's)")
@@ -192,6 +199,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.seeds is not None:
+        return _train_seeds(args)
     from spectral3d.train.config import TrainConfig
     from spectral3d.train.workflow import train_on_cohort
 
@@ -231,6 +240,20 @@ def _train(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
+def _train_seeds(args: argparse.Namespace) -> int:
+    """``train --seeds K...``: one run per seed in ``OUT/seed_<k>/`` (``--resume`` resumes the started ones)."""
+    if len(set(args.seeds)) != len(args.seeds):
+        raise CommandError(f"--seeds: expected distinct seeds, got {args.seeds}")
+    for k in args.seeds:
+        run = args.out / f"seed_{k}"
+        resume = args.resume and (run / "last").exists()
+        print(f"seed {k}: {run}")
+        status = _train(argparse.Namespace(**{**vars(args), "seed": k, "seeds": None, "out": run, "resume": resume}))
+        if status != 0:
+            return status
+    return 0
+
+
 # ---------------------------------------------------------------- evaluate
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("evaluate", help="the paper's metrics for a checkpoint on a cohort split")
@@ -254,6 +277,10 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from spectral3d.train.compare import seed_runs
+
+    if seed_runs(args.checkpoint):
+        return _evaluate_seeds(args)
     from spectral3d.metrics import metrics_table
     from spectral3d.train.workflow import evaluate_checkpoint
 
@@ -273,6 +300,19 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"  {name:>12}: {row}")
     for s in m["skipped"]:
         print(f"skipped: {s}")
+    return 0
+
+
+def _evaluate_seeds(args: argparse.Namespace) -> int:
+    from spectral3d.train.compare import evaluate_seeds, seeds_table
+
+    if args.skip_bad:
+        raise CommandError("--skip-bad: not available for a multi-seed directory (seed_<k>/)")
+    m = evaluate_seeds(
+        args.checkpoint, args.data, split=args.split, fold=args.fold, out=args.out, n_bootstrap=args.n_bootstrap
+    )
+    print(seeds_table(m, with_ci=args.n_bootstrap > 0))
+    print("paired tests (spectral3d compare) use the mean of the seeds' probabilities")
     return 0
 
 
@@ -339,6 +379,135 @@ def _gradcam(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- compare
+def _add_figure_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap", dest="n_bootstrap", type=_int_at_least(0), default=1000, help="resamples (CIs, macro-AUC test)"
+    )
+    parser.add_argument("--metric", dest="figure_metric", choices=["auc", "accuracy"], default="auc", help="Fig. 5's y")
+    parser.add_argument("--no-figure", action="store_true", help="no Fig. 5 PNG (no matplotlib needed)")
+
+
+def _check_cohorts(folders: Sequence[Path]) -> None:
+    for d in folders:
+        if not (d / "cases.csv").is_file():
+            raise CommandError(f"--data: {d} is not a cohort folder (no cases.csv)")
+
+
+def _add_compare_parser(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser(
+        "compare",
+        help="several models on the same cases: paper Tables 1-2 with CIs and p-values against the first, Fig. 5",
+    )
+    c.add_argument(
+        "models",
+        nargs="+",
+        type=Path,
+        metavar="RUN_OR_CKPT",
+        help="checkpoints or run dirs (also RUN/seed_<k>/); the first is the reference",
+    )
+    c.add_argument("--data", action="append", required=True, type=Path, help="cohort folder; repeat for several")
+    c.add_argument("--split", default="test", choices=["train", "val", "test"])
+    c.add_argument("--fold", type=int, default=None)
+    c.add_argument("--out", type=Path, default=Path("compare"), help="folder for compare.json, compare.md, PNGs")
+    c.add_argument("--batch-size", dest="batch_size", type=_int_at_least(1), default=4)
+    _add_figure_flags(c)
+    c.add_argument("--overwrite", action="store_true", help="replace an earlier comparison in --out")
+    c.set_defaults(handler=_compare)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from spectral3d.train.checkpoint import check_writable_dir
+    from spectral3d.train.compare import compare_models
+
+    if len(args.models) < 2:
+        raise CommandError(f"RUN_OR_CKPT: expected at least 2 models, got {len(args.models)}")
+    _check_cohorts(args.data)
+    if not args.no_figure:
+        _require("matplotlib", "the Fig. 5 PNG (or pass --no-figure)")
+    check_writable_dir(args.out, "out")
+    result = compare_models(
+        args.models,
+        args.data,
+        args.out,
+        split=args.split,
+        fold=args.fold,
+        n_bootstrap=args.n_bootstrap,
+        batch_size=args.batch_size,
+        figure=not args.no_figure,
+        figure_metric=args.figure_metric,
+        overwrite=args.overwrite,
+    )
+    print((args.out / "compare.md").read_text())
+    print(f"wrote {args.out / 'compare.json'} ({len(result['cohorts'])} cohort(s), reference {result['reference']})")
+    return 0
+
+
+# ---------------------------------------------------------------- ablate
+#: TrainConfig fields ``ablate`` sets (the rest keep their defaults): a subset of train's flags.
+_ABLATE_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "num_workers")
+
+
+def _add_ablate_parser(sub: argparse._SubParsersAction) -> None:
+    from spectral3d.train.config import TrainConfig
+
+    a = sub.add_parser("ablate", help="train the Table 3 ablation rows with one recipe; Table 3 and Fig. 5")
+    a.add_argument("--data", required=True, type=Path, help="cohort folder (train/val/test splits)")
+    a.add_argument("--out", required=True, type=Path, help="ablation folder; rerun the same command to resume")
+    a.add_argument("--scale", choices=["paper", "small", "tiny"], default="paper")
+    a.add_argument(
+        "--rows", nargs="+", default=None, help="rows among cnv2 samnet mo desn demo samba tf de_c de_s full (all)"
+    )
+    a.add_argument("--seeds", type=_int_at_least(0), nargs="+", default=[0], help="one run per row and seed")
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for name in _ABLATE_FLAGS:
+        flag, text = _TRAIN_FLAGS[name]
+        default = defaults[name]
+        a.add_argument(flag, dest=name, type=type(default), default=default, help=f"{text} (default {default})")
+    a.add_argument("--drop-rate", type=float, default=0.0, help="dropout before the classifier")
+    a.add_argument("--input-size", type=_size, default=None, help="model grid (default: the preset's)")
+    a.add_argument("--split", default="test", choices=["train", "val", "test"], help="the split Table 3 reports")
+    a.add_argument("--cache-dir", type=Path, default=None, help="cache of preprocessed volumes (OUT/cache)")
+    _add_figure_flags(a)
+    a.add_argument("--no-progress", action="store_true")
+    a.set_defaults(handler=_ablate)
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from spectral3d.train.ablate import run_ablation
+    from spectral3d.train.checkpoint import check_writable_dir
+    from spectral3d.train.config import TrainConfig
+
+    _check_cohorts([args.data])
+    if not args.no_figure:
+        _require("matplotlib", "the Fig. 5 PNG (or pass --no-figure)")
+    cfg = TrainConfig(
+        **{name: getattr(args, name) for name in _ABLATE_FLAGS}, progress=not args.no_progress, keep_last=1
+    )
+    check_writable_dir(args.out, "out")
+    result = run_ablation(
+        args.data,
+        args.out,
+        rows=args.rows,
+        seeds=args.seeds,
+        scale=args.scale,
+        cfg=cfg,
+        model_kwargs={"drop_rate": args.drop_rate} if args.drop_rate else None,
+        input_size=args.input_size,
+        split=args.split,
+        n_bootstrap=args.n_bootstrap,
+        cache_dir=args.cache_dir,
+        figure=not args.no_figure,
+        figure_metric=args.figure_metric,
+    )
+    if result.interrupted:
+        print(f"interrupted; rerun the same command to resume (done: {', '.join(result.trained) or 'nothing new'})")
+        return 130
+    print(result.table)
+    print(f"wrote {args.out / 'table3.md'}, table3.json" + ("" if args.no_figure else ", fig5.png"))
+    return 0
+
+
 # ---------------------------------------------------------------- demo
 def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("demo", help="synthesise a cohort, train DeSamba-tiny and a baseline, evaluate both")
@@ -385,6 +554,8 @@ _ADD_PARSERS = (
     _add_evaluate_parser,
     _add_predict_parser,
     _add_gradcam_parser,
+    _add_compare_parser,
+    _add_ablate_parser,
     _add_demo_parser,
     _add_models_parser,
 )

@@ -171,6 +171,22 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(np.broadcast_shapes(num.shape, den.shape)), where=den > 0)
 
 
+def _macro_auc(auc: np.ndarray) -> np.ndarray:
+    """``(B, K)`` per-class AUCs -> ``(B,)``: class 1's for K = 2 (nan unless both classes are present),
+    else the mean over the classes whose AUC is defined."""
+    if auc.shape[1] == 2:
+        return auc[:, 1]
+    valid = ~np.isnan(auc)
+    return np.where(valid.any(1), _safe_div(np.nansum(auc, 1), valid.sum(1)), np.nan)
+
+
+def _bootstrap_counts(idx: np.ndarray) -> np.ndarray:
+    """Resampled case indices ``(B, n)`` -> case multiplicities ``(B, n)`` (float64)."""
+    b, n = idx.shape
+    rows = np.arange(b)[:, None] * n
+    return np.bincount((rows + idx).ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
+
+
 def _weighted_metrics(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
     """Every scalar metric (and the per-class AUCs) for each row of case weights ``(B, n)``.
 
@@ -198,11 +214,7 @@ def _weighted_metrics(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> dict
         out[name] = (values * support).sum(1) / total  # support-weighted, as the paper
         out[f"{name}_macro"] = values.mean(1)
     auc = _weighted_ovr_auc(y, p, weights)
-    if k == 2:
-        out["auc"] = auc[:, 1]  # nan unless both classes are present
-    else:
-        valid = ~np.isnan(auc)
-        out["auc"] = np.where(valid.any(1), _safe_div(np.nansum(auc, 1), valid.sum(1)), np.nan)
+    out["auc"] = _macro_auc(auc)
     out["per_class_auc"] = auc
     ranked = np.argsort(p, axis=1, kind="mergesort")[:, ::-1]  # ties: as scikit-learn's top_k_accuracy_score
     for top in (2, 3):
@@ -218,18 +230,18 @@ def _bootstrap_indices(n: int, n_bootstrap: int, seed: int) -> np.ndarray:
 
 def _bootstrap_ci(y: np.ndarray, p: np.ndarray, n_bootstrap: int, seed: int, ci: float) -> dict[str, list[float]]:
     """Percentile CIs of every scalar metric over ``n_bootstrap`` resamples, computed in chunks of
-    resamples (each a matrix of multiplicities: no Python loop over resamples)."""
+    resamples (each a matrix of multiplicities: no Python loop over resamples). ``p`` is ``(n, K)``,
+    or ``(S, n, K)`` for the CI of the mean metric of S models scored on the same resamples."""
+    probs = p[None] if p.ndim == 2 else p
     n = len(y)
     idx = _bootstrap_indices(n, n_bootstrap, seed)
     chunk = max(1, 2_000_000 // n)  # resamples per chunk: bounded memory whatever n
     samples: dict[str, list[np.ndarray]] = {m: [] for m in SCALAR_METRICS}
     for start in range(0, n_bootstrap, chunk):
-        part = idx[start : start + chunk]
-        rows = np.arange(len(part))[:, None] * n
-        counts = np.bincount((rows + part).ravel(), minlength=len(part) * n).reshape(len(part), n).astype(np.float64)
-        values = _weighted_metrics(y, p, counts)
+        counts = _bootstrap_counts(idx[start : start + chunk])
+        per_model = [_weighted_metrics(y, q, counts) for q in probs]
         for m in SCALAR_METRICS:
-            samples[m].append(values[m])
+            samples[m].append(np.mean([v[m] for v in per_model], axis=0))
     lo, hi = 100 * (1 - ci) / 2, 100 * (1 + ci) / 2
     out = {}
     for m in SCALAR_METRICS:
@@ -313,3 +325,342 @@ def metrics_table(results: dict[str, dict[str, Any]], with_ci: bool = False) -> 
             cells.append(cell)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Paired comparisons of two models on the same cases (paper Tables 1–3, "P" column)
+# --------------------------------------------------------------------------------------------
+# DeLong et al. (1988) for correlated AUCs, computed with the mid-rank algorithm of Sun & Xu (2014,
+# IEEE SPL 21(11)): O(n log n) instead of the O(m·n) placement matrix. With m positives X, n negatives Y
+# and psi(x, y) = 1[x > y] + ½·1[x = y]:
+#     AUC = mean_ij psi(X_i, Y_j);  V10_i = mean_j psi(X_i, Y_j);  V01_j = mean_i psi(X_i, Y_j)
+#     Var(AUC_a − AUC_b) = w (S10 / m + S01 / n) wᵀ,  w = (1, −1),  S10 / S01 the 2×2 sample covariances
+# (ddof 1) of the models' V10 / V01; z = (AUC_a − AUC_b) / sqrt(Var), two-sided normal p-value.
+# Mid-ranks give the components directly: V10_i = (T_Z(X_i) − T_X(X_i)) / n and
+# V01_j = 1 − (T_Z(Y_j) − T_Y(Y_j)) / m, T the mid-rank within the pooled sample Z or within X or Y.
+
+__all__ += [
+    "TABLE_COLUMNS",
+    "bootstrap_ci_of_mean",
+    "delong_test",
+    "delong_test_ovr",
+    "holm_adjust",
+    "mcnemar_test",
+    "paired_bootstrap_auc",
+]
+
+#: The columns of :func:`metrics_table` as ``(header, metric key)`` (for tables that add columns of their own).
+TABLE_COLUMNS = _TABLE_COLUMNS
+
+#: McNemar: the exact binomial test is used below this many discordant pairs, the chi-square form from it on.
+MCNEMAR_EXACT_BELOW = 25
+
+
+def _paired_scores(y_true: Any, scores_a: Any, scores_b: Any, ndim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    y = np.asarray(y_true)
+    a, b = np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)
+    shape = "(n,)" if ndim == 1 else "(n, K)"
+    if y.ndim != 1:
+        raise ValueError(f"y_true: expected shape (n,), got {y.shape}")
+    for name, s in (("scores_a", a), ("scores_b", b)):
+        if s.ndim != ndim or s.shape[0] != y.shape[0]:
+            raise ValueError(f"{name}: expected shape {shape} with n = {y.shape[0]} (as y_true), got {s.shape}")
+        if not np.isfinite(s).all():
+            raise ValueError(f"{name}: contains NaN or Inf")
+    if a.shape != b.shape:
+        raise ValueError(f"scores_b: expected the shape of scores_a {a.shape}, got {b.shape}")
+    if y.dtype != np.bool_ and not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"y_true: expected integer or boolean labels, got dtype {y.dtype}")
+    return y, a, b
+
+
+def _delong_core(positives: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs ``(k,)`` and the covariance ``(k, k)`` of k models' AUCs from scores ``(k, m)`` and ``(k, n)``."""
+    m, n = positives.shape[1], negatives.shape[1]
+    tz = np.stack([midranks(row) for row in np.concatenate([positives, negatives], axis=1)])
+    tx, ty = np.stack([midranks(row) for row in positives]), np.stack([midranks(row) for row in negatives])
+    auc = (tz[:, :m].sum(axis=1) - m * (m + 1) / 2) / (m * n)
+    v10 = (tz[:, :m] - tx) / n
+    v01 = 1.0 - (tz[:, m:] - ty) / m
+    cov = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
+    return auc, cov
+
+
+def _delong_result(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    from scipy.stats import norm
+
+    pos = y.astype(bool)
+    m, n = int(pos.sum()), int((~pos).sum())
+    out: dict[str, Any] = {"n_positive": m, "n_negative": n}
+    if m < 2 or n < 2:
+        nan = math.nan
+        return {**out, "auc_a": nan, "auc_b": nan, "difference": nan, "se": nan, "z": nan, "p_value": nan}
+    scores = np.stack([a, b])
+    auc, cov = _delong_core(scores[:, pos], scores[:, ~pos])
+    diff = float(auc[0] - auc[1])
+    var = max(float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]), 0.0)
+    se = math.sqrt(var)
+    if diff == 0.0:
+        z, p = 0.0, 1.0
+    elif se == 0.0:  # a difference with no estimated variance
+        z, p = math.copysign(math.inf, diff), 0.0
+    else:
+        z = diff / se
+        p = float(2 * norm.sf(abs(z)))
+    return {**out, "auc_a": float(auc[0]), "auc_b": float(auc[1]), "difference": diff, "se": se, "z": z, "p_value": p}
+
+
+def delong_test(y_true: Any, scores_a: Any, scores_b: Any) -> dict[str, Any]:
+    """DeLong's test of two correlated binary AUCs (same cases), fast mid-rank algorithm, O(n log n).
+
+    ``H0: AUC_a = AUC_b``; ``z = (AUC_a − AUC_b) / SE`` with DeLong's variance of the difference
+    (section comment above), two-sided normal p-value. Ties count ½. Identical (or identically ranked)
+    scores give ``difference = 0`` and ``p = 1``; a non-zero difference with zero variance gives ``p = 0``.
+
+    Args:
+        y_true: ``(n,)`` labels, 1/True = positive; at least 2 positives and 2 negatives.
+        scores_a, scores_b: ``(n,)`` scores of the two models (higher = more positive).
+
+    Returns:
+        ``auc_a``, ``auc_b``, ``difference`` (a − b), ``se``, ``z``, ``p_value``, ``n_positive``, ``n_negative``.
+
+    Example::
+
+        >>> y = [0, 0, 1, 1, 0, 1, 0, 1]
+        >>> r = delong_test(y, [0.1, 0.4, 0.35, 0.8, 0.2, 0.9, 0.3, 0.6], [0.3, 0.2, 0.6, 0.7, 0.5, 0.4, 0.6, 0.3])
+        >>> r["auc_a"], r["auc_b"], round(r["p_value"], 4)
+        (0.9375, 0.6875, 0.3545)
+    """
+    y, a, b = _paired_scores(y_true, scores_a, scores_b, ndim=1)
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"y_true: expected binary labels 0/1, got values {np.unique(y)[:6].tolist()}")
+    r = _delong_result(y, a, b)
+    if math.isnan(r["p_value"]):
+        raise ValueError(
+            f"y_true: DeLong's variance needs at least 2 positive and 2 negative cases, got "
+            f"{r['n_positive']} and {r['n_negative']}"
+        )
+    return r
+
+
+def delong_test_ovr(
+    y_true: Any, probs_a: Any, probs_b: Any, class_names: Sequence[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """:func:`delong_test` per class, one-vs-rest, on the class columns of two models' probabilities.
+
+    Args:
+        y_true: ``(n,)`` class indices in ``[0, K)``.
+        probs_a, probs_b: ``(n, K)`` probabilities (or any scores) of the two models.
+        class_names: K names (default ``"0".."K-1"``).
+
+    Returns:
+        class name → the :func:`delong_test` dict; a class with fewer than 2 cases in or out of it
+        gets NaN values.
+
+    Example::
+
+        >>> y = [0, 1, 2, 0, 1, 2, 0, 1]
+        >>> pa = np.eye(3)[[0, 1, 2, 0, 2, 2, 1, 1]] * 0.7 + 0.1
+        >>> r = delong_test_ovr(y, pa, np.full((8, 3), 1 / 3), ["a", "b", "c"])
+        >>> round(r["a"]["auc_a"], 3), r["a"]["auc_b"]
+        (0.833, 0.5)
+    """
+    y, a, b = _paired_scores(y_true, probs_a, probs_b, ndim=2)
+    k = a.shape[1]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
+    if len(names) != k:
+        raise ValueError(f"class_names: expected {k} names (one per column of the probabilities), got {len(names)}")
+    if y.size and (y.min() < 0 or y.max() >= k):
+        raise ValueError(f"y_true: class indices must lie in [0, {k}), got range [{y.min()}, {y.max()}]")
+    return {name: _delong_result(y == c, a[:, c], b[:, c]) for c, name in enumerate(names)}
+
+
+def paired_bootstrap_auc(
+    y_true: Any, probs_a: Any, probs_b: Any, n_bootstrap: int = 2000, seed: int = 0, ci: float = 0.95
+) -> dict[str, Any]:
+    """Paired bootstrap test of two models' macro one-vs-rest AUCs (as :func:`classification_metrics`).
+
+    The same ``n_bootstrap`` resamples of the cases (seeded; those of :func:`classification_metrics`'
+    CIs for the same seed) are scored for both models;
+    ``d* = AUC*_a − AUC*_b``. The CI of the difference is the percentile interval; the two-sided
+    p-value *(ours: the shifted-null form of Hall & Wilson)* is ``(1 + #{|d* − d| ≥ |d|}) / (B + 1)``
+    over the resamples where both AUCs are defined, so identical models give ``p = 1``.
+
+    Args:
+        y_true: ``(n,)`` class indices in ``[0, K)``.
+        probs_a, probs_b: ``(n, K)`` class probabilities of the two models.
+        n_bootstrap: resamples B ≥ 1.
+        seed: seed of the resampling.
+        ci: confidence level of the interval of the difference.
+
+    Returns:
+        ``auc_a``, ``auc_b``, ``difference``, ``ci`` (``[low, high]`` of the difference), ``p_value``,
+        ``n_bootstrap`` (resamples used).
+
+    Example::
+
+        >>> rng = np.random.default_rng(0); y = rng.integers(0, 3, 80)
+        >>> pa = np.eye(3)[y] * 0.6 + rng.uniform(0, 0.4, (80, 3)); pa /= pa.sum(1, keepdims=True)
+        >>> r = paired_bootstrap_auc(y, pa, np.full((80, 3), 1 / 3), n_bootstrap=200)
+        >>> r["auc_b"], r["p_value"] < 0.01
+        (0.5, True)
+    """
+    y, a, b = _paired_scores(y_true, probs_a, probs_b, ndim=2)
+    k = a.shape[1]
+    if k < 2:
+        raise ValueError(f"probs_a: expected at least 2 classes on axis 1, got {k}")
+    if y.size == 0 or y.min() < 0 or y.max() >= k:
+        raise ValueError(f"y_true: expected class indices in [0, {k}) for n ≥ 1 cases")
+    if not isinstance(n_bootstrap, int) or n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap: expected an int ≥ 1, got {n_bootstrap!r}")
+    ones = np.ones((1, len(y)))
+    point = [float(_macro_auc(_weighted_ovr_auc(y, q, ones))[0]) for q in (a, b)]
+    idx = _bootstrap_indices(len(y), n_bootstrap, seed)
+    chunk = max(1, 2_000_000 // len(y))
+    diffs = []
+    for start in range(0, n_bootstrap, chunk):
+        counts = _bootstrap_counts(idx[start : start + chunk])
+        diffs.append(_macro_auc(_weighted_ovr_auc(y, a, counts)) - _macro_auc(_weighted_ovr_auc(y, b, counts)))
+    d_star = np.concatenate(diffs)
+    d_star = d_star[~np.isnan(d_star)]
+    d = float(point[0] - point[1])
+    lo, hi = 100 * (1 - ci) / 2, 100 * (1 + ci) / 2
+    if d_star.size == 0 or math.isnan(d):
+        interval, p = [math.nan, math.nan], math.nan
+    else:
+        interval = [float(np.percentile(d_star, lo)), float(np.percentile(d_star, hi))]
+        p = float((1 + np.count_nonzero(np.abs(d_star - d) >= abs(d))) / (d_star.size + 1))
+    return {
+        "auc_a": float(point[0]),
+        "auc_b": float(point[1]),
+        "difference": d,
+        "ci": interval,
+        "p_value": p,
+        "n_bootstrap": int(d_star.size),
+    }
+
+
+def bootstrap_ci_of_mean(
+    y_true: Any, probs: Any, n_bootstrap: int = 1000, seed: int = 0, ci: float = 0.95
+) -> dict[str, list[float]]:
+    """Percentile bootstrap CIs of the mean over S models (e.g. seeds) of every scalar metric.
+
+    Each resample of the cases (those :func:`classification_metrics` draws for the same ``seed``) is
+    scored for every model and the S values are averaged; for S = 1 this is
+    ``classification_metrics(...)["ci"]``. A resample where a metric is undefined for some model
+    (an absent class) is left out for that metric.
+
+    Args:
+        y_true: ``(n,)`` class indices.
+        probs: ``(S, n, K)`` class probabilities of the S models on the same cases.
+        n_bootstrap: resamples ≥ 1.
+        seed: seed of the resampling.
+        ci: confidence level.
+
+    Returns:
+        metric name (``SCALAR_METRICS``) → ``[low, high]``.
+
+    Example::
+
+        >>> rng = np.random.default_rng(0); y = rng.integers(0, 3, 40)
+        >>> p = rng.dirichlet(np.ones(3), (2, 40))
+        >>> lo, hi = bootstrap_ci_of_mean(y, p, n_bootstrap=200)["accuracy"]
+        >>> bool(lo <= np.mean([(q.argmax(1) == y).mean() for q in p]) <= hi)
+        True
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 3:
+        raise ValueError(f"probs: expected shape (S, n, K), got {p.shape}")
+    if not isinstance(n_bootstrap, int) or n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap: expected an int ≥ 1, got {n_bootstrap!r}")
+    y = _validate(y_true, p[0], None)[0]
+    for q in p[1:]:
+        _validate(y, q, None)
+    return _bootstrap_ci(y, p, n_bootstrap, seed, ci)
+
+
+def mcnemar_test(y_true: Any, pred_a: Any, pred_b: Any, exact: bool | None = None) -> dict[str, Any]:
+    """McNemar's test of two models' accuracies on the same cases.
+
+    Discordant pairs: ``b`` = cases model a gets right and b wrong, ``c`` the reverse. Exact form:
+    two-sided binomial test of ``b`` out of ``b + c`` at ½ (``p = min(1, 2·P[X ≤ min(b, c)])``).
+    Chi-square form (continuity-corrected): ``(|b − c| − 1)² / (b + c)``, 1 degree of freedom.
+    By default *(ours)* the exact form is used while ``b + c < MCNEMAR_EXACT_BELOW`` (25), the
+    chi-square form from there on; ``method`` in the result says which. No discordant pair: ``p = 1``.
+
+    Args:
+        y_true: ``(n,)`` class indices.
+        pred_a, pred_b: ``(n,)`` predicted class indices of the two models.
+        exact: force the exact (True) or the chi-square (False) form; ``None`` chooses as above.
+
+    Returns:
+        ``accuracy_a``, ``accuracy_b``, ``b``, ``c``, ``statistic`` (b for the exact form, χ² else),
+        ``p_value``, ``method`` (``"exact"`` or ``"chi2"``).
+
+    Example::
+
+        >>> r = mcnemar_test([0, 1, 1, 0, 1, 0, 1, 1], [0, 1, 1, 0, 1, 0, 0, 1], [1, 0, 1, 0, 0, 1, 0, 1])
+        >>> r["b"], r["c"], r["method"], round(r["p_value"], 4)
+        (4, 0, 'exact', 0.125)
+    """
+    from scipy.stats import binom, chi2
+
+    y, a, b_pred = (np.asarray(v) for v in (y_true, pred_a, pred_b))
+    for name, v in (("y_true", y), ("pred_a", a), ("pred_b", b_pred)):
+        if v.ndim != 1 or v.shape[0] != y.shape[0]:
+            raise ValueError(f"{name}: expected shape (n,) with n = {y.shape[0]} (as y_true), got {v.shape}")
+        if v.dtype != np.bool_ and not np.issubdtype(v.dtype, np.integer):
+            raise TypeError(f"{name}: expected integer class indices, got dtype {v.dtype}")
+    if y.shape[0] == 0:
+        raise ValueError("y_true: no cases (n = 0)")
+    right_a, right_b = a == y, b_pred == y
+    b, c = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
+    use_exact = (b + c < MCNEMAR_EXACT_BELOW) if exact is None else bool(exact)
+    if b + c == 0:
+        stat, p = 0.0, 1.0
+    elif use_exact:
+        stat, p = float(b), float(min(1.0, 2 * binom.cdf(min(b, c), b + c, 0.5)))
+    else:
+        stat = (abs(b - c) - 1) ** 2 / (b + c)
+        p = float(chi2.sf(stat, 1))
+    return {
+        "accuracy_a": float(right_a.mean()),
+        "accuracy_b": float(right_b.mean()),
+        "b": b,
+        "c": c,
+        "statistic": float(stat),
+        "p_value": p,
+        "method": "exact" if use_exact else "chi2",
+    }
+
+
+def holm_adjust(p_values: Any) -> np.ndarray:
+    """Holm's step-down adjustment of m p-values (family-wise error control), in the input order.
+
+    With the defined p-values sorted ``p_(1) ≤ … ≤ p_(m)``:
+    ``p̃_(i) = min(1, max_{j ≤ i} (m − j + 1)·p_(j))``; rejecting ``p̃ ≤ α`` is Holm's procedure at
+    level α. NaN entries stay NaN and do not count in m.
+
+    Args:
+        p_values: ``(m,)`` p-values in [0, 1] (NaN allowed).
+
+    Returns:
+        ``(m,)`` adjusted p-values.
+
+    Example::
+
+        >>> holm_adjust([0.01, 0.04, 0.03, 0.005]).tolist()
+        [0.03, 0.06, 0.06, 0.02]
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.ndim != 1:
+        raise ValueError(f"p_values: expected shape (m,), got {p.shape}")
+    valid = ~np.isnan(p)
+    if ((p[valid] < 0) | (p[valid] > 1)).any():
+        raise ValueError(f"p_values: expected values in [0, 1], got range [{p[valid].min()}, {p[valid].max()}]")
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(valid)
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m = len(order)
+    out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    return out

@@ -23,10 +23,8 @@ def _has(model: torch.nn.Module, cls: type) -> bool:
     return any(isinstance(m, cls) for m in model.modules())
 
 
-@pytest.mark.parametrize("row", list(ABLATION_ROWS))
-def test_ablation_preset_modules_aux_and_training(row: str) -> None:
+def _check_ablation_structure(model: DeSamba, row: str, sequences: list[str]) -> None:
     te, ce, fp, me, de, c, s = map(bool, ABLATION_ROWS[row])
-    model = backbones3d.create_model(f"desamba_spine_ablation_{row}", scale="tiny")
     assert model.config.flags == dict(TE=te, CE=ce, FP=fp, ME=me, De=de, C=c, S=s)
     # exactly the submodules the flags name
     assert _has(model, SAMNet) == ce and _has(model, SAMBlock) == (ce and fp)
@@ -34,7 +32,14 @@ def test_ablation_preset_modules_aux_and_training(row: str) -> None:
     assert _has(model, DRLM) == de and _has(model, TabularEncoder) == te
     if de:
         assert (model.drlm.self_decoders is not None) == s and (model.drlm.cross_decoders is not None) == c
-    assert sorted(model.encoders) == ["t1", "t2", "t2fs"]
+    assert list(model.encoders) == sequences
+
+
+@pytest.mark.parametrize("row", list(ABLATION_ROWS))
+def test_ablation_preset_modules_aux_and_training(row: str) -> None:
+    te, ce, fp, me, de, c, s = map(bool, ABLATION_ROWS[row])
+    model = backbones3d.create_model(f"desamba_spine_ablation_{row}", scale="tiny")
+    _check_ablation_structure(model, row, ["t1", "t2", "t2fs"])
 
     x, tab, y = torch.randn(2, 3, SIZE, SIZE, SIZE), torch.randn(2, 8), torch.tensor([1, 4])
     criterion = DeSambaLoss()
@@ -53,6 +58,23 @@ def test_ablation_preset_modules_aux_and_training(row: str) -> None:
         model.config.tabular_dim if te else 0
     )
     assert model.forward_features(x, tab).shape == (2, model.num_features) and model.num_features == expected_width
+
+
+@pytest.mark.parametrize("row", list(ABLATION_ROWS))
+def test_spondylitis_ablation_presets(row: str) -> None:
+    """``desamba_spondylitis_ablation_<row>``: the spine row's flags on t1/t2fs, two classes (Table 2's task)."""
+    name = f"desamba_spondylitis_ablation_{row}"
+    cfg = backbones3d.get_pretrained_cfg(name)
+    assert cfg["sequences"] == ["t1", "t2fs"] and cfg["num_classes"] == 2 and cfg["input_size"] == (2, 64, 96, 96)
+    spine_cfg = backbones3d.get_pretrained_cfg(f"desamba_spine_ablation_{row}")
+    assert cfg["first_conv"] == [c for c in spine_cfg["first_conv"] if ".t2." not in c]
+    model = backbones3d.create_model(name, scale="tiny").eval()
+    _check_ablation_structure(model, row, ["t1", "t2fs"])
+    assert model.pretrained_cfg["input_size"] == (2, 32, 32, 32)
+    with torch.no_grad():
+        logits, aux = model.forward_with_aux(torch.randn(1, 2, SIZE, SIZE, SIZE), torch.randn(1, 8))
+    assert logits.shape == (1, 2) and torch.isfinite(logits).all()
+    assert set(aux) == {k for k, flag in (("self", 6), ("cross", 5)) if ABLATION_ROWS[row][flag]}
 
 
 def test_dict_input_tabular_none_and_loss() -> None:

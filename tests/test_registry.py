@@ -158,6 +158,21 @@ def test_none_kwargs_are_dropped_and_timm_kwargs_tolerated():
         timm.create_model(NAME + ".in1k")
 
 
+@pytest.mark.parametrize("dataset", ["spine", "spondylitis"])
+def test_ablation_presets_are_registered_for_both_datasets(dataset):
+    """Table 3's ten rows per dataset, one generated entry point each, seen by timm; ``full`` is the full model."""
+    from backbones3d.desamba import ABLATION_ROWS
+
+    names = [f"desamba_{dataset}_ablation_{row}" for row in ABLATION_ROWS]
+    assert backbones3d.list_models(f"desamba_{dataset}_ablation_*") == sorted(names, key=_registry._natural_key)
+    assert timm.list_models(f"desamba_{dataset}_ablation_*") == backbones3d.list_models(f"desamba_{dataset}_ablation_*")
+    entry = _registry.model_entrypoint(names[0])
+    assert entry.__name__ == names[0] and entry.__module__ == "backbones3d.desamba" and entry.__doc__
+    full = timm.create_model(f"desamba_{dataset}_ablation_full", scale="tiny").state_dict()
+    reference = backbones3d.create_model(f"desamba_{dataset}_tiny").state_dict()
+    assert {k: v.shape for k, v in full.items()} == {k: v.shape for k, v in reference.items()}
+
+
 # --- pretrained=True: local files only ----------------------------------------------------------------------
 
 

@@ -375,6 +375,7 @@ def fit(
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
     overwrite: bool = False,
+    stop_when: Callable[[int], bool] | None = None,
 ) -> FitResult:
     """Train ``model`` and write checkpoints into ``run_dir``.
 
@@ -395,6 +396,9 @@ def fit(
         class_names: names for the metrics (default: ``run_config["class_names"]``).
         overwrite: remove the run in ``run_dir`` (its checkpoints, pointers and logs:
             :data:`~spectral3d.train.checkpoint.RUN_PATTERNS`) before training.
+        stop_when: called after every optimizer step with the run's optimizer-step count (a resumed
+            run goes on counting); ``True`` stops training as SIGINT does (an ``interrupted``
+            checkpoint at that batch, ``FitResult.interrupted``), e.g. ``lambda step: step >= k``.
 
     Example::
 
@@ -462,7 +466,7 @@ def fit(
         best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
         _set_rng_state(state["rng"])
 
-    stop = {"signal": None}
+    stop: dict[str, Any] = {"signal": None}
     handlers = {}
     if rank == 0 or world == 1:
 
@@ -530,6 +534,8 @@ def fit(
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                     scheduler.step()
+                    if stop_when is not None and stop_when(scheduler.last_epoch):
+                        stop["signal"] = "stop_when"
                 batch_idx += 1
                 n_seen += len(y)
                 for k, v in {"loss": loss.detach(), **parts}.items():

@@ -27,7 +27,7 @@ import math
 import os
 import warnings
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,9 @@ __all__ = [
     "evaluate_checkpoint",
     "load_checkpoint_model",
     "predict_cases",
+    "predict_split",
     "train_on_cohort",
+    "write_predictions",
 ]
 
 
@@ -184,6 +186,7 @@ def train_on_cohort(
     resume: bool = False,
     overwrite: bool = False,
     sequences: Sequence[str] | None = None,
+    stop_when: Callable[[int], bool] | None = None,
 ) -> FitResult:
     """Train ``model_name`` on the cohort folder ``data``; checkpoints go to ``out``.
 
@@ -212,6 +215,7 @@ def train_on_cohort(
         overwrite: replace the run in ``out`` (:func:`~spectral3d.train.checkpoint.clear_run`, after
             every check has passed).
         sequences: the sequences to use, in channel order (default :func:`cohort_sequences`).
+        stop_when: passed to :func:`spectral3d.train.fit` (stop after a given optimizer step).
     """
     cfg = cfg or TrainConfig()
     _is_multi_sequence(model_name)  # an unknown name fails here, suggesting close names, before any data is read
@@ -284,6 +288,7 @@ def train_on_cohort(
         resume=resume,
         num_classes=cohort.num_classes,
         class_names=cohort.classes,
+        stop_when=stop_when,
     )
 
 
@@ -302,6 +307,38 @@ def load_checkpoint_model(checkpoint: str | os.PathLike, device: str | torch.dev
     model = create_model(config["model"], **config["model_kwargs"])
     load_weights(model, ckpt, config["model"])
     return model.to(device).eval(), config
+
+
+def predict_split(
+    checkpoint: str | os.PathLike,
+    data: str | os.PathLike,
+    split: str = "test",
+    fold: int | None = None,
+    batch_size: int = 4,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, Any], list[str]]:
+    """A checkpoint's class probabilities on a split of a cohort, read with the checkpoint's classes,
+    sequences, clinical columns, preprocessing and tabular statistics.
+
+    Returns ``(labels (n,), probs (n, K), case_ids, config, skipped)``.
+    """
+    model, config = load_checkpoint_model(checkpoint)
+    cohort = Cohort.from_folder(
+        data,
+        sequences=config["sequences"],
+        classes=config["class_names"],
+        clinical_columns=config["clinical_columns"],
+        skip_bad=skip_bad,
+    )
+    pre = PreprocessConfig.from_dict(config["preprocess"])
+    cases = cohort.split(split, fold)
+    if skip_bad:
+        cohort = cohort.verify(pre, skip_bad=True, progress=progress)
+        cases = cohort.split(split, fold)
+    dataset = MRIDataset(cohort, cases, pre, tabular_stats=TabularStats.from_dict(config["tabular_stats"]))
+    y, p, ids = predict(model, dataset, batch_size=batch_size, progress=progress)
+    return y, p, ids, config, [str(s) for s in cohort.skipped]
 
 
 def evaluate_checkpoint(
@@ -325,27 +362,13 @@ def evaluate_checkpoint(
     """
     if out is not None:
         check_writable_dir(out, "out")
-    model, config = load_checkpoint_model(checkpoint)
-    cohort = Cohort.from_folder(
-        data,
-        sequences=config["sequences"],
-        classes=config["class_names"],
-        clinical_columns=config["clinical_columns"],
-        skip_bad=skip_bad,
-    )
-    pre = PreprocessConfig.from_dict(config["preprocess"])
-    cases = cohort.split(split, fold)
-    if skip_bad:
-        cohort = cohort.verify(pre, skip_bad=True, progress=progress)
-        cases = cohort.split(split, fold)
-    dataset = MRIDataset(cohort, cases, pre, tabular_stats=TabularStats.from_dict(config["tabular_stats"]))
-    y, p, ids = predict(model, dataset, batch_size=batch_size, progress=progress)
+    y, p, ids, config, skipped = predict_split(checkpoint, data, split, fold, batch_size, skip_bad, progress)
     metrics = classification_metrics(y, p, class_names=config["class_names"], n_bootstrap=n_bootstrap)
     metrics.update(
         model=config["model"],
         checkpoint=str(resolve_checkpoint(checkpoint)),
         split=split,
-        skipped=[str(s) for s in cohort.skipped],
+        skipped=skipped,
     )
     if out is not None:
         out = Path(out)
@@ -354,13 +377,14 @@ def evaluate_checkpoint(
         (out / "metrics.md").write_text(
             metrics_table({name or config["model"]: metrics}, with_ci=n_bootstrap > 0) + "\n"
         )
-        _write_predictions(out / "predictions.csv", ids, y, p, config["class_names"])
+        write_predictions(out / "predictions.csv", ids, y, p, config["class_names"])
     return metrics
 
 
-def _write_predictions(
+def write_predictions(
     path: Path, ids: Sequence[str], y: np.ndarray | None, p: np.ndarray, class_names: Sequence[str]
 ) -> None:
+    """Write ``path`` as CSV: case_id, label, predicted class and one probability column per class."""
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["case_id", "label", "predicted", *[f"p_{c}" for c in class_names]])
