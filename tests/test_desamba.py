@@ -9,6 +9,7 @@ import backbones3d
 from backbones3d.desamba import ABLATION_ROWS, DeSamba, DeSambaConfig, DeSambaLoss, desamba_spine_tiny
 from backbones3d.mambaout3d import MambaOut3d
 from backbones3d.samnet import SAMNet
+from spectral3d.layers import SAMB, MultiScaleFusion, SpectralStem3d
 from spectral3d.layers.drlm import DRLM
 from spectral3d.layers.samblock import ConvNeXtV2Block3d, SAMBlock
 from spectral3d.layers.tabular import TabularEncoder
@@ -96,6 +97,37 @@ def test_samblock_residual_reaches_every_block() -> None:
         assert len(blocks) == 2 * 4 and {b.residual for b in blocks} == {residual}
     samnet = backbones3d.create_model("samnet_tiny", residual="identity", dims=(8, 16, 24, 32), depths=(1, 1, 1, 1))
     assert {m.residual for m in samnet.modules() if isinstance(m, SAMBlock)} == {"identity"}
+
+
+def test_literal_switches_reach_every_module() -> None:
+    """``literal=True``: channel f_m, no band embedding, paper skip, all-stage fusion, one Enc_u, live targets."""
+    model = backbones3d.create_model("desamba_spondylitis_tiny", literal=True)
+    sambs = [m for m in model.modules() if isinstance(m, SAMB)]
+    assert len(sambs) == 8 and {(m.fm_mode, m.band_embed) for m in sambs} == {("channel", None)}
+    assert {m.residual for m in model.modules() if isinstance(m, SAMBlock)} == {"paper"}
+    assert {m.stages for m in model.modules() if isinstance(m, MultiScaleFusion)} == {"all"}
+    assert len(model.drlm.unique_encoders) == 1 and not model.drlm.detach_targets
+    # explicit arguments still win over literal=True; the default stays ours
+    model = backbones3d.create_model("desamba_spine_ablation_desn", scale="tiny", literal=True, fm_mode="band")
+    assert {m.fm_mode for m in model.modules() if isinstance(m, SAMB)} == {"band"}
+    default = desamba_spine_tiny()
+    assert len(default.drlm.unique_encoders) == 3 and default.drlm.detach_targets
+    with pytest.raises(TypeError, match="literal: expected a bool"):
+        desamba_spine_tiny(literal="yes")
+
+
+def test_spectral_stem_option() -> None:
+    model = backbones3d.create_model("desamba_spondylitis_tiny", spectral_stem=True)
+    stems = [m for m in model.modules() if isinstance(m, SpectralStem3d)]
+    assert len(stems) == 2 and all(
+        name.endswith("cnn.stem.spectral") for name, m in model.named_modules() if m in stems
+    )
+    logits, aux = model.forward_with_aux(torch.randn(2, 2, SIZE, SIZE, SIZE), torch.randn(2, 8))
+    (logits.square().sum() + sum(aux.values())).backward()
+    assert all(p.grad is not None for s in stems for p in s.parameters())
+    assert not any(isinstance(m, SpectralStem3d) for m in desamba_spine_tiny().modules())
+    with pytest.raises(ValueError, match="spectral_stem: .* needs FP"):
+        backbones3d.create_model("desamba_spine_ablation_cnv2", scale="tiny", spectral_stem=True)
 
 
 def test_compile_fullgraph_and_export() -> None:

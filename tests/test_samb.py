@@ -185,3 +185,19 @@ def test_bad_input():
         m(torch.randn(1, 3, 5, 5, 5))
     with pytest.raises(TypeError, match="x: expected a torch.Tensor"):
         m([1.0])
+
+
+@pytest.mark.parametrize("fm_mode", MODES)
+def test_without_band_embedding_equals_a_zero_embedding(fm_mode):
+    """``band_embedding=False`` (the paper's form) has no ``band_embed`` and computes SAMB with ``E = 0``."""
+    plain = SAMB(6, fm_mode=fm_mode, band_embedding=False)
+    assert "band_embed" not in plain.state_dict() and "band_embedding=False" in repr(plain)
+    perturb(plain)
+    full = SAMB(6, fm_mode=fm_mode)
+    state = dict(plain.state_dict(), band_embed=torch.zeros(8, 6))
+    full.load_state_dict(state)
+    x = torch.randn(2, 6, 5, 6, 7)
+    torch.testing.assert_close(plain(x), full(x))
+    with torch.no_grad():
+        full.band_embed.normal_()
+    assert not torch.allclose(plain(x), full(x), atol=1e-4)

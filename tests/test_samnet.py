@@ -68,6 +68,24 @@ def test_registered_sizes_and_stochastic_depth() -> None:
     assert sum(p.numel() for p in samnet_module.test_samnet_3d().parameters()) < 2_000_000
 
 
+def test_spectral_stem_option() -> None:
+    """``spectral_stem=True`` adds ``stem.spectral`` (the stem's output = patch stem + band energies); default off."""
+    model = SAMNet(in_chans=2, depths=(1, 1), dims=(8, 16), spectral_stem=True).eval()
+    assert [n for n in model.state_dict() if n.startswith("stem.")][:4] == [
+        "stem.0.weight",
+        "stem.0.bias",
+        "stem.1.weight",
+        "stem.1.bias",
+    ]
+    x = torch.randn(2, 2, 16, 16, 16)
+    torch.testing.assert_close(model.stem(x), model.stem[1](model.stem[0](x)) + model.stem.spectral(x))
+    assert model(x).shape == (2, 2)
+    with torch.device("meta"):
+        assert not any("spectral" in n for n in samnet_tiny().state_dict())
+    with pytest.raises(ValueError, match="spectral_stem: .* needs frequency=True"):
+        SAMNet(frequency=False, spectral_stem=True)
+
+
 def test_bad_input() -> None:
     model = samnet_module.test_samnet_3d()
     with pytest.raises(

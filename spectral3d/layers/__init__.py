@@ -18,6 +18,7 @@ from spectral3d.layers.heads import (
 from spectral3d.layers.norm import GRN3d, LayerNorm3d
 from spectral3d.layers.samb import SAMB, band_index
 from spectral3d.layers.samblock import ConvNeXtV2Block3d, ConvNeXtV2Body3d, GRNMlp3d, SAMBlock
+from spectral3d.layers.spectral_stem import SpectralStem3d
 from spectral3d.layers.tabular import TabularEncoder
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "MlpHead",
     "MultiScaleFusion",
     "SAMBlock",
+    "SpectralStem3d",
     "SymmetricPairEncoder",
     "TabularEncoder",
     "band_index",
