@@ -10,7 +10,7 @@ Three commands, each appending JSON lines under ``--out-dir`` (rerunnable; reade
 record of a key):
 
 * ``train VARIANT [--grid --lr --steps --seed]``: the recipe of ``frequency_task.train``; the final
-  weights go to ``--cache/states/`` for ``probe``; one line in ``runs.jsonl``.
+  weights go to ``--cache/states/`` for ``probe``; one line in ``diagnosis_runs.jsonl``.
 * ``probe [--grid]``: logistic-regression probes (fit on the train split, scored on val + test,
   chance 0.25) of the class from (a) the input: log energy in 8 / 16 radial bands of the whole
   volume, the same after a 4³ average pool (the 8³ grid a linear stride-4 stem leaves), and the
@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import frequency_task  # noqa: E402
 
 from backbones3d.samnet import SAMNet  # noqa: E402
-from spectral3d.layers import SAMB  # noqa: E402
+from spectral3d.layers import SAMB, SpectralStem3d  # noqa: E402
 
 BASE = dict(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128))
 VARIANTS: dict[str, dict] = {
@@ -58,17 +58,59 @@ VARIANTS: dict[str, dict] = {
     "samnet_channel": {"fm_mode": "channel"},
     "samnet_identity": {"residual": "identity"},
     "stem_identity": {"spectral_stem": True, "residual": "identity"},
+    "energy_linear": {"arch": "energy_linear"},
+    "energy_linear_bn": {"arch": "energy_linear", "head_norm": "bn"},
+    "energy_linear_none": {"arch": "energy_linear", "head_norm": "none"},
+    "stem_nobn": {"spectral_stem": True, "energy_norm": False},
+    "stem_only_nobn": {"spectral_stem": True, "stem_only": True, "energy_norm": False},
+    "stem_only": {"spectral_stem": True, "stem_only": True},
+    "stem_only_bn": {"spectral_stem": True, "stem_only": True, "head_norm": "bn"},
+    "patch_stem_only": {"stem_only": True},
 }
 PROBED = ("samnet", "twin", "stem")
 
 
+class StemOnly(nn.Module):
+    """A network's stem, then global average → norm → Linear: what the stem alone makes readable.
+
+    ``norm``: ``"ln"`` LayerNorm over the pooled vector (per case, as ConvNeXt's head), ``"bn"``
+    BatchNorm1d (per feature over the batch, as a probe's standardisation), ``"none"``.
+    """
+
+    def __init__(self, stem: nn.Module, width: int, num_classes: int, norm: str = "ln") -> None:
+        super().__init__()
+        norms = {"ln": nn.LayerNorm(width), "bn": nn.BatchNorm1d(width), "none": nn.Identity()}
+        self.stem, self.norm, self.fc = stem, norms[norm], nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(self.stem(x).mean(dim=(2, 3, 4))))
+
+
+class _BandEnergies(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.spectral = SpectralStem3d(1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.spectral.band_energies(x)
+
+
 def build(variant: str, num_classes: int = 4) -> nn.Module:
     kw = dict(VARIANTS[variant])
+    head_norm = kw.pop("head_norm", "ln")
+    if kw.pop("arch", None) == "energy_linear":  # SpectralStem3d's log band energies, averaged, norm, Linear
+        return StemOnly(_BandEnergies(), 16, num_classes, head_norm)
     stem_norm = kw.pop("stem_norm", True)
+    stem_only = kw.pop("stem_only", False)
+    energy_norm = kw.pop("energy_norm", True)
     model = SAMNet(in_chans=1, num_classes=num_classes, **BASE, **kw)
     if not stem_norm:
         model.stem[1] = nn.Identity()
-    return model
+    if not energy_norm:  # the spectral stem without its BatchNorm (its first form), projection init std 0.02
+        model.stem.spectral.norm = nn.Identity()
+        nn.init.trunc_normal_(model.stem.spectral.proj.weight, std=0.02)
+        nn.init.zeros_(model.stem.spectral.proj.bias)
+    return StemOnly(model.stem, BASE["dims"][0], num_classes, head_norm) if stem_only else model
 
 
 def state_path(cache: Path, variant: str, grid: int, lr: float, seed: int, steps: int) -> Path:
@@ -88,7 +130,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     path = state_path(args.cache, **{k: v for k, v in key.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
-    frequency_task.append_jsonl(args.out_dir / "runs.jsonl", {**key, **result})
+    frequency_task.append_jsonl(args.out_dir / "diagnosis_runs.jsonl", {**key, **result})
 
 
 # ----- probes --------------------------------------------------------------------------------------

@@ -12,11 +12,14 @@ Input ``x: (N, C, D, H, W)`` real, output ``(N, out_chs, D/s, H/s, W/s)`` with `
 3. Local band energy, relative to white noise of the same variance *(ours)*:
    ``E_{c,k} = log(AvgPool_s(Y_{c,k}²) / w_k + eps)``, ``w_k`` the fraction of the spectrum's bins
    in band ``k`` (so unit white noise gives ``E ≈ 0`` in every band).
-4. ``out = Conv1x1(E)``, ``C·K -> out_chs``.
+4. ``out = Conv1x1(BN(E))``, ``C·K -> out_chs``; ``BN`` standardises every band's log energy over
+   the batch and space (``BatchNorm3d`` without affine, running statistics in eval) *(ours)*.
 
-Squaring before pooling keeps the amplitude of each band where a strided linear stem folds the
-frequencies above ``1 / (2 s)`` into signed features (measured:
-``benchmarks/results/frequency_pathway.md``).
+Why *(ours)*, measured (``benchmarks/results/frequency_pathway.md``): squaring before pooling keeps
+the amplitude of each band, which a strided linear stem folds into signed features and a per-voxel
+LayerNorm divides out; and a lesion's band shows as a small between-case shift of the band
+energies on top of a large common offset, which only a standardisation over cases (not a
+per-sample LayerNorm) brings to a scale AdamW can learn in a few hundred steps.
 
 Shapes: every axis a positive multiple of ``stride``; float64 stays float64.
 """
@@ -25,7 +28,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
 from torch import nn
 
 from spectral3d._checks import check_channels, check_divisible, check_ndim
@@ -37,7 +39,7 @@ _FFT_DIMS = (-3, -2, -1)
 
 
 class SpectralStem3d(nn.Module):
-    """Learned radial band split of each input channel, local log energy per band, 1×1×1 projection.
+    """Learned radial band split of each input channel, local log energy per band, standardised, projected.
 
     Args:
         in_chs: input channels C.
@@ -67,16 +69,17 @@ class SpectralStem3d(nn.Module):
             raise ValueError(f"eps: expected a positive number, got {eps!r}")
         self.in_chs, self.out_chs, self.stride, self.num_bands, self.eps = in_chs, out_chs, stride, num_bands, eps
         self.band_gains = nn.Parameter(torch.empty(in_chs, num_bands, num_bands))
+        self.norm = nn.BatchNorm3d(in_chs * num_bands, affine=False)
         self.proj = nn.Conv3d(in_chs * num_bands, out_chs, 1)
         self._cache: dict[tuple[int, int, int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Gains: the identity band split; projection: truncated normal (std 0.02), zero bias."""
+        """Gains: the identity band split; projection: PyTorch's default (its inputs have unit variance)."""
         with torch.no_grad():
             self.band_gains.copy_(torch.eye(self.num_bands).expand(self.in_chs, -1, -1))
-        trunc_normal_(self.proj.weight, std=0.02)
-        nn.init.zeros_(self.proj.bias)
+        self.norm.reset_running_stats()
+        self.proj.reset_parameters()
 
     def extra_repr(self) -> str:
         return f"in_chs={self.in_chs}, out_chs={self.out_chs}, stride={self.stride}, num_bands={self.num_bands}"
@@ -117,5 +120,5 @@ class SpectralStem3d(nn.Module):
         return torch.log(rel + self.eps).reshape(n, c * k, *energy.shape[2:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        e = self.band_energies(x)
-        return self.proj(e.to(self.proj.weight.dtype)).to(x.dtype)
+        e = self.band_energies(x).to(self.proj.weight.dtype)
+        return self.proj(self.norm(e)).to(x.dtype)
