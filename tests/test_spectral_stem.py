@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from backbones3d.samnet import SAMNet
+from spectral3d.data import Cohort, LesionSpec, PreprocessConfig, write_synthetic_cohort
 from spectral3d.layers import SpectralStem3d
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -71,3 +73,37 @@ def test_bad_input_and_arguments() -> None:
         SpectralStem3d(1, 4, num_bands=0)
     with pytest.raises(ValueError, match=r"eps: expected a positive number"):
         SpectralStem3d(1, 4, eps=0.0)
+
+
+def _train_and_score(x: torch.Tensor, y: torch.Tensor, n_train: int, seed: int, spectral: bool) -> float:
+    """120 AdamW steps at batch 8 (lr 2e-3) on the first ``n_train`` cases; accuracy on the rest."""
+    torch.manual_seed(seed)
+    model = SAMNet(1, 4, depths=(1, 1), dims=(8, 16), frequency=spectral, spectral_stem=spectral)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(120):
+        idx = torch.randint(0, n_train, (8,), generator=gen)
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return float((model.eval()(x[n_train:]).argmax(1) == y[n_train:]).float().mean())
+
+
+def test_samnet_with_spectral_stem_learns_a_frequency_only_task(tmp_path) -> None:
+    """Four classes that differ only in the lesion texture's band (16³, 56 train / 24 held-out cases):
+    SAMNet with ``spectral_stem=True`` against its ``frequency=False`` twin, equal steps, seeds 0 and 1.
+
+    Measured (2-core VM, shared, one thread): 0.96 / 0.96 against 0.17 / 0.17; about 20 s of CPU
+    time for data and the four trainings.
+    """
+    spec = LesionSpec(intensity_cue=0.0, amplitude=0.12, radius=0.25, texture_norm="lesion", clinical_cue=0.0)
+    root = write_synthetic_cohort(tmp_path / "tex", task="texture", cases=80, size=16, lesion=spec)
+    cohort = Cohort.from_folder(root, sequences=("t1",))
+    cfg = PreprocessConfig(input_size=16, crop="centre")
+    x = torch.from_numpy(np.stack([cohort.load(rec, cfg).volume for rec in cohort.cases]))
+    y = torch.tensor([cohort.label_index(rec) for rec in cohort.cases])
+    for seed in (0, 1):
+        stem, twin = (_train_and_score(x, y, 56, seed, spectral) for spectral in (True, False))
+        assert stem >= 0.7 and stem >= twin + 0.35, (seed, stem, twin)  # chance 0.25

@@ -197,5 +197,7 @@ def test_lesion_spec_validation(tmp_path):
         LesionSpec(texture_norm="roi")
     with pytest.raises(ValueError, match="intensity_cue: expected a finite number"):
         LesionSpec(intensity_cue=float("nan"))
+    with pytest.raises(ValueError, match=r"lesion.radius: expected at most 0.299 for size \(16, 16, 16\)"):
+        write_synthetic_cohort(tmp_path / "a", size=16, lesion=LesionSpec(radius=0.3))
     with pytest.raises(TypeError, match="lesion: expected a LesionSpec"):
         write_synthetic_cohort(tmp_path / "a", lesion={"amplitude": 0.1})

@@ -217,6 +217,9 @@ def write_synthetic_cohort(
     lesion = LesionSpec() if lesion is None else lesion
     if not isinstance(lesion, LesionSpec):
         raise TypeError(f"lesion: expected a LesionSpec or None, got {type(lesion).__name__}")
+    largest = ((min(size) - 1) / 2 - 2) / (1.15 * min(size))  # the ball (radius up to 1.15x) + 2 voxels fits
+    if lesion.radius > largest:
+        raise ValueError(f"lesion.radius: expected at most {largest:.3f} for size {size}, got {lesion.radius}")
     root = Path(out)
     if (root / CASES_CSV).exists() and not overwrite:
         raise FileExistsError(f"out: {root} already holds a cohort ({CASES_CSV}); pass overwrite=True")
