@@ -6,8 +6,7 @@ The task (``frequency_task.py``): ``write_synthetic_cohort(task="texture", lesio
 frequency in cycles/voxel). Networks: SAMNet widths 16-32-64-128, depths 1-1-2-1 (0.95 M; its
 ``frequency=False`` twin 0.40 M) and the variants of :data:`VARIANTS`.
 
-Three commands, each appending JSON lines under ``--out-dir`` (rerunnable; readers take the last
-record of a key):
+Two commands, writing under ``--out-dir`` (rerunnable; readers take the last record of a key):
 
 * ``train VARIANT [--grid --lr --steps --seed]``: the recipe of ``frequency_task.train``; the final
   weights go to ``--cache/states/`` for ``probe``; one line in ``diagnosis_runs.jsonl``.
@@ -20,7 +19,12 @@ record of a key):
   ``energy`` (the mean of the square) and ``max``; (c) SAMB's modulation gains ``f_m`` in every
   trained SAMBlock: how far from 1, and how much of their variance the class explains per band
   (``probes_g{grid}.json``).
-* ``report``: ``benchmarks/results/frequency_pathway.md``'s tables from the JSON files.
+
+Besides SAMNet's forms, :data:`VARIANTS` holds the readouts that locate the loss: ``energy_linear*``
+(the spectral stem's 16 log band energies, averaged over the volume, then LayerNorm / BatchNorm /
+nothing, then a Linear layer: the linear probe trained with the networks' recipe), ``*stem_only*``
+(a stem, global average, norm, Linear), ``stem_nobn`` (the spectral stem without its BatchNorm).
+Results and reading: ``benchmarks/results/frequency_pathway.md``.
 
     cd /work/wt/i16 && export PYTHONPATH=$PWD OMP_NUM_THREADS=1
     python benchmarks/diagnostics/frequency_pathway.py train twin --lr 1e-3
@@ -141,10 +145,11 @@ def radial_band(shape: tuple[int, ...], num_bands: int) -> np.ndarray:
 
 
 def log_band_energy(x: torch.Tensor, num_bands: int) -> np.ndarray:
-    """``(N, D, H, W) -> (N, num_bands)`` log mean power per radial band."""
+    """``(N, D, H, W) -> (N, <= num_bands)`` log mean power per radial band (bands without a bin left out)."""
     band = torch.from_numpy(radial_band(tuple(x.shape[1:]), num_bands))
     power = torch.fft.fftn(x.double(), dim=(1, 2, 3)).abs() ** 2
-    return np.log(np.stack([power[:, band == b].mean(1).numpy() for b in range(1, num_bands + 1)], 1) + 1e-12)
+    bands = [b for b in range(1, num_bands + 1) if (band == b).any()]
+    return np.log(np.stack([power[:, band == b].mean(1).numpy() for b in bands], 1) + 1e-12)
 
 
 def probe(features: np.ndarray, y: np.ndarray, train: np.ndarray) -> float:
