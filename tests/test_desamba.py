@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -128,6 +130,55 @@ def test_spectral_stem_option() -> None:
     assert not any(isinstance(m, SpectralStem3d) for m in desamba_spine_tiny().modules())
     with pytest.raises(ValueError, match="spectral_stem: .* needs FP"):
         backbones3d.create_model("desamba_spine_ablation_cnv2", scale="tiny", spectral_stem=True)
+
+
+def test_paper_literal_switches_through_the_config_and_the_registry() -> None:
+    """DRLM's shared ``Enc_u`` / live targets, SAMB without band embedding and last-stage fusion, each one field
+    of ``DeSambaConfig`` reaching its module; live targets send the self loss's gradient into the encoders."""
+    kw = dict(cnn_dims=(8, 8, 8, 8), mamba_dims=(8, 8, 8, 8), cnn_depths=(1, 1, 1, 1), mamba_depths=(1, 1, 1, 1))
+    kw.update(feature_dim=16, tabular_dim=8, sequences=("t1", "t2fs"), num_classes=2)
+    model = DeSamba(DeSambaConfig(**kw, drlm_share_unique_encoder=True, band_embedding=False, fusion_stages="last"))
+    assert len(model.drlm.unique_encoders) == 1 and model.drlm.detach_targets
+    assert {m.band_embed for m in model.modules() if isinstance(m, SAMB)} == {None}
+    fusions = [m for m in model.modules() if isinstance(m, MultiScaleFusion)]
+    assert len(fusions) == 2 and {(m.stages, m.in_features) for m in fusions} == {("last", 16)}
+    registered = backbones3d.create_model("desamba_spondylitis_tiny", drlm_detach_targets=False)
+    assert not registered.drlm.detach_targets and len(registered.drlm.unique_encoders) == 2
+    x, tab = torch.randn(2, 2, SIZE, SIZE, SIZE), torch.randn(2, 8)
+    grads = {}
+    for detach in (True, False):
+        torch.manual_seed(0)
+        m = DeSamba(DeSambaConfig(**kw, drlm_detach_targets=detach))
+        m.forward_with_aux(x, tab)[1]["self"].backward()
+        grads[detach] = torch.cat([p.grad.flatten() for p in m.encoders.parameters() if p.grad is not None])
+    assert grads[True].abs().sum() > 0 and not torch.allclose(grads[True], grads[False])
+    with pytest.raises(ValueError, match="spectral_stem: .* needs FP"):
+        DeSambaConfig(**kw, frequency_pathway=False, spectral_stem=True)
+
+
+def _readme_params(prefixes: tuple[str, ...]) -> dict[str, float]:
+    """``{registered name: parameters in M}`` of the README's model table."""
+    rows = {}
+    for line in (Path(__file__).parents[1] / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 4 and cells[2].strip("`").startswith(prefixes) and cells[3].endswith(" M"):
+            rows[cells[2].strip("`")] = float(cells[3][:-2])
+    return rows
+
+
+@pytest.mark.parametrize(
+    "name", ["desamba_spine", "desamba_spondylitis", "desamba_spine_tiny", "desamba_spondylitis_tiny", "samnet_tiny"]
+)
+def test_registered_defaults_keep_the_readme_parameter_counts(name: str) -> None:
+    """The registered models are built without the new options (no spectral stem, band embedding on, per-sequence
+    Enc_u, detached targets) and hold the README table's parameters (meta device)."""
+    with torch.device("meta"):
+        model = backbones3d.create_model(name)
+    assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(_readme_params((name,))[name], abs=0.005)
+    assert not any(isinstance(m, SpectralStem3d) for m in model.modules())
+    assert all(m.band_embed is not None and m.fm_mode == "band" for m in model.modules() if isinstance(m, SAMB))
+    if isinstance(model, DeSamba):
+        assert len(model.drlm.unique_encoders) == len(model.sequences) and model.drlm.detach_targets
 
 
 def test_compile_fullgraph_and_export() -> None:

@@ -201,3 +201,16 @@ def test_without_band_embedding_equals_a_zero_embedding(fm_mode):
     with torch.no_grad():
         full.band_embed.normal_()
     assert not torch.allclose(plain(x), full(x), atol=1e-4)
+
+
+def test_channel_mode_without_band_embedding_has_no_band_structure():
+    """``fm_mode="channel", band_embedding=False`` (the paper's simplest reading): no parameter depends on
+    the number of bands, and the output does not either (the radial band index is never used)."""
+    few, many = (SAMB(6, fm_mode="channel", num_bands=b, band_embedding=False) for b in (2, 16))
+    assert {n: p.shape for n, p in few.named_parameters()} == {n: p.shape for n, p in many.named_parameters()}
+    assert "band_embed" not in dict(many.named_parameters()) and many.mod_fc2.out_channels == 6  # one gain per channel
+    perturb(few)
+    many.load_state_dict(few.state_dict())
+    x = torch.randn(2, 6, 7, 5, 6)
+    torch.testing.assert_close(few(x), many(x))
+    assert not torch.allclose(few(x), x, atol=1e-3)  # perturbed: not the identity

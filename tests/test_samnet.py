@@ -8,6 +8,7 @@ import torch
 import backbones3d
 from backbones3d import samnet as samnet_module
 from backbones3d.samnet import SAMNet, samnet_small, samnet_tiny
+from spectral3d.layers.samb import SAMB
 from spectral3d.layers.samblock import ConvNeXtV2Block3d, SAMBlock
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: see tests/conftest.py
@@ -84,6 +85,13 @@ def test_spectral_stem_option() -> None:
         assert not any("spectral" in n for n in samnet_tiny().state_dict())
     with pytest.raises(ValueError, match="spectral_stem: .* needs frequency=True"):
         SAMNet(frequency=False, spectral_stem=True)
+
+
+def test_band_embedding_reaches_every_samb() -> None:
+    for flag in (True, False):
+        model = SAMNet(in_chans=1, depths=(1, 2), dims=(8, 16), band_embedding=flag, fm_mode="channel")
+        sambs = [m for m in model.modules() if isinstance(m, SAMB)]
+        assert len(sambs) == 3 and {m.band_embed is not None for m in sambs} == {flag}
 
 
 def test_bad_input() -> None:

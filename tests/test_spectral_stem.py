@@ -1,4 +1,5 @@
-"""SpectralStem3d: band energies against a NumPy reference, white noise at zero, gradients, bad input."""
+"""SpectralStem3d: band energies against a NumPy reference, white noise at zero, dtypes, eval statistics,
+compile, gradients, bad input; SAMNet with the stem learns a frequency-only task."""
 
 from __future__ import annotations
 
@@ -63,16 +64,51 @@ def test_energies_follow_the_band_and_gradients_reach_every_parameter() -> None:
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in stem.parameters())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dtype_follows_the_input_and_the_ffts_run_in_float32(dtype) -> None:
+    """float32 / bfloat16 in → the same dtype out, shape ``(N, out_chs, D/s, H/s, W/s)`` on odd multiples of
+    the stride; bfloat16 matches the float32 result of the bf16-rounded input (its FFTs run in float32)."""
+    stem = SpectralStem3d(3, 5, stride=3).eval()
+    x = torch.randn(2, 3, 9, 15, 21).to(dtype)
+    out = stem(x)
+    assert out.dtype == dtype and out.shape == (2, 5, 3, 5, 7)
+    torch.testing.assert_close(out.float(), stem(x.float()), atol=2e-2, rtol=2e-2)
+
+
+def test_eval_uses_running_statistics_and_train_standardises_over_the_batch() -> None:
+    """Train mode: every band's log energy standardised over batch and space (mean 0, variance 1 before the
+    projection); eval mode: running statistics, so a case's output does not depend on the rest of its batch."""
+    stem = SpectralStem3d(1, 4, num_bands=6)
+    x = torch.randn(6, 1, 16, 16, 16) * torch.linspace(0.5, 2.0, 6).view(6, 1, 1, 1, 1)
+    z = stem.norm(stem.band_energies(x))
+    torch.testing.assert_close(z.mean(dim=(0, 2, 3, 4)), torch.zeros(6), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.var(dim=(0, 2, 3, 4), unbiased=False), torch.ones(6), atol=1e-3, rtol=0)
+    stem.eval()
+    torch.testing.assert_close(stem(x)[2:3], stem(x[2:3]))
+    assert not torch.allclose(stem.train()(x)[2:3], stem(x[2:3]))
+
+
+def test_compile_fullgraph() -> None:
+    stem = SpectralStem3d(2, 4, num_bands=5).eval()
+    x = torch.randn(2, 2, 8, 12, 8)
+    compiled = torch.compile(stem, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), stem(x))
+
+
 def test_bad_input_and_arguments() -> None:
     stem = SpectralStem3d(2, 4)
     with pytest.raises(ValueError, match=r"x spatial size.*multiple of 4"):
         stem(torch.randn(1, 2, 8, 8, 6))
     with pytest.raises(ValueError, match=r"x: expected 2 channels on axis 1, got 3"):
         stem(torch.randn(1, 3, 8, 8, 8))
-    with pytest.raises(ValueError, match=r"num_bands: expected a positive int, got 0"):
-        SpectralStem3d(1, 4, num_bands=0)
-    with pytest.raises(ValueError, match=r"eps: expected a positive number"):
-        SpectralStem3d(1, 4, eps=0.0)
+    with pytest.raises(ValueError, match=r"x: expected a 5-D tensor \(N, C, D, H, W\), got shape \(2, 8, 8, 8\)"):
+        stem(torch.randn(2, 8, 8, 8))
+    for name, bad in (("in_chs", 0), ("out_chs", 2.0), ("stride", True), ("num_bands", 0)):
+        with pytest.raises(ValueError, match=rf"{name}: expected a positive int, got {bad!r}"):
+            SpectralStem3d(**{"in_chs": 1, "out_chs": 4, name: bad})
+    for eps in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match=r"eps: expected a positive number"):
+            SpectralStem3d(1, 4, eps=eps)
 
 
 def _train_and_score(x: torch.Tensor, y: torch.Tensor, n_train: int, seed: int, spectral: bool) -> float:

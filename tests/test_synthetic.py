@@ -197,6 +197,14 @@ def test_lesion_spec_validation(tmp_path):
         LesionSpec(texture_norm="roi")
     with pytest.raises(ValueError, match="intensity_cue: expected a finite number"):
         LesionSpec(intensity_cue=float("nan"))
+    with pytest.raises(ValueError, match="clinical_cue: expected a finite number, got True"):
+        LesionSpec(clinical_cue=True)
+    with pytest.raises(ValueError, match=r"bands: expected \(first, last\).*got \(0.1,\)"):
+        LesionSpec(bands=(0.1,))
+    with pytest.raises(ValueError, match="band_half_width: expected a number > 0.0, got -0.01"):
+        LesionSpec(band_half_width=-0.01)
+    with pytest.raises(AttributeError):  # frozen: a spec cannot change under a cohort written with it
+        FREQUENCY_ONLY.amplitude = 1.0  # type: ignore[misc]
     with pytest.raises(ValueError, match=r"lesion.radius: expected at most 0.299 for size \(16, 16, 16\)"):
         write_synthetic_cohort(tmp_path / "a", size=16, lesion=LesionSpec(radius=0.3))
     with pytest.raises(TypeError, match="lesion: expected a LesionSpec"):

@@ -12,10 +12,12 @@ recipe of ``frequency_task.train`` (AdamW, batch 8, ``--steps`` steps, warm-up +
   on the two sequences as channels.
 
 ``run MODEL --lr --seed`` trains one and appends a JSON line to ``--out`` (``runs.jsonl``);
-``summary`` picks each model's learning rate on the validation accuracy of seed 0 (never the test
-split) and writes ``summary.json`` with mean ± sd over the seeds at that rate.
+``--lr best`` takes the rate whose seed-0 run has the best validation accuracy so far (never the
+test split); ``summary`` picks each model's rate the same way and writes ``summary.json`` with
+mean ± sd over the seeds at that rate.
 
     python benchmarks/diagnostics/frequency_experiments.py run samnet_stem --lr 1e-3 --seed 0
+    python benchmarks/diagnostics/frequency_experiments.py run samnet_stem --lr best --seed 1
     python benchmarks/diagnostics/frequency_experiments.py summary
 """
 
@@ -62,6 +64,13 @@ def build(name: str) -> nn.Module:
 
 def cmd_run(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
+    if args.lr == "best":
+        rows = [r for r in load_runs(args.out).values() if r["model"] == args.model and r["steps"] == args.steps]
+        args.lr = pick_lr(rows)
+        if args.lr is None:
+            raise SystemExit(f"--lr best: no seed-0 run of {args.model} at {args.steps} steps in {args.out}")
+    else:
+        args.lr = float(args.lr)
     task = MODELS[args.model][0]
     data = frequency_task.load(args.cache, sequences=("t1",) if task == "single" else ("t1", "pd"))
     torch.manual_seed(args.seed)
@@ -78,10 +87,16 @@ def cmd_run(args: argparse.Namespace) -> None:
 def load_runs(path: Path) -> dict[tuple, dict]:
     """The last record of every ``(model, lr, seed, steps)``."""
     runs = {}
-    for line in path.read_text().splitlines():
+    for line in path.read_text().splitlines() if path.exists() else []:
         r = json.loads(line)
         runs[(r["model"], r["lr"], r["seed"], r["steps"])] = r
     return runs
+
+
+def pick_lr(rows: list[dict]) -> float | None:
+    """The learning rate of the seed-0 run with the best final validation accuracy (ties: the smaller rate)."""
+    seed0 = {r["lr"]: r["final"]["val_acc"] for r in rows if r["seed"] == 0}
+    return max(sorted(seed0), key=lambda k: seed0[k]) if seed0 else None
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -93,10 +108,10 @@ def cmd_summary(args: argparse.Namespace) -> None:
     summary = {}
     for model in MODELS:
         rows = by_model.get(model, [])
-        seed0 = {r["lr"]: r["final"]["val_acc"] for r in rows if r["seed"] == 0}
-        if not seed0:
+        lr = pick_lr(rows)
+        if lr is None:
             continue
-        lr = max(sorted(seed0), key=lambda k: seed0[k])  # ties: the smaller rate
+        seed0 = {r["lr"]: r["final"]["val_acc"] for r in rows if r["seed"] == 0}
         chosen = sorted((r for r in rows if r["lr"] == lr), key=lambda r: r["seed"])
         entry = {
             "task": MODELS[model][0],
@@ -123,7 +138,7 @@ def main() -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
     r.add_argument("model", choices=list(MODELS))
-    r.add_argument("--lr", type=float, required=True)
+    r.add_argument("--lr", required=True, help="a float, or 'best' (the seed-0 validation winner so far)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--eval-every", type=int, default=250)
     sub.add_parser("summary")
