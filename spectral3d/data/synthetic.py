@@ -33,12 +33,8 @@ The paper's cohorts are private; this generator writes a cohort that exercises t
   per-sequence encoders stayed near chance (``benchmarks/results/fusion_ablation.md``).
 * **Frequency-only task** (:data:`FREQUENCY_ONLY` with ``task="texture"``): no intensity or
   clinical cue, texture amplitude 0.06, normalised so that every class has the same lesion mean
-  and standard deviation; only the texture's band tells the classes apart. Its difficulty
-  (``benchmarks/diagnostics/cohort_probes.py``, 300 cases, seeds 0–2, 32³ at 1 mm with the lesion
-  anywhere in the volume, lesion diameter 10–13 voxels, 5-fold with 240 training cases, chance
-  0.25): the log energy of the whole ``t1`` volume in 8 radial bands 0.81–0.88, the lesion's
-  intensity statistics (ROI as an oracle) and the volume's ≤ 0.30
-  (``benchmarks/results/frequency_pathway.md``).
+  and standard deviation; only the texture's band tells the classes apart. Its difficulty,
+  measured: ``benchmarks/results/frequency_pathway.md``.
 * **Tasks**: ``"spine"`` — 6 classes (primary sites, ordered low→high frequency as the paper
   describes their lesions: prostate, breast, kidney, gastrointestinal, other, lung), sequences
   ``t1, t2, t2fs``; ``"spondylitis"`` — 2 classes (pyogenic = low, tuberculous = high),

@@ -15,13 +15,10 @@ Input ``x: (N, C, D, H, W)`` real, output ``(N, out_chs, D/s, H/s, W/s)`` with `
 4. ``out = Conv1x1(BN(E))``, ``C·K -> out_chs``; ``BN`` standardises every band's log energy over
    the batch and space (``BatchNorm3d`` without affine, running statistics in eval) *(ours)*.
 
-Why *(ours)*, measured (``benchmarks/results/frequency_pathway.md``): squaring before pooling keeps
-the amplitude of each band, which a strided linear stem folds into signed features and a per-voxel
-LayerNorm divides out; and a lesion's band shows as a small between-case shift of the band
-energies on top of a large common offset, which only a standardisation over cases (not a
-per-sample LayerNorm) brings to a scale AdamW can learn in a few hundred steps.
+Why a band split, squared energies and a standardisation over cases (measured):
+``benchmarks/results/frequency_pathway.md``.
 
-Shapes: every axis a positive multiple of ``stride``; float64 stays float64.
+Shapes: every axis a positive multiple of ``stride``; the output has the input's dtype (float64 stays float64).
 """
 
 from __future__ import annotations
