@@ -34,6 +34,11 @@ point takes ``scale="paper" | "small" | "tiny"``:
   (``desamba_spine_tiny``, ``desamba_spondylitis_tiny``, and ``test_desamba_3d``, the registry's
   test model: ``desamba_spine_tiny`` with ``share_encoders=True``).
 
+Every entry point also takes ``literal=False``; ``literal=True`` applies ``LITERAL``, the paper's
+reading wherever it gives one: channel ``f_m`` without band embedding, SAMBlock's 0.5-weighted skip,
+the fusion over all stages, one ``Enc_u`` shared by the sequences and non-detached DRLM targets
+(what changes and what stays *(ours)*: ``docs/paper_literal.md``).
+
 Choices *(ours)*: the fusion block (:mod:`spectral3d.layers.fusion`), the tabular encoder
 (:mod:`spectral3d.layers.tabular`), DRLM's encoder/decoder forms (:mod:`spectral3d.layers.drlm`),
 the LayerNorm in the classifier head, ``share_encoders`` (one encoder for every sequence, run as
@@ -99,8 +104,14 @@ class DeSambaConfig:
         drlm_dim: width of DRLM's unique and shared vectors (default ``feature_dim``).
         drlm_hidden_dim: hidden width of DRLM's MLPs (default ``feature_dim``).
         fm_mode, num_bands: SAMB's modulation form and radial bands.
+        band_embedding: SAMB's learned band embedding (``False``: the paper's form).
+        spectral_stem: SAMNet's band-energy front end (:class:`~backbones3d.samnet.SAMNet`; needs FP).
         samblock_residual: SAMBlock's skip, ``"paper"`` (``0.5·x + 0.5·F_out``, default) or
             ``"identity"`` (``x + F_out``); see :mod:`spectral3d.layers.samblock`.
+        fusion_stages: the fusion block pools ``"all"`` stage outputs of both branches or only the
+            ``"last"`` one of each (:class:`~spectral3d.layers.fusion.MultiScaleFusion`).
+        drlm_share_unique_encoder: one ``Enc_u`` for every sequence (the paper's notation).
+        drlm_detach_targets: DRLM reconstructs ``f_i.detach()`` (``False``: ``f_i``, the paper's form).
         share_encoders: one CNN/Mamba/fusion encoder for every sequence.
         global_pool: fusion pooling, ``"avg"`` or ``"max"``.
         drop_rate: dropout before the classifier (and in the tabular MLP).
@@ -134,7 +145,12 @@ class DeSambaConfig:
     drlm_hidden_dim: int | None = None
     fm_mode: str = "band"
     num_bands: int = 8
+    band_embedding: bool = True
+    spectral_stem: bool = False
     samblock_residual: str = "paper"
+    fusion_stages: str = "all"
+    drlm_share_unique_encoder: bool = False
+    drlm_detach_targets: bool = True
     share_encoders: bool = False
     global_pool: str = "avg"
     drop_rate: float = 0.0
@@ -151,6 +167,8 @@ class DeSambaConfig:
             raise ValueError("cnn_encoder, mamba_encoder: at least one image encoder (CE or ME) must be on")
         if self.frequency_pathway and not self.cnn_encoder:
             raise ValueError("frequency_pathway: the frequency pathway (FP) lives in the CNN encoder; it needs CE")
+        if self.spectral_stem and not self.frequency_pathway:
+            raise ValueError("spectral_stem: the spectral stem is part of the frequency pathway; it needs FP")
         if (self.cross_loss or self.self_loss) and not self.decouple:
             raise ValueError("cross_loss, self_loss: the reconstruction losses (C, S) need DRLM (decouple=True)")
         if self.decouple and len(seqs) < 2:
@@ -196,6 +214,8 @@ class SequenceEncoder(nn.Module):
                 frequency=c.frequency_pathway,
                 fm_mode=c.fm_mode,
                 num_bands=c.num_bands,
+                band_embedding=c.band_embedding,
+                spectral_stem=c.spectral_stem,
                 residual=c.samblock_residual,
                 drop_path_rate=c.drop_path_rate,
                 features_only=True,
@@ -221,6 +241,7 @@ class SequenceEncoder(nn.Module):
             dims_mamba if dims_cnn else None,
             out_dim=c.feature_dim,
             global_pool=c.global_pool,
+            stages=c.fusion_stages,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -287,6 +308,8 @@ class DeSamba(HeadContract):
                 unique_dim=config.drlm_dim,
                 shared_dim=config.drlm_dim,
                 hidden_dim=config.drlm_hidden_dim,
+                share_unique_encoder=config.drlm_share_unique_encoder,
+                detach_targets=config.drlm_detach_targets,
                 self_reconstruction=config.self_loss,
                 cross_reconstruction=config.cross_loss,
             )
@@ -520,6 +543,16 @@ ABLATION_ROWS: dict[str, tuple[int, ...]] = {
     "de_s": (1, 1, 1, 1, 1, 0, 1),
     "full": (1, 1, 1, 1, 1, 1, 1),
 }
+# literal=True: the paper's reading wherever it gives one (docs/paper_literal.md); explicit kwargs still win
+LITERAL: dict[str, Any] = dict(
+    fm_mode="channel",
+    band_embedding=False,
+    spectral_stem=False,
+    samblock_residual="paper",
+    fusion_stages="all",
+    drlm_share_unique_encoder=True,
+    drlm_detach_targets=False,
+)
 # What the paper scale reaches (desamba_spine, batch 1, input (3, 64, 96, 96), meta device; FFT excluded).
 PAPER_SCALE_MEASURED = {"params_M": 430.69, "macs_G": 305.29, "paper_params_M": 433.82, "paper_macs_G": 308.32}
 
@@ -568,7 +601,15 @@ def _create_desamba(
 ) -> DeSamba:
     if scale not in SCALES:
         raise ValueError(f"scale: expected one of {sorted(SCALES)}, got {scale!r}")
-    args: dict[str, Any] = {**SCALES[scale], **DATASETS[dataset], **dict(zip(FLAGS, map(bool, flags)))}
+    literal = kwargs.pop("literal", False)
+    if not isinstance(literal, bool):
+        raise TypeError(f"literal: expected a bool, got {type(literal).__name__}")
+    args: dict[str, Any] = {
+        **SCALES[scale],
+        **(LITERAL if literal else {}),
+        **DATASETS[dataset],
+        **dict(zip(FLAGS, map(bool, flags))),
+    }
     model = build_model_with_cfg(DeSamba, variant, pretrained, **dict(args, **kwargs))
     if scale == "tiny":  # the registered cfg describes the paper scale; tiny runs at 32³
         model.pretrained_cfg["input_size"] = (model.in_chans, 32, 32, 32)

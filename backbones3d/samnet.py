@@ -42,8 +42,20 @@ from spectral3d._checks import check_channels, check_divisible, check_ndim
 from spectral3d.layers.heads import ClassifierHead3d, check_global_pool
 from spectral3d.layers.norm import LayerNorm3d
 from spectral3d.layers.samblock import ConvNeXtV2Block3d, SAMBlock
+from spectral3d.layers.spectral_stem import SpectralStem3d
 
 __all__ = ["SAMNet", "SAMNetStage"]
+
+
+class _SpectralPatchStem(nn.Sequential):
+    """``LayerNorm(Conv_4(x)) + SpectralStem3d(x)``: the patch stem with the band energies added (``stem.spectral``)."""
+
+    def __init__(self, patch: nn.Conv3d, norm: nn.Module, spectral: SpectralStem3d) -> None:
+        super().__init__(patch, norm)
+        self.spectral = spectral
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self[1](self[0](x)) + self.spectral(x)
 
 
 class SAMNetStage(nn.Module):
@@ -107,9 +119,13 @@ class SAMNet(StagedContract):
         depths: blocks per stage (paper: 3, 4, 6, 3).
         dims: channels per stage.
         frequency: SAMBlocks (the frequency pathway) or plain ConvNeXtV2 blocks.
+        spectral_stem: add the band energies of the input's full-resolution spectrum to the stem's
+            output (:class:`~spectral3d.layers.spectral_stem.SpectralStem3d`, ``stem.spectral``);
+            part of the frequency pathway, so it needs ``frequency=True``.
         fm_mode: SAMB's modulation form (``"band"``, ``"channel"``, ``"spectral"``).
         num_bands: SAMB's radial frequency bands.
         enh_kernel_size: SAMB's enhancement kernel.
+        band_embedding: SAMB's learned band embedding (``False``: the paper's form).
         residual: SAMBlock's skip, ``"paper"`` (``0.5·x + 0.5·F_out``) or ``"identity"`` (``x + F_out``;
             trains at learning rates where the paper form does not, see :mod:`spectral3d.layers.samblock`).
         kernel_size: depthwise kernel of the block bodies (7).
@@ -141,10 +157,12 @@ class SAMNet(StagedContract):
         depths: Sequence[int] = (3, 4, 6, 3),
         dims: Sequence[int] = (96, 192, 384, 768),
         frequency: bool = True,
+        spectral_stem: bool = False,
         fm_mode: str = "band",
         num_bands: int = 8,
         enh_kernel_size: int = 1,
         residual: str = "paper",
+        band_embedding: bool = True,
         kernel_size: int = 7,
         freq_kernel_size: int = 3,
         mlp_ratio: float = 4.0,
@@ -162,6 +180,10 @@ class SAMNet(StagedContract):
         if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
             raise ValueError(f"in_chans: expected a positive int, got {in_chans!r}")
         check_global_pool(global_pool)
+        if spectral_stem and not frequency:
+            raise ValueError(
+                "spectral_stem: the spectral stem is part of the frequency pathway; it needs frequency=True"
+            )
         self.in_chans = in_chans
         self.num_classes = 0 if features_only else num_classes
         self.frequency = frequency
@@ -170,13 +192,20 @@ class SAMNet(StagedContract):
         self.size_multiple = 4 * 2 ** (len(depths) - 1)
         self.grad_checkpointing = False
 
-        self.stem = nn.Sequential(nn.Conv3d(in_chans, dims[0], kernel_size=4, stride=4), LayerNorm3d(dims[0]))
+        patch, norm = nn.Conv3d(in_chans, dims[0], kernel_size=4, stride=4), LayerNorm3d(dims[0])
+        self.spectral_stem = spectral_stem
+        self.stem = (
+            _SpectralPatchStem(patch, norm, SpectralStem3d(in_chans, dims[0], stride=4))
+            if spectral_stem
+            else nn.Sequential(patch, norm)
+        )
         rates = linear_drop_path_rates(drop_path_rate, depths)
         block_kwargs = dict(
             fm_mode=fm_mode,
             num_bands=num_bands,
             enh_kernel_size=enh_kernel_size,
             residual=residual,
+            band_embedding=band_embedding,
             kernel_size=kernel_size,
             freq_kernel_size=freq_kernel_size,
             mlp_ratio=mlp_ratio,

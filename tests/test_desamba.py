@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ import backbones3d
 from backbones3d.desamba import ABLATION_ROWS, DeSamba, DeSambaConfig, DeSambaLoss, desamba_spine_tiny
 from backbones3d.mambaout3d import MambaOut3d
 from backbones3d.samnet import SAMNet
+from spectral3d.layers import SAMB, MultiScaleFusion, SpectralStem3d
 from spectral3d.layers.drlm import DRLM
 from spectral3d.layers.samblock import ConvNeXtV2Block3d, SAMBlock
 from spectral3d.layers.tabular import TabularEncoder
@@ -118,6 +121,86 @@ def test_samblock_residual_reaches_every_block() -> None:
         assert len(blocks) == 2 * 4 and {b.residual for b in blocks} == {residual}
     samnet = backbones3d.create_model("samnet_tiny", residual="identity", dims=(8, 16, 24, 32), depths=(1, 1, 1, 1))
     assert {m.residual for m in samnet.modules() if isinstance(m, SAMBlock)} == {"identity"}
+
+
+def test_literal_switches_reach_every_module() -> None:
+    """``literal=True``: channel f_m, no band embedding, paper skip, all-stage fusion, one Enc_u, live targets."""
+    model = backbones3d.create_model("desamba_spondylitis_tiny", literal=True)
+    sambs = [m for m in model.modules() if isinstance(m, SAMB)]
+    assert len(sambs) == 8 and {(m.fm_mode, m.band_embed) for m in sambs} == {("channel", None)}
+    assert {m.residual for m in model.modules() if isinstance(m, SAMBlock)} == {"paper"}
+    assert {m.stages for m in model.modules() if isinstance(m, MultiScaleFusion)} == {"all"}
+    assert len(model.drlm.unique_encoders) == 1 and not model.drlm.detach_targets
+    # explicit arguments still win over literal=True; the default stays ours
+    model = backbones3d.create_model("desamba_spine_ablation_desn", scale="tiny", literal=True, fm_mode="band")
+    assert {m.fm_mode for m in model.modules() if isinstance(m, SAMB)} == {"band"}
+    default = desamba_spine_tiny()
+    assert len(default.drlm.unique_encoders) == 3 and default.drlm.detach_targets
+    with pytest.raises(TypeError, match="literal: expected a bool"):
+        desamba_spine_tiny(literal="yes")
+
+
+def test_spectral_stem_option() -> None:
+    model = backbones3d.create_model("desamba_spondylitis_tiny", spectral_stem=True)
+    stems = [m for m in model.modules() if isinstance(m, SpectralStem3d)]
+    assert len(stems) == 2 and all(
+        name.endswith("cnn.stem.spectral") for name, m in model.named_modules() if m in stems
+    )
+    logits, aux = model.forward_with_aux(torch.randn(2, 2, SIZE, SIZE, SIZE), torch.randn(2, 8))
+    (logits.square().sum() + sum(aux.values())).backward()
+    assert all(p.grad is not None for s in stems for p in s.parameters())
+    assert not any(isinstance(m, SpectralStem3d) for m in desamba_spine_tiny().modules())
+    with pytest.raises(ValueError, match="spectral_stem: .* needs FP"):
+        backbones3d.create_model("desamba_spine_ablation_cnv2", scale="tiny", spectral_stem=True)
+
+
+def test_paper_literal_switches_through_the_config_and_the_registry() -> None:
+    """DRLM's shared ``Enc_u`` / live targets, SAMB without band embedding and last-stage fusion, each one field
+    of ``DeSambaConfig`` reaching its module; live targets send the self loss's gradient into the encoders."""
+    kw = dict(cnn_dims=(8, 8, 8, 8), mamba_dims=(8, 8, 8, 8), cnn_depths=(1, 1, 1, 1), mamba_depths=(1, 1, 1, 1))
+    kw.update(feature_dim=16, tabular_dim=8, sequences=("t1", "t2fs"), num_classes=2)
+    model = DeSamba(DeSambaConfig(**kw, drlm_share_unique_encoder=True, band_embedding=False, fusion_stages="last"))
+    assert len(model.drlm.unique_encoders) == 1 and model.drlm.detach_targets
+    assert {m.band_embed for m in model.modules() if isinstance(m, SAMB)} == {None}
+    fusions = [m for m in model.modules() if isinstance(m, MultiScaleFusion)]
+    assert len(fusions) == 2 and {(m.stages, m.in_features) for m in fusions} == {("last", 16)}
+    registered = backbones3d.create_model("desamba_spondylitis_tiny", drlm_detach_targets=False)
+    assert not registered.drlm.detach_targets and len(registered.drlm.unique_encoders) == 2
+    x, tab = torch.randn(2, 2, SIZE, SIZE, SIZE), torch.randn(2, 8)
+    grads = {}
+    for detach in (True, False):
+        torch.manual_seed(0)
+        m = DeSamba(DeSambaConfig(**kw, drlm_detach_targets=detach))
+        m.forward_with_aux(x, tab)[1]["self"].backward()
+        grads[detach] = torch.cat([p.grad.flatten() for p in m.encoders.parameters() if p.grad is not None])
+    assert grads[True].abs().sum() > 0 and not torch.allclose(grads[True], grads[False])
+    with pytest.raises(ValueError, match="spectral_stem: .* needs FP"):
+        DeSambaConfig(**kw, frequency_pathway=False, spectral_stem=True)
+
+
+def _readme_params(prefixes: tuple[str, ...]) -> dict[str, float]:
+    """``{registered name: parameters in M}`` of the README's model table."""
+    rows = {}
+    for line in (Path(__file__).parents[1] / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 4 and cells[2].strip("`").startswith(prefixes) and cells[3].endswith(" M"):
+            rows[cells[2].strip("`")] = float(cells[3][:-2])
+    return rows
+
+
+@pytest.mark.parametrize(
+    "name", ["desamba_spine", "desamba_spondylitis", "desamba_spine_tiny", "desamba_spondylitis_tiny", "samnet_tiny"]
+)
+def test_registered_defaults_keep_the_readme_parameter_counts(name: str) -> None:
+    """The registered models are built without the new options (no spectral stem, band embedding on, per-sequence
+    Enc_u, detached targets) and hold the README table's parameters (meta device)."""
+    with torch.device("meta"):
+        model = backbones3d.create_model(name)
+    assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(_readme_params((name,))[name], abs=0.005)
+    assert not any(isinstance(m, SpectralStem3d) for m in model.modules())
+    assert all(m.band_embed is not None and m.fm_mode == "band" for m in model.modules() if isinstance(m, SAMB))
+    if isinstance(model, DeSamba):
+        assert len(model.drlm.unique_encoders) == len(model.sequences) and model.drlm.detach_targets
 
 
 def test_compile_fullgraph_and_export() -> None:

@@ -71,6 +71,22 @@ def test_fusion_matches_its_definition() -> None:
     assert not torch.allclose(fuse(a, b), expected)
 
 
+def test_fusion_last_stages_only() -> None:
+    """``stages="last"``: f = proj(LN(concat[pool(F_a[-1]), pool(F_b[-1])])); earlier stages do not reach it."""
+    fuse = MultiScaleFusion(DIMS_A, DIMS_B, out_dim=12, stages="last").double().eval()
+    assert fuse.in_features == DIMS_A[-1] + DIMS_B[-1] and "stages='last'" in repr(fuse)
+    a = _stages(DIMS_A, (9, 6, 7), dtype=torch.float64)
+    b = _stages(DIMS_B, (9, 6, 7), dtype=torch.float64)
+    z = torch.cat([a[-1].mean(dim=(2, 3, 4)), b[-1].mean(dim=(2, 3, 4))], dim=1)
+    z = torch.nn.functional.layer_norm(z, z.shape[1:], fuse.norm.weight, fuse.norm.bias, fuse.norm.eps)
+    expected = fuse.proj(z)
+    torch.testing.assert_close(fuse(a, b), expected)
+    a[0], b[2] = a[0] + 1.0, b[2] - 1.0
+    torch.testing.assert_close(fuse(a, b), expected)
+    with pytest.raises(ValueError, match=r"stages: expected 'all' or 'last', got 'first'"):
+        MultiScaleFusion(DIMS_A, stages="first")
+
+
 def test_fusion_bad_input() -> None:
     fuse = MultiScaleFusion(DIMS_A, DIMS_B, out_dim=16)
     a, b = _stages(DIMS_A, (8, 8, 8)), _stages(DIMS_B, (8, 8, 8))

@@ -216,3 +216,32 @@ def test_bad_input():
         m(torch.randn(1, 3, 5, 5, 5))
     with pytest.raises(TypeError, match="x: expected a torch.Tensor"):
         m([1.0])
+
+
+@pytest.mark.parametrize("fm_mode", MODES)
+def test_without_band_embedding_equals_a_zero_embedding(fm_mode):
+    """``band_embedding=False`` (the paper's form) has no ``band_embed`` and computes SAMB with ``E = 0``."""
+    plain = SAMB(6, fm_mode=fm_mode, band_embedding=False)
+    assert "band_embed" not in plain.state_dict() and "band_embedding=False" in repr(plain)
+    perturb(plain)
+    full = SAMB(6, fm_mode=fm_mode)
+    state = dict(plain.state_dict(), band_embed=torch.zeros(8, 6))
+    full.load_state_dict(state)
+    x = torch.randn(2, 6, 5, 6, 7)
+    torch.testing.assert_close(plain(x), full(x))
+    with torch.no_grad():
+        full.band_embed.normal_()
+    assert not torch.allclose(plain(x), full(x), atol=1e-4)
+
+
+def test_channel_mode_without_band_embedding_has_no_band_structure():
+    """``fm_mode="channel", band_embedding=False`` (the paper's simplest reading): no parameter depends on
+    the number of bands, and the output does not either (the radial band index is never used)."""
+    few, many = (SAMB(6, fm_mode="channel", num_bands=b, band_embedding=False) for b in (2, 16))
+    assert {n: p.shape for n, p in few.named_parameters()} == {n: p.shape for n, p in many.named_parameters()}
+    assert "band_embed" not in dict(many.named_parameters()) and many.mod_fc2.out_channels == 6  # one gain per channel
+    perturb(few)
+    many.load_state_dict(few.state_dict())
+    x = torch.randn(2, 6, 7, 5, 6)
+    torch.testing.assert_close(few(x), many(x))
+    assert not torch.allclose(few(x), x, atol=1e-3)  # perturbed: not the identity

@@ -8,6 +8,7 @@ import torch
 import backbones3d
 from backbones3d import samnet as samnet_module
 from backbones3d.samnet import SAMNet, samnet_small, samnet_tiny
+from spectral3d.layers.samb import SAMB
 from spectral3d.layers.samblock import ConvNeXtV2Block3d, SAMBlock
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: see tests/conftest.py
@@ -66,6 +67,31 @@ def test_registered_sizes_and_stochastic_depth() -> None:
     rates = [getattr(b.drop_path, "drop_prob", 0.0) for s in small.stages for b in s.blocks]
     assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.3) and rates == sorted(rates)
     assert sum(p.numel() for p in samnet_module.test_samnet_3d().parameters()) < 2_000_000
+
+
+def test_spectral_stem_option() -> None:
+    """``spectral_stem=True`` adds ``stem.spectral`` (the stem's output = patch stem + band energies); default off."""
+    model = SAMNet(in_chans=2, depths=(1, 1), dims=(8, 16), spectral_stem=True).eval()
+    assert [n for n in model.state_dict() if n.startswith("stem.")][:4] == [
+        "stem.0.weight",
+        "stem.0.bias",
+        "stem.1.weight",
+        "stem.1.bias",
+    ]
+    x = torch.randn(2, 2, 16, 16, 16)
+    torch.testing.assert_close(model.stem(x), model.stem[1](model.stem[0](x)) + model.stem.spectral(x))
+    assert model(x).shape == (2, 2)
+    with torch.device("meta"):
+        assert not any("spectral" in n for n in samnet_tiny().state_dict())
+    with pytest.raises(ValueError, match="spectral_stem: .* needs frequency=True"):
+        SAMNet(frequency=False, spectral_stem=True)
+
+
+def test_band_embedding_reaches_every_samb() -> None:
+    for flag in (True, False):
+        model = SAMNet(in_chans=1, depths=(1, 2), dims=(8, 16), band_embedding=flag, fm_mode="channel")
+        sambs = [m for m in model.modules() if isinstance(m, SAMB)]
+        assert len(sambs) == 3 and {m.band_embed is not None for m in sambs} == {flag}
 
 
 def test_bad_input() -> None:

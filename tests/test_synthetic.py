@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import filecmp
+import hashlib
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from spectral3d.data import Cohort, PreprocessConfig, lesion_centres, write_synthetic_cohort
+from spectral3d.data import (
+    FREQUENCY_ONLY,
+    Cohort,
+    LesionSpec,
+    PreprocessConfig,
+    lesion_centres,
+    write_synthetic_cohort,
+)
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +120,92 @@ def test_argument_validation(tmp_path):
         write_synthetic_cohort(tmp_path / "a", cases=3)
     with pytest.raises(ValueError, match="size: expected at least 16 voxels on axis H"):
         write_synthetic_cohort(tmp_path / "a", size=(16, 8, 16))
+
+
+def _cohort_digest(root: Path) -> str:
+    """sha256 of the tables and of every image's stored array (floats rounded to 0.1) and scaling."""
+    h = hashlib.sha256()
+    for name in ("cases.csv", "lesions.json"):
+        h.update((root / name).read_bytes())
+    for case in sorted(p for p in root.iterdir() if p.is_dir()):
+        for f in sorted(case.glob("*.nii.gz")):
+            img = nib.load(f)
+            raw = np.asarray(img.dataobj.get_unscaled())
+            if raw.dtype.kind == "f":
+                raw = np.round(raw.astype(np.float64), 1)
+            scale = f"{float(img.dataobj.slope):.6g} {float(img.dataobj.inter):.6g}"
+            h.update(f"{case.name}/{f.name}{raw.shape}{raw.dtype}{scale}".encode())
+            h.update(np.ascontiguousarray(raw).tobytes())
+    return h.hexdigest()
+
+
+def test_default_lesion_spec_writes_the_former_cohort(tmp_path):
+    """The digest was taken from the generator before ``LesionSpec`` existed (same call, same seed)."""
+    root = write_synthetic_cohort(tmp_path / "spine", task="spine", cases=6, seed=3, size=(16, 20, 18))
+    assert _cohort_digest(root) == "518f37867e709f91ecf2dc31f78b2f6e6dc31025d4012cc6c6b53ff4078ded2d"
+    again = write_synthetic_cohort(
+        tmp_path / "b", task="spine", cases=6, seed=3, size=(16, 20, 18), lesion=LesionSpec()
+    )
+    assert _cohort_digest(again) == _cohort_digest(root)
+
+
+def _band_and_intensity_accuracy(root: Path, spec: LesionSpec) -> tuple[float, float]:
+    """Accuracy of two crude classifiers on t1: the class band with the most excess volume energy, and a
+    leave-one-out nearest class mean on the lesion's (mean, standard deviation)."""
+    cohort = Cohort.from_folder(root, sequences=("t1",))
+    freq = np.sqrt(sum(g**2 for g in np.meshgrid(*[np.fft.fftfreq(32)] * 3, indexing="ij")))
+    in_band = [np.abs(freq - spec.band_centre(k / 3)) <= spec.band_half_width for k in range(4)]
+    labels, energy, stats = [], [], []
+    for rec in cohort.cases:
+        case = cohort.load(rec, PreprocessConfig(input_size=32, crop="centre"))
+        power = np.abs(np.fft.fftn(case.volume[0])) ** 2
+        energy.append([np.log(power[b].mean()) for b in in_band])
+        lesion = case.volume[0][case.roi.astype(bool)]
+        stats.append([lesion.mean(), lesion.std()])
+        labels.append(cohort.label_index(rec))
+    y, energy, stats = np.array(labels), np.array(energy), np.array(stats)
+    band_acc = float((np.argmax(energy - np.median(energy, 0), 1) == y).mean())
+    z = (stats - stats.mean(0)) / stats.std(0)
+    hits = 0
+    for i in range(len(y)):
+        rest = np.arange(len(y)) != i
+        means = np.stack([z[rest & (y == k)].mean(0) for k in range(4)])
+        hits += int(np.argmin(((means - z[i]) ** 2).sum(1)) == y[i])
+    return band_acc, hits / len(y)
+
+
+def test_frequency_only_task_carries_the_class_in_the_band_alone(tmp_path):
+    root = write_synthetic_cohort(tmp_path / "f", task="texture", cases=40, lesion=FREQUENCY_ONLY)
+    band_acc, intensity_acc = _band_and_intensity_accuracy(root, FREQUENCY_ONLY)
+    assert band_acc >= 0.6 and intensity_acc <= 0.4, (band_acc, intensity_acc)  # chance 0.25
+    t1, pd = (nib.load(root / "case000" / f"{s}.nii.gz") for s in ("t1", "pd"))
+    np.testing.assert_array_equal(t1.affine, pd.affine)  # pd shares t1's grid: no resampling blurs the band
+    # the same classifiers see an intensity cue when there is one
+    cued = dataclasses.replace(FREQUENCY_ONLY, intensity_cue=1.0)
+    root = write_synthetic_cohort(tmp_path / "i", task="texture", cases=40, lesion=cued)
+    assert _band_and_intensity_accuracy(root, cued)[1] >= 0.8
+
+
+def test_lesion_spec_validation(tmp_path):
+    with pytest.raises(ValueError, match=r"bands: expected \(first, last\)"):
+        LesionSpec(bands=(0.1, 0.6))
+    with pytest.raises(ValueError, match="amplitude: expected a number > 0"):
+        LesionSpec(amplitude=0)
+    with pytest.raises(ValueError, match="radius: expected a fraction"):
+        LesionSpec(radius=0.5)
+    with pytest.raises(ValueError, match="texture_norm: expected"):
+        LesionSpec(texture_norm="roi")
+    with pytest.raises(ValueError, match="intensity_cue: expected a finite number"):
+        LesionSpec(intensity_cue=float("nan"))
+    with pytest.raises(ValueError, match="clinical_cue: expected a finite number, got True"):
+        LesionSpec(clinical_cue=True)
+    with pytest.raises(ValueError, match=r"bands: expected \(first, last\).*got \(0.1,\)"):
+        LesionSpec(bands=(0.1,))
+    with pytest.raises(ValueError, match="band_half_width: expected a number > 0.0, got -0.01"):
+        LesionSpec(band_half_width=-0.01)
+    with pytest.raises(AttributeError):  # frozen: a spec cannot change under a cohort written with it
+        FREQUENCY_ONLY.amplitude = 1.0  # type: ignore[misc]
+    with pytest.raises(ValueError, match=r"lesion.radius: expected at most 0.299 for size \(16, 16, 16\)"):
+        write_synthetic_cohort(tmp_path / "a", size=16, lesion=LesionSpec(radius=0.3))
+    with pytest.raises(TypeError, match="lesion: expected a LesionSpec"):
+        write_synthetic_cohort(tmp_path / "a", lesion={"amplitude": 0.1})

@@ -106,9 +106,10 @@ def main() -> None:
     p.add_argument("--train", type=int, default=48)
     p.add_argument("--test", type=int, default=40)
     p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--intensity-cue", type=float, default=synthetic._INTENSITY_CUE)
-    p.add_argument("--texture", type=float, default=synthetic._TEXTURE_AMPLITUDE)
-    p.add_argument("--radius", type=float, default=synthetic._RADIUS_FRACTION, help="lesion radius / volume size")
+    default = synthetic.LesionSpec()
+    p.add_argument("--intensity-cue", type=float, default=default.intensity_cue)
+    p.add_argument("--texture", type=float, default=default.amplitude)
+    p.add_argument("--radius", type=float, default=default.radius, help="lesion radius / volume size")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
     p.add_argument("--size", type=int, default=32, help="volume and model grid edge, voxels")
@@ -120,9 +121,10 @@ def main() -> None:
     args = p.parse_args()
 
     root = Path(tempfile.mkdtemp())
-    synthetic._INTENSITY_CUE, synthetic._TEXTURE_AMPLITUDE = args.intensity_cue, args.texture
-    synthetic._RADIUS_FRACTION = args.radius
-    cohort_dir = write_synthetic_cohort(root, task="spondylitis", cases=args.train + args.test, seed=1, size=args.size)
+    spec = synthetic.LesionSpec(intensity_cue=args.intensity_cue, amplitude=args.texture, radius=args.radius)
+    cohort_dir = write_synthetic_cohort(
+        root, task="spondylitis", cases=args.train + args.test, seed=1, size=args.size, lesion=spec
+    )
     cohort = Cohort.from_folder(cohort_dir)
     pre = PreprocessConfig(input_size=args.size, spacing=1.0, crop="centre")
     cases = list(cohort.cases)

@@ -38,7 +38,8 @@ Modules:
 * :mod:`~spectral3d.data.cache` — ``VolumeCache`` (keyed by file content + parameters),
   ``file_digest``.
 * :mod:`~spectral3d.data.synthetic` — ``write_synthetic_cohort(out, task, cases, seed, size,
-  folds, overwrite)``, ``lesion_centres(root, space)``, ``lesion_radii(root)``.
+  folds, overwrite, lesion)``, ``LesionSpec`` (the lesion's cues and size; ``FREQUENCY_ONLY``),
+  ``lesion_centres(root, space)``, ``lesion_radii(root)``.
 * :mod:`~spectral3d.data.errors` — ``DataError`` (a ``ValueError`` naming the case and files;
   print ``str(err)`` on a CLI, no traceback) and ``SkippedCase`` (what ``skip_bad=True`` leaves
   out, in ``Cohort.skipped``).
@@ -49,10 +50,18 @@ from spectral3d.data.cohort import SPLITS, CaseRecord, Cohort, find_case_files, 
 from spectral3d.data.dataset import Batch, MRIDataset, Sample, TabularStats, collate
 from spectral3d.data.errors import DataError, SkippedCase
 from spectral3d.data.nifti import LoadedCase, PreprocessConfig, SourceGrid, canonical_grid, load_case, read_volume
-from spectral3d.data.synthetic import TASKS, lesion_centres, lesion_radii, write_synthetic_cohort
+from spectral3d.data.synthetic import (
+    FREQUENCY_ONLY,
+    TASKS,
+    LesionSpec,
+    lesion_centres,
+    lesion_radii,
+    write_synthetic_cohort,
+)
 from spectral3d.data.transforms import AugmentConfig, augment_volume, augmentation_seed
 
 __all__ = [
+    "FREQUENCY_ONLY",
     "SPLITS",
     "TASKS",
     "AugmentConfig",
@@ -60,6 +69,7 @@ __all__ = [
     "CaseRecord",
     "Cohort",
     "DataError",
+    "LesionSpec",
     "LoadedCase",
     "MRIDataset",
     "PreprocessConfig",

@@ -5,10 +5,11 @@ The paper's cohorts are private; this generator writes a cohort that exercises t
 
 * **Anatomy** *(ours)*: a bright cylinder along ``D`` (a "vertebral column") in a smooth noisy
   background; per sequence a background and a column intensity.
-* **Lesion**: a soft-edged ball of radius ≈ 0.18·min(size) voxels at a random position inside the
-  volume that *replaces* the tissue it sits in (so its intensity does not depend on whether it
-  lies on the column or beside it). Intensities are fractions of each sequence's anatomical range
-  (0 = background, 1 = column). Two class cues:
+* **Lesion** (:class:`LesionSpec`; the numbers below are its defaults): a soft-edged ball of
+  radius ≈ 0.18·min(size) voxels at a random position inside the volume that *replaces* the
+  tissue it sits in (so its intensity does not depend on whether it lies on the column or beside
+  it). Intensities are fractions of each sequence's anatomical range (0 = background, 1 =
+  column). Two class cues:
 
   - its texture, band-pass noise whose *radial frequency band* encodes the class: class ``c`` of
     ``C`` keeps the spatial frequencies ``|f| ∈ [f_c - 0.035, f_c + 0.035]`` cycles/voxel,
@@ -30,17 +31,23 @@ The paper's cohorts are private; this generator writes a cohort that exercises t
   longer. Before this form, the lesion was *added* to the anatomy with cross-sequence signs, so
   one sequence alone carried little (per-sequence probe 0.31–0.59 vs 0.92 jointly) and DeSamba's
   per-sequence encoders stayed near chance (``benchmarks/results/fusion_ablation.md``).
+* **Frequency-only task** (:data:`FREQUENCY_ONLY` with ``task="texture"``): no intensity or
+  clinical cue, texture amplitude 0.06, normalised so that every class has the same lesion mean
+  and standard deviation; only the texture's band tells the classes apart. Its difficulty,
+  measured: ``benchmarks/results/frequency_pathway.md``.
 * **Tasks**: ``"spine"`` — 6 classes (primary sites, ordered low→high frequency as the paper
   describes their lesions: prostate, breast, kidney, gastrointestinal, other, lung), sequences
   ``t1, t2, t2fs``; ``"spondylitis"`` — 2 classes (pyogenic = low, tuberculous = high),
-  sequences ``t1, t2fs``.
+  sequences ``t1, t2fs``; ``"texture"`` — 4 classes ``band0..band3`` (low → high), sequences
+  ``t1, pd``.
 * **Grids**: ``t1`` is the reference (RAS, 1 mm, ``size`` voxels as ``(D, H, W)``, stored as
-  int16 with ``scl_slope``); ``t2`` is stored in LPS order with a sub-voxel shift; ``t2fs`` has a
-  1.25 mm voxel and a different shape. All cover the ``t1`` field of view, so loading resamples
-  them into alignment. ``roi.nii.gz`` (the lesion ball, on the ``t1`` grid) is written per case.
+  int16 with ``scl_slope``); ``pd`` shares its grid (float32); ``t2`` is stored in LPS order with
+  a sub-voxel shift; ``t2fs`` has a 1.25 mm voxel and a different shape. All cover the ``t1``
+  field of view, so loading resamples them into alignment. ``roi.nii.gz`` (the lesion ball, on the
+  ``t1`` grid) is written per case.
 * **Clinical columns** (8): ``age, sex, crp, esr, wbc, temperature, symptom_weeks, bmi``; ``crp``,
-  ``esr``, ``wbc`` and ``temperature`` drift weakly with the class; about 10 % of the cells
-  (except ``age``) are missing (empty).
+  ``esr``, ``wbc`` and ``temperature`` drift weakly with the class (``LesionSpec.clinical_cue``);
+  about 10 % of the cells (except ``age``) are missing (empty).
 * **Patients and splits**: about 20 % of patients have two cases (same class, same split); a
   patient-level, class-stratified 60/20/20 ``train/val/test`` split and a ``fold`` column (k-fold
   over the non-test patients, k = ``folds``).
@@ -58,6 +65,7 @@ import csv
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -68,7 +76,15 @@ from scipy import ndimage
 from spectral3d._checks import to_3tuple_int
 from spectral3d.data.cohort import CASES_CSV
 
-__all__ = ["LESIONS_JSON", "TASKS", "lesion_centres", "lesion_radii", "write_synthetic_cohort"]
+__all__ = [
+    "FREQUENCY_ONLY",
+    "LESIONS_JSON",
+    "TASKS",
+    "LesionSpec",
+    "lesion_centres",
+    "lesion_radii",
+    "write_synthetic_cohort",
+]
 
 LESIONS_JSON = "lesions.json"
 TASKS = {
@@ -77,23 +93,79 @@ TASKS = {
         "sequences": ("t1", "t2", "t2fs"),
     },
     "spondylitis": {"classes": ("pyogenic", "tuberculous"), "sequences": ("t1", "t2fs")},
+    "texture": {"classes": ("band0", "band1", "band2", "band3"), "sequences": ("t1", "pd")},
 }
 CLINICAL_COLUMNS = ("age", "sex", "crp", "esr", "wbc", "temperature", "symptom_weeks", "bmi")
 # per sequence: (background, column) intensities of the anatomy and the sign of the class cue; the
 # lesion's mean is set as a fraction of this range (module docstring), the same in every sequence
-_ANATOMY = {"t1": (0.35, 1.0, 1.0), "t2": (0.3, 0.8, 1.0), "t2fs": (0.15, 0.65, -1.0)}
-# the class cues and the lesion size (module docstring); raw units before the x1000 scaling
-_BAND_HALF_WIDTH = 0.035  # cycles/voxel
-_BAND_LOW, _BAND_HIGH = 0.06, 0.42  # band centres of the first and the last class, cycles/voxel
-_RADIUS_FRACTION = 0.18  # lesion radius / min(size)
+_ANATOMY = {"t1": (0.35, 1.0, 1.0), "t2": (0.3, 0.8, 1.0), "t2fs": (0.15, 0.65, -1.0), "pd": (0.2, 0.85, 1.0)}
 _LESION_LEVEL = 0.5  # lesion mean at the middle class, as a fraction of (column - background)
-_TEXTURE_AMPLITUDE = 0.2  # standard deviation of the lesion texture, same unit
-_INTENSITY_CUE = 1.0  # lesion mean shift between the first and the last class, same unit
 
 
-def _band_centre(rel: float) -> float:
-    """Centre frequency (cycles/voxel) of the class at ``rel = c / (C - 1)``."""
-    return _BAND_LOW + (_BAND_HIGH - _BAND_LOW) * rel
+@dataclass(frozen=True)
+class LesionSpec:
+    """The lesion's class cues and size; the defaults are the demo's cohort (module docstring).
+
+    Intensities are fractions of each sequence's anatomical range (background 0, column 1).
+
+    Attributes:
+        intensity_cue: shift of the lesion's mean between the first and the last class (rising in
+            ``t1``/``t2``, falling in ``t2fs``); 0 leaves every class at the same mean.
+        bands: texture band centres of the first and the last class, cycles/voxel of the 1 mm grid
+            (the classes between are spaced evenly); each in ``(0, 0.5)``.
+        band_half_width: half width of every texture band, cycles/voxel.
+        amplitude: standard deviation of the texture.
+        radius: lesion radius as a fraction of ``min(size)`` (each case draws ±15 % around it).
+        texture_norm: ``"volume"``: the texture has unit variance over the whole volume (its
+            variance inside the lesion then depends on the band); ``"lesion"``: the texture as the
+            image holds it (times the soft lesion mask) has zero mean and unit variance inside
+            the lesion's radius, so every class has the same lesion mean and standard deviation
+            and only the texture's spectrum tells them apart.
+        clinical_cue: scales the class drift of ``crp, esr, wbc, temperature`` (0: noise columns).
+
+    :data:`FREQUENCY_ONLY` is the frequency-only task: no intensity or clinical cue, texture
+    normalised inside the lesion.
+
+    Example::
+
+        >>> spec = LesionSpec(intensity_cue=0.0, texture_norm="lesion", clinical_cue=0.0)
+        >>> root = write_synthetic_cohort(tmp_path / "tex", task="texture", lesion=spec)  # doctest: +SKIP
+    """
+
+    intensity_cue: float = 1.0
+    bands: tuple[float, float] = (0.06, 0.42)
+    band_half_width: float = 0.035
+    amplitude: float = 0.2
+    radius: float = 0.18
+    texture_norm: Literal["volume", "lesion"] = "volume"
+    clinical_cue: float = 1.0
+
+    def __post_init__(self) -> None:
+        bands = tuple(float(b) for b in self.bands) if isinstance(self.bands, Sequence) else ()
+        if len(bands) != 2 or not all(0.0 < b < 0.5 for b in bands):
+            raise ValueError(
+                f"bands: expected (first, last) class band centres in (0, 0.5) cycles/voxel, got {self.bands!r}"
+            )
+        object.__setattr__(self, "bands", bands)
+        for name, lo in (("band_half_width", 0.0), ("amplitude", 0.0), ("radius", 0.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > lo:
+                raise ValueError(f"{name}: expected a number > {lo}, got {value!r}")
+        if not 0.0 < self.radius < 0.4:
+            raise ValueError(f"radius: expected a fraction of min(size) in (0, 0.4), got {self.radius!r}")
+        for name in ("intensity_cue", "clinical_cue"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                raise ValueError(f"{name}: expected a finite number, got {value!r}")
+        if self.texture_norm not in ("volume", "lesion"):
+            raise ValueError(f"texture_norm: expected 'volume' or 'lesion', got {self.texture_norm!r}")
+
+    def band_centre(self, rel: float) -> float:
+        """Centre frequency (cycles/voxel) of the class at ``rel = c / (C - 1)``."""
+        return self.bands[0] + (self.bands[1] - self.bands[0]) * rel
+
+
+FREQUENCY_ONLY = LesionSpec(intensity_cue=0.0, amplitude=0.06, texture_norm="lesion", clinical_cue=0.0)
 
 
 def write_synthetic_cohort(
@@ -104,6 +176,7 @@ def write_synthetic_cohort(
     size: int | Sequence[int] = (32, 32, 32),
     folds: int = 5,
     overwrite: bool = False,
+    lesion: LesionSpec | None = None,
 ) -> Path:
     """Write a synthetic cohort (module docstring) and return its folder.
 
@@ -115,6 +188,8 @@ def write_synthetic_cohort(
         size: the reference (t1) grid ``(D, H, W)`` at 1 mm; each axis ≥ 16.
         folds: the number of folds of the ``fold`` column (capped by the non-test patients).
         overwrite: replace an existing cohort in ``out`` (else ``FileExistsError``).
+        lesion: the lesion's cues and size (:class:`LesionSpec`; default ``LesionSpec()``, the
+            demo's cohort; :data:`FREQUENCY_ONLY` for the frequency-only task).
 
     Returns:
         ``Path(out)``.
@@ -135,6 +210,12 @@ def write_synthetic_cohort(
             raise ValueError(f"size: expected at least 16 voxels on axis {axis}, got {n}")
     if not isinstance(folds, int) or folds < 2:
         raise ValueError(f"folds: expected an int >= 2, got {folds!r}")
+    lesion = LesionSpec() if lesion is None else lesion
+    if not isinstance(lesion, LesionSpec):
+        raise TypeError(f"lesion: expected a LesionSpec or None, got {type(lesion).__name__}")
+    largest = ((min(size) - 1) / 2 - 2) / (1.15 * min(size))  # the ball (radius up to 1.15x) + 2 voxels fits
+    if lesion.radius > largest:
+        raise ValueError(f"lesion.radius: expected at most {largest:.3f} for size {size}, got {lesion.radius}")
     root = Path(out)
     if (root / CASES_CSV).exists() and not overwrite:
         raise FileExistsError(f"out: {root} already holds a cohort ({CASES_CSV}); pass overwrite=True")
@@ -149,14 +230,14 @@ def write_synthetic_cohort(
         case_id = f"case{n:03d}"
         folder = root / case_id
         folder.mkdir(exist_ok=True)
-        centre_dhw, radius = _write_case(folder, rng, size, sequences, grids, label_idx, len(classes))
+        centre_dhw, radius = _write_case(folder, rng, size, sequences, grids, label_idx, len(classes), lesion)
         centre_world = nib.affines.apply_affine(grids["t1"][0], centre_dhw[::-1])
         lesions[case_id] = {
             "centre_world_mm": [round(float(v), 4) for v in centre_world],
             "centre_dhw": [round(float(v), 4) for v in centre_dhw],
             "radius_mm": round(float(radius), 4),
         }
-        clinical = _clinical_row(rng, label_idx, len(classes))
+        clinical = _clinical_row(rng, label_idx, len(classes), lesion.clinical_cue)
         rows.append(
             [case_id, classes[label_idx], split, f"p{patient:03d}", "" if fold is None else str(fold), *clinical]
         )
@@ -225,12 +306,14 @@ def _plan_table(cases: int, num_classes: int, folds: int, rng: np.random.Generat
 
 
 def _sequence_grids(size: tuple[int, int, int], sequences: Sequence[str]) -> dict[str, tuple[np.ndarray, tuple]]:
-    """``{name: (affine, shape)}``: t1 RAS 1 mm; t2 LPS shifted; t2fs 1.25 mm."""
+    """``{name: (affine, shape)}``: t1 and pd RAS 1 mm; t2 LPS shifted; t2fs 1.25 mm."""
     d, h, w = size
     centre = np.array([(w - 1) / 2, (h - 1) / 2, (d - 1) / 2])
     t1 = np.eye(4)
     t1[:3, 3] = -centre
     grids = {"t1": (t1, (w, h, d))}
+    if "pd" in sequences:
+        grids["pd"] = grids["t1"]
     if "t2" in sequences:
         lps = np.diag([-1.0, -1.0, 1.0, 1.0])
         lps[:3, 3] = [centre[0] + 0.3, centre[1] - 0.2, -centre[2] + 0.25]
@@ -244,12 +327,12 @@ def _sequence_grids(size: tuple[int, int, int], sequences: Sequence[str]) -> dic
     return grids
 
 
-def _band_texture(rng: np.random.Generator, size: tuple[int, int, int], band: float) -> np.ndarray:
-    """Unit-variance noise keeping the radial spatial frequencies ``|f| ∈ band ± half width``."""
+def _band_texture(rng: np.random.Generator, size: tuple[int, int, int], band: float, half_width: float) -> np.ndarray:
+    """Unit-variance noise keeping the radial spatial frequencies ``|f| ∈ band ± half_width``."""
     noise = rng.standard_normal(size)
     freqs = np.meshgrid(*[np.fft.fftfreq(n) for n in size], indexing="ij")
     radius = np.sqrt(sum(f**2 for f in freqs))
-    keep = np.abs(radius - band) <= _BAND_HALF_WIDTH
+    keep = np.abs(radius - band) <= half_width
     tex = np.fft.ifftn(np.fft.fftn(noise) * keep).real
     return tex / (tex.std() + 1e-12)
 
@@ -262,10 +345,11 @@ def _write_case(
     grids: dict,
     label: int,
     num_classes: int,
+    spec: LesionSpec,
 ) -> tuple[np.ndarray, float]:
     """Write one case's sequences and ROI; return the lesion centre ``(d, h, w)`` and radius."""
     shape = np.array(size)
-    radius = _RADIUS_FRACTION * shape.min() * rng.uniform(0.85, 1.15)
+    radius = spec.radius * shape.min() * rng.uniform(0.85, 1.15)
     margin = radius + 2
     centre = np.array([rng.uniform(margin, n - 1 - margin) for n in shape])
     idx = np.indices(size, dtype=np.float64)
@@ -276,20 +360,23 @@ def _write_case(
     smooth = ndimage.gaussian_filter(rng.standard_normal(size), 3.0)
     smooth /= smooth.std() + 1e-12
     rel = label / max(num_classes - 1, 1)
-    band = _band_centre(rel)
-    texture = _band_texture(rng, size, band)
+    texture = _band_texture(rng, size, spec.band_centre(rel), spec.band_half_width)
+    if spec.texture_norm == "lesion":  # lesion * texture: mean 0, variance 1 inside the lesion's radius (the ROI)
+        inside, weight = texture[dist <= radius], lesion[dist <= radius]
+        texture = texture - (weight * inside).mean() / weight.mean()
+        texture /= (weight * texture[dist <= radius]).std() + 1e-12
 
     t1_affine = grids["t1"][0]
     for name in sequences:
         background, col, sign = _ANATOMY[name]
-        level = _LESION_LEVEL + sign * _INTENSITY_CUE * (rel - 0.5) + _TEXTURE_AMPLITUDE * texture
+        level = _LESION_LEVEL + sign * spec.intensity_cue * (rel - 0.5) + spec.amplitude * texture
         anatomy = background + (col - background) * column + 0.1 * (col - background) * smooth
         # the lesion replaces the tissue it sits in: its intensity does not depend on where it is
         phantom = (1.0 - lesion) * anatomy + lesion * (background + (col - background) * level)
         phantom += 0.03 * rng.standard_normal(size)
         phantom = 1000.0 * (phantom + 1.0)  # positive, scanner-like units
         affine, src_shape = grids[name]
-        if name == "t1":
+        if name in ("t1", "pd"):
             data = phantom.transpose(2, 1, 0)  # (D, H, W) -> array (i, j, k) = (x, y, z)
         else:
             vox = np.indices(src_shape, dtype=np.float64).reshape(3, -1)
@@ -315,9 +402,9 @@ def _save(path: Path, data: np.ndarray, affine: np.ndarray, integer: bool) -> No
     nib.save(img, path)
 
 
-def _clinical_row(rng: np.random.Generator, label: int, num_classes: int) -> list[str]:
-    """Eight clinical values as strings (empty = missing), weakly correlated with the class."""
-    rel = label / max(num_classes - 1, 1)
+def _clinical_row(rng: np.random.Generator, label: int, num_classes: int, cue: float) -> list[str]:
+    """Eight clinical values as strings (empty = missing), weakly correlated with the class (times ``cue``)."""
+    rel = cue * label / max(num_classes - 1, 1)
     values = [
         rng.normal(58, 12),  # age
         float(rng.random() < 0.5),  # sex

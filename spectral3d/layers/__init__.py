@@ -20,6 +20,7 @@ from spectral3d.layers.norm import GRN3d, LayerNorm3d
 from spectral3d.layers.patch_embed import PatchEmbed3d
 from spectral3d.layers.samb import SAMB, band_index
 from spectral3d.layers.samblock import ConvNeXtV2Block3d, ConvNeXtV2Body3d, GRNMlp3d, SAMBlock
+from spectral3d.layers.spectral_stem import SpectralStem3d
 from spectral3d.layers.tabular import TabularEncoder
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "MultiScaleFusion",
     "PatchEmbed3d",
     "SAMBlock",
+    "SpectralStem3d",
     "SymmetricPairEncoder",
     "TabularEncoder",
     "band_index",

@@ -7,6 +7,8 @@ multi-scale feature-fusion block" into ``f_i``; the design is ours *(ours)*:
     z = concat[pool(F_1), ..., pool(F_K)]        (N, ΣC_k), K = 4 or 8 stage outputs
     f = proj(dropout(LN(z)))                     ΣC_k → d
 
+``stages="last"`` pools only the last stage output of each branch (K = 1 or 2).
+
 ``pool`` is a global average (or max) over ``(D, H, W)``, so stages of any spatial size fuse; one
 LayerNorm over the concatenated vector puts the scales and branches on one footing and the
 projection mixes them. With only one branch (the ablation rows with only CE or only ME of Table 3)
@@ -50,6 +52,7 @@ class MultiScaleFusion(nn.Module):
         out_dim: width ``d`` of the fused vector (512 at paper scale).
         global_pool: ``"avg"`` or ``"max"`` over ``(D, H, W)``.
         drop_rate: dropout before the projection.
+        stages: ``"all"`` (every stage output, default) or ``"last"`` (the last one of each branch).
 
     Shapes: ``forward(feats_a, feats_b=None)`` with lists of ``(N, C_k, D_k, H_k, W_k)`` tensors
     → ``(N, out_dim)``.
@@ -71,6 +74,7 @@ class MultiScaleFusion(nn.Module):
         out_dim: int = 512,
         global_pool: str = "avg",
         drop_rate: float = 0.0,
+        stages: str = "all",
     ) -> None:
         super().__init__()
         self.in_dims_a = _check_dims(in_dims_a, "in_dims_a")
@@ -80,9 +84,14 @@ class MultiScaleFusion(nn.Module):
         if isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1:
             raise ValueError(f"out_dim: expected a positive int, got {out_dim!r}")
         self.out_dim = out_dim
+        if stages not in ("all", "last"):
+            raise ValueError(f"stages: expected 'all' or 'last', got {stages!r}")
+        self.stages = stages
         self.global_pool = ""
         self.set_global_pool(global_pool)
         dims = self.in_dims_a + self.in_dims_b
+        if stages == "last":
+            dims = self.in_dims_a[-1:] + self.in_dims_b[-1:]
         self.in_features = sum(dims)
         self.norm = nn.LayerNorm(self.in_features)
         self.drop = nn.Dropout(check_rate(drop_rate, "drop_rate"))
@@ -115,7 +124,9 @@ class MultiScaleFusion(nn.Module):
         return list(feats)
 
     def forward(self, feats_a: Sequence[torch.Tensor], feats_b: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-        feats = self._check(feats_a, self.in_dims_a, "feats_a") + self._check(feats_b, self.in_dims_b, "feats_b")
+        a = self._check(feats_a, self.in_dims_a, "feats_a")
+        b = self._check(feats_b, self.in_dims_b, "feats_b")
+        feats = a[-1:] + b[-1:] if self.stages == "last" else a + b
         batch = feats[0].shape[0]
         for k, f in enumerate(feats):
             if f.shape[0] != batch:
@@ -126,5 +137,5 @@ class MultiScaleFusion(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in_dims_a={self.in_dims_a}, in_dims_b={self.in_dims_b or None}, out_dim={self.out_dim}, "
-            f"global_pool={self.global_pool!r}"
+            f"global_pool={self.global_pool!r}, stages={self.stages!r}"
         )

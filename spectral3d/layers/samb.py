@@ -7,7 +7,8 @@ float32)`` (the FFT never runs in half precision), ``Wf = W // 2 + 1``:
 2. ``[R, I, phi] = spectral_features(X)`` with ``R = Re X``, ``I = Im X``, ``phi = |X|``.
 3. Frequency enhancement *(layout ours)*: ``f_e = fc2(GELU(fc1([R, I, phi]) + E[band]))``, 3C -> C -> C,
    ``enh_kernel_size`` (default 1, larger kernels zero-pad the spectrum); ``E`` is a learned
-   ``(B, C)`` embedding of each bin's radial frequency band, so the enhancement knows where it is.
+   ``(B, C)`` embedding of each bin's radial frequency band, so the enhancement knows where it is
+   *(ours; ``band_embedding=False`` drops it, the paper's reading)*.
 4. Modulator: ``f_m = 2 sigmoid(Mod(LayerNorm(x)))`` *(the 2·sigmoid range, so f_m - 1 ∈ (-1, 1),
    is ours)*, per ``fm_mode``:
 
@@ -104,6 +105,8 @@ class SAMB(nn.Module):
             ``"band"`` mode).
         enh_kernel_size: odd kernel size of the two enhancement convolutions on the spectrum.
         mod_reduction: hidden width of the modulator is ``max(1, dim // mod_reduction)``.
+        band_embedding: add the learned band embedding ``E`` in the enhancement (``False``: the
+            paper's form, no ``band_embed`` parameter).
 
     Shapes: ``(N, C, D, H, W) -> (N, C, D, H, W)``, same dtype, any ``D, H, W >= 1``.
 
@@ -125,6 +128,7 @@ class SAMB(nn.Module):
         num_bands: int = 8,
         enh_kernel_size: int = 1,
         mod_reduction: int = 4,
+        band_embedding: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (("dim", dim), ("num_bands", num_bands), ("mod_reduction", mod_reduction)):
@@ -146,7 +150,7 @@ class SAMB(nn.Module):
         self.beta = nn.Parameter(torch.empty(dim))
         # frequency enhancement: [R, I, phi] (3C) -> C (+ band embedding) -> GELU -> C
         self.enh_fc1 = nn.Conv3d(3 * dim, dim, enh_kernel_size, padding=pad)
-        self.band_embed = nn.Parameter(torch.empty(num_bands, dim))
+        self.band_embed = nn.Parameter(torch.empty(num_bands, dim)) if band_embedding else None
         self.enh_act = nn.GELU()
         self.enh_fc2 = nn.Conv3d(dim, dim, enh_kernel_size, padding=pad)
         # modulator
@@ -164,14 +168,16 @@ class SAMB(nn.Module):
         band embedding ~ N(0, 0.02) truncated; the other convolutions keep PyTorch's default init."""
         nn.init.ones_(self.alpha)
         nn.init.zeros_(self.beta)
-        trunc_normal_(self.band_embed, std=0.02)
+        if self.band_embed is not None:
+            trunc_normal_(self.band_embed, std=0.02)
         nn.init.zeros_(self.mod_fc2.weight)
         nn.init.zeros_(self.mod_fc2.bias)
 
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, fm_mode={self.fm_mode!r}, num_bands={self.num_bands}, "
-            f"enh_kernel_size={self.enh_kernel_size}, mod_hidden={self.mod_hidden}"
+            f"enh_kernel_size={self.enh_kernel_size}, mod_hidden={self.mod_hidden}, "
+            f"band_embedding={self.band_embed is not None}"
         )
 
     def _band_index(self, size: tuple[int, int, int], device: torch.device) -> torch.Tensor:
@@ -203,10 +209,12 @@ class SAMB(nn.Module):
         t = torch.promote_types(x.dtype, torch.float32)
         xt = x.to(t)
         X = torch.fft.rfftn(xt, dim=_FFT_DIMS, norm="ortho")
-        bands = self._band_index(size, x.device)
+        banded = self.fm_mode == "band" or self.band_embed is not None
+        bands = self._band_index(size, x.device) if banded else None
 
         h = self.enh_fc1(spectral_features(X).to(self.enh_fc1.weight.dtype))  # float32 features, module-dtype convs
-        h = h + self.band_embed[bands].permute(3, 0, 1, 2).to(h.dtype)
+        if self.band_embed is not None:
+            h = h + self.band_embed[bands].permute(3, 0, 1, 2).to(h.dtype)
         f_e = self.enh_fc2(self.enh_act(h))
 
         f_m = self._modulation_gain(xt, t)

@@ -192,6 +192,7 @@ class SAMBlock(nn.Module):
         fm_mode: SAMB's modulation form (``"band"``, ``"channel"``, ``"spectral"``).
         num_bands: SAMB's radial frequency bands.
         enh_kernel_size: SAMB's enhancement kernel.
+        band_embedding: SAMB's learned band embedding (``False``: the paper's form).
         residual: ``"paper"`` (``0.5·x + 0.5·F_out``) or ``"identity"`` (``x + F_out``); module docstring.
 
     Submodules: ``spatial`` (F1), ``samb``, ``conv_freq`` and ``frequency`` (F2), ``gate``;
@@ -218,6 +219,7 @@ class SAMBlock(nn.Module):
         num_bands: int = 8,
         enh_kernel_size: int = 1,
         residual: str = "paper",
+        band_embedding: bool = True,
     ) -> None:
         super().__init__()
         _check_positive_int(dim, "dim")
@@ -229,7 +231,9 @@ class SAMBlock(nn.Module):
             raise ValueError(f"freq_kernel_size: expected an odd positive int, got {freq_kernel_size!r}")
         self.dim = dim
         self.spatial = ConvNeXtV2Body3d(dim, kernel_size=kernel_size, mlp_ratio=mlp_ratio)
-        self.samb = SAMB(dim, fm_mode=fm_mode, num_bands=num_bands, enh_kernel_size=enh_kernel_size)
+        self.samb = SAMB(
+            dim, fm_mode=fm_mode, num_bands=num_bands, enh_kernel_size=enh_kernel_size, band_embedding=band_embedding
+        )
         self.conv_freq = DepthwiseConv3d(dim, freq_kernel_size)
         self.frequency = ConvNeXtV2Body3d(dim, kernel_size=kernel_size, mlp_ratio=mlp_ratio)
         self.gate = nn.Conv3d(2 * dim, dim, 1)

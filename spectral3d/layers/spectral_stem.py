@@ -1,0 +1,121 @@
+"""A band-energy front end at input resolution: SAMNet's ``spectral_stem`` (DESIGN.md §5).
+
+Input ``x: (N, C, D, H, W)`` real, output ``(N, out_chs, D/s, H/s, W/s)`` with ``s = stride``;
+``t = promote_types(x.dtype, float32)`` (the FFTs never run in half precision):
+
+1. ``X = rfftn(x.to(t), norm="ortho")`` over ``(D, H, W)``.
+2. Learned radial band split *(ours)*: ``K = num_bands`` copies of every channel,
+   ``Y_{c,k} = irfftn(X_c · g[c, k, band])`` with ``band`` the radial band of each bin
+   (:func:`spectral3d.layers.samb.band_index`, ``num_bands`` bands) and gains ``g: (C, K, B)``
+   initialised to the identity (copy ``k`` keeps band ``k``): SAMB's band modulation applied to the
+   image's own spectrum at full resolution, with one output per band.
+3. Local band energy, relative to white noise of the same variance *(ours)*:
+   ``E_{c,k} = log(AvgPool_s(Y_{c,k}²) / w_k + eps)``, ``w_k`` the fraction of the spectrum's bins
+   in band ``k`` (so unit white noise gives ``E ≈ 0`` in every band).
+4. ``out = Conv1x1(BN(E))``, ``C·K -> out_chs``; ``BN`` standardises every band's log energy over
+   the batch and space (``BatchNorm3d`` without affine, running statistics in eval) *(ours)*.
+
+Why a band split, squared energies and a standardisation over cases (measured):
+``benchmarks/results/frequency_pathway.md``.
+
+Shapes: every axis a positive multiple of ``stride``; the output has the input's dtype (float64 stays float64).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spectral3d._checks import check_channels, check_divisible, check_ndim
+from spectral3d.layers.samb import band_index
+
+__all__ = ["SpectralStem3d"]
+
+_FFT_DIMS = (-3, -2, -1)
+
+
+class SpectralStem3d(nn.Module):
+    """Learned radial band split of each input channel, local log energy per band, standardised, projected.
+
+    Args:
+        in_chs: input channels C.
+        out_chs: output channels.
+        stride: pooling of the band energies (SAMNet's stem stride, 4).
+        num_bands: radial bands B = band-passed copies K per channel (16: bands 0.054 cycles/voxel
+            wide, a few FFT bins each at 32³).
+        eps: added to the relative band energy before the logarithm.
+
+    Shapes: ``(N, C, D, H, W) -> (N, out_chs, D/stride, H/stride, W/stride)``.
+
+    Example::
+
+        >>> import torch
+        >>> from spectral3d.layers import SpectralStem3d
+        >>> stem = SpectralStem3d(2, 16)
+        >>> stem(torch.randn(3, 2, 32, 32, 16)).shape
+        torch.Size([3, 16, 8, 8, 4])
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 4, num_bands: int = 16, eps: float = 1e-3) -> None:
+        super().__init__()
+        for name, value in (("in_chs", in_chs), ("out_chs", out_chs), ("stride", stride), ("num_bands", num_bands)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        if not eps > 0:
+            raise ValueError(f"eps: expected a positive number, got {eps!r}")
+        self.in_chs, self.out_chs, self.stride, self.num_bands, self.eps = in_chs, out_chs, stride, num_bands, eps
+        self.band_gains = nn.Parameter(torch.empty(in_chs, num_bands, num_bands))
+        self.norm = nn.BatchNorm3d(in_chs * num_bands, affine=False)
+        self.proj = nn.Conv3d(in_chs * num_bands, out_chs, 1)
+        self._cache: dict[tuple[int, int, int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Gains: the identity band split; projection: PyTorch's default (its inputs have unit variance)."""
+        with torch.no_grad():
+            self.band_gains.copy_(torch.eye(self.num_bands).expand(self.in_chs, -1, -1))
+        self.norm.reset_running_stats()
+        self.proj.reset_parameters()
+
+    def extra_repr(self) -> str:
+        return f"in_chs={self.in_chs}, out_chs={self.out_chs}, stride={self.stride}, num_bands={self.num_bands}"
+
+    def _bands(self, size: tuple[int, int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Band of every half-spectrum bin and the fraction of the full spectrum's bins in each band."""
+        key = (*size, device)
+        if key in self._cache and not torch.compiler.is_compiling():
+            return self._cache[key]
+        idx = band_index(size, self.num_bands, device)
+        # bins 1 .. W-1 - W//2 of the half spectrum stand for two bins of the full one
+        weight = torch.ones(idx.shape, dtype=torch.float64, device=device)
+        last = size[-1] // 2 + (size[-1] % 2)  # the first bin without a mirror (the Nyquist bin if W even)
+        weight[..., 1:last] = 2.0
+        frac = torch.zeros(self.num_bands, dtype=torch.float64, device=device).index_add_(
+            0, idx.flatten(), weight.flatten()
+        )
+        frac = (frac / frac.sum()).clamp_min(1e-12)
+        if not torch.compiler.is_compiling():
+            self._cache[key] = (idx, frac)
+        return idx, frac
+
+    def band_energies(self, x: torch.Tensor) -> torch.Tensor:
+        """Steps 1–3: ``(N, C, D, H, W) -> (N, C·K, D/s, H/s, W/s)`` log relative band energies."""
+        check_ndim(x, 5)
+        check_channels(x, self.in_chs)
+        s = self.stride
+        check_divisible(tuple(x.shape[2:]), (s, s, s), name="x spatial size", what=f"the stem's stride {s}")
+        size = (x.shape[-3], x.shape[-2], x.shape[-1])
+        t = torch.promote_types(x.dtype, torch.float32)
+        idx, frac = self._bands(size, x.device)
+        X = torch.fft.rfftn(x.to(t), dim=_FFT_DIMS, norm="ortho")
+        gains = self.band_gains.to(t)[:, :, idx]  # (C, K, D, H, Wf)
+        y = torch.fft.irfftn(X.unsqueeze(2) * gains, s=size, dim=_FFT_DIMS, norm="ortho")  # (N, C, K, D, H, W)
+        n, c, k = y.shape[:3]
+        energy = F.avg_pool3d((y * y).reshape(n, c * k, *size), s)
+        rel = energy.reshape(n, c, k, *energy.shape[2:]) / frac.to(t).view(1, 1, k, 1, 1, 1)
+        return torch.log(rel + self.eps).reshape(n, c * k, *energy.shape[2:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.band_energies(x).to(self.proj.weight.dtype)
+        return self.proj(self.norm(e)).to(x.dtype)
