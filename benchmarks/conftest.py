@@ -52,9 +52,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import compile_counts
 import pytest
 import torch
+
+try:
+    import compile_counts
+except ModuleNotFoundError:  # imported as ``benchmarks.conftest`` (tests/test_bench_report.py) rather than by pytest
+    from benchmarks import compile_counts
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"  # committed tables: written only with --bench-save

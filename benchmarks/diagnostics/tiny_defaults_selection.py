@@ -17,6 +17,7 @@ validation AUC (mean of the last three epochs, and the best epoch's) — never t
 
     python benchmarks/diagnostics/tiny_defaults_selection.py --seeds 0 1 2 \\
         --out benchmarks/results/tiny_defaults/runs.jsonl
+    python benchmarks/diagnostics/tiny_defaults_selection.py --summary   # the table of tiny_defaults.md
 """
 
 from __future__ import annotations
@@ -40,6 +41,36 @@ VARIANTS = {
 }
 
 
+def summary(path: Path) -> str:
+    """Markdown table: per variant, mean ± sd over seeds of the validation AUC (last three epochs' mean,
+    best epoch), and, for information, the test accuracy / AUC of the best-validation checkpoint."""
+    runs: dict[tuple[str, int], dict] = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        runs[(r["variant"], r["seed"])] = r  # the last record of a (variant, seed) wins
+
+    def stat(values: list[float]) -> str:
+        t = torch.tensor(values, dtype=torch.float64)
+        sd = f" ± {t.std().item():.3f}" if len(values) > 1 else ""
+        return f"{t.mean().item():.3f}{sd}"
+
+    rows = [
+        "| variant | seeds | val AUC, last 3 epochs | val AUC, best epoch | test ACC (info) | test AUC (info) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in VARIANTS:
+        rs = [r for (v, _), r in sorted(runs.items()) if v == name]
+        if not rs:
+            continue
+        aucs = [[h["val_auc"] for h in r["history"]] for r in rs]
+        rows.append(
+            f"| {name} | {','.join(str(r['seed']) for r in rs)} | {stat([sum(a[-3:]) / 3 for a in aucs])} "
+            f"| {stat([max(a) for a in aucs])} | {stat([r['test_of_best_val']['accuracy'] for r in rs])} "
+            f"| {stat([r['test_of_best_val']['auc'] for r in rs])} |"
+        )
+    return "\n".join(rows)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -47,7 +78,11 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/spectral3d-tiny-defaults"))
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/tiny_defaults/runs.jsonl"))
     p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--summary", action="store_true", help="print the table of the runs in --out and exit")
     args = p.parse_args()
+    if args.summary:
+        print(summary(args.out))
+        return
     torch.set_num_threads(1)
     cohort = args.work / "cohort"
     if not (cohort / "cases.csv").exists():
