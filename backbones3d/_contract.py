@@ -21,7 +21,7 @@ The subclass writes ``forward_features`` and, where its pooling differs (class t
 
 :func:`linear_drop_path_rates` is the stochastic-depth schedule (plain Python floats, so models build
 under ``with torch.device("meta")``; it validates the rate); :func:`check_int` and :func:`check_rate`
-(``spectral3d._checks``, shared with the layers) validate constructor arguments with the messages of
+(``spectral3d.checks``, shared with the layers) validate constructor arguments with the messages of
 docs/CONTRIBUTING.md.
 """
 
@@ -34,7 +34,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from spectral3d._checks import check_rate
+from spectral3d.checks import check_rate
 from spectral3d.layers.heads import POOL_TYPES, channel_linear, check_global_pool, global_pool_3d
 
 __all__ = [

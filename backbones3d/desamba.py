@@ -64,7 +64,7 @@ from backbones3d._contract import HeadContract
 from backbones3d._registry import register_model
 from backbones3d.mambaout3d import MambaOut3d
 from backbones3d.samnet import SAMNet
-from spectral3d._checks import check_divisible, check_floating
+from spectral3d.checks import check_divisible, check_floating
 from spectral3d.layers.drlm import DRLM
 from spectral3d.layers.fusion import MultiScaleFusion
 from spectral3d.layers.heads import ClassifierHead3d

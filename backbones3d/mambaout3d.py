@@ -37,7 +37,7 @@ from torch import nn
 from backbones3d._builder import build_model_with_cfg
 from backbones3d._contract import StagedContract, check_rate, linear_drop_path_rates, run_blocks
 from backbones3d._registry import register_model
-from spectral3d._checks import check_channels, check_finite, check_floating, check_ndim
+from spectral3d.checks import check_channels, check_finite, check_floating, check_ndim
 from spectral3d.layers.gated_cnn import GatedCNNBlock3d
 from spectral3d.layers.heads import MlpHead, check_global_pool
 from spectral3d.layers.norm import LayerNorm3d

@@ -56,7 +56,7 @@ from torch.utils.checkpoint import checkpoint
 from backbones3d._builder import build_model_with_cfg
 from backbones3d._contract import FlatHeadContract, check_int, check_rate
 from backbones3d._registry import register_model
-from spectral3d._checks import check_channels, check_finite, check_floating, check_ndim, to_3tuple_int
+from spectral3d.checks import check_channels, check_finite, check_floating, check_ndim, to_3tuple_int
 from spectral3d.layers.heads import check_global_pool
 
 __all__ = ["Bottleneck3d", "ResNet3d"]

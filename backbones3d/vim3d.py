@@ -61,7 +61,7 @@ from torch.utils.checkpoint import checkpoint
 from backbones3d._builder import build_model_with_cfg
 from backbones3d._contract import FlatHeadContract, check_rate, linear_drop_path_rates
 from backbones3d._registry import register_model
-from spectral3d._checks import check_channels, check_ndim, to_3tuple_int
+from spectral3d.checks import check_channels, check_ndim, to_3tuple_int
 from spectral3d.layers.heads import POOL_TYPES, check_global_pool
 from spectral3d.layers.patch_embed import PatchEmbed3d
 from spectral3d.ops.selective_scan import selective_scan

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from spectral3d._checks import AXES, to_3tuple_int
+from spectral3d.checks import AXES, to_3tuple_int
 from spectral3d.ops.depthwise_conv3d import depthwise_conv3d
 
 __all__ = ["DepthwiseConv3d"]

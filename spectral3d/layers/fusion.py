@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from spectral3d._checks import check_rate
+from spectral3d.checks import check_rate
 
 __all__ = ["MultiScaleFusion"]
 

@@ -30,7 +30,7 @@ import torch
 from timm.layers import DropPath, LayerScale
 from torch import nn
 
-from spectral3d._checks import AXES, check_channels, check_finite, check_floating, check_ndim, check_rate, to_3tuple_int
+from spectral3d.checks import AXES, check_channels, check_finite, check_floating, check_ndim, check_rate, to_3tuple_int
 from spectral3d.layers.depthwise import DepthwiseConv3d
 
 _layer_norm_eps6 = partial(nn.LayerNorm, eps=1e-6)  # channels-last LayerNorm, eps as timm's

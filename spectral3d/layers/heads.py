@@ -31,7 +31,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from spectral3d._checks import check_channels, check_floating, check_rate
+from spectral3d.checks import check_channels, check_floating, check_rate
 
 __all__ = ["POOL_TYPES", "ClassifierHead3d", "MlpHead", "channel_linear", "check_global_pool", "global_pool_3d"]
 

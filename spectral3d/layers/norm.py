@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spectral3d._checks import check_channels, check_ndim
+from spectral3d.checks import check_channels, check_ndim
 
 __all__ = ["LayerNorm3d", "GRN3d"]
 

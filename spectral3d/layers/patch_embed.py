@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from spectral3d._checks import AXES, to_3tuple_int
+from spectral3d.checks import AXES, to_3tuple_int
 
 __all__ = ["PatchEmbed3d"]
 

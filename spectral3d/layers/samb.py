@@ -49,7 +49,7 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from spectral3d._checks import check_channels, check_ndim, to_3tuple_int
+from spectral3d.checks import check_channels, check_ndim, to_3tuple_int
 from spectral3d.layers.norm import LayerNorm3d
 from spectral3d.ops import spectral_features, spectral_modulation
 

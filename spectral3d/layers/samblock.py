@@ -45,7 +45,7 @@ import torch
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
-from spectral3d._checks import check_channels, check_ndim, check_rate, to_3tuple_int
+from spectral3d.checks import check_channels, check_ndim, check_rate, to_3tuple_int
 from spectral3d.layers.depthwise import DepthwiseConv3d
 from spectral3d.layers.norm import GRN3d, LayerNorm3d
 from spectral3d.layers.samb import SAMB

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spectral3d._checks import check_channels, check_divisible, check_ndim
+from spectral3d.checks import check_channels, check_divisible, check_ndim
 from spectral3d.layers.samb import band_index
 
 __all__ = ["SpectralStem3d"]

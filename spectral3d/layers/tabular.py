@@ -20,7 +20,7 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from spectral3d._checks import check_floating, check_rate
+from spectral3d.checks import check_floating, check_rate
 
 __all__ = ["TabularEncoder"]
 

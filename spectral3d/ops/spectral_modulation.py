@@ -57,7 +57,7 @@ from typing import Optional
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
-from spectral3d._checks import check_finite, finite_checks_enabled
+from spectral3d.checks import check_finite, finite_checks_enabled
 from spectral3d.ops._switch import kernel_mode
 
 __all__ = [
