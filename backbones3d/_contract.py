@@ -34,7 +34,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from spectral3d.checks import check_rate
+from spectral3d.checks import check_int, check_rate
 from spectral3d.layers.heads import POOL_TYPES, channel_linear, check_global_pool, global_pool_3d
 
 __all__ = [
@@ -46,21 +46,6 @@ __all__ = [
     "linear_drop_path_rates",
     "run_blocks",
 ]
-
-
-def check_int(value: int, name: str, minimum: int = 1) -> int:
-    """Return ``value`` if it is an int ``>= minimum``; ``TypeError`` for a non-int, ``ValueError`` below the minimum.
-
-    Example::
-
-        >>> check_int(3, "depth")
-        3
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
-    return value
 
 
 def linear_drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> list[list[float]]:

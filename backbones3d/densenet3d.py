@@ -179,7 +179,7 @@ class DenseNet3d(FlatHeadContract):
         check_int(growth_rate, "growth_rate")
         check_int(bn_size, "bn_size")
         check_int(num_init_features, "num_init_features")
-        self.in_chans = check_int(in_chans, "in_chans")
+        self.in_chans = check_int(in_chans, "in_chans", expected="an int >= 1")
         self.num_classes = check_int(num_classes, "num_classes", minimum=0)
         self.global_pool = check_global_pool(global_pool)
         self.drop_rate = check_rate(drop_rate, "drop_rate")

@@ -241,7 +241,7 @@ class EfficientNet3d(FlatHeadContract):
             )
         if not 0 < se_ratio <= 1:
             raise ValueError(f"se_ratio: expected a fraction in (0, 1], got {se_ratio!r}")
-        self.in_chans = check_int(in_chans, "in_chans")
+        self.in_chans = check_int(in_chans, "in_chans", expected="an int >= 1")
         self.num_classes = check_int(num_classes, "num_classes", minimum=0)
         check_int(stem_size, "stem_size")
         check_int(head_size, "head_size")

@@ -163,7 +163,7 @@ class ResNet3d(FlatHeadContract):
             raise ValueError(f"layers: expected 4 stage depths, got {len(layers)} ({layers!r})")
         for i, depth in enumerate(layers):
             check_int(depth, f"layers[{i}]")
-        self.in_chans = check_int(in_chans, "in_chans")
+        self.in_chans = check_int(in_chans, "in_chans", expected="an int >= 1")
         self.num_classes = check_int(num_classes, "num_classes", minimum=0)
         check_int(cardinality, "cardinality")
         check_int(base_width, "base_width")

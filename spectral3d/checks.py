@@ -1,11 +1,15 @@
-"""Input validation shared by every op and layer.
+"""Argument and input checks shared by every op, layer and model.
 
-All checks read shapes and dtypes only (no host synchronisation), so they cost nothing and do
-not break ``torch.compile`` graphs. Value checks (NaN/Inf) run only when the environment
-variable ``SPECTRAL3D_CHECK_FINITE=1`` is set, because they need a device-to-host copy.
+Tensor checks read shapes and dtypes only (no host synchronisation, no ``torch.compile`` graph
+break). Value checks (NaN/Inf, band indices off CPU) run only when :func:`finite_checks_enabled`.
 
-Messages follow one pattern: ``"<name>: expected <what>, got <actual>"``, naming the argument
-and, for per-axis problems, the axis (``D``, ``H`` or ``W``).
+One rule for bad arguments: a value of the wrong *type* (a float or a bool where an int is expected,
+a string where a rate is expected) raises ``TypeError``; a value of the right type outside its range
+(``0`` channels, an even kernel size, a rate of ``1.5``) raises ``ValueError``. Messages read
+``"<name>: expected <what>, got <actual>"``, naming the argument and, per axis, ``D``, ``H`` or ``W``.
+
+``SPECTRAL3D_CHECK_FINITE`` is read by :func:`env_flag`: unset, ``""``, ``0``, ``false``, ``no`` and
+``off`` (any case) mean off, anything else on.
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ import torch
 
 __all__ = [
     "AXES",
+    "check_bool",
     "check_channels",
     "check_finite",
     "check_floating",
     "check_ndim",
     "check_divisible",
+    "check_int",
     "check_rate",
+    "env_flag",
     "finite_checks_enabled",
     "to_3tuple_int",
 ]
@@ -66,23 +73,58 @@ def check_divisible(size: Sequence[int], multiple: Sequence[int], name: str = "i
             )
 
 
+def check_int(value: int, name: str, minimum: int = 1, odd: bool = False, expected: str | None = None) -> int:
+    """Return ``value`` if it is an int ``>= minimum`` (and odd with ``odd=True``).
+
+    ``TypeError`` for a non-int (a bool included), ``ValueError`` for an int out of range. ``expected``
+    replaces the message's description of a valid value (default: "a positive int", "an int >= minimum").
+
+    Example::
+
+        >>> check_int(3, "depth")
+        3
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    if value < minimum or (odd and value % 2 != 1):
+        parity = "an odd int" if odd else "an int"
+        expected = expected or ("a positive int" if minimum == 1 and not odd else f"{parity} >= {minimum}")
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    return value
+
+
+def check_bool(value: bool, name: str) -> bool:
+    """Return ``value`` if it is a bool; ``TypeError`` otherwise."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool, got {value!r} ({type(value).__name__})")
+    return value
+
+
 def check_rate(value: float, name: str) -> float:
-    """Return ``value`` as a float if it is a probability in ``[0, 1)`` (a dropout or drop-path rate);
-    ``ValueError`` naming ``name`` otherwise.
+    """Return ``value`` as a float if it is a probability in ``[0, 1)`` (a dropout or drop-path rate).
+
+    ``TypeError`` for a non-number (a bool included), ``ValueError`` outside ``[0, 1)``.
 
     Example::
 
         >>> check_rate(0.1, "drop_rate")
         0.1
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a probability in [0, 1), got {value!r} ({type(value).__name__})")
+    if not 0.0 <= value < 1.0:
         raise ValueError(f"{name}: expected a probability in [0, 1), got {value!r}")
     return float(value)
 
 
+def env_flag(name: str) -> bool:
+    """Whether the environment variable ``name`` is on (read at call time; module docstring)."""
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def finite_checks_enabled() -> bool:
-    """True when ``SPECTRAL3D_CHECK_FINITE=1`` (read at call time)."""
-    return os.environ.get("SPECTRAL3D_CHECK_FINITE", "0") not in ("", "0", "false", "False")
+    """True when ``SPECTRAL3D_CHECK_FINITE`` is on (:func:`env_flag`)."""
+    return env_flag("SPECTRAL3D_CHECK_FINITE")
 
 
 def check_finite(x: torch.Tensor, name: str = "x") -> None:

@@ -169,7 +169,7 @@ def test_layer_is_a_conv3d_with_its_names_shapes_and_init() -> None:
     "kwargs, exc, match",
     [
         ({"channels": 0, "kernel_size": 3}, ValueError, "channels: expected a positive int, got 0"),
-        ({"channels": True, "kernel_size": 3}, ValueError, "channels: expected a positive int"),
+        ({"channels": True, "kernel_size": 3}, TypeError, "channels: expected an int, got bool"),
         ({"channels": 4, "kernel_size": 4}, ValueError, "kernel_size: expected an odd size on axis D .* got 4"),
         ({"channels": 4, "kernel_size": (3, 3, 2)}, ValueError, "kernel_size: expected an odd size on axis W"),
         ({"channels": 4, "kernel_size": (3, 3)}, TypeError, "kernel_size: expected an int or a 3-tuple"),

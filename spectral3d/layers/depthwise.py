@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from spectral3d.checks import AXES, to_3tuple_int
+from spectral3d.checks import AXES, check_bool, check_int, to_3tuple_int
 from spectral3d.ops.depthwise_conv3d import depthwise_conv3d
 
 __all__ = ["DepthwiseConv3d"]
@@ -64,10 +64,8 @@ class DepthwiseConv3d(nn.Conv3d):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels: expected a positive int, got {channels!r}")
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias: expected a bool, got {bias!r}")
+        check_int(channels, "channels")
+        check_bool(bias, "bias")
         ks = _kernel_size(kernel_size)
         super().__init__(
             channels, channels, ks, padding=tuple(k // 2 for k in ks), groups=channels, bias=bias,

@@ -47,6 +47,8 @@ import torch.nn.functional as F
 from timm.layers import Mlp, trunc_normal_
 from torch import nn
 
+from spectral3d.checks import check_int
+
 __all__ = ["DRLM", "DRLMOutput", "SymmetricPairEncoder"]
 
 
@@ -129,16 +131,15 @@ class DRLM(nn.Module):
         cross_reconstruction: bool = True,
     ) -> None:
         super().__init__()
-        if isinstance(num_sequences, bool) or not isinstance(num_sequences, int) or num_sequences < 2:
-            raise ValueError(f"num_sequences: expected an int >= 2, got {num_sequences!r}")
+        check_int(num_sequences, "num_sequences", minimum=2)
         for name, value in (
             ("dim", dim),
             ("unique_dim", unique_dim),
             ("shared_dim", shared_dim),
             ("hidden_dim", hidden_dim),
         ):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+            if value is not None:
+                check_int(value, name)
         self.num_sequences = num_sequences
         self.dim = dim
         self.unique_dim = unique_dim or dim

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from spectral3d.checks import check_rate
+from spectral3d.checks import check_int, check_rate
 
 __all__ = ["MultiScaleFusion"]
 
@@ -38,8 +38,10 @@ def _check_dims(dims: Sequence[int] | None, name: str) -> tuple[int, ...]:
     if dims is None:
         return ()
     dims = tuple(dims)
-    if not dims or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in dims):
+    if not dims:
         raise ValueError(f"{name}: expected a non-empty sequence of positive ints (channels per stage), got {dims!r}")
+    for i, c in enumerate(dims):
+        check_int(c, f"{name}[{i}]")
     return dims
 
 
@@ -81,8 +83,7 @@ class MultiScaleFusion(nn.Module):
         self.in_dims_b = _check_dims(in_dims_b, "in_dims_b")
         if not self.in_dims_a:
             raise ValueError("in_dims_a: expected the stage widths of at least one branch, got None")
-        if isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1:
-            raise ValueError(f"out_dim: expected a positive int, got {out_dim!r}")
+        check_int(out_dim, "out_dim")
         self.out_dim = out_dim
         if stages not in ("all", "last"):
             raise ValueError(f"stages: expected 'all' or 'last', got {stages!r}")

@@ -30,7 +30,16 @@ import torch
 from timm.layers import DropPath, LayerScale
 from torch import nn
 
-from spectral3d.checks import AXES, check_channels, check_finite, check_floating, check_ndim, check_rate, to_3tuple_int
+from spectral3d.checks import (
+    AXES,
+    check_channels,
+    check_finite,
+    check_floating,
+    check_int,
+    check_ndim,
+    check_rate,
+    to_3tuple_int,
+)
 from spectral3d.layers.depthwise import DepthwiseConv3d
 
 _layer_norm_eps6 = partial(nn.LayerNorm, eps=1e-6)  # channels-last LayerNorm, eps as timm's
@@ -74,8 +83,7 @@ class GatedCNNBlock3d(nn.Module):
         norm_layer: Callable[[int], nn.Module] = _layer_norm_eps6,
     ) -> None:
         super().__init__()
-        if dim < 1:
-            raise ValueError(f"dim: expected a positive channel count, got {dim}")
+        check_int(dim, "dim")
         hidden = int(expansion_ratio * dim)
         conv_channels = int(conv_ratio * dim)
         if not 1 <= conv_channels <= hidden:

@@ -31,7 +31,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from spectral3d.checks import check_channels, check_floating, check_rate
+from spectral3d.checks import check_channels, check_floating, check_int, check_rate
 
 __all__ = ["POOL_TYPES", "ClassifierHead3d", "MlpHead", "channel_linear", "check_global_pool", "global_pool_3d"]
 
@@ -130,8 +130,7 @@ class ClassifierHead3d(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        if in_features < 1:
-            raise ValueError(f"in_features: expected a positive channel count, got {in_features}")
+        check_int(in_features, "in_features")
         self.in_features = in_features
         self.pool_type = check_global_pool(pool_type, "pool_type")
         self.bias = bias

@@ -49,7 +49,7 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from spectral3d.checks import check_channels, check_ndim, to_3tuple_int
+from spectral3d.checks import check_channels, check_int, check_ndim, to_3tuple_int
 from spectral3d.layers.norm import LayerNorm3d
 from spectral3d.ops import spectral_features, spectral_modulation
 
@@ -84,8 +84,7 @@ def band_index(
         (torch.Size([4, 6, 5]), 0, 3)
     """
     D, H, W = to_3tuple_int(size, "size")
-    if isinstance(num_bands, bool) or not isinstance(num_bands, int) or num_bands < 1:
-        raise ValueError(f"num_bands: expected an int >= 1, got {num_bands!r}")
+    check_int(num_bands, "num_bands", expected="an int >= 1")
     kw = {"dtype": torch.float64, "device": device}
     fd = torch.fft.fftfreq(D, **kw).view(D, 1, 1)
     fh = torch.fft.fftfreq(H, **kw).view(1, H, 1)
@@ -132,12 +131,10 @@ class SAMB(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("dim", dim), ("num_bands", num_bands), ("mod_reduction", mod_reduction)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+            check_int(value, name, expected="an int >= 1")
         if fm_mode not in FM_MODES:
             raise ValueError(f"fm_mode: expected one of {FM_MODES}, got {fm_mode!r}")
-        if isinstance(enh_kernel_size, bool) or not isinstance(enh_kernel_size, int) or enh_kernel_size % 2 != 1:
-            raise ValueError(f"enh_kernel_size: expected an odd int >= 1 (same-size output), got {enh_kernel_size!r}")
+        check_int(enh_kernel_size, "enh_kernel_size", odd=True)
         self.dim = dim
         self.fm_mode = fm_mode
         self.num_bands = num_bands

@@ -45,7 +45,7 @@ import torch
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
-from spectral3d.checks import check_channels, check_ndim, check_rate, to_3tuple_int
+from spectral3d.checks import check_channels, check_int, check_ndim, check_rate, to_3tuple_int
 from spectral3d.layers.depthwise import DepthwiseConv3d
 from spectral3d.layers.norm import GRN3d, LayerNorm3d
 from spectral3d.layers.samb import SAMB
@@ -59,11 +59,6 @@ def _init_conv_linear(module: nn.Module) -> None:
         trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-
-
-def _check_positive_int(value: object, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
 
 
 class GRNMlp3d(nn.Module):
@@ -124,7 +119,7 @@ class ConvNeXtV2Body3d(nn.Module):
         self, dim: int, kernel_size: int | Sequence[int] = 7, mlp_ratio: float = 4.0, conv_mlp: bool = False
     ) -> None:
         super().__init__()
-        _check_positive_int(dim, "dim")
+        check_int(dim, "dim")
         ks = to_3tuple_int(kernel_size, "kernel_size")
         if any(k % 2 != 1 for k in ks):
             raise ValueError(
@@ -222,13 +217,12 @@ class SAMBlock(nn.Module):
         band_embedding: bool = True,
     ) -> None:
         super().__init__()
-        _check_positive_int(dim, "dim")
+        check_int(dim, "dim")
         if residual not in RESIDUALS:
             raise ValueError(f"residual: expected one of {RESIDUALS}, got {residual!r}")
         self.residual = residual
         self.skip_scale = 0.5 if residual == "paper" else 1.0
-        if isinstance(freq_kernel_size, bool) or not isinstance(freq_kernel_size, int) or freq_kernel_size % 2 != 1:
-            raise ValueError(f"freq_kernel_size: expected an odd positive int, got {freq_kernel_size!r}")
+        check_int(freq_kernel_size, "freq_kernel_size", odd=True)
         self.dim = dim
         self.spatial = ConvNeXtV2Body3d(dim, kernel_size=kernel_size, mlp_ratio=mlp_ratio)
         self.samb = SAMB(

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spectral3d.checks import check_channels, check_divisible, check_ndim
+from spectral3d.checks import check_channels, check_divisible, check_int, check_ndim
 from spectral3d.layers.samb import band_index
 
 __all__ = ["SpectralStem3d"]
@@ -60,8 +60,7 @@ class SpectralStem3d(nn.Module):
     def __init__(self, in_chs: int, out_chs: int, stride: int = 4, num_bands: int = 16, eps: float = 1e-3) -> None:
         super().__init__()
         for name, value in (("in_chs", in_chs), ("out_chs", out_chs), ("stride", stride), ("num_bands", num_bands)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+            check_int(value, name)
         if not eps > 0:
             raise ValueError(f"eps: expected a positive number, got {eps!r}")
         self.in_chs, self.out_chs, self.stride, self.num_bands, self.eps = in_chs, out_chs, stride, num_bands, eps

@@ -20,7 +20,7 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from spectral3d.checks import check_floating, check_rate
+from spectral3d.checks import check_floating, check_int, check_rate
 
 __all__ = ["TabularEncoder"]
 
@@ -47,8 +47,8 @@ class TabularEncoder(nn.Module):
     def __init__(self, num_features: int, dim: int, hidden_dim: int | None = None, drop_rate: float = 0.0) -> None:
         super().__init__()
         for name, value in (("num_features", num_features), ("dim", dim), ("hidden_dim", hidden_dim)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+            if value is not None:
+                check_int(value, name)
         self.num_features = num_features
         self.dim = dim
         self.hidden_dim = hidden_dim or max(dim, 4 * num_features)

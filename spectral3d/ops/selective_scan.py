@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from spectral3d.checks import check_int
 from spectral3d.ops._switch import kernel_mode
 
 __all__ = [
@@ -245,8 +246,7 @@ def selective_scan_chunked(
         True
     """
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size: expected a positive int, got {chunk_size!r}")
+    check_int(chunk_size, "chunk_size")
     dtype = torch.promote_types(u.dtype, torch.float32)
     batch, dim, length = u.shape
     Bg, Cg = (_as_groups(t).to(dtype).transpose(-1, -2) for t in (B, C))  # (b, G, L, N)

@@ -199,7 +199,7 @@ def _check_band_range(band_index: torch.Tensor, num_bands: int) -> None:
 
     if is_fake(band_index) or band_index.device.type == "meta":
         return
-    if band_index.device.type != "cpu" and os.environ.get("SPECTRAL3D_CHECK_FINITE", "0") in ("", "0"):
+    if band_index.device.type != "cpu" and not finite_checks_enabled():
         return
     lo, hi = int(band_index.min()), int(band_index.max())
     if lo < 0 or hi >= num_bands:
