@@ -56,10 +56,9 @@ import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, lecun_normal_, trunc_normal_
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from backbones3d._builder import build_model_with_cfg
-from backbones3d._contract import FlatHeadContract, check_int, check_rate, linear_drop_path_rates
+from backbones3d._contract import FlatHeadContract, check_int, check_rate, linear_drop_path_rates, run_blocks
 from backbones3d._registry import register_model
 from spectral3d.checks import check_channels, check_ndim, to_3tuple_int
 from spectral3d.layers.heads import POOL_TYPES, check_global_pool
@@ -347,11 +346,7 @@ class VisionMamba3d(FlatHeadContract):
         cls = self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
         x = torch.cat([x[:, :mid], cls, x[:, mid:]], dim=1)
         residual = self.pos_drop(x + self.position_embedding(grid).to(x.dtype))
-        for block in self.layers:
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                residual = checkpoint(block, residual, use_reentrant=False)
-            else:
-                residual = block(residual)
+        residual = run_blocks(self.layers, residual, self.grad_checkpointing)
         return self.norm_f(residual.to(self.norm_f.weight.dtype))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
