@@ -232,8 +232,14 @@ def spectral_modulation_reference(
     alpha: torch.Tensor,
     beta: torch.Tensor,
     band_index: torch.Tensor | None = None,
+    *,
+    validate: bool = True,
 ) -> torch.Tensor:
-    """Eq. 2 in plain differentiable PyTorch (the oracle of the custom op).
+    """Eq. 2 in plain differentiable PyTorch (the oracle of the custom op), ``X = R + iI``::
+
+        g  = 1 + alpha * (f_m - 1)
+        R' = R * g + beta * f_e * |X|
+        I' = I * g
 
     Args:
         X: complex spectrum ``(N, C, D, H, Wf)`` (complex64 or complex128).
@@ -242,9 +248,10 @@ def spectral_modulation_reference(
         alpha: ``(C,)`` weight of ``f_m - 1``.
         beta: ``(C,)`` weight of ``f_e * |X|``.
         band_index: ``(D, H, Wf)`` integer band of each bin; required with a banded ``f_m``.
+        validate: check shapes, dtypes and band indices first (the op's own paths pass ``False``).
 
     Returns:
-        The modulated spectrum, ``X``'s shape and dtype.
+        The modulated spectrum, ``X``'s shape and dtype (computed in ``X``'s real dtype).
 
     Example::
 
@@ -255,9 +262,11 @@ def spectral_modulation_reference(
         >>> spectral_modulation_reference(X, f_m, f_e, torch.ones(4), torch.zeros(4)).shape
         torch.Size([2, 4, 5, 6, 4])
     """
-    if _check_modulation_args(X, f_m, f_e, alpha, beta, band_index) == "band":
+    if validate and _check_modulation_args(X, f_m, f_e, alpha, beta, band_index) == "band":
         _check_band_range(band_index, f_m.shape[2])
-    return _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index)
+    rdt = X.real.dtype
+    g = 1 + _per_channel(alpha, rdt) * (_expand_fm(f_m, band_index, rdt) - 1)
+    return torch.complex(X.real * g + _per_channel(beta, rdt) * f_e.to(rdt) * X.abs(), X.imag * g)
 
 
 def spectral_features_reference(X: torch.Tensor) -> torch.Tensor:
@@ -295,14 +304,6 @@ def _band_sum(s: torch.Tensor, band_index: torch.Tensor, num_bands: int) -> torc
     deterministic on every device, unlike ``index_add_``)."""
     one_hot = torch.nn.functional.one_hot(band_index.reshape(-1).long(), num_bands).to(s.dtype)
     return s.flatten(2) @ one_hot
-
-
-def _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN202
-    rdt = X.real.dtype
-    Xr, Xi = X.real, X.imag
-    phi = X.abs()
-    g = 1 + _per_channel(alpha, rdt) * (_expand_fm(f_m, band_index, rdt) - 1)
-    return torch.complex(Xr * g + _per_channel(beta, rdt) * f_e.to(rdt) * phi, Xi * g)
 
 
 def _modulation_backward_torch(grad, X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN202
@@ -449,7 +450,7 @@ def _modulation_op(
 ) -> Tensor:
     path = _path(X, "spectral_modulation")
     if path == "torch":
-        return _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index)
+        return spectral_modulation_reference(X, f_m, f_e, alpha, beta, band_index, validate=False)
     return _launchers().modulation_forward(X, f_m, f_e, alpha, beta, band_index, wrap=path == "triton")
 
 
@@ -615,14 +616,14 @@ def spectral_modulation(
     mode = kernel_mode("spectral_modulation")
     if compiling:
         if mode == "autograd":
-            return _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index)
+            return spectral_modulation_reference(X, f_m, f_e, alpha, beta, band_index, validate=False)
         return torch.ops.spectral3d.spectral_modulation(X, f_m, f_e, alpha, beta, band_index)
     path = _path(X, "spectral_modulation", mode)
     if form == "band" and (path == "torch" or finite_checks_enabled()):
         _check_band_range(band_index, f_m.shape[2])
     check_finite(X, "X")
     if mode == "autograd":
-        return _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index)
+        return spectral_modulation_reference(X, f_m, f_e, alpha, beta, band_index, validate=False)
     if path != "torch" and _plain_eager(X):
         if _needs_grad(X, f_m, f_e, alpha, beta):
             return _ModulationFunction.apply(X, f_m, f_e, alpha, beta, band_index)
