@@ -1,6 +1,6 @@
 """timm's model contract, written once for the networks of ``backbones3d`` (docs/CONTRIBUTING.md, "Networks").
 
-Two base classes carry the methods every model would otherwise repeat:
+Three base classes carry the methods every model would otherwise repeat:
 
 - :class:`HeadContract`: the classifier is a head module ``self.head``
   (:class:`spectral3d.layers.heads.ClassifierHead3d` or :class:`~spectral3d.layers.heads.MlpHead`) with

@@ -226,7 +226,10 @@ class SAMNet(StagedContract):
             if features_only
             else ClassifierHead3d(self.num_features, num_classes, global_pool, drop_rate, norm_layer)
         )
-        for m in [self.stem[0], *(s.downsample[1] for s in stages[1:])]:
+        self._init_weights(head_init_scale)
+
+    def _init_weights(self, head_init_scale: float) -> None:
+        for m in [self.stem[0], *(s.downsample[1] for s in self.stages[1:])]:
             trunc_normal_(m.weight, std=0.02)
             nn.init.zeros_(m.bias)
         if self.head is not None and isinstance(self.head.fc, nn.Linear):

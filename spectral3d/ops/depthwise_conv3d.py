@@ -151,7 +151,7 @@ def _path(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> s
     return kernel_path("depthwise_conv3d", x, _kernel_covers(x, weight, bias))
 
 
-def _kernels():  # noqa: ANN202
+def _kernels():
     from spectral3d.ops._triton import depthwise
 
     return depthwise
@@ -188,12 +188,12 @@ def _conv_backward_op(
 
 
 @_conv_op.register_fake
-def _(x, weight, bias):  # noqa: ANN001, ANN202
+def _(x, weight, bias):
     return torch.empty_like(x, memory_format=_memory_format(x))
 
 
 @_conv_backward_op.register_fake
-def _(grad, x, weight, input_grad, weight_grad, bias_grad):  # noqa: ANN001, ANN202
+def _(grad, x, weight, input_grad, weight_grad, bias_grad):
     return (
         torch.empty_like(x, memory_format=_memory_format(x)) if input_grad else x.new_empty(0),
         torch.empty_like(weight, memory_format=torch.contiguous_format) if weight_grad else x.new_empty(0),
@@ -201,13 +201,13 @@ def _(grad, x, weight, input_grad, weight_grad, bias_grad):  # noqa: ANN001, ANN
     )
 
 
-def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+def _setup_context(ctx, inputs, output) -> None:
     x, weight, bias = inputs
     ctx.save_for_backward(x, weight)
     ctx.bias_dtype = None if bias is None else bias.dtype
 
 
-def _backward(ctx, grad):  # noqa: ANN001, ANN202
+def _backward(ctx, grad):
     x, weight = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     need_b = need_b and ctx.bias_dtype is not None
@@ -217,13 +217,13 @@ def _backward(ctx, grad):  # noqa: ANN001, ANN202
     return dx if need_x else None, dw if need_w else None, db if need_b else None
 
 
-def _setup_backward_context(ctx, inputs, output) -> None:  # noqa: ANN001
+def _setup_backward_context(ctx, inputs, output) -> None:
     grad, x, weight, input_grad, weight_grad, bias_grad = inputs
     ctx.save_for_backward(grad, x, weight)
     ctx.outputs = (input_grad, weight_grad, bias_grad)
 
 
-def _double_backward(ctx, gg_x, gg_w, gg_b):  # noqa: ANN001, ANN202
+def _double_backward(ctx, gg_x, gg_w, gg_b):
     """The backward's own gradients (double backward), with the same two ops:
     ``<gg_x, dx> = <conv(gg_x, w), dy>``, ``<gg_w, dw> = <conv(x, gg_w), dy>``, ``<gg_b, db> = <gg_b, sum dy>``."""
     grad, x, weight = ctx.saved_tensors
@@ -251,17 +251,17 @@ _conv_backward_op.register_autograd(_double_backward, setup_context=_setup_backw
 
 
 @register_flop_formula(torch.ops.spectral3d.depthwise_conv3d)
-def _conv_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+def _conv_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
     return conv_flop_count(list(x_shape), list(w_shape), list(x_shape))
 
 
 @register_flop_formula(torch.ops.spectral3d.depthwise_conv3d_backward)
-def _conv_backward_flops(grad_shape, x_shape, w_shape, input_grad, weight_grad, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+def _conv_backward_flops(grad_shape, x_shape, w_shape, input_grad, weight_grad, *args, out_shape=None, **kwargs) -> int:
     once = conv_flop_count(list(x_shape), list(w_shape), list(x_shape))
     return once * (int(bool(input_grad)) + int(bool(weight_grad)))
 
 
-def _autocast_kernel(device_type: str):  # noqa: ANN202
+def _autocast_kernel(device_type: str):
     """Autocast rule of ``F.conv3d``: floating inputs, float64 excepted, to the autocast dtype."""
     key = getattr(torch._C.DispatchKey, "Autocast" + ("CUDA" if device_type == "cuda" else "CPU"))
 
@@ -270,7 +270,7 @@ def _autocast_kernel(device_type: str):  # noqa: ANN202
             return t
         return t.to(dtype)
 
-    def kernel(_keyset, x, weight, bias):  # noqa: ANN001, ANN202
+    def kernel(_keyset, x, weight, bias):
         dtype = torch.get_autocast_dtype(device_type)
         with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(key)):
             return torch.ops.spectral3d.depthwise_conv3d.default(cast(x, dtype), cast(weight, dtype), cast(bias, dtype))

@@ -289,7 +289,7 @@ def spectral_features_reference(X: torch.Tensor) -> torch.Tensor:
     return _features_forward_torch(X)
 
 
-def _features_forward_torch(X):  # noqa: ANN001, ANN202
+def _features_forward_torch(X):
     return torch.cat([X.real, X.imag, X.abs()], dim=1)
 
 
@@ -306,7 +306,7 @@ def _band_sum(s: torch.Tensor, band_index: torch.Tensor, num_bands: int) -> torc
     return s.flatten(2) @ one_hot
 
 
-def _modulation_backward_torch(grad, X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN202
+def _modulation_backward_torch(grad, X, f_m, f_e, alpha, beta, band_index):
     rdt = X.real.dtype
     gR, gI = grad.real, grad.imag
     Xr, Xi = X.real, X.imag
@@ -341,7 +341,7 @@ def _modulation_backward_torch(grad, X, f_m, f_e, alpha, beta, band_index):  # n
     )
 
 
-def _features_backward_torch(grad, X):  # noqa: ANN001, ANN202
+def _features_backward_torch(grad, X):
     C = X.shape[1]
     rdt = X.real.dtype
     grad = grad.to(rdt)
@@ -380,7 +380,7 @@ def _path(X: torch.Tensor, op: str, mode: str | None = None) -> str:
     )
 
 
-def _launchers():  # noqa: ANN202
+def _launchers():
     from spectral3d.ops._triton import launchers
 
     return launchers
@@ -404,14 +404,14 @@ class _ModulationFunction(torch.autograd.Function):
     """The eager fast path of ``spectral_modulation``: its launchers, without the custom-op dispatcher."""
 
     @staticmethod
-    def forward(ctx, X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN205
+    def forward(ctx, X, f_m, f_e, alpha, beta, band_index):
         ctx.save_for_backward(X, f_m, f_e, alpha, beta)
         ctx.band_index = band_index
         return _launchers().modulation_forward(X, f_m, f_e, alpha, beta, band_index, wrap=False)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):  # noqa: ANN001, ANN205
+    def backward(ctx, grad):
         X, f_m, f_e, alpha, beta = ctx.saved_tensors
         return (*_launchers().modulation_backward(grad, X, f_m, f_e, alpha, beta, ctx.band_index, wrap=False), None)
 
@@ -420,13 +420,13 @@ class _FeaturesFunction(torch.autograd.Function):
     """The eager fast path of ``spectral_features``."""
 
     @staticmethod
-    def forward(ctx, X):  # noqa: ANN001, ANN205
+    def forward(ctx, X):
         ctx.save_for_backward(X)
         return _launchers().features_forward(X, wrap=False)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):  # noqa: ANN001, ANN205
+    def backward(ctx, grad):
         (X,) = ctx.saved_tensors
         return _launchers().features_backward(grad, X, wrap=False)
 
@@ -490,12 +490,12 @@ def _features_backward_op(grad: Tensor, X: Tensor) -> Tensor:
 
 
 @_modulation_op.register_fake
-def _(X, f_m, f_e, alpha, beta, band_index=None):  # noqa: ANN001, ANN202
+def _(X, f_m, f_e, alpha, beta, band_index=None):
     return torch.empty_like(X)
 
 
 @_modulation_backward_op.register_fake
-def _(grad, X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN202
+def _(grad, X, f_m, f_e, alpha, beta, band_index):
     return (
         torch.empty_like(X),
         torch.empty_like(f_m),
@@ -506,32 +506,32 @@ def _(grad, X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN202
 
 
 @_features_op.register_fake
-def _(X):  # noqa: ANN001, ANN202
+def _(X):
     N, C, D, H, Wf = X.shape
     return X.new_empty((N, 3 * C, D, H, Wf), dtype=X.real.dtype)
 
 
 @_features_backward_op.register_fake
-def _(grad, X):  # noqa: ANN001, ANN202
+def _(grad, X):
     return torch.empty_like(X)
 
 
-def _modulation_setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+def _modulation_setup_context(ctx, inputs, output) -> None:
     ctx.save_for_backward(*inputs[:5])
     ctx.band_index = inputs[5]
 
 
-def _modulation_backward(ctx, grad):  # noqa: ANN001, ANN202
+def _modulation_backward(ctx, grad):
     X, f_m, f_e, alpha, beta = ctx.saved_tensors
     grads = torch.ops.spectral3d.spectral_modulation_backward(grad, X, f_m, f_e, alpha, beta, ctx.band_index)
     return (*grads, None)
 
 
-def _features_setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+def _features_setup_context(ctx, inputs, output) -> None:
     ctx.save_for_backward(inputs[0])
 
 
-def _features_backward(ctx, grad):  # noqa: ANN001, ANN202
+def _features_backward(ctx, grad):
     (X,) = ctx.saved_tensors
     return torch.ops.spectral3d.spectral_features_backward(grad, X)
 
@@ -541,22 +541,22 @@ _features_op.register_autograd(_features_backward, setup_context=_features_setup
 
 
 @register_flop_formula(torch.ops.spectral3d.spectral_modulation)
-def _modulation_flops(X_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+def _modulation_flops(X_shape, *args, out_shape=None, **kwargs) -> int:
     return MODULATION_FLOPS_PER_ELEMENT * math.prod(X_shape)
 
 
 @register_flop_formula(torch.ops.spectral3d.spectral_modulation_backward)
-def _modulation_backward_flops(grad_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+def _modulation_backward_flops(grad_shape, *args, out_shape=None, **kwargs) -> int:
     return MODULATION_BACKWARD_FLOPS_PER_ELEMENT * math.prod(grad_shape)
 
 
 @register_flop_formula(torch.ops.spectral3d.spectral_features)
-def _features_flops(X_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+def _features_flops(X_shape, *args, out_shape=None, **kwargs) -> int:
     return FEATURES_FLOPS_PER_ELEMENT * math.prod(X_shape)
 
 
 @register_flop_formula(torch.ops.spectral3d.spectral_features_backward)
-def _features_backward_flops(grad_shape, X_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+def _features_backward_flops(grad_shape, X_shape, *args, out_shape=None, **kwargs) -> int:
     return FEATURES_BACKWARD_FLOPS_PER_ELEMENT * math.prod(X_shape)
 
 

@@ -140,7 +140,7 @@ class _AtenOpCounter(TorchDispatchMode):
         super().__init__()
         self.counter = counter
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         self.counter[str(func.overloadpacket)] += 1
         if func.namespace == "spectral3d":  # below the Python key, with this mode active again

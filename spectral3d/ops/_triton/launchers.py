@@ -41,7 +41,7 @@ RBLOCK = 64  # partial rows summed per step by a channel's finishing program
 _TICKETS: dict[tuple[torch.device, int, int], torch.Tensor] = {}
 
 
-def _kernel(fn, wrap: bool):  # noqa: ANN001, ANN202
+def _kernel(fn, wrap: bool):
     testing.record_launch(fn.__name__)
     if testing.launches_skipped():
         return testing.SKIPPED_LAUNCH
