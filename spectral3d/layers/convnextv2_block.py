@@ -1,13 +1,11 @@
-"""The 3D ConvNeXtV2 block (timm's ``ConvNeXtBlock`` with ``use_grn=True``), shared by SAMBlock and
-``backbones3d.convnextv2_3d``.
+"""The 3-D ConvNeXtV2 block shared by SAMBlock and ``backbones3d.convnextv2_3d`` (timm's ``ConvNeXtBlock``,
+``use_grn=True``, its parameter names, no layer scale)::
 
-``Body_k(x)``, ``(N, C, D, H, W) -> (N, C, D, H, W)``: depthwise Conv3d k×k×k (:class:`DepthwiseConv3d`)
-→ LayerNorm → Linear C→4C → GELU → GRN3d → Linear 4C→C, channels-last between the convolution and
-the end, parameter names as timm's (``conv_dw``, ``norm``, ``mlp.fc1``, ``mlp.grn``, ``mlp.fc2``; no
-layer scale in ConvNeXtV2). ``conv_mlp=True`` is timm's channels-first layout of the same function
-(LayerNorm3d and 1×1×1 convolutions). The block is ``x + DropPath(Body_7(x))``.
+    Body_k(x) = fc2(GRN(GELU(fc1(LN(DWConv_k(x))))))     C → 4C → C, channels-last after the conv
+    block(x)  = x + DropPath(Body_7(x))
 
-Weight init as timm's ConvNeXt: truncated normal (std 0.02) and zero biases for convolutions and linears.
+``(N, C, D, H, W)`` → same shape. ``conv_mlp=True``: timm's channels-first layout (LayerNorm3d, 1×1×1
+convs). Init as timm's ConvNeXt: truncated normal (std 0.02), zero biases.
 """
 
 from __future__ import annotations
@@ -36,19 +34,15 @@ def init_conv_linear(module: nn.Module) -> None:
 class GRNMlp3d(nn.Module):
     """MLP with Global Response Normalisation: ``fc1 → GELU → GRN3d → fc2``.
 
-    The 3D counterpart of timm's ``GlobalResponseNormMlp`` (same parameter names).
+    timm's ``GlobalResponseNormMlp`` in 3-D (same parameter names).
 
     Args:
         dim: input/output width C.
         hidden_dim: hidden width (ConvNeXtV2: 4C).
-        conv_mlp: ``False``: ``nn.Linear`` on channels-last ``(N, D, H, W, C)`` tensors; ``True``:
-            1×1×1 convolutions on channels-first ``(N, C, D, H, W)`` maps (timm's ``conv_mlp`` layout).
-
-    Shapes: ``(N, D, H, W, C) -> (N, D, H, W, C)`` (channels-first with ``conv_mlp=True``).
+        conv_mlp: 1×1×1 convs on ``(N, C, D, H, W)`` instead of ``nn.Linear`` on ``(N, D, H, W, C)``.
 
     Example::
 
-        >>> import torch
         >>> GRNMlp3d(8, 32)(torch.randn(2, 3, 4, 5, 8)).shape
         torch.Size([2, 3, 4, 5, 8])
         >>> GRNMlp3d(8, 32, conv_mlp=True)(torch.randn(2, 8, 3, 4, 5)).shape
@@ -72,17 +66,12 @@ class ConvNeXtV2Body3d(nn.Module):
 
     Args:
         dim: channels C.
-        kernel_size: depthwise kernel, an odd int or ``(D, H, W)`` of odd ints (default 7; padded, so
-            any size ≥ 1 works).
+        kernel_size: depthwise kernel, an odd int or ``(D, H, W)`` of odd ints (default 7).
         mlp_ratio: hidden width of the MLP is ``int(mlp_ratio * dim)``.
-        conv_mlp: timm's channels-first layout (LayerNorm3d and 1×1×1 convolutions) instead of
-            permute + ``nn.LayerNorm`` + ``nn.Linear`` (same function, other weight shapes).
-
-    Shapes: ``(N, C, D, H, W) -> (N, C, D, H, W)``.
+        conv_mlp: timm's channels-first layout (same function, other weight shapes).
 
     Example::
 
-        >>> import torch
         >>> ConvNeXtV2Body3d(8)(torch.randn(2, 8, 5, 6, 7)).shape
         torch.Size([2, 8, 5, 6, 7])
     """
@@ -127,7 +116,6 @@ class ConvNeXtV2Block3d(ConvNeXtV2Body3d):
 
     Example::
 
-        >>> import torch
         >>> ConvNeXtV2Block3d(8, drop_path=0.1)(torch.randn(2, 8, 5, 6, 7)).shape
         torch.Size([2, 8, 5, 6, 7])
     """

@@ -1,40 +1,19 @@
-"""SAMBlock, the two-branch block of SAMNet (paper Fig. 2b, Eq. 1; DESIGN.md §4), and its ConvNeXtV2 body.
+"""SAMBlock, the two-branch block of SAMNet (paper Fig. 2b, Eq. 1; DESIGN.md §4).
 
-Input and output ``x: (N, C, D, H, W)``:
+``x: (N, C, D, H, W)`` → same shape; ``Body_k`` is the ConvNeXtV2 block body
+(:mod:`spectral3d.layers.convnextv2_block`)::
 
-    F1    = Body_7(x)                                       spatial branch (ConvNeXtV2 block body)
+    F1    = Body_7(x)                                       spatial branch
     F2    = Body_7(DWConv_3(SAMB(x)))                       frequency branch
     theta = sigmoid(Conv_1x1x1(concat[F1, F2]))             2C -> C, per voxel and channel
     F_out = theta * (w1 * F1 + w2 * F2)                     Eq. 1
     y     = 0.5 * x + 0.5 * DropPath(F_out)                 residual="paper" (default)
     y     = x + DropPath(F_out)                             residual="identity"
 
-``Body_k`` is the ConvNeXtV2 block without its residual: depthwise Conv3d k×k×k (``DepthwiseConv3d``) → LayerNorm →
-Linear C→4C → GELU → GRN3d → Linear 4C→C (channels-last between the convolution and the end,
-parameter names as timm's ``ConvNeXtBlock`` with ``use_grn=True``: ``conv_dw``, ``norm``,
-``mlp.fc1``, ``mlp.grn``, ``mlp.fc2``; ConvNeXtV2 has no layer scale). ``conv_mlp=True`` is timm's
-channels-first layout of the same function (LayerNorm3d and 1×1×1 convolutions, the weight shapes of
-timm's small ConvNeXt variants); ``backbones3d.convnextv2_3d`` builds its blocks from these classes.
-
-Choices the paper leaves open:
-
-- The frequency branch is SAMB → depthwise Conv3d k=3 (the paper's "3×3 convolution"; depthwise
-  *(ours)*) → the spatial branch's architecture, its own k=7 depthwise conv included ("the
-  subsequent architecture of this branch mirrors the spatial branch").
-- The gate is a 1×1×1 convolution over the concatenated branches *(ours)*.
-- The paper's branch weights α, β are the learnable scalars ``branch_weights = (w1, w2)``,
-  initialised to 0.5 each *(ours)*; the name keeps them apart from SAMB's α, β.
-- ``residual="paper"`` weights the input and ``F_out`` by 0.5 each, as the paper states; the
-  stream then halves at every block while each body's LayerNorm restores its branch's scale, so
-  after a few blocks the identity path has all but gone. Measured (``benchmarks/results/
-  fusion_ablation.md``): ``samnet_tiny`` on the synthetic spine cohort stays at chance with AdamW
-  at lr 1e-3 (test AUC 0.57 after 7 epochs) and learns with ``residual="identity"`` (0.88), or with
-  the paper form at lr 3e-4 (0.94 after 15 epochs). The default stays the paper's.
-- Weight init as timm's ConvNeXt (truncated normal, std 0.02, zero biases) for the convolutions
-  and linear layers of this block; SAMB keeps its own identity init.
-
-:class:`ConvNeXtV2Block3d` (``x + DropPath(Body_7(x))``) is the block SAMNet uses when the
-frequency pathway is off (DeSamba's ablation rows without FP: a 3D ConvNeXtV2).
+*(ours)*: the 3×3 conv after SAMB is depthwise; the gate is a 1×1×1 conv; the paper's branch weights are
+learnable scalars ``branch_weights = (w1, w2)``, 0.5 each; timm's ConvNeXt init (trunc. normal std 0.02,
+zero bias) for this block's convs and linears, SAMB keeps its identity init. ``residual="paper"`` halves
+the identity path at every block; when that trains poorly: benchmarks/results/fusion_ablation.md.
 """
 
 from __future__ import annotations
@@ -67,14 +46,10 @@ class SAMBlock(nn.Module):
         band_embedding: SAMB's learned band embedding (``False``: the paper's form).
         residual: ``"paper"`` (``0.5·x + 0.5·F_out``) or ``"identity"`` (``x + F_out``); module docstring.
 
-    Submodules: ``spatial`` (F1), ``samb``, ``conv_freq`` and ``frequency`` (F2), ``gate``;
-    parameter ``branch_weights`` ``(2,)``.
-
-    Shapes: ``(N, C, D, H, W) -> (N, C, D, H, W)``, any size ≥ 1, same dtype.
+    Submodules ``spatial`` (F1), ``samb``, ``conv_freq``, ``frequency`` (F2), ``gate``; ``branch_weights`` ``(2,)``.
 
     Example::
 
-        >>> import torch
         >>> block = SAMBlock(16, drop_path=0.1)
         >>> block(torch.randn(2, 16, 7, 8, 9)).shape
         torch.Size([2, 16, 7, 8, 9])

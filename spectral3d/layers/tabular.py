@@ -1,17 +1,11 @@
-"""The tabular (clinical feature) encoder of DeSamba (paper Fig. 1; DESIGN.md §6).
-
-Maps clinical features ``x: (N, F)`` to ``t: (N, dim)``. The paper gives no structure; ours *(ours)*:
+"""DeSamba's tabular (clinical feature) encoder (paper Fig. 1; DESIGN.md §6), ``(N, F) → (N, dim)``, *(ours)*::
 
     m = isnan(x)                       missing-value mask, (N, F)
     z = concat[where(m, 0, x), m]      (N, 2F): the value (0 where missing) and whether it is missing
     t = fc2(GELU(norm(fc1(z))))        Linear 2F → hidden, LayerNorm, GELU, Linear hidden → dim
 
-Feeding the mask makes missingness itself informative (a lab value that was not taken says
-something) and keeps a missing value distinct from a measured 0. ``tabular=None`` at the network
-level means "every value missing": :meth:`TabularEncoder.missing` builds that input, and
-``forward(None, batch_size=N)`` uses it. Inputs are expected on comparable scales (z-scored
-continuous columns, 0/1 indicators); the data pipeline standardises them, this layer does not.
-The values are cast to the encoder's parameter dtype (tables often arrive as float64).
+The mask keeps a missing value apart from a measured 0; ``forward(None, batch_size=N)`` means every value
+missing. Inputs should be standardised (the data pipeline does it) and are cast to the parameters' dtype.
 """
 
 from __future__ import annotations
@@ -36,7 +30,6 @@ class TabularEncoder(nn.Module):
 
     Example::
 
-        >>> import torch
         >>> enc = TabularEncoder(num_features=8, dim=32)
         >>> x = torch.randn(4, 8)
         >>> x[0, 3] = float("nan")   # a missing value

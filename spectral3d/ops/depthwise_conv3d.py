@@ -1,34 +1,18 @@
 """Depthwise 3-D convolution, stride 1, zero "same" padding, as a ``torch.library`` custom op.
 
-For ``x: (N, C, D, H, W)``, ``weight: (C, 1, kd, kh, kw)`` (``nn.Conv3d(C, C, k, groups=C)``'s layout)
-with odd ``kd, kh, kw`` and ``p = k // 2`` per axis::
+``x: (N, C, D, H, W)``, ``weight: (C, 1, kd, kh, kw)`` with odd sizes, ``p = k // 2`` per axis::
 
     y[n, c, d, h, w] = bias[c] + sum_{i, j, k} weight[c, 0, i, j, k] * x[n, c, d + i - pd, h + j - ph, w + k - pw]
-
-(zero outside the volume), i.e. ``F.conv3d(x, weight, bias, padding=(pd, ph, pw), groups=C)``. Gradients::
-
     dx = depthwise_conv3d(dy, weight.flip(2, 3, 4))
     dweight[c, 0, i, j, k] = sum_{n, d, h, w} dy[n, c, d, h, w] * x[n, c, d + i - pd, h + j - ph, w + k - pw]
     dbias[c] = sum_{n, d, h, w} dy[n, c, d, h, w]
 
-Implementation, from :func:`spectral3d.ops.use_kernels` / ``SPECTRAL3D_KERNEL`` at call time:
-
-- ``auto``: the Triton kernels (:mod:`spectral3d.ops._triton.depthwise`) on CUDA for fp32/bf16/fp16 with
-  kernels up to 7 per axis, ``F.conv3d`` and its ``aten.convolution_backward`` otherwise (CPU, float64,
-  larger kernels, mixed dtypes);
-- ``triton``: the same, and on CPU the kernels through ``TRITON_INTERPRET=1`` (else a ``RuntimeError``);
-  what the kernels do not cover still runs ``F.conv3d``;
-- ``reference``: the custom op with ``F.conv3d`` / ``aten.convolution_backward``;
-- ``autograd``: ``F.conv3d`` itself, no custom op.
-
-The output keeps ``x``'s memory format (channels-last in, channels-last out; a channels-last view with a
-unit channel stride, such as a channel slice, gives a dense channels-last output). Under autocast the op
-casts like ``F.conv3d`` (floating inputs other than float64 to the autocast dtype). The backward is a
-custom op too, differentiable in turn (double backward through the same two ops).
-
-FLOPs (DESIGN.md §10): the forward counts as ``F.conv3d`` does (``2 N C D H W kd kh kw``); the backward
-counts the same again for the input gradient and for the weight gradient *(ours: torch's
-``conv_backward_flop`` ignores groups for the weight gradient and counts C times that)*.
+i.e. ``F.conv3d(x, weight, bias, padding=(pd, ph, pw), groups=C)``. Modes (:func:`spectral3d.ops.use_kernels`):
+``auto``: Triton on CUDA for fp32/bf16/fp16 and kernels up to 7 per axis, ``F.conv3d`` otherwise;
+``triton``: also on CPU under ``TRITON_INTERPRET=1``; ``reference``: the custom op with ``F.conv3d``;
+``autograd``: ``F.conv3d`` itself. The output keeps ``x``'s memory format; autocast casts as ``F.conv3d``;
+the backward is a custom op too (double backward). FLOPs: ``2 N C D H W kd kh kw`` forward, the same
+for each gradient *(ours: torch's ``conv_backward_flop`` counts the grouped weight gradient C times)*.
 """
 
 import math
@@ -100,7 +84,6 @@ def depthwise_conv3d_reference(x: torch.Tensor, weight: torch.Tensor, bias: torc
 
     Example::
 
-        >>> import torch
         >>> from spectral3d.ops import depthwise_conv3d_reference
         >>> depthwise_conv3d_reference(torch.randn(2, 4, 5, 6, 7), torch.randn(4, 1, 3, 3, 3)).shape
         torch.Size([2, 4, 5, 6, 7])
@@ -289,14 +272,11 @@ for _device in ("cpu", "cuda"):
 def depthwise_conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Depthwise 3-D convolution, stride 1, zero "same" padding (module docstring).
 
-    The custom op ``torch.ops.spectral3d.depthwise_conv3d`` after argument validation: Triton forward and
-    backward on CUDA, ``F.conv3d`` elsewhere (:func:`spectral3d.ops.use_kernels`).
+    The custom op ``torch.ops.spectral3d.depthwise_conv3d`` after argument validation.
 
     Args:
-        x: ``(N, C, D, H, W)``, any floating dtype and memory format (a view with a unit channel stride,
-            such as a channel slice of a channels-last tensor, is read without a copy).
-        weight: ``(C, 1, kd, kh, kw)``, odd sizes (up to 7 per axis for the Triton kernels; larger ones run
-            ``F.conv3d``), ``x``'s dtype.
+        x: ``(N, C, D, H, W)``, any floating dtype and memory format.
+        weight: ``(C, 1, kd, kh, kw)``, odd sizes (the Triton kernels up to 7 per axis), ``x``'s dtype.
         bias: ``(C,)`` or ``None``.
 
     Returns:
@@ -304,11 +284,10 @@ def depthwise_conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
     Raises:
         TypeError: a non-tensor argument or a non-floating ``x``.
-        ValueError: shapes other than the above, an even kernel size, tensors on different devices.
+        ValueError: other shapes, an even kernel size, mixed devices.
 
     Example::
 
-        >>> import torch
         >>> from spectral3d.ops import depthwise_conv3d
         >>> x = torch.randn(2, 8, 5, 6, 7).to(memory_format=torch.channels_last_3d)
         >>> y = depthwise_conv3d(x, torch.randn(8, 1, 1, 7, 7), torch.zeros(8))
