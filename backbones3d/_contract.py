@@ -1,6 +1,6 @@
 """timm's model contract, written once for the networks of ``backbones3d`` (docs/CONTRIBUTING.md, "Networks").
 
-Two base classes carry the methods every model would otherwise repeat:
+Three base classes carry the methods every model would otherwise repeat:
 
 - :class:`HeadContract`: the classifier is a head module ``self.head``
   (:class:`spectral3d.layers.heads.ClassifierHead3d` or :class:`~spectral3d.layers.heads.MlpHead`) with
@@ -21,7 +21,7 @@ The subclass writes ``forward_features`` and, where its pooling differs (class t
 
 :func:`linear_drop_path_rates` is the stochastic-depth schedule (plain Python floats, so models build
 under ``with torch.device("meta")``; it validates the rate); :func:`check_int` and :func:`check_rate`
-(``spectral3d._checks``, shared with the layers) validate constructor arguments with the messages of
+(``spectral3d.checks``, shared with the layers) validate constructor arguments with the messages of
 docs/CONTRIBUTING.md.
 """
 
@@ -34,7 +34,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from spectral3d._checks import check_rate
+from spectral3d.checks import check_int, check_rate
 from spectral3d.layers.heads import POOL_TYPES, channel_linear, check_global_pool, global_pool_3d
 
 __all__ = [
@@ -46,21 +46,6 @@ __all__ = [
     "linear_drop_path_rates",
     "run_blocks",
 ]
-
-
-def check_int(value: int, name: str, minimum: int = 1) -> int:
-    """Return ``value`` if it is an int ``>= minimum``; ``TypeError`` for a non-int, ``ValueError`` below the minimum.
-
-    Example::
-
-        >>> check_int(3, "depth")
-        3
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
-    return value
 
 
 def linear_drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> list[list[float]]:

@@ -53,10 +53,10 @@ from torch import nn
 from backbones3d._builder import build_model_with_cfg
 from backbones3d._contract import StagedContract, linear_drop_path_rates, run_blocks
 from backbones3d._registry import register_model
-from spectral3d._checks import check_channels, check_divisible, check_ndim
+from spectral3d.checks import check_channels, check_divisible, check_ndim
+from spectral3d.layers.convnextv2_block import ConvNeXtV2Block3d
 from spectral3d.layers.heads import ClassifierHead3d, check_global_pool
 from spectral3d.layers.norm import LayerNorm3d
-from spectral3d.layers.samblock import ConvNeXtV2Block3d
 
 __all__ = ["ConvNeXtStage3d", "ConvNeXtV2_3d"]
 

@@ -41,12 +41,11 @@ from collections.abc import Sequence
 import torch
 from timm.layers import DropPath
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from backbones3d._builder import build_model_with_cfg
-from backbones3d._contract import FlatHeadContract, check_int, check_rate
+from backbones3d._contract import FlatHeadContract, check_int, check_rate, run_blocks
 from backbones3d._registry import register_model
-from spectral3d._checks import AXES, check_channels, check_finite, check_floating, check_ndim
+from spectral3d.checks import AXES, check_channels, check_finite, check_floating, check_ndim
 from spectral3d.layers.heads import check_global_pool
 
 __all__ = ["DenseBlock3d", "DenseLayer3d", "DenseNet3d", "DenseTransition3d"]
@@ -179,7 +178,7 @@ class DenseNet3d(FlatHeadContract):
         check_int(growth_rate, "growth_rate")
         check_int(bn_size, "bn_size")
         check_int(num_init_features, "num_init_features")
-        self.in_chans = check_int(in_chans, "in_chans")
+        self.in_chans = check_int(in_chans, "in_chans", expected="an int >= 1")
         self.num_classes = check_int(num_classes, "num_classes", minimum=0)
         self.global_pool = check_global_pool(global_pool)
         self.drop_rate = check_rate(drop_rate, "drop_rate")
@@ -259,13 +258,9 @@ class DenseNet3d(FlatHeadContract):
         check_floating(x)
         self.check_input_size(x.shape[2:])
         check_finite(x)
-        use_ckpt = self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting()
-        for name, module in self.features.named_children():
-            if use_ckpt and name.startswith(("denseblock", "transition")):
-                x = checkpoint(module, x, use_reentrant=False)
-            else:
-                x = module(x)
-        return x
+        x = self.features[:4](x)  # conv0, norm0, relu0, pool0
+        x = run_blocks(self.features[4:-2], x, self.grad_checkpointing)  # dense blocks and transitions
+        return self.features[-2:](x)  # final norm, relu
 
 
 def _cfg(**kwargs) -> dict:

@@ -64,7 +64,7 @@ from backbones3d._contract import HeadContract
 from backbones3d._registry import register_model
 from backbones3d.mambaout3d import MambaOut3d
 from backbones3d.samnet import SAMNet
-from spectral3d._checks import check_divisible, check_floating
+from spectral3d.checks import check_bool, check_divisible, check_floating, check_int
 from spectral3d.layers.drlm import DRLM
 from spectral3d.layers.fusion import MultiScaleFusion
 from spectral3d.layers.heads import ClassifierHead3d
@@ -175,10 +175,8 @@ class DeSambaConfig:
             raise ValueError(f"decouple: DRLM needs at least 2 sequences, got {len(seqs)} ({seqs})")
         if self.tabular_encoder and self.num_tabular < 1:
             raise ValueError(f"num_tabular: the tabular encoder (TE) needs at least 1 feature, got {self.num_tabular}")
-        if self.num_classes < 0 or self.num_tabular < 0:
-            raise ValueError(
-                f"num_classes, num_tabular: expected non-negative ints, got {self.num_classes}, {self.num_tabular}"
-            )
+        check_int(self.num_classes, "num_classes", minimum=0)
+        check_int(self.num_tabular, "num_tabular", minimum=0)
 
     @property
     def flags(self) -> dict[str, bool]:
@@ -601,9 +599,7 @@ def _create_desamba(
 ) -> DeSamba:
     if scale not in SCALES:
         raise ValueError(f"scale: expected one of {sorted(SCALES)}, got {scale!r}")
-    literal = kwargs.pop("literal", False)
-    if not isinstance(literal, bool):
-        raise TypeError(f"literal: expected a bool, got {type(literal).__name__}")
+    literal = check_bool(kwargs.pop("literal", False), "literal")
     args: dict[str, Any] = {
         **SCALES[scale],
         **(LITERAL if literal else {}),

@@ -47,12 +47,11 @@ import math
 import torch
 from timm.layers import DropPath, make_divisible
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from backbones3d._builder import build_model_with_cfg
-from backbones3d._contract import FlatHeadContract, check_int, check_rate
+from backbones3d._contract import FlatHeadContract, check_int, check_rate, run_blocks
 from backbones3d._registry import register_model
-from spectral3d._checks import check_channels, check_finite, check_floating, check_ndim
+from spectral3d.checks import check_channels, check_finite, check_floating, check_ndim
 from spectral3d.layers.depthwise import DepthwiseConv3d
 from spectral3d.layers.heads import check_global_pool
 
@@ -241,7 +240,7 @@ class EfficientNet3d(FlatHeadContract):
             )
         if not 0 < se_ratio <= 1:
             raise ValueError(f"se_ratio: expected a fraction in (0, 1], got {se_ratio!r}")
-        self.in_chans = check_int(in_chans, "in_chans")
+        self.in_chans = check_int(in_chans, "in_chans", expected="an int >= 1")
         self.num_classes = check_int(num_classes, "num_classes", minimum=0)
         check_int(stem_size, "stem_size")
         check_int(head_size, "head_size")
@@ -315,11 +314,7 @@ class EfficientNet3d(FlatHeadContract):
         check_floating(x)
         check_finite(x)
         x = self.act1(self.bn1(self.conv_stem(x)))
-        for stage in self.blocks:
-            if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-                x = checkpoint(stage, x, use_reentrant=False)
-            else:
-                x = stage(x)
+        x = run_blocks(self.blocks, x, self.grad_checkpointing)
         return self.act2(self.bn2(self.conv_head(x)))
 
 

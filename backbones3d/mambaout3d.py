@@ -35,9 +35,9 @@ from timm.layers import trunc_normal_
 from torch import nn
 
 from backbones3d._builder import build_model_with_cfg
-from backbones3d._contract import StagedContract, check_rate, linear_drop_path_rates, run_blocks
+from backbones3d._contract import StagedContract, check_int, check_rate, linear_drop_path_rates, run_blocks
 from backbones3d._registry import register_model
-from spectral3d._checks import check_channels, check_finite, check_floating, check_ndim
+from spectral3d.checks import check_channels, check_finite, check_floating, check_ndim
 from spectral3d.layers.gated_cnn import GatedCNNBlock3d
 from spectral3d.layers.heads import MlpHead, check_global_pool
 from spectral3d.layers.norm import LayerNorm3d
@@ -181,12 +181,12 @@ class MambaOut3d(StagedContract):
     ) -> None:
         super().__init__()
         depths, dims = tuple(depths), tuple(dims)
-        if in_chans < 1:
-            raise ValueError(f"in_chans: expected a positive channel count, got {in_chans}")
+        check_int(in_chans, "in_chans")
         if len(depths) != len(dims) or not depths:
             raise ValueError(f"depths, dims: expected one depth per stage width, got depths={depths}, dims={dims}")
-        if any(d < 1 for d in depths) or any(c < 2 for c in dims):
-            raise ValueError(f"depths, dims: expected depths >= 1 and dims >= 2, got depths={depths}, dims={dims}")
+        for i, (depth, dim) in enumerate(zip(depths, dims)):
+            check_int(depth, f"depths[{i}]")
+            check_int(dim, f"dims[{i}]", minimum=2)
         check_rate(drop_path_rate, "drop_path_rate")
         check_global_pool(global_pool)
         self.in_chans = in_chans

@@ -51,12 +51,11 @@ from collections.abc import Sequence
 import torch
 from timm.layers import DropPath
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from backbones3d._builder import build_model_with_cfg
-from backbones3d._contract import FlatHeadContract, check_int, check_rate
+from backbones3d._contract import FlatHeadContract, check_int, check_rate, run_blocks
 from backbones3d._registry import register_model
-from spectral3d._checks import check_channels, check_finite, check_floating, check_ndim, to_3tuple_int
+from spectral3d.checks import check_channels, check_finite, check_floating, check_ndim, to_3tuple_int
 from spectral3d.layers.heads import check_global_pool
 
 __all__ = ["Bottleneck3d", "ResNet3d"]
@@ -163,7 +162,7 @@ class ResNet3d(FlatHeadContract):
             raise ValueError(f"layers: expected 4 stage depths, got {len(layers)} ({layers!r})")
         for i, depth in enumerate(layers):
             check_int(depth, f"layers[{i}]")
-        self.in_chans = check_int(in_chans, "in_chans")
+        self.in_chans = check_int(in_chans, "in_chans", expected="an int >= 1")
         self.num_classes = check_int(num_classes, "num_classes", minimum=0)
         check_int(cardinality, "cardinality")
         check_int(base_width, "base_width")
@@ -237,12 +236,7 @@ class ResNet3d(FlatHeadContract):
         check_floating(x)
         check_finite(x)
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
-        for stage in self.stages:
-            if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-                x = checkpoint(stage, x, use_reentrant=False)
-            else:
-                x = stage(x)
-        return x
+        return run_blocks(self.stages, x, self.grad_checkpointing)
 
 
 def _cfg(**kwargs) -> dict:

@@ -38,10 +38,11 @@ from torch import nn
 from backbones3d._builder import build_model_with_cfg
 from backbones3d._contract import StagedContract, linear_drop_path_rates, run_blocks
 from backbones3d._registry import register_model
-from spectral3d._checks import check_channels, check_divisible, check_ndim
+from spectral3d.checks import check_channels, check_divisible, check_int, check_ndim
+from spectral3d.layers.convnextv2_block import ConvNeXtV2Block3d
 from spectral3d.layers.heads import ClassifierHead3d, check_global_pool
 from spectral3d.layers.norm import LayerNorm3d
-from spectral3d.layers.samblock import ConvNeXtV2Block3d, SAMBlock
+from spectral3d.layers.samblock import SAMBlock
 from spectral3d.layers.spectral_stem import SpectralStem3d
 
 __all__ = ["SAMNet", "SAMNetStage"]
@@ -175,10 +176,10 @@ class SAMNet(StagedContract):
         depths, dims = tuple(depths), tuple(dims)
         if not depths or len(depths) != len(dims):
             raise ValueError(f"depths, dims: expected non-empty sequences of one length, got {depths!r} and {dims!r}")
-        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in depths + dims):
-            raise ValueError(f"depths, dims: expected positive ints, got {depths!r} and {dims!r}")
-        if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f"in_chans: expected a positive int, got {in_chans!r}")
+        for i, (depth, dim) in enumerate(zip(depths, dims)):
+            check_int(depth, f"depths[{i}]")
+            check_int(dim, f"dims[{i}]")
+        check_int(in_chans, "in_chans")
         check_global_pool(global_pool)
         if spectral_stem and not frequency:
             raise ValueError(
@@ -225,7 +226,10 @@ class SAMNet(StagedContract):
             if features_only
             else ClassifierHead3d(self.num_features, num_classes, global_pool, drop_rate, norm_layer)
         )
-        for m in [self.stem[0], *(s.downsample[1] for s in stages[1:])]:
+        self._init_weights(head_init_scale)
+
+    def _init_weights(self, head_init_scale: float) -> None:
+        for m in [self.stem[0], *(s.downsample[1] for s in self.stages[1:])]:
             trunc_normal_(m.weight, std=0.02)
             nn.init.zeros_(m.bias)
         if self.head is not None and isinstance(self.head.fc, nn.Linear):

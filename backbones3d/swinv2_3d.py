@@ -75,7 +75,7 @@ from torch import nn
 from backbones3d._builder import build_model_with_cfg
 from backbones3d._contract import HeadContract, linear_drop_path_rates, run_blocks
 from backbones3d._registry import register_model
-from spectral3d._checks import check_channels, check_ndim, to_3tuple_int
+from spectral3d.checks import check_channels, check_ndim, to_3tuple_int
 from spectral3d.layers.heads import ClassifierHead3d, check_global_pool
 from spectral3d.layers.patch_embed import PatchEmbed3d
 

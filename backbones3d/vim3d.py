@@ -56,12 +56,11 @@ import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, lecun_normal_, trunc_normal_
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from backbones3d._builder import build_model_with_cfg
-from backbones3d._contract import FlatHeadContract, check_rate, linear_drop_path_rates
+from backbones3d._contract import FlatHeadContract, check_int, check_rate, linear_drop_path_rates, run_blocks
 from backbones3d._registry import register_model
-from spectral3d._checks import check_channels, check_ndim, to_3tuple_int
+from spectral3d.checks import check_channels, check_ndim, to_3tuple_int
 from spectral3d.layers.heads import POOL_TYPES, check_global_pool
 from spectral3d.layers.patch_embed import PatchEmbed3d
 from spectral3d.ops.selective_scan import selective_scan
@@ -110,8 +109,7 @@ class BiMambaMixer(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("dim", dim), ("d_state", d_state), ("d_conv", d_conv), ("expand", expand)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+            check_int(value, name)
         if not 0 < dt_min <= dt_max:
             raise ValueError(f"dt_min, dt_max: expected 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
         self.dim, self.d_state, self.d_conv, self.expand = dim, d_state, d_conv, expand
@@ -271,10 +269,8 @@ class VisionMamba3d(FlatHeadContract):
         super().__init__()
         check_global_pool(global_pool, allowed=self.global_pools)
         for name, value in (("in_chans", in_chans), ("embed_dim", embed_dim), ("depth", depth)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes: expected a non-negative int, got {num_classes!r}")
+            check_int(value, name)
+        check_int(num_classes, "num_classes", minimum=0)
         self.in_chans, self.num_classes, self.global_pool = in_chans, num_classes, global_pool
         self.embed_dim = self.num_features = self.head_hidden_size = embed_dim
         self.grad_checkpointing = False
@@ -350,11 +346,7 @@ class VisionMamba3d(FlatHeadContract):
         cls = self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
         x = torch.cat([x[:, :mid], cls, x[:, mid:]], dim=1)
         residual = self.pos_drop(x + self.position_embedding(grid).to(x.dtype))
-        for block in self.layers:
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                residual = checkpoint(block, residual, use_reentrant=False)
-            else:
-                residual = block(residual)
+        residual = run_blocks(self.layers, residual, self.grad_checkpointing)
         return self.norm_f(residual.to(self.norm_f.weight.dtype))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

@@ -71,7 +71,7 @@ SWEEP = [(256, 8, 8), (512, 8, 8), (128, 8, 4), (128, 16, 8), (64, 32, 8), (128,
 SWEEP_WGRAD = [(64, 8, 8), (32, 8, 4), (128, 8, 8), (32, 16, 8), (16, 32, 8)]
 
 
-def _bench_conftest():  # noqa: ANN202
+def _bench_conftest():
     """benchmarks/conftest.py (Workload, timing, memory) imported under its own name."""
     spec = importlib.util.spec_from_file_location("bench_conftest", BENCH_DIR / "conftest.py")
     module = importlib.util.module_from_spec(spec)
@@ -83,7 +83,7 @@ def _bench_conftest():  # noqa: ANN202
 # --------------------------------------------------------------------------------------------
 # inputs, variants, measurements
 # --------------------------------------------------------------------------------------------
-def make_input(shape, layout: str, dtype: torch.dtype, device: torch.device, seed: int = 0) -> torch.Tensor:  # noqa: ANN001
+def make_input(shape, layout: str, dtype: torch.dtype, device: torch.device, seed: int = 0) -> torch.Tensor:
     g = torch.Generator(device=device).manual_seed(seed)
     x = torch.randn(shape, device=device, generator=g).to(dtype)
     return x.to(memory_format=torch.channels_last_3d) if layout == "channels_last" else x.contiguous()
@@ -107,7 +107,7 @@ def variants(device: torch.device) -> dict[str, tuple[Callable, Callable]]:
     }
 
 
-def check_op(x, w, b, failures: list[str], label: str) -> dict:  # noqa: ANN001
+def check_op(x, w, b, failures: list[str], label: str) -> dict:
     """The Triton op vs float64 (output, dx, dw, db) and bitwise-repeatable dw/db."""
     leaves = [t.detach().clone().requires_grad_() for t in (x, w, b)]
     g = torch.randn_like(x)
@@ -131,7 +131,7 @@ def check_op(x, w, b, failures: list[str], label: str) -> dict:  # noqa: ANN001
     return {"max_rel_err": max(errs), "rel_errs": errs, "bitwise_repeatable": bitwise, "keeps_format": fmt_ok}
 
 
-def measure_op(shape, k, dtype, layout, bench, copy_gbs, device, failures, tier, source, extra=None) -> list[dict]:  # noqa: ANN001
+def measure_op(shape, k, dtype, layout, bench, copy_gbs, device, failures, tier, source, extra=None) -> list[dict]:
     """Correctness, then every variant forward and forward+backward at one shape."""
     N, C, D, H, W = shape
     ks = (k,) * 3 if isinstance(k, int) else tuple(k)
@@ -181,7 +181,7 @@ def census(
     args, _ = model_inputs(model.pretrained_cfg, input_size, batch, device="meta")
     seen: Counter = Counter()
 
-    def hook(module, inputs, output) -> None:  # noqa: ANN001
+    def hook(module, inputs, output) -> None:
         x = inputs[0]
         layout = "contiguous" if x.is_contiguous() else "channels_last"
         seen[(tuple(x.shape), tuple(module.kernel_size), layout)] += 1
@@ -194,7 +194,7 @@ def census(
     return [(s, k, lay, n) for (s, k, lay), n in sorted(seen.items())]
 
 
-def measure_model(bc, name, batch, size, settings, rounds, rows, tier, modes=("triton", "stock"), module=None) -> None:  # noqa: ANN001
+def measure_model(bc, name, batch, size, settings, rounds, rows, tier, modes=("triton", "stock"), module=None) -> None:
     """Train step (AdamW) and inference, stock (F.conv3d) vs Triton interleaved, vol/s and peak memory."""
     ctx = {"triton": lambda: use_kernels("triton", ops=OP), "stock": lambda: use_kernels("autograd", ops=OP)}
     # conftest's build_workload: bf16 autocast and, for the convolutional families, channels-last on CUDA
@@ -551,21 +551,21 @@ def _native_nc(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tenso
 
 class _NativeNC(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, w, b):  # noqa: ANN001, ANN205
+    def forward(ctx, x, w, b):
         from spectral3d.ops._triton import depthwise
 
         ctx.save_for_backward(x, w)
         return depthwise.forward(x, w, b, wrap=False, nc_via_cl=False)
 
     @staticmethod
-    def backward(ctx, g):  # noqa: ANN001, ANN205
+    def backward(ctx, g):
         from spectral3d.ops._triton import depthwise
 
         x, w = ctx.saved_tensors
         return depthwise.backward(g, x, w, True, True, True, wrap=False, nc_via_cl=False)
 
 
-def sweep(shape, k: int, device, bench, smoke: bool) -> list[dict]:  # noqa: ANN001
+def sweep(shape, k: int, device, bench, smoke: bool) -> list[dict]:
     """Forward and weight-gradient kernels at other tiles (bf16 channels-last), the default marked."""
     from spectral3d.ops._triton import depthwise
 

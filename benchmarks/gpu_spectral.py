@@ -85,7 +85,7 @@ FLOOR_BYTES = {
 COST_S = {"checks": 60, "op": 8, "block": 10, "compiled block": 60, "compile": 25, "features": 5}
 
 
-def modulation_real_view(xr, f_m, f_e, alpha, beta, band):  # noqa: ANN001, ANN201
+def modulation_real_view(xr, f_m, f_e, alpha, beta, band):
     """Eq. 2 on the real view ``(..., 2)`` of X: the formulation ``torch.compile`` fuses best."""
     R, I = xr[..., 0], xr[..., 1]  # noqa: E741
     phi = torch.sqrt(R * R + I * I)
@@ -110,20 +110,20 @@ def floor_fields(row: dict, nbytes: float, copy_gbs: float) -> dict:
 # --------------------------------------------------------------------------------------------
 # tier 1: checks
 # --------------------------------------------------------------------------------------------
-def make_inputs(shape, form: str, device: torch.device, seed: int = 0):  # noqa: ANN001, ANN201
+def make_inputs(shape, form: str, device: torch.device, seed: int = 0):
     band = band_index(shape[2:], NUM_BANDS, device) if form == "band" else None
     if band is not None:
         band = band.to(torch.int32)  # as SAMB passes it
     return make_modulation_inputs(form, shape, num_bands=NUM_BANDS, device=device, band_index=band, seed=seed)
 
 
-def float64_grads(leaves, band, grad):  # noqa: ANN001, ANN201
+def float64_grads(leaves, band, grad):
     ref_in = [t.detach().to(torch.complex128 if t.is_complex() else torch.float64).requires_grad_() for t in leaves]
     ref = spectral_modulation_reference(*ref_in, band)
     return ref.detach(), torch.autograd.grad(ref, ref_in, grad.to(torch.complex128))
 
 
-def check_against_float64(leaves, band, grad) -> float:  # noqa: ANN001
+def check_against_float64(leaves, band, grad) -> float:
     """Largest norm-wise relative error of the op's output and five gradients vs float64."""
     ins = [t.detach().clone().requires_grad_() for t in leaves]
     out = spectral_modulation(*ins, band)
@@ -168,7 +168,7 @@ def check_ticket_finish(device: torch.device, smoke: bool, failures: list[str]) 
     return report
 
 
-def check_cuda_graph(device: torch.device, shape, failures: list[str]) -> dict:  # noqa: ANN001
+def check_cuda_graph(device: torch.device, shape, failures: list[str]) -> dict:
     """Eager forward + backward (autograd, the fast path) captured once, replayed on new inputs.
 
     Captured on the warm-up's stream, whose ticket buffer already exists: the graph holds no zeroing of
@@ -180,7 +180,7 @@ def check_cuda_graph(device: torch.device, shape, failures: list[str]) -> dict: 
         static = [t.detach().clone().requires_grad_() for t in leaves]
         static_grad = torch.randn_like(leaves[0])
 
-        def step(ins=static, g=static_grad, band=band):  # noqa: ANN001, ANN202
+        def step(ins=static, g=static_grad, band=band):
             return torch.autograd.grad(spectral_modulation(*ins, band), ins, g)
 
         side = torch.cuda.Stream()
@@ -291,7 +291,7 @@ def check_compiled(device: torch.device, backend: str, smoke: bool, failures: li
 # --------------------------------------------------------------------------------------------
 # tiers 2, 5, 6: op rows
 # --------------------------------------------------------------------------------------------
-def op_providers(leaves, band, grad):  # noqa: ANN001, ANN201
+def op_providers(leaves, band, grad):
     """``{provider: (forward, forward + backward)}`` closures: the Triton op and eager PyTorch."""
     out = {}
     for provider, fn in (("triton", spectral_modulation), ("eager", spectral_modulation_reference)):
@@ -309,7 +309,7 @@ def op_providers(leaves, band, grad):  # noqa: ANN001, ANN201
     return out
 
 
-def measure_modulation(shape, form, device, timer, copy_gbs, rows, failures) -> None:  # noqa: ANN001
+def measure_modulation(shape, form, device, timer, copy_gbs, rows, failures) -> None:
     leaves, band = make_inputs(shape, form, device)
     grad = torch.randn_like(leaves[0])
     err = check_against_float64(leaves, band, grad)
@@ -331,7 +331,7 @@ def measure_modulation(shape, form, device, timer, copy_gbs, rows, failures) -> 
         rows.append(row)
 
 
-def measure_compile_provider(shape, form, device, timer, copy_gbs, backend, rows) -> None:  # noqa: ANN001
+def measure_compile_provider(shape, form, device, timer, copy_gbs, backend, rows) -> None:
     """``torch.compile`` of the real-view formulation; fills ``speedup_vs_compile`` of the Triton rows."""
     leaves, band = make_inputs(shape, form, device)
     xr = torch.view_as_real(leaves[0]).detach().clone()
@@ -362,7 +362,7 @@ def measure_compile_provider(shape, form, device, timer, copy_gbs, backend, rows
                     r["speedup_vs_compile_device"] = t["device_ms"] / r["device_ms"]
 
 
-def measure_features(shape, device, timer, copy_gbs, rows) -> None:  # noqa: ANN001
+def measure_features(shape, device, timer, copy_gbs, rows) -> None:
     (X, *_), _ = make_inputs(shape, "channel", device)
     for provider, fn in (("triton", spectral_features), ("eager", spectral_features_reference)):
         Xg = X.detach().clone().requires_grad_()
@@ -385,7 +385,7 @@ def measure_features(shape, device, timer, copy_gbs, rows) -> None:  # noqa: ANN
 # --------------------------------------------------------------------------------------------
 # tiers 3, 4: SAMB and SAMBlock
 # --------------------------------------------------------------------------------------------
-def reference_path():  # noqa: ANN201
+def reference_path():
     """Context: SAMB (and whatever builds on it) runs the spectral ops as plain PyTorch autograd."""
     return use_kernels("autograd", ops=SPECTRAL_OPS)
 
@@ -418,7 +418,7 @@ def block_module(name: str, dim: int, device: torch.device) -> torch.nn.Module:
     return module
 
 
-def measure_block(name, shape, device, timer, rows, backend=None) -> None:  # noqa: ANN001
+def measure_block(name, shape, device, timer, rows, backend=None) -> None:
     """Forward + backward of one block, ops vs the reference path (``backend``: compiled, else eager)."""
     module = block_module(name, shape[1], device)
     x = torch.randn(shape, device=device, requires_grad=True)

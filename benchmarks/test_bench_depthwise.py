@@ -20,7 +20,7 @@ QUICK_SHAPES = [(2, 40, 12, 12, 12, 7), (2, 160, 6, 6, 6, 7), (2, 48, 12, 12, 12
 FULL_SHAPES = [(8, 40, 24, 24, 24, 7), (8, 80, 12, 12, 12, 7), (8, 160, 6, 6, 6, 7), (8, 320, 3, 3, 3, 7)]
 
 
-def _step(module: nn.Module, x: torch.Tensor, direction: str, settings) -> None:  # noqa: ANN001
+def _step(module: nn.Module, x: torch.Tensor, direction: str, settings) -> None:
     with settings.autocast():
         out = module(x)
     if direction == "fwd+bwd":

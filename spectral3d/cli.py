@@ -584,8 +584,8 @@ def _with_flags(message: str, parser: argparse.ArgumentParser) -> str:
     return re.sub(rf"\b({names})=", lambda m: f"{flags[m[1]]} ", message)
 
 
-def _one_line_warnings(command: str):  # noqa: ANN202 - a showwarning hook
-    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def _one_line_warnings(command: str):  # a showwarning hook
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
         print(f"spectral3d {command}: warning: {message}", file=sys.stderr)
 
     return show

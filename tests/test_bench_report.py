@@ -8,7 +8,7 @@ from pathlib import Path
 REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "report.py"
 
 
-def _report():  # noqa: ANN202 - the benchmarks folder is not a package
+def _report():  # the benchmarks folder is not a package
     spec = importlib.util.spec_from_file_location("bench_report", REPORT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

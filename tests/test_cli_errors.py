@@ -144,7 +144,7 @@ def _truncate(path: Path) -> None:
 class _Payload:
     """What an attacker would pickle: unpickling it would run code (it is never unpickled)."""
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (print, ("unpickled!",))
 
 

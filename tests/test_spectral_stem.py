@@ -103,8 +103,11 @@ def test_bad_input_and_arguments() -> None:
         stem(torch.randn(1, 3, 8, 8, 8))
     with pytest.raises(ValueError, match=r"x: expected a 5-D tensor \(N, C, D, H, W\), got shape \(2, 8, 8, 8\)"):
         stem(torch.randn(2, 8, 8, 8))
-    for name, bad in (("in_chs", 0), ("out_chs", 2.0), ("stride", True), ("num_bands", 0)):
+    for name, bad in (("in_chs", 0), ("num_bands", 0)):
         with pytest.raises(ValueError, match=rf"{name}: expected a positive int, got {bad!r}"):
+            SpectralStem3d(**{"in_chs": 1, "out_chs": 4, name: bad})
+    for name, bad in (("out_chs", 2.0), ("stride", True)):
+        with pytest.raises(TypeError, match=rf"{name}: expected an int, got {type(bad).__name__} {bad!r}"):
             SpectralStem3d(**{"in_chs": 1, "out_chs": 4, name: bad})
     for eps in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match=r"eps: expected a positive number"):

@@ -164,7 +164,7 @@ class _Seen(ToyDataset):
         super().__init__(n)
         self.seen: list[int] = []
 
-    def __getitem__(self, i: int):  # noqa: ANN204
+    def __getitem__(self, i: int):
         self.seen.append(i)
         return super().__getitem__(i)
 
@@ -213,7 +213,7 @@ def test_initial_weights_depend_on_the_seed_only(tmp_path: Path, monkeypatch: py
     cohort = write_synthetic_cohort(tmp_path / "cohort", task="spondylitis", cases=6, seed=0, size=16)
     starts = []
 
-    def fake_fit(model, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202 - records, trains nothing
+    def fake_fit(model, *args, **kwargs):  # records, trains nothing
         starts.append({k: v.clone() for k, v in model.state_dict().items()})
 
     monkeypatch.setattr(workflow, "fit", fake_fit)

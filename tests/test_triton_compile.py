@@ -28,7 +28,7 @@ from spectral3d.ops._triton.launchers import BLOCK, NUM_WARPS, RBLOCK  # noqa: E
 H100 = GPUTarget("cuda", 90, 32)
 
 
-def compile_ptx(fn, constexprs: dict, pointers: dict[str, str]) -> str:  # noqa: ANN001
+def compile_ptx(fn, constexprs: dict, pointers: dict[str, str]) -> str:
     """PTX of ``fn`` for sm_90: ``*_ptr`` arguments float32 unless named in ``pointers``, other ones i32."""
     sig = {
         name: "constexpr" if name in constexprs else pointers.get(name, "*fp32" if name.endswith("_ptr") else "i32")
@@ -56,7 +56,7 @@ def compile_ptx(fn, constexprs: dict, pointers: dict[str, str]) -> str:  # noqa:
     ],
     ids=["fwd-contig-band", "fwd-strided-full-bf16", "bwd-strided-channel", "features-bwd-contig"],
 )
-def test_kernels_compile_for_sm90(fn, constexprs, pointers) -> None:  # noqa: ANN001
+def test_kernels_compile_for_sm90(fn, constexprs, pointers) -> None:
     assert ".entry" in compile_ptx(fn, constexprs, pointers)
 
 

@@ -55,7 +55,7 @@ def _calls(form: str) -> dict:
         g = torch.randn(SHAPE[0], 3 * SHAPE[1], *X.shape[2:])
         Xd = X.detach()
 
-        def make(fn):  # noqa: ANN001, ANN202
+        def make(fn):
             def fwd() -> None:
                 with torch.no_grad():
                     fn(Xd)
@@ -67,7 +67,7 @@ def _calls(form: str) -> dict:
     plain = [t.detach() for t in leaves]
     g = torch.randn_like(leaves[0])
 
-    def make(fn):  # noqa: ANN001, ANN202
+    def make(fn):
         def fwd() -> None:
             with torch.no_grad():
                 fn(*plain, band)

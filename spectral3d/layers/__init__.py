@@ -4,6 +4,7 @@ Every layer takes and returns channels-first ``(N, C, D, H, W)`` volumes (DRLM, 
 MultiScaleFusion work on feature vectors).
 """
 
+from spectral3d.layers.convnextv2_block import ConvNeXtV2Block3d, ConvNeXtV2Body3d, GRNMlp3d
 from spectral3d.layers.depthwise import DepthwiseConv3d
 from spectral3d.layers.drlm import DRLM, DRLMOutput, SymmetricPairEncoder
 from spectral3d.layers.fusion import MultiScaleFusion
@@ -19,7 +20,7 @@ from spectral3d.layers.heads import (
 from spectral3d.layers.norm import GRN3d, LayerNorm3d
 from spectral3d.layers.patch_embed import PatchEmbed3d
 from spectral3d.layers.samb import SAMB, band_index
-from spectral3d.layers.samblock import ConvNeXtV2Block3d, ConvNeXtV2Body3d, GRNMlp3d, SAMBlock
+from spectral3d.layers.samblock import SAMBlock
 from spectral3d.layers.spectral_stem import SpectralStem3d
 from spectral3d.layers.tabular import TabularEncoder
 

@@ -1,11 +1,9 @@
-"""``DepthwiseConv3d``: a drop-in ``nn.Conv3d(C, C, k, padding=k // 2, groups=C)`` that runs
+"""``DepthwiseConv3d``: a drop-in ``nn.Conv3d(C, C, k, padding=k // 2, groups=C)`` running
 :func:`spectral3d.ops.depthwise_conv3d` (Triton on CUDA, ``F.conv3d`` elsewhere).
 
-It *is* an ``nn.Conv3d`` (a subclass): parameters ``weight (C, 1, kd, kh, kw)`` and ``bias (C,)`` with
-``nn.Conv3d``'s names, shapes and default initialisation, so state dicts saved from the ``nn.Conv3d``
-form load unchanged, ``backbones3d.inflate_2d`` and timm weight inflation keep working, and code that
-initialises ``nn.Conv3d`` modules still reaches it. Stride 1 and zero padding ``k // 2`` only (a
-same-size output), hence odd sizes *(ours: larger than 7 per axis runs ``F.conv3d``)*.
+An ``nn.Conv3d`` subclass with its names, shapes (``weight (C, 1, kd, kh, kw)``, ``bias (C,)``) and init,
+so state dicts and weight inflation work unchanged. Stride 1, same-size output, odd sizes
+*(ours: above 7 per axis runs ``F.conv3d``)*.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from spectral3d._checks import AXES, to_3tuple_int
+from spectral3d.checks import AXES, check_bool, check_int, to_3tuple_int
 from spectral3d.ops.depthwise_conv3d import depthwise_conv3d
 
 __all__ = ["DepthwiseConv3d"]
@@ -40,13 +38,10 @@ class DepthwiseConv3d(nn.Conv3d):
         bias: learn a per-channel bias.
         device: where the parameters are created.
         dtype: the parameters' dtype.
-
-    Shapes: ``(N, C, D, H, W) -> (N, C, D, H, W)``, any ``D, H, W >= 1``; the output keeps the input's
-    dtype and memory format.
+    Shapes: ``(N, C, D, H, W)`` → same, input's dtype and memory format.
 
     Example::
 
-        >>> import torch
         >>> conv = DepthwiseConv3d(16, (1, 7, 7))
         >>> conv
         DepthwiseConv3d(16, kernel_size=(1, 7, 7), bias=True)
@@ -64,10 +59,8 @@ class DepthwiseConv3d(nn.Conv3d):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels: expected a positive int, got {channels!r}")
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias: expected a bool, got {bias!r}")
+        check_int(channels, "channels")
+        check_bool(bias, "bias")
         ks = _kernel_size(kernel_size)
         super().__init__(
             channels, channels, ks, padding=tuple(k // 2 for k in ks), groups=channels, bias=bias,

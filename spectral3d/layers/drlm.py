@@ -1,9 +1,7 @@
-"""DRLM — the Decoupled Representation Learning Module (paper Eq. 3–5, Fig. 4; DESIGN.md §7).
+"""DRLM, the Decoupled Representation Learning Module (paper Eq. 3–5, Fig. 4; DESIGN.md §7).
 
-Input: one feature vector per MRI sequence, ``S`` tensors ``f_i`` of shape ``(N, d)`` (a list) or
-one tensor ``(N, S, d)``, for any ``S >= 2``. Output: :class:`DRLMOutput` ``(representation,
-losses)`` with ``representation: (N, S * unique_dim + shared_dim)`` and ``losses`` a dict of
-scalars ``{"self": L_self, "cross": L_cross}``.
+Input: S ≥ 2 vectors ``f_i: (N, d)`` (a list, or one ``(N, S, d)`` tensor). Output :class:`DRLMOutput`:
+``representation: (N, S * unique_dim + shared_dim)`` and the losses ``{"self": L_self, "cross": L_cross}``::
 
     U_i    = Enc_u^i(f_i)                                  unique part of sequence i       (Eq. 3)
     S_ij   = Enc_s(f_i, f_j)            for i < j          shared part of a pair           (Eq. 3)
@@ -12,28 +10,13 @@ scalars ``{"self": L_self, "cross": L_cross}``.
     L_self = mean_i L1(SRF_i, f_i),   L_cross = mean_i L1(CRF_i, f_i)                      (Eq. 5)
     representation = concat[U_1, ..., U_S, mean_{i<j} S_ij]
 
-Choices the paper leaves open, all *(ours)*:
-
-- One unique encoder per sequence (the paper writes a single ``Enc_u``);
-  ``share_unique_encoder=True`` gives the paper's literal form.
-- ``Enc_s`` is symmetric in its two arguments by construction: ``Enc_s(a, b) = fc2(GELU(fc1(a) +
-  fc1(b)))``, so ``S_ij = S_ji`` and one vector stands for the unordered pair.
-- The decoders see the shared vectors they are given as their mean (so one decoder width works
-  for any ``S``); each encoder/decoder is a two-layer MLP (Linear → GELU → Linear).
-- With ``S = 2`` no pair excludes sequence ``i``; the cross path then uses the other sequence's
-  "self-pair" ``Enc_s(f_j, f_j)``, i.e. sequence ``i`` is rebuilt from its unique part and what
-  the shared encoder extracts from the other sequence alone.
-- Targets are ``f_i.detach()`` by default (``detach_targets=True``): otherwise the upstream
-  encoders could lower the reconstruction loss by shrinking ``f_i``.
-- ``self_reconstruction`` / ``cross_reconstruction`` build only the decoders of the losses that
-  are switched on (the ablation rows of Table 3); ``losses`` then holds only those keys.
-
-Why ``L_self`` and ``L_cross`` log equal early in training (not a bug): the decoders start near zero
-output (weights std 0.02, zero biases), so both losses equal ``mean_i |f_i|`` until the decoders
-have learned — several hundred steps at lr 3e-4 for the tiny models, during which ``|f_i|`` itself
-grows. The two paths differ (their outputs do; ``tests/test_drlm.py``).
-
-DRLM has no classifier: the network puts its head on ``representation``.
+All *(ours)*: one ``Enc_u`` per sequence (``share_unique_encoder=True``: the paper's single one);
+``Enc_s(a, b) = fc2(GELU(fc1(a) + fc1(b)))`` is symmetric, so ``S_ij = S_ji``; decoders take the mean of
+their shared vectors (one width for any S); every encoder/decoder is Linear → GELU → Linear; with S = 2
+the cross path uses the other sequence's self-pair ``Enc_s(f_j, f_j)``; targets are ``f_i.detach()``
+(``detach_targets``), so the encoders cannot shrink ``f_i`` to lower the loss; only the decoders of the
+losses switched on are built (Table 3's rows). Early in training both losses equal ``mean_i |f_i|``
+(benchmarks/results/library_notes.md). DRLM has no classifier.
 """
 
 from __future__ import annotations
@@ -46,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from timm.layers import Mlp, trunc_normal_
 from torch import nn
+
+from spectral3d.checks import check_int
 
 __all__ = ["DRLM", "DRLMOutput", "SymmetricPairEncoder"]
 
@@ -72,7 +57,6 @@ class SymmetricPairEncoder(nn.Module):
 
     Example::
 
-        >>> import torch
         >>> enc = SymmetricPairEncoder(16, 32, 8)
         >>> a, b = torch.randn(2, 16), torch.randn(2, 16)
         >>> torch.allclose(enc(a, b), enc(b, a))
@@ -98,18 +82,15 @@ class DRLM(nn.Module):
         unique_dim: width of each unique vector ``U_i`` (default ``dim``).
         shared_dim: width of each shared vector ``S_ij`` (default ``dim``).
         hidden_dim: hidden width of every encoder/decoder MLP (default ``dim``).
-        share_unique_encoder: one ``Enc_u`` for all sequences (the paper's literal notation)
-            instead of one per sequence.
+        share_unique_encoder: one ``Enc_u`` for all sequences (the paper's literal notation).
         detach_targets: reconstruct ``f_i.detach()`` (default) rather than ``f_i``.
         self_reconstruction: build the self decoders and return ``losses["self"]``.
         cross_reconstruction: build the cross decoders and return ``losses["cross"]``.
 
-    Shapes: ``features`` is a list of S tensors ``(N, dim)`` or one tensor ``(N, S, dim)``;
-    ``representation`` is ``(N, out_dim)`` with ``out_dim = S * unique_dim + shared_dim``.
+    Shapes: S tensors ``(N, dim)`` or ``(N, S, dim)`` → ``representation: (N, S * unique_dim + shared_dim)``.
 
     Example::
 
-        >>> import torch
         >>> drlm = DRLM(num_sequences=3, dim=32)
         >>> out = drlm(torch.randn(4, 3, 32))
         >>> out.representation.shape, sorted(out.losses)
@@ -129,16 +110,15 @@ class DRLM(nn.Module):
         cross_reconstruction: bool = True,
     ) -> None:
         super().__init__()
-        if isinstance(num_sequences, bool) or not isinstance(num_sequences, int) or num_sequences < 2:
-            raise ValueError(f"num_sequences: expected an int >= 2, got {num_sequences!r}")
+        check_int(num_sequences, "num_sequences", minimum=2)
         for name, value in (
             ("dim", dim),
             ("unique_dim", unique_dim),
             ("shared_dim", shared_dim),
             ("hidden_dim", hidden_dim),
         ):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+            if value is not None:
+                check_int(value, name)
         self.num_sequences = num_sequences
         self.dim = dim
         self.unique_dim = unique_dim or dim

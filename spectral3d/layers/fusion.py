@@ -1,25 +1,13 @@
-"""The multi-scale feature-fusion block of DeSamba's per-sequence encoder (paper Fig. 4; DESIGN.md §6).
+"""DeSamba's multi-scale feature-fusion block (paper Fig. 4; DESIGN.md §6); the design is *(ours)*.
 
-For one MRI sequence, the CNN branch (SAMNet) and the Mamba branch (MambaOut3d) each give four
-stage outputs ``(N, C_k, D_k, H_k, W_k)``. The paper says only that they are "fused by a
-multi-scale feature-fusion block" into ``f_i``; the design is ours *(ours)*:
+The CNN (SAMNet) and Mamba (MambaOut3d) branches of one sequence give stage outputs ``(N, C_k, D_k, H_k, W_k)``::
 
-    z = concat[pool(F_1), ..., pool(F_K)]        (N, ΣC_k), K = 4 or 8 stage outputs
+    z = concat[pool(F_1), ..., pool(F_K)]        (N, ΣC_k), K = 4 or 8 (stages="last": 1 or 2)
     f = proj(dropout(LN(z)))                     ΣC_k → d
 
-``stages="last"`` pools only the last stage output of each branch (K = 1 or 2).
-
-``pool`` is a global average (or max) over ``(D, H, W)``, so stages of any spatial size fuse; one
-LayerNorm over the concatenated vector puts the scales and branches on one footing and the
-projection mixes them. With only one branch (the ablation rows with only CE or only ME of Table 3)
-the same block fuses that branch's four stages alone: pass ``in_dims_b=None``.
-
-Why this form (measured, ``benchmarks/results/fusion_ablation.md``): an earlier version normalised
-and projected every pooled stage on its own, then mixed them with an MLP (LN → Linear → GELU →
-Linear); on the synthetic spine cohort a SAMNet (ConvNeXtV2-atto widths) trained through that
-block stayed at chance (validation AUC 0.55 after 15 epochs) while the same network with this
-block reached 0.91 and with a plain head on its last stage 0.94. The projection keeps PyTorch's
-default ``nn.Linear`` initialisation, as in those runs.
+``pool`` is a global average (or max), so any spatial sizes fuse; ``in_dims_b=None`` fuses one branch
+(Table 3's CE-only and ME-only rows). The projection keeps ``nn.Linear``'s default init. Why this form
+(measured): benchmarks/results/fusion_ablation.md.
 """
 
 from __future__ import annotations
@@ -29,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from spectral3d._checks import check_rate
+from spectral3d.checks import check_int, check_rate
 
 __all__ = ["MultiScaleFusion"]
 
@@ -38,8 +26,10 @@ def _check_dims(dims: Sequence[int] | None, name: str) -> tuple[int, ...]:
     if dims is None:
         return ()
     dims = tuple(dims)
-    if not dims or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in dims):
+    if not dims:
         raise ValueError(f"{name}: expected a non-empty sequence of positive ints (channels per stage), got {dims!r}")
+    for i, c in enumerate(dims):
+        check_int(c, f"{name}[{i}]")
     return dims
 
 
@@ -54,12 +44,10 @@ class MultiScaleFusion(nn.Module):
         drop_rate: dropout before the projection.
         stages: ``"all"`` (every stage output, default) or ``"last"`` (the last one of each branch).
 
-    Shapes: ``forward(feats_a, feats_b=None)`` with lists of ``(N, C_k, D_k, H_k, W_k)`` tensors
-    → ``(N, out_dim)``.
+    Shapes: ``forward(feats_a, feats_b=None)``, lists of ``(N, C_k, D_k, H_k, W_k)`` → ``(N, out_dim)``.
 
     Example::
 
-        >>> import torch
         >>> fuse = MultiScaleFusion((8, 16), (4, 8), out_dim=32)
         >>> a = [torch.randn(2, 8, 8, 8, 8), torch.randn(2, 16, 4, 4, 4)]
         >>> b = [torch.randn(2, 4, 8, 8, 8), torch.randn(2, 8, 4, 4, 4)]
@@ -81,8 +69,7 @@ class MultiScaleFusion(nn.Module):
         self.in_dims_b = _check_dims(in_dims_b, "in_dims_b")
         if not self.in_dims_a:
             raise ValueError("in_dims_a: expected the stage widths of at least one branch, got None")
-        if isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1:
-            raise ValueError(f"out_dim: expected a positive int, got {out_dim!r}")
+        check_int(out_dim, "out_dim")
         self.out_dim = out_dim
         if stages not in ("all", "last"):
             raise ValueError(f"stages: expected 'all' or 'last', got {stages!r}")

@@ -1,24 +1,16 @@
-"""``GatedCNNBlock3d``: MambaOut's Gated CNN block over a volume (DESIGN.md §5; paper Fig. 1, MambaOut branch).
-
-The 2-D reference is timm's ``mambaout.GatedConvBlock``; this is the same block with a 3-D
-depthwise convolution. For an input ``x: (N, C, D, H, W)`` and ``hidden = int(expansion_ratio · C)``,
-``c = int(conv_ratio · C)`` (the channels that see the convolution)::
+"""``GatedCNNBlock3d``: MambaOut's Gated CNN block over a volume (DESIGN.md §5), timm's
+``mambaout.GatedConvBlock`` with a 3-D depthwise convolution and timm's parameter names (``norm``, ``fc1``,
+``conv``, ``fc2``, ``ls.gamma``; ``backbones3d.inflate_2d`` maps 2-D checkpoints, a depth-1 volume then
+gives the 2-D block's output). ``x: (N, C, D, H, W)``, ``hidden = int(expansion_ratio · C)``,
+``c = int(conv_ratio · C)``::
 
     z         = fc1(LN(x))                                     (N, D, H, W, 2·hidden)   channels-last
     g, i, c_  = split(z, [hidden, hidden − c, c])
-    c_        = DWConv3d_k(c_)                                  depthwise, zero padding k // 2 (``DepthwiseConv3d``)
+    c_        = DWConv3d_k(c_)                                  depthwise, zero padding k // 2
     y         = x + DropPath(LayerScale(fc2(GELU(g) ⊙ concat(i, c_))))
 
-Shapes: ``(N, C, D, H, W) → (N, C, D, H, W)`` for every ``D, H, W ≥ 1``; the block works
-channels-last inside and is channels-first at its boundary (DESIGN.md §2). Its output is a
-channels-first view of channels-last memory, so a following block permutes for free.
-
-Parameter names equal timm's (``norm``, ``fc1``, ``conv``, ``fc2``, ``ls.gamma``), so a 2-D
-checkpoint maps onto it key for key (``backbones3d.inflate_2d``): with the 2-D kernel on the
-centre depth slice and zeros elsewhere, a depth-1 volume gives exactly the 2-D block's output.
-
-Choices *(ours)*: the kernel size may differ per axis (an int or a ``(D, H, W)`` triple) but must be
-odd on every axis, so that the zero padding keeps the size; LayerNorm eps is 1e-6 (timm's).
+Output ``(N, C, D, H, W)``, a channels-first view of channels-last memory (DESIGN.md §2).
+*(ours)*: the kernel may differ per axis but is odd on each (size-preserving); LayerNorm eps 1e-6.
 """
 
 from __future__ import annotations
@@ -30,7 +22,16 @@ import torch
 from timm.layers import DropPath, LayerScale
 from torch import nn
 
-from spectral3d._checks import AXES, check_channels, check_finite, check_floating, check_ndim, check_rate, to_3tuple_int
+from spectral3d.checks import (
+    AXES,
+    check_channels,
+    check_finite,
+    check_floating,
+    check_int,
+    check_ndim,
+    check_rate,
+    to_3tuple_int,
+)
 from spectral3d.layers.depthwise import DepthwiseConv3d
 
 _layer_norm_eps6 = partial(nn.LayerNorm, eps=1e-6)  # channels-last LayerNorm, eps as timm's
@@ -51,12 +52,8 @@ class GatedCNNBlock3d(nn.Module):
         act_layer: activation class of the gate (default ``nn.GELU``).
         norm_layer: channels-last norm class (default ``nn.LayerNorm`` with eps 1e-6).
 
-    Shapes: ``(N, C, D, H, W) → (N, C, D, H, W)``, any ``D, H, W ≥ 1``, any memory format.
-
     Example::
 
-        >>> import torch
-        >>> from spectral3d.layers.gated_cnn import GatedCNNBlock3d
         >>> block = GatedCNNBlock3d(16)
         >>> block(torch.randn(2, 16, 5, 6, 7)).shape
         torch.Size([2, 16, 5, 6, 7])
@@ -74,8 +71,7 @@ class GatedCNNBlock3d(nn.Module):
         norm_layer: Callable[[int], nn.Module] = _layer_norm_eps6,
     ) -> None:
         super().__init__()
-        if dim < 1:
-            raise ValueError(f"dim: expected a positive channel count, got {dim}")
+        check_int(dim, "dim")
         hidden = int(expansion_ratio * dim)
         conv_channels = int(conv_ratio * dim)
         if not 1 <= conv_channels <= hidden:

@@ -1,26 +1,13 @@
 """Classifier heads and global pooling shared by every network (DESIGN.md §5, §9).
 
-For features ``x: (N, C, *spatial)`` (``*spatial`` is ``(d, h, w)`` for the CNN maps; it may be empty,
-``(N, C)``, for vectors that are already pooled)::
+``x: (N, C, *spatial)`` (``*spatial`` may be empty): ``p = pool(x)`` ``(N, C)``, ``h = pre_logits(norm(p))``
+``(N, num_features)``, ``logits = fc(Dropout(h))`` ``(N, num_classes)``. :class:`ClassifierHead3d` is timm's
+``ClassifierHead`` (no norm) or ``NormMlpClassifierHead`` without hidden layer (LayerNorm); :class:`MlpHead`
+is MambaOut's (timm's names, 2-D checkpoints load key for key); :func:`global_pool_3d` and
+:func:`channel_linear` serve the models with timm's flat head names (ResNet, DenseNet, EfficientNet).
 
-    p      = pool(x)                                   (N, C)            global average or max over *spatial
-    h      = pre_logits(norm(p))                       (N, num_features)
-    logits = fc(Dropout(h))                            (N, num_classes)
-
-- :class:`ClassifierHead3d`: ``norm`` and ``pre_logits`` are identities (timm's ``ClassifierHead``:
-  ``drop``, ``fc``; SwinV2) or ``norm`` is a LayerNorm (timm's ``NormMlpClassifierHead`` without a
-  hidden layer: ``norm``, ``drop``, ``fc``; ConvNeXt V2, SAMNet, DeSamba).
-- :class:`MlpHead`: MambaOut's head, ``pre_logits = LN(GELU(fc(·)))`` with ``hidden = int(mlp_ratio · C)``;
-  the 2-D reference is timm's ``mambaout.MlpHead`` and the parameter names are timm's (``norm``,
-  ``pre_logits.fc``, ``pre_logits.norm``, ``fc``), so 2-D checkpoints load key for key.
-- :func:`global_pool_3d` and :func:`channel_linear` are the same two steps for networks that keep
-  timm's flat names (``head_drop`` and ``fc``/``classifier``/``head`` on the model itself: ResNet,
-  DenseNet, EfficientNet); :func:`check_global_pool` validates every ``global_pool`` argument.
-
-Choices *(ours)*: ``"max"`` pooling is offered besides timm's ``"avg"`` and ``""``; with ``""`` a
-``(N, C, *spatial)`` input is classified at every position and the result is channels-first
-``(N, K, *spatial)`` (timm returns channels-last there); ``reset`` builds the new classifier on the
-head's device and dtype.
+*(ours)*: ``"max"`` pooling besides ``"avg"`` and ``""``; with ``""`` every position is classified,
+channels-first ``(N, K, *spatial)``; ``reset`` builds the classifier on the head's device and dtype.
 """
 
 from __future__ import annotations
@@ -31,7 +18,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from spectral3d._checks import check_channels, check_floating, check_rate
+from spectral3d.checks import check_channels, check_floating, check_int, check_rate
 
 __all__ = ["POOL_TYPES", "ClassifierHead3d", "MlpHead", "channel_linear", "check_global_pool", "global_pool_3d"]
 
@@ -62,9 +49,7 @@ def check_global_pool(pool_type: str, name: str = "global_pool", allowed: Sequen
 
 
 def global_pool_3d(x: torch.Tensor, pool_type: str) -> torch.Tensor:
-    """Pool ``(N, C, *spatial)`` over every axis after the channels to ``(N, C)``.
-
-    ``pool_type=""``, or an input without spatial axes, returns ``x`` unchanged.
+    """Pool ``(N, C, *spatial)`` to ``(N, C)``; ``pool_type=""`` or no spatial axes returns ``x`` unchanged.
 
     Example::
 
@@ -103,16 +88,11 @@ class ClassifierHead3d(nn.Module):
         norm_layer: norm class over the last axis (e.g. ``nn.LayerNorm``), or ``None`` for none.
         bias: whether the classifier has a bias.
 
-    Attributes:
-        num_features: width of ``forward(x, pre_logits=True)``.
-
-    Shapes: ``(N, C, *spatial) → (N, K)`` when pooling (spatial may be empty: ``(N, C)``);
-    ``(N, C, *spatial) → (N, K, *spatial)`` with ``pool_type=""``.
+    Shapes: ``(N, C, *spatial) → (N, K)``, or ``(N, K, *spatial)`` with ``pool_type=""``;
+    ``num_features`` is the width of ``forward(x, pre_logits=True)``.
 
     Example::
 
-        >>> import torch
-        >>> from spectral3d.layers.heads import ClassifierHead3d
         >>> head = ClassifierHead3d(16, 3, norm_layer=nn.LayerNorm)
         >>> head(torch.randn(2, 16, 2, 3, 3)).shape, head(torch.randn(2, 16)).shape
         (torch.Size([2, 3]), torch.Size([2, 3]))
@@ -130,8 +110,7 @@ class ClassifierHead3d(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        if in_features < 1:
-            raise ValueError(f"in_features: expected a positive channel count, got {in_features}")
+        check_int(in_features, "in_features")
         self.in_features = in_features
         self.pool_type = check_global_pool(pool_type, "pool_type")
         self.bias = bias
@@ -184,14 +163,10 @@ class MlpHead(ClassifierHead3d):
         drop_rate: dropout before the classifier.
         bias: whether the classifier has a bias.
 
-    ``num_features`` is the width of ``h`` (what ``pre_logits=True`` returns, timm's ``head_hidden_size``).
-
-    Shapes: as :class:`ClassifierHead3d`.
+    ``num_features``: the width of ``h`` (timm's ``head_hidden_size``).
 
     Example::
 
-        >>> import torch
-        >>> from spectral3d.layers.heads import MlpHead
         >>> head = MlpHead(32, num_classes=3)
         >>> head(torch.randn(2, 32, 4, 5, 6)).shape, head(torch.randn(2, 32, 4, 5, 6), pre_logits=True).shape
         (torch.Size([2, 3]), torch.Size([2, 128]))

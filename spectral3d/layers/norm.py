@@ -1,17 +1,12 @@
-"""Normalisation layers for 5-D volumes: ``LayerNorm3d`` and ``GRN3d``.
+"""``LayerNorm3d`` and ``GRN3d`` for 5-D volumes.
 
-``LayerNorm3d`` normalises over channels at every voxel of an ``(N, C, D, H, W)`` tensor
-(eps 1e-6, ConvNeXt's choice); it is timm's ``LayerNorm2d`` with one more spatial axis and has
-the same parameter names (``weight``, ``bias``), so 2-D checkpoints load into it.
-
-``GRN3d`` is ConvNeXtV2's Global Response Normalisation over a volume (DESIGN.md §4):
+``LayerNorm3d``: LayerNorm over channels at every voxel of ``(N, C, D, H, W)``, eps 1e-6 (timm's
+``LayerNorm2d`` in 3-D, same parameter names). ``GRN3d``: ConvNeXtV2's Global Response Normalisation
+(DESIGN.md §4), channels-last ``(N, D, H, W, C)`` or channels-first::
 
     Gx = ||x||_2 over (D, H, W),   Nx = Gx / (mean_c Gx + eps),   y = weight * (x * Nx) + bias + x
 
-with ``eps = 1e-6`` outside the norm and ``weight``/``bias`` zero-initialised, so it starts as the
-identity. Half-precision inputs are computed in float32 (the sum of squares over a volume
-overflows fp16) and cast back; float64 stays float64. It works channels-last
-``(N, D, H, W, C)`` (inside a ConvNeXt block, after the permute) or channels-first.
+``eps = 1e-6``, ``weight``/``bias`` zero (identity at init); half precision computed in float32.
 """
 
 from __future__ import annotations
@@ -20,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spectral3d._checks import check_channels, check_ndim
+from spectral3d.checks import check_channels, check_ndim
 
 __all__ = ["LayerNorm3d", "GRN3d"]
 
@@ -33,11 +28,8 @@ class LayerNorm3d(nn.LayerNorm):
         eps: added to the variance (default 1e-6).
         affine: learn ``weight`` and ``bias``.
 
-    Shapes: ``(N, C, D, H, W) -> (N, C, D, H, W)``; any memory format.
-
     Example::
 
-        >>> import torch
         >>> from spectral3d.layers import LayerNorm3d
         >>> LayerNorm3d(8)(torch.randn(2, 8, 5, 6, 7)).shape
         torch.Size([2, 8, 5, 6, 7])
@@ -62,11 +54,8 @@ class GRN3d(nn.Module):
         eps: added to the channel mean of the norms (default 1e-6).
         channels_last: inputs are ``(N, D, H, W, C)`` (default) rather than ``(N, C, D, H, W)``.
 
-    Parameters ``weight`` and ``bias`` have shape ``(C,)`` and start at zero (identity).
-
     Example::
 
-        >>> import torch
         >>> from spectral3d.layers import GRN3d
         >>> GRN3d(16)(torch.randn(2, 4, 4, 4, 16)).shape
         torch.Size([2, 4, 4, 4, 16])

@@ -1,9 +1,8 @@
 """Non-overlapping 3-D patch embedding (ViT, Vision Mamba, Swin-V2), timm's ``PatchEmbed`` in 3-D.
 
-``(N, in_chans, D, H, W) -> proj = Conv3d(kernel = stride = patch) -> norm`` with the output as tokens
-``(N, L, embed_dim)``, ``L = (D/p_D)(H/p_H)(W/p_W)`` (``output_fmt="NLC"``) or as a channels-last grid
-``(N, D/p_D, H/p_H, W/p_W, embed_dim)`` (``"NDHWC"``). Each axis must be a positive multiple of its
-patch size: a ``ValueError`` names the axis instead of silently dropping voxels.
+``(N, in_chans, D, H, W) → norm(Conv3d(kernel = stride = patch))`` as tokens ``(N, L, embed_dim)``,
+``L = (D/p_D)(H/p_H)(W/p_W)`` (``"NLC"``), or a grid ``(N, D/p_D, H/p_H, W/p_W, embed_dim)`` (``"NDHWC"``);
+each axis a positive multiple of its patch size.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from spectral3d._checks import AXES, to_3tuple_int
+from spectral3d.checks import AXES, to_3tuple_int
 
 __all__ = ["PatchEmbed3d"]
 
@@ -32,7 +31,6 @@ class PatchEmbed3d(nn.Module):
 
     Example::
 
-        >>> import torch
         >>> PatchEmbed3d((4, 8, 8), 2, 32)(torch.randn(1, 2, 8, 16, 24)).shape  # a 2 x 2 x 3 grid
         torch.Size([1, 12, 32])
         >>> PatchEmbed3d(4, 2, 16, nn.LayerNorm, "NDHWC")(torch.randn(1, 2, 8, 12, 16)).shape

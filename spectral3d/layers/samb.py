@@ -1,44 +1,25 @@
 """SAMB, the Spectral Adaptive Modulation Block (paper §3.2, Eq. 2; DESIGN.md §3).
 
-Input ``x: (N, C, D, H, W)`` real, output of the same shape and dtype; ``t = promote_types(x.dtype,
-float32)`` (the FFT never runs in half precision), ``Wf = W // 2 + 1``:
+``x: (N, C, D, H, W)`` real → same shape and dtype, any size ≥ 1; ``t = promote_types(x.dtype, float32)``,
+``Wf = W // 2 + 1``:
 
-1. ``X = rfftn(x.to(t), norm="ortho")`` over ``(D, H, W)`` -> ``(N, C, D, H, Wf)``.
-2. ``[R, I, phi] = spectral_features(X)`` with ``R = Re X``, ``I = Im X``, ``phi = |X|``.
-3. Frequency enhancement *(layout ours)*: ``f_e = fc2(GELU(fc1([R, I, phi]) + E[band]))``, 3C -> C -> C,
-   ``enh_kernel_size`` (default 1, larger kernels zero-pad the spectrum); ``E`` is a learned
-   ``(B, C)`` embedding of each bin's radial frequency band, so the enhancement knows where it is
-   *(ours; ``band_embedding=False`` drops it, the paper's reading)*.
-4. Modulator: ``f_m = 2 sigmoid(Mod(LayerNorm(x)))`` *(the 2·sigmoid range, so f_m - 1 ∈ (-1, 1),
-   is ours)*, per ``fm_mode``:
-
-   - ``"band"`` *(default, ours)*: global average pool -> 1x1x1 conv C -> C/r -> GELU -> 1x1x1 conv
-     C/r -> C·B: one gain per channel and radial band, ``f_m: (N, C, B)``. A per-channel gain alone
-     scales every frequency alike (a scaling of ``x`` in image space); per-band gains make the block
-     frequency-selective, chosen from the whole input.
-   - ``"channel"``: the same without bands, ``f_m: (N, C, 1, 1, 1)`` (the paper's simplest reading).
-   - ``"spectral"``: a full map ``(N, C, D, H, Wf)`` from 1x1x1 convs C -> C/r -> C on
-     ``log1p|rfftn(LayerNorm(x))|`` (one more FFT).
-
-5. Eq. 2 with per-channel ``alpha``, ``beta`` *(per-channel learnable is ours)*:
-   ``R' = R (1 + alpha (f_m - 1)) + beta f_e phi``, ``I' = I (1 + alpha (f_m - 1))``.
+1. ``X = rfftn(x.to(t), norm="ortho")`` over ``(D, H, W)`` → ``(N, C, D, H, Wf)``.
+2. ``[R, I, phi] = spectral_features(X)``, ``phi = |X|``.
+3. Enhancement *(layout ours)*: ``f_e = fc2(GELU(fc1([R, I, phi]) + E[band]))``, 3C → C → C, kernel
+   ``enh_kernel_size``; ``E: (B, C)`` a learned band embedding *(ours; band_embedding=False: the paper's)*.
+4. ``f_m = 2 sigmoid(Mod(LayerNorm(x)))`` *(the 2·sigmoid range is ours)*, per ``fm_mode``:
+   ``"band"`` *(default, ours)*: avg pool → 1×1×1 conv C → C/r → GELU → 1×1×1 conv → C·B, ``f_m: (N, C, B)``
+   (per-band gains make the block frequency-selective); ``"channel"``: ``f_m: (N, C, 1, 1, 1)``;
+   ``"spectral"``: ``(N, C, D, H, Wf)`` from 1×1×1 convs on ``log1p|rfftn(LayerNorm(x))|``.
+5. Eq. 2, per-channel ``alpha``, ``beta`` *(ours)*: ``R' = R (1 + alpha (f_m - 1)) + beta f_e phi``,
+   ``I' = I (1 + alpha (f_m - 1))``.
 6. ``y = irfftn(R' + i I', s=(D, H, W), norm="ortho").to(x.dtype)``.
 
-Radial bands: bin ``(d, h, w)`` belongs to ``band = min(B - 1, floor(B rho / rho_max))`` with
-``rho = sqrt((k_d/D)^2 + (k_h/H)^2 + (k_w/W)^2)`` over signed frequency indices and ``rho_max =
-sqrt(3)/2`` (:func:`band_index`). The index depends on the input size only; eager calls keep the last
-size's as an int32 non-persistent buffer (what the kernels read, no per-call cast; never in the
-``state_dict``), ``torch.compile`` traces it as a few constant ops.
-
-Initialisation: ``alpha = 1``, ``beta = 0``, the modulator's last conv zero (so ``f_m = 1``): SAMB
-starts as the identity (``irfftn o rfftn = id``). A network-wide weight init that overwrites
-convolutions must call :meth:`SAMB.reset_parameters` afterwards to keep this.
-
-Steps 2 and 5 are the custom ops of :mod:`spectral3d.ops` (Triton on CUDA). Any size >= 1 on every
-axis works (odd or even), in any memory format. Dtypes: the FFTs and Eq. 2 run in ``t`` (float32
-for a bf16/fp16 module or input, float64 for a ``.double()`` one), the convolutions in the module's
-dtype, and the result has the input's dtype (``SAMB(8).bfloat16()`` maps bf16 to bf16); under bf16
-autocast the convolutions run in bf16.
+Bands: ``min(B - 1, floor(B rho / rho_max))``, ``rho = sqrt((k_d/D)^2 + (k_h/H)^2 + (k_w/W)^2)``,
+``rho_max = sqrt(3)/2`` (:func:`band_index`), cached per input size as a non-persistent int32 buffer.
+Init ``alpha = 1``, ``beta = 0``, last modulator conv zero: the identity (call
+:meth:`SAMB.reset_parameters` after a network-wide init). Steps 2 and 5 are :mod:`spectral3d.ops`
+custom ops. FFTs and Eq. 2 run in ``t``, the convolutions in the module's dtype.
 """
 
 from __future__ import annotations
@@ -49,7 +30,7 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from spectral3d._checks import check_channels, check_ndim, to_3tuple_int
+from spectral3d.checks import check_channels, check_int, check_ndim, to_3tuple_int
 from spectral3d.layers.norm import LayerNorm3d
 from spectral3d.ops import spectral_features, spectral_modulation
 
@@ -64,9 +45,8 @@ def band_index(
 ) -> torch.Tensor:
     """Radial frequency band of every bin of the half spectrum of a ``(D, H, W)`` volume.
 
-    ``band = min(B - 1, floor(B * rho / rho_max))``, ``rho = sqrt((k_d/D)^2 + (k_h/H)^2 + (k_w/W)^2)``
-    with signed frequency indices (``torch.fft.fftfreq``; ``rfftfreq`` on W) and ``rho_max =
-    sqrt(3)/2``, evaluated in float64 so that the bands do not depend on the device.
+    ``band = min(B - 1, floor(B * rho / rho_max))`` (module docstring) over ``fftfreq`` (``rfftfreq`` on W),
+    in float64 so that the bands do not depend on the device.
 
     Args:
         size: spatial size ``(D, H, W)`` of the real volume (an int means a cube).
@@ -78,14 +58,12 @@ def band_index(
 
     Example::
 
-        >>> from spectral3d.layers.samb import band_index
         >>> idx = band_index((4, 6, 8), num_bands=4)
         >>> idx.shape, int(idx[0, 0, 0]), int(idx.max())
         (torch.Size([4, 6, 5]), 0, 3)
     """
     D, H, W = to_3tuple_int(size, "size")
-    if isinstance(num_bands, bool) or not isinstance(num_bands, int) or num_bands < 1:
-        raise ValueError(f"num_bands: expected an int >= 1, got {num_bands!r}")
+    check_int(num_bands, "num_bands", expected="an int >= 1")
     kw = {"dtype": torch.float64, "device": device}
     fd = torch.fft.fftfreq(D, **kw).view(D, 1, 1)
     fh = torch.fft.fftfreq(H, **kw).view(1, H, 1)
@@ -99,21 +77,14 @@ class SAMB(nn.Module):
 
     Args:
         dim: channels C of the input (and output).
-        fm_mode: form of the modulation gain ``f_m``: ``"band"`` (per channel and radial band,
-            default), ``"channel"`` (per channel) or ``"spectral"`` (per bin).
-        num_bands: radial frequency bands B (band embedding of the enhancement; ``f_m``'s bands in
-            ``"band"`` mode).
+        fm_mode: ``f_m``'s form: ``"band"`` (per channel and radial band), ``"channel"`` or ``"spectral"`` (per bin).
+        num_bands: radial frequency bands B (of the band embedding and of ``f_m`` in ``"band"`` mode).
         enh_kernel_size: odd kernel size of the two enhancement convolutions on the spectrum.
         mod_reduction: hidden width of the modulator is ``max(1, dim // mod_reduction)``.
-        band_embedding: add the learned band embedding ``E`` in the enhancement (``False``: the
-            paper's form, no ``band_embed`` parameter).
-
-    Shapes: ``(N, C, D, H, W) -> (N, C, D, H, W)``, same dtype, any ``D, H, W >= 1``.
+        band_embedding: add the learned band embedding ``E`` (``False``: the paper's form, no ``band_embed``).
 
     Example::
 
-        >>> import torch
-        >>> from spectral3d.layers.samb import SAMB
         >>> samb = SAMB(16)  # identity at init
         >>> x = torch.randn(2, 16, 9, 10, 11)
         >>> y = samb(x)
@@ -132,12 +103,10 @@ class SAMB(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("dim", dim), ("num_bands", num_bands), ("mod_reduction", mod_reduction)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+            check_int(value, name, expected="an int >= 1")
         if fm_mode not in FM_MODES:
             raise ValueError(f"fm_mode: expected one of {FM_MODES}, got {fm_mode!r}")
-        if isinstance(enh_kernel_size, bool) or not isinstance(enh_kernel_size, int) or enh_kernel_size % 2 != 1:
-            raise ValueError(f"enh_kernel_size: expected an odd int >= 1 (same-size output), got {enh_kernel_size!r}")
+        check_int(enh_kernel_size, "enh_kernel_size", odd=True)
         self.dim = dim
         self.fm_mode = fm_mode
         self.num_bands = num_bands

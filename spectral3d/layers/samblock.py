@@ -1,183 +1,34 @@
-"""SAMBlock, the two-branch block of SAMNet (paper Fig. 2b, Eq. 1; DESIGN.md §4), and its ConvNeXtV2 body.
+"""SAMBlock, the two-branch block of SAMNet (paper Fig. 2b, Eq. 1; DESIGN.md §4).
 
-Input and output ``x: (N, C, D, H, W)``:
+``x: (N, C, D, H, W)`` → same shape; ``Body_k`` is the ConvNeXtV2 block body
+(:mod:`spectral3d.layers.convnextv2_block`)::
 
-    F1    = Body_7(x)                                       spatial branch (ConvNeXtV2 block body)
+    F1    = Body_7(x)                                       spatial branch
     F2    = Body_7(DWConv_3(SAMB(x)))                       frequency branch
     theta = sigmoid(Conv_1x1x1(concat[F1, F2]))             2C -> C, per voxel and channel
     F_out = theta * (w1 * F1 + w2 * F2)                     Eq. 1
     y     = 0.5 * x + 0.5 * DropPath(F_out)                 residual="paper" (default)
     y     = x + DropPath(F_out)                             residual="identity"
 
-``Body_k`` is the ConvNeXtV2 block without its residual: depthwise Conv3d k×k×k (``DepthwiseConv3d``) → LayerNorm →
-Linear C→4C → GELU → GRN3d → Linear 4C→C (channels-last between the convolution and the end,
-parameter names as timm's ``ConvNeXtBlock`` with ``use_grn=True``: ``conv_dw``, ``norm``,
-``mlp.fc1``, ``mlp.grn``, ``mlp.fc2``; ConvNeXtV2 has no layer scale). ``conv_mlp=True`` is timm's
-channels-first layout of the same function (LayerNorm3d and 1×1×1 convolutions, the weight shapes of
-timm's small ConvNeXt variants); ``backbones3d.convnextv2_3d`` builds its blocks from these classes.
-
-Choices the paper leaves open:
-
-- The frequency branch is SAMB → depthwise Conv3d k=3 (the paper's "3×3 convolution"; depthwise
-  *(ours)*) → the spatial branch's architecture, its own k=7 depthwise conv included ("the
-  subsequent architecture of this branch mirrors the spatial branch").
-- The gate is a 1×1×1 convolution over the concatenated branches *(ours)*.
-- The paper's branch weights α, β are the learnable scalars ``branch_weights = (w1, w2)``,
-  initialised to 0.5 each *(ours)*; the name keeps them apart from SAMB's α, β.
-- ``residual="paper"`` weights the input and ``F_out`` by 0.5 each, as the paper states; the
-  stream then halves at every block while each body's LayerNorm restores its branch's scale, so
-  after a few blocks the identity path has all but gone. Measured (``benchmarks/results/
-  fusion_ablation.md``): ``samnet_tiny`` on the synthetic spine cohort stays at chance with AdamW
-  at lr 1e-3 (test AUC 0.57 after 7 epochs) and learns with ``residual="identity"`` (0.88), or with
-  the paper form at lr 3e-4 (0.94 after 15 epochs). The default stays the paper's.
-- Weight init as timm's ConvNeXt (truncated normal, std 0.02, zero biases) for the convolutions
-  and linear layers of this block; SAMB keeps its own identity init.
-
-:class:`ConvNeXtV2Block3d` (``x + DropPath(Body_7(x))``) is the block SAMNet uses when the
-frequency pathway is off (DeSamba's ablation rows without FP: a 3D ConvNeXtV2).
+*(ours)*: the 3×3 conv after SAMB is depthwise; the gate is a 1×1×1 conv; the paper's branch weights are
+learnable scalars ``branch_weights = (w1, w2)``, 0.5 each; timm's ConvNeXt init (trunc. normal std 0.02,
+zero bias) for this block's convs and linears, SAMB keeps its identity init. ``residual="paper"`` halves
+the identity path at every block; when that trains poorly: benchmarks/results/fusion_ablation.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
-from timm.layers import DropPath, trunc_normal_
+from timm.layers import DropPath
 from torch import nn
 
-from spectral3d._checks import check_channels, check_ndim, check_rate, to_3tuple_int
+from spectral3d.checks import check_channels, check_int, check_ndim, check_rate
+from spectral3d.layers.convnextv2_block import ConvNeXtV2Block3d, ConvNeXtV2Body3d, GRNMlp3d, init_conv_linear
 from spectral3d.layers.depthwise import DepthwiseConv3d
-from spectral3d.layers.norm import GRN3d, LayerNorm3d
 from spectral3d.layers.samb import SAMB
 
-__all__ = ["ConvNeXtV2Body3d", "ConvNeXtV2Block3d", "GRNMlp3d", "SAMBlock"]
+__all__ = ["ConvNeXtV2Body3d", "ConvNeXtV2Block3d", "GRNMlp3d", "SAMBlock"]  # the ConvNeXtV2 names re-exported
 RESIDUALS = ("paper", "identity")
-
-
-def _init_conv_linear(module: nn.Module) -> None:
-    if isinstance(module, (nn.Conv3d, nn.Linear)):
-        trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-
-
-def _check_positive_int(value: object, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-
-
-class GRNMlp3d(nn.Module):
-    """MLP with Global Response Normalisation: ``fc1 → GELU → GRN3d → fc2``.
-
-    The 3D counterpart of timm's ``GlobalResponseNormMlp`` (same parameter names).
-
-    Args:
-        dim: input/output width C.
-        hidden_dim: hidden width (ConvNeXtV2: 4C).
-        conv_mlp: ``False``: ``nn.Linear`` on channels-last ``(N, D, H, W, C)`` tensors; ``True``:
-            1×1×1 convolutions on channels-first ``(N, C, D, H, W)`` maps (timm's ``conv_mlp`` layout).
-
-    Shapes: ``(N, D, H, W, C) -> (N, D, H, W, C)`` (channels-first with ``conv_mlp=True``).
-
-    Example::
-
-        >>> import torch
-        >>> GRNMlp3d(8, 32)(torch.randn(2, 3, 4, 5, 8)).shape
-        torch.Size([2, 3, 4, 5, 8])
-        >>> GRNMlp3d(8, 32, conv_mlp=True)(torch.randn(2, 8, 3, 4, 5)).shape
-        torch.Size([2, 8, 3, 4, 5])
-    """
-
-    def __init__(self, dim: int, hidden_dim: int, conv_mlp: bool = False) -> None:
-        super().__init__()
-        self.conv_mlp = conv_mlp
-        self.fc1: nn.Module = nn.Conv3d(dim, hidden_dim, 1) if conv_mlp else nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.grn = GRN3d(hidden_dim, channels_last=not conv_mlp)
-        self.fc2: nn.Module = nn.Conv3d(hidden_dim, dim, 1) if conv_mlp else nn.Linear(hidden_dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.grn(self.act(self.fc1(x))))
-
-
-class ConvNeXtV2Body3d(nn.Module):
-    """The residual-free body of a ConvNeXtV2 block: DWConv k → LayerNorm → Linear → GELU → GRN → Linear.
-
-    Args:
-        dim: channels C.
-        kernel_size: depthwise kernel, an odd int or ``(D, H, W)`` of odd ints (default 7; padded, so
-            any size ≥ 1 works).
-        mlp_ratio: hidden width of the MLP is ``int(mlp_ratio * dim)``.
-        conv_mlp: timm's channels-first layout (LayerNorm3d and 1×1×1 convolutions) instead of
-            permute + ``nn.LayerNorm`` + ``nn.Linear`` (same function, other weight shapes).
-
-    Shapes: ``(N, C, D, H, W) -> (N, C, D, H, W)``.
-
-    Example::
-
-        >>> import torch
-        >>> ConvNeXtV2Body3d(8)(torch.randn(2, 8, 5, 6, 7)).shape
-        torch.Size([2, 8, 5, 6, 7])
-    """
-
-    def __init__(
-        self, dim: int, kernel_size: int | Sequence[int] = 7, mlp_ratio: float = 4.0, conv_mlp: bool = False
-    ) -> None:
-        super().__init__()
-        _check_positive_int(dim, "dim")
-        ks = to_3tuple_int(kernel_size, "kernel_size")
-        if any(k % 2 != 1 for k in ks):
-            raise ValueError(
-                f"kernel_size: expected an odd positive int per axis (same-size output), got {kernel_size!r}"
-            )
-        if mlp_ratio <= 0:
-            raise ValueError(f"mlp_ratio: expected a positive number, got {mlp_ratio!r}")
-        self.dim = dim
-        self.conv_mlp = conv_mlp
-        self.conv_dw = DepthwiseConv3d(dim, ks)
-        self.norm: nn.Module = LayerNorm3d(dim) if conv_mlp else nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = GRNMlp3d(dim, int(mlp_ratio * dim), conv_mlp=conv_mlp)
-        self.apply(_init_conv_linear)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_ndim(x, 5)
-        check_channels(x, self.dim)
-        x = self.conv_dw(x)
-        if self.conv_mlp:
-            return self.mlp(self.norm(x))
-        return self.mlp(self.norm(x.permute(0, 2, 3, 4, 1))).permute(0, 4, 1, 2, 3)
-
-
-class ConvNeXtV2Block3d(ConvNeXtV2Body3d):
-    """A 3D ConvNeXtV2 block: ``x + DropPath(Body(x))`` (timm ``ConvNeXtBlock`` with GRN, no layer scale).
-
-    Args:
-        dim: channels C.
-        drop_path: stochastic-depth probability of the residual branch.
-        kernel_size: depthwise kernel (default 7).
-        mlp_ratio: MLP expansion (default 4).
-        conv_mlp: timm's channels-first layout (see :class:`ConvNeXtV2Body3d`).
-
-    Example::
-
-        >>> import torch
-        >>> ConvNeXtV2Block3d(8, drop_path=0.1)(torch.randn(2, 8, 5, 6, 7)).shape
-        torch.Size([2, 8, 5, 6, 7])
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        drop_path: float = 0.0,
-        kernel_size: int | Sequence[int] = 7,
-        mlp_ratio: float = 4.0,
-        conv_mlp: bool = False,
-    ) -> None:
-        super().__init__(dim, kernel_size=kernel_size, mlp_ratio=mlp_ratio, conv_mlp=conv_mlp)
-        self.drop_path = DropPath(drop_path) if check_rate(drop_path, "drop_path") > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.drop_path(super().forward(x))
 
 
 class SAMBlock(nn.Module):
@@ -195,14 +46,10 @@ class SAMBlock(nn.Module):
         band_embedding: SAMB's learned band embedding (``False``: the paper's form).
         residual: ``"paper"`` (``0.5·x + 0.5·F_out``) or ``"identity"`` (``x + F_out``); module docstring.
 
-    Submodules: ``spatial`` (F1), ``samb``, ``conv_freq`` and ``frequency`` (F2), ``gate``;
-    parameter ``branch_weights`` ``(2,)``.
-
-    Shapes: ``(N, C, D, H, W) -> (N, C, D, H, W)``, any size ≥ 1, same dtype.
+    Submodules ``spatial`` (F1), ``samb``, ``conv_freq``, ``frequency`` (F2), ``gate``; ``branch_weights`` ``(2,)``.
 
     Example::
 
-        >>> import torch
         >>> block = SAMBlock(16, drop_path=0.1)
         >>> block(torch.randn(2, 16, 7, 8, 9)).shape
         torch.Size([2, 16, 7, 8, 9])
@@ -222,13 +69,12 @@ class SAMBlock(nn.Module):
         band_embedding: bool = True,
     ) -> None:
         super().__init__()
-        _check_positive_int(dim, "dim")
+        check_int(dim, "dim")
         if residual not in RESIDUALS:
             raise ValueError(f"residual: expected one of {RESIDUALS}, got {residual!r}")
         self.residual = residual
         self.skip_scale = 0.5 if residual == "paper" else 1.0
-        if isinstance(freq_kernel_size, bool) or not isinstance(freq_kernel_size, int) or freq_kernel_size % 2 != 1:
-            raise ValueError(f"freq_kernel_size: expected an odd positive int, got {freq_kernel_size!r}")
+        check_int(freq_kernel_size, "freq_kernel_size", odd=True)
         self.dim = dim
         self.spatial = ConvNeXtV2Body3d(dim, kernel_size=kernel_size, mlp_ratio=mlp_ratio)
         self.samb = SAMB(
@@ -239,8 +85,8 @@ class SAMBlock(nn.Module):
         self.gate = nn.Conv3d(2 * dim, dim, 1)
         self.branch_weights = nn.Parameter(torch.full((2,), 0.5))
         self.drop_path = DropPath(drop_path) if check_rate(drop_path, "drop_path") > 0 else nn.Identity()
-        _init_conv_linear(self.conv_freq)
-        _init_conv_linear(self.gate)
+        init_conv_linear(self.conv_freq)
+        init_conv_linear(self.gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_ndim(x, 5)

@@ -1,24 +1,17 @@
 """A band-energy front end at input resolution: SAMNet's ``spectral_stem`` (DESIGN.md §5).
 
-Input ``x: (N, C, D, H, W)`` real, output ``(N, out_chs, D/s, H/s, W/s)`` with ``s = stride``;
-``t = promote_types(x.dtype, float32)`` (the FFTs never run in half precision):
+``x: (N, C, D, H, W)`` → ``(N, out_chs, D/s, H/s, W/s)``, ``s = stride``, every axis a positive multiple
+of ``s``; computed in ``t = promote_types(x.dtype, float32)``, returned in ``x``'s dtype:
 
 1. ``X = rfftn(x.to(t), norm="ortho")`` over ``(D, H, W)``.
-2. Learned radial band split *(ours)*: ``K = num_bands`` copies of every channel,
-   ``Y_{c,k} = irfftn(X_c · g[c, k, band])`` with ``band`` the radial band of each bin
-   (:func:`spectral3d.layers.samb.band_index`, ``num_bands`` bands) and gains ``g: (C, K, B)``
-   initialised to the identity (copy ``k`` keeps band ``k``): SAMB's band modulation applied to the
-   image's own spectrum at full resolution, with one output per band.
-3. Local band energy, relative to white noise of the same variance *(ours)*:
-   ``E_{c,k} = log(AvgPool_s(Y_{c,k}²) / w_k + eps)``, ``w_k`` the fraction of the spectrum's bins
-   in band ``k`` (so unit white noise gives ``E ≈ 0`` in every band).
-4. ``out = Conv1x1(BN(E))``, ``C·K -> out_chs``; ``BN`` standardises every band's log energy over
-   the batch and space (``BatchNorm3d`` without affine, running statistics in eval) *(ours)*.
+2. Radial band split *(ours)*: ``Y_{c,k} = irfftn(X_c · g[c, k, band])``, ``k < K = num_bands``, band of
+   each bin from :func:`spectral3d.layers.samb.band_index`, gains ``g: (C, K, B)`` initialised so copy
+   ``k`` keeps band ``k``.
+3. Log band energy relative to white noise *(ours)*: ``E_{c,k} = log(AvgPool_s(Y_{c,k}²) / w_k + eps)``,
+   ``w_k`` the share of bins in band ``k`` (unit white noise gives ``E ≈ 0``).
+4. ``out = Conv1x1(BN(E))``, ``C·K → out_chs``, ``BN`` a ``BatchNorm3d`` without affine *(ours)*.
 
-Why a band split, squared energies and a standardisation over cases (measured):
-``benchmarks/results/frequency_pathway.md``.
-
-Shapes: every axis a positive multiple of ``stride``; the output has the input's dtype (float64 stays float64).
+Why (measured): benchmarks/results/frequency_pathway.md.
 """
 
 from __future__ import annotations
@@ -27,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spectral3d._checks import check_channels, check_divisible, check_ndim
+from spectral3d.checks import check_channels, check_divisible, check_int, check_ndim
 from spectral3d.layers.samb import band_index
 
 __all__ = ["SpectralStem3d"]
@@ -42,15 +35,11 @@ class SpectralStem3d(nn.Module):
         in_chs: input channels C.
         out_chs: output channels.
         stride: pooling of the band energies (SAMNet's stem stride, 4).
-        num_bands: radial bands B = band-passed copies K per channel (16: bands 0.054 cycles/voxel
-            wide, a few FFT bins each at 32³).
+        num_bands: radial bands B = band-passed copies K per channel.
         eps: added to the relative band energy before the logarithm.
-
-    Shapes: ``(N, C, D, H, W) -> (N, out_chs, D/stride, H/stride, W/stride)``.
 
     Example::
 
-        >>> import torch
         >>> from spectral3d.layers import SpectralStem3d
         >>> stem = SpectralStem3d(2, 16)
         >>> stem(torch.randn(3, 2, 32, 32, 16)).shape
@@ -60,8 +49,7 @@ class SpectralStem3d(nn.Module):
     def __init__(self, in_chs: int, out_chs: int, stride: int = 4, num_bands: int = 16, eps: float = 1e-3) -> None:
         super().__init__()
         for name, value in (("in_chs", in_chs), ("out_chs", out_chs), ("stride", stride), ("num_bands", num_bands)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+            check_int(value, name)
         if not eps > 0:
             raise ValueError(f"eps: expected a positive number, got {eps!r}")
         self.in_chs, self.out_chs, self.stride, self.num_bands, self.eps = in_chs, out_chs, stride, num_bands, eps

@@ -1,17 +1,11 @@
-"""The tabular (clinical feature) encoder of DeSamba (paper Fig. 1; DESIGN.md §6).
-
-Maps clinical features ``x: (N, F)`` to ``t: (N, dim)``. The paper gives no structure; ours *(ours)*:
+"""DeSamba's tabular (clinical feature) encoder (paper Fig. 1; DESIGN.md §6), ``(N, F) → (N, dim)``, *(ours)*::
 
     m = isnan(x)                       missing-value mask, (N, F)
     z = concat[where(m, 0, x), m]      (N, 2F): the value (0 where missing) and whether it is missing
     t = fc2(GELU(norm(fc1(z))))        Linear 2F → hidden, LayerNorm, GELU, Linear hidden → dim
 
-Feeding the mask makes missingness itself informative (a lab value that was not taken says
-something) and keeps a missing value distinct from a measured 0. ``tabular=None`` at the network
-level means "every value missing": :meth:`TabularEncoder.missing` builds that input, and
-``forward(None, batch_size=N)`` uses it. Inputs are expected on comparable scales (z-scored
-continuous columns, 0/1 indicators); the data pipeline standardises them, this layer does not.
-The values are cast to the encoder's parameter dtype (tables often arrive as float64).
+The mask keeps a missing value apart from a measured 0; ``forward(None, batch_size=N)`` means every value
+missing. Inputs should be standardised (the data pipeline does it) and are cast to the parameters' dtype.
 """
 
 from __future__ import annotations
@@ -20,7 +14,7 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from spectral3d._checks import check_floating, check_rate
+from spectral3d.checks import check_floating, check_int, check_rate
 
 __all__ = ["TabularEncoder"]
 
@@ -36,7 +30,6 @@ class TabularEncoder(nn.Module):
 
     Example::
 
-        >>> import torch
         >>> enc = TabularEncoder(num_features=8, dim=32)
         >>> x = torch.randn(4, 8)
         >>> x[0, 3] = float("nan")   # a missing value
@@ -47,8 +40,8 @@ class TabularEncoder(nn.Module):
     def __init__(self, num_features: int, dim: int, hidden_dim: int | None = None, drop_rate: float = 0.0) -> None:
         super().__init__()
         for name, value in (("num_features", num_features), ("dim", dim), ("hidden_dim", hidden_dim)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+            if value is not None:
+                check_int(value, name)
         self.num_features = num_features
         self.dim = dim
         self.hidden_dim = hidden_dim or max(dim, 4 * num_features)

@@ -1,10 +1,7 @@
-"""Ops of spectral3d, each a custom op with a plain PyTorch reference beside it.
-
-``spectral_modulation`` (Eq. 2) / ``spectral_features`` are ``torch.library`` custom ops (Triton on
-CUDA); ``spectral_modulation_reference`` / ``spectral_features_reference`` are the PyTorch oracles.
-``depthwise_conv3d`` is the depthwise 3-D convolution of the ConvNeXt-style blocks (Triton on CUDA,
-``F.conv3d`` elsewhere). ``use_kernels`` (or ``SPECTRAL3D_KERNEL``) picks the implementation of each
-op; ``spectral3d.ops.testing`` holds the kernels' test hooks.
+"""Ops of spectral3d, each a custom op with a plain PyTorch reference beside it: ``spectral_modulation``
+(Eq. 2) and ``spectral_features`` (Triton on CUDA; ``*_reference`` the PyTorch oracles), ``depthwise_conv3d``
+and ``selective_scan``. ``use_kernels`` / ``SPECTRAL3D_KERNEL`` pick each op's implementation;
+``spectral3d.ops.testing`` holds the test hooks.
 """
 
 from spectral3d.ops._switch import KERNEL_MODES, OPS, kernel_mode, use_kernels

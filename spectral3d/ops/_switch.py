@@ -1,18 +1,11 @@
 """Which implementation each op of ``spectral3d.ops`` runs: ``use_kernels`` and ``SPECTRAL3D_KERNEL``.
 
-Modes, per op:
-
-- ``auto``: the fast kernel where it applies (Triton on CUDA; ``mamba_ssm`` for ``selective_scan``),
-  the op's PyTorch implementation otherwise;
-- ``triton``: the fast kernel, or a ``RuntimeError`` where it cannot run (on CPU the Triton kernels
-  run only with ``TRITON_INTERPRET=1`` set at process start);
-- ``reference``: the custom op with its PyTorch implementation (for ``selective_scan``: the chunked
-  PyTorch scan);
-- ``autograd``: no custom op at all, plain PyTorch autograd through the reference expression (for
-  ``selective_scan``: the sequential token loop).
-
-The mode is read at call time: an enclosing :func:`use_kernels` wins, then ``SPECTRAL3D_KERNEL``
-(``"reference"`` for every op, or entries such as ``"auto,depthwise_conv3d=reference"``), then ``auto``.
+Modes, per op: ``auto`` (the fast kernel where it applies: Triton on CUDA, ``mamba_ssm`` for
+``selective_scan``; PyTorch otherwise), ``triton`` (the fast kernel or a ``RuntimeError``; on CPU only with
+``TRITON_INTERPRET=1``), ``reference`` (the custom op with its PyTorch implementation; the chunked scan),
+``autograd`` (plain PyTorch autograd, no custom op; the token loop). Read at call time: an enclosing
+:func:`use_kernels`, then ``SPECTRAL3D_KERNEL`` (``"reference"``, or ``"auto,depthwise_conv3d=reference"``),
+then ``auto``.
 """
 
 from __future__ import annotations
@@ -112,13 +105,11 @@ def kernel_path(op: str, t: torch.Tensor, covered: bool) -> str:
 def use_kernels(mode: str, ops: Iterable[str] | None = None) -> Iterator[None]:
     """Run ``ops`` (default: every op of :data:`OPS`) in ``mode`` inside the ``with`` block.
 
-    Not thread-local: it sets process-wide state, as timm's layer-config context managers do.
-    ``torch.compile`` reads the mode while tracing; recompile (``torch._dynamo.reset()``) to switch a
-    compiled model.
+    Process-wide (not thread-local), as timm's layer-config context managers; ``torch.compile`` reads the mode
+    while tracing (``torch._dynamo.reset()`` to switch a compiled model).
 
     Example::
 
-        >>> import torch
         >>> from spectral3d.ops import spectral_features, use_kernels, kernel_mode
         >>> with use_kernels("autograd", ops={"spectral_features"}):
         ...     kernel_mode("spectral_features"), kernel_mode("depthwise_conv3d")

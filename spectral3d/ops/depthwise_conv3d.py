@@ -1,34 +1,18 @@
 """Depthwise 3-D convolution, stride 1, zero "same" padding, as a ``torch.library`` custom op.
 
-For ``x: (N, C, D, H, W)``, ``weight: (C, 1, kd, kh, kw)`` (``nn.Conv3d(C, C, k, groups=C)``'s layout)
-with odd ``kd, kh, kw`` and ``p = k // 2`` per axis::
+``x: (N, C, D, H, W)``, ``weight: (C, 1, kd, kh, kw)`` with odd sizes, ``p = k // 2`` per axis::
 
     y[n, c, d, h, w] = bias[c] + sum_{i, j, k} weight[c, 0, i, j, k] * x[n, c, d + i - pd, h + j - ph, w + k - pw]
-
-(zero outside the volume), i.e. ``F.conv3d(x, weight, bias, padding=(pd, ph, pw), groups=C)``. Gradients::
-
     dx = depthwise_conv3d(dy, weight.flip(2, 3, 4))
     dweight[c, 0, i, j, k] = sum_{n, d, h, w} dy[n, c, d, h, w] * x[n, c, d + i - pd, h + j - ph, w + k - pw]
     dbias[c] = sum_{n, d, h, w} dy[n, c, d, h, w]
 
-Implementation, from :func:`spectral3d.ops.use_kernels` / ``SPECTRAL3D_KERNEL`` at call time:
-
-- ``auto``: the Triton kernels (:mod:`spectral3d.ops._triton.depthwise`) on CUDA for fp32/bf16/fp16 with
-  kernels up to 7 per axis, ``F.conv3d`` and its ``aten.convolution_backward`` otherwise (CPU, float64,
-  larger kernels, mixed dtypes);
-- ``triton``: the same, and on CPU the kernels through ``TRITON_INTERPRET=1`` (else a ``RuntimeError``);
-  what the kernels do not cover still runs ``F.conv3d``;
-- ``reference``: the custom op with ``F.conv3d`` / ``aten.convolution_backward``;
-- ``autograd``: ``F.conv3d`` itself, no custom op.
-
-The output keeps ``x``'s memory format (channels-last in, channels-last out; a channels-last view with a
-unit channel stride, such as a channel slice, gives a dense channels-last output). Under autocast the op
-casts like ``F.conv3d`` (floating inputs other than float64 to the autocast dtype). The backward is a
-custom op too, differentiable in turn (double backward through the same two ops).
-
-FLOPs (DESIGN.md §10): the forward counts as ``F.conv3d`` does (``2 N C D H W kd kh kw``); the backward
-counts the same again for the input gradient and for the weight gradient *(ours: torch's
-``conv_backward_flop`` ignores groups for the weight gradient and counts C times that)*.
+i.e. ``F.conv3d(x, weight, bias, padding=(pd, ph, pw), groups=C)``. Modes (:func:`spectral3d.ops.use_kernels`):
+``auto``: Triton on CUDA for fp32/bf16/fp16 and kernels up to 7 per axis, ``F.conv3d`` otherwise;
+``triton``: also on CPU under ``TRITON_INTERPRET=1``; ``reference``: the custom op with ``F.conv3d``;
+``autograd``: ``F.conv3d`` itself. The output keeps ``x``'s memory format; autocast casts as ``F.conv3d``;
+the backward is a custom op too (double backward). FLOPs: ``2 N C D H W kd kh kw`` forward, the same
+for each gradient *(ours: torch's ``conv_backward_flop`` counts the grouped weight gradient C times)*.
 """
 
 import math
@@ -100,7 +84,6 @@ def depthwise_conv3d_reference(x: torch.Tensor, weight: torch.Tensor, bias: torc
 
     Example::
 
-        >>> import torch
         >>> from spectral3d.ops import depthwise_conv3d_reference
         >>> depthwise_conv3d_reference(torch.randn(2, 4, 5, 6, 7), torch.randn(4, 1, 3, 3, 3)).shape
         torch.Size([2, 4, 5, 6, 7])
@@ -151,7 +134,7 @@ def _path(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> s
     return kernel_path("depthwise_conv3d", x, _kernel_covers(x, weight, bias))
 
 
-def _kernels():  # noqa: ANN202
+def _kernels():
     from spectral3d.ops._triton import depthwise
 
     return depthwise
@@ -188,12 +171,12 @@ def _conv_backward_op(
 
 
 @_conv_op.register_fake
-def _(x, weight, bias):  # noqa: ANN001, ANN202
+def _(x, weight, bias):
     return torch.empty_like(x, memory_format=_memory_format(x))
 
 
 @_conv_backward_op.register_fake
-def _(grad, x, weight, input_grad, weight_grad, bias_grad):  # noqa: ANN001, ANN202
+def _(grad, x, weight, input_grad, weight_grad, bias_grad):
     return (
         torch.empty_like(x, memory_format=_memory_format(x)) if input_grad else x.new_empty(0),
         torch.empty_like(weight, memory_format=torch.contiguous_format) if weight_grad else x.new_empty(0),
@@ -201,13 +184,13 @@ def _(grad, x, weight, input_grad, weight_grad, bias_grad):  # noqa: ANN001, ANN
     )
 
 
-def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+def _setup_context(ctx, inputs, output) -> None:
     x, weight, bias = inputs
     ctx.save_for_backward(x, weight)
     ctx.bias_dtype = None if bias is None else bias.dtype
 
 
-def _backward(ctx, grad):  # noqa: ANN001, ANN202
+def _backward(ctx, grad):
     x, weight = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     need_b = need_b and ctx.bias_dtype is not None
@@ -217,13 +200,13 @@ def _backward(ctx, grad):  # noqa: ANN001, ANN202
     return dx if need_x else None, dw if need_w else None, db if need_b else None
 
 
-def _setup_backward_context(ctx, inputs, output) -> None:  # noqa: ANN001
+def _setup_backward_context(ctx, inputs, output) -> None:
     grad, x, weight, input_grad, weight_grad, bias_grad = inputs
     ctx.save_for_backward(grad, x, weight)
     ctx.outputs = (input_grad, weight_grad, bias_grad)
 
 
-def _double_backward(ctx, gg_x, gg_w, gg_b):  # noqa: ANN001, ANN202
+def _double_backward(ctx, gg_x, gg_w, gg_b):
     """The backward's own gradients (double backward), with the same two ops:
     ``<gg_x, dx> = <conv(gg_x, w), dy>``, ``<gg_w, dw> = <conv(x, gg_w), dy>``, ``<gg_b, db> = <gg_b, sum dy>``."""
     grad, x, weight = ctx.saved_tensors
@@ -251,17 +234,17 @@ _conv_backward_op.register_autograd(_double_backward, setup_context=_setup_backw
 
 
 @register_flop_formula(torch.ops.spectral3d.depthwise_conv3d)
-def _conv_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+def _conv_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
     return conv_flop_count(list(x_shape), list(w_shape), list(x_shape))
 
 
 @register_flop_formula(torch.ops.spectral3d.depthwise_conv3d_backward)
-def _conv_backward_flops(grad_shape, x_shape, w_shape, input_grad, weight_grad, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+def _conv_backward_flops(grad_shape, x_shape, w_shape, input_grad, weight_grad, *args, out_shape=None, **kwargs) -> int:
     once = conv_flop_count(list(x_shape), list(w_shape), list(x_shape))
     return once * (int(bool(input_grad)) + int(bool(weight_grad)))
 
 
-def _autocast_kernel(device_type: str):  # noqa: ANN202
+def _autocast_kernel(device_type: str):
     """Autocast rule of ``F.conv3d``: floating inputs, float64 excepted, to the autocast dtype."""
     key = getattr(torch._C.DispatchKey, "Autocast" + ("CUDA" if device_type == "cuda" else "CPU"))
 
@@ -270,7 +253,7 @@ def _autocast_kernel(device_type: str):  # noqa: ANN202
             return t
         return t.to(dtype)
 
-    def kernel(_keyset, x, weight, bias):  # noqa: ANN001, ANN202
+    def kernel(_keyset, x, weight, bias):
         dtype = torch.get_autocast_dtype(device_type)
         with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(key)):
             return torch.ops.spectral3d.depthwise_conv3d.default(cast(x, dtype), cast(weight, dtype), cast(bias, dtype))
@@ -289,14 +272,11 @@ for _device in ("cpu", "cuda"):
 def depthwise_conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Depthwise 3-D convolution, stride 1, zero "same" padding (module docstring).
 
-    The custom op ``torch.ops.spectral3d.depthwise_conv3d`` after argument validation: Triton forward and
-    backward on CUDA, ``F.conv3d`` elsewhere (:func:`spectral3d.ops.use_kernels`).
+    The custom op ``torch.ops.spectral3d.depthwise_conv3d`` after argument validation.
 
     Args:
-        x: ``(N, C, D, H, W)``, any floating dtype and memory format (a view with a unit channel stride,
-            such as a channel slice of a channels-last tensor, is read without a copy).
-        weight: ``(C, 1, kd, kh, kw)``, odd sizes (up to 7 per axis for the Triton kernels; larger ones run
-            ``F.conv3d``), ``x``'s dtype.
+        x: ``(N, C, D, H, W)``, any floating dtype and memory format.
+        weight: ``(C, 1, kd, kh, kw)``, odd sizes (the Triton kernels up to 7 per axis), ``x``'s dtype.
         bias: ``(C,)`` or ``None``.
 
     Returns:
@@ -304,11 +284,10 @@ def depthwise_conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
     Raises:
         TypeError: a non-tensor argument or a non-floating ``x``.
-        ValueError: shapes other than the above, an even kernel size, tensors on different devices.
+        ValueError: other shapes, an even kernel size, mixed devices.
 
     Example::
 
-        >>> import torch
         >>> from spectral3d.ops import depthwise_conv3d
         >>> x = torch.randn(2, 8, 5, 6, 7).to(memory_format=torch.channels_last_3d)
         >>> y = depthwise_conv3d(x, torch.randn(8, 1, 1, 7, 7), torch.zeros(8))

@@ -1,41 +1,22 @@
 """Selective scan (Mamba's S6 recurrence) in pure PyTorch, chunked, with a sequential oracle.
 
-The operation of Gu & Dao, "Mamba" (2023), Algorithm 2, with the signature and semantics of
-``mamba_ssm.ops.selective_scan_interface.selective_scan_fn``. For batch ``b``, channel ``d``,
-state ``n`` and token ``t``::
+Gu & Dao, "Mamba" (2023), Algorithm 2, with ``mamba_ssm``'s ``selective_scan_fn`` signature. Batch ``b``,
+channel ``d``, state ``n``, token ``t``::
 
     Δ[b,d,t]   = softplus(delta[b,d,t] + delta_bias[d])   (bias / softplus optional)
     h[b,d,n,t] = exp(Δ[b,d,t]·A[d,n]) · h[b,d,n,t-1] + Δ[b,d,t] · B[b,n,t] · u[b,d,t],   h[...,-1] = 0
     y[b,d,t]   = Σ_n C[b,n,t] · h[b,d,n,t] + D[d] · u[b,d,t]
     out        = y · silu(z)                               (gate optional)
 
-Shapes: ``u``, ``delta``, ``z``: ``(B, D, L)``; ``A``: ``(D, N)`` real; ``B``, ``C``: ``(B, N, L)``
-(input-dependent) or ``(B, G, N, L)`` with ``G`` groups of ``D / G`` channels; ``D``,
-``delta_bias``: ``(D,)``. Output ``(B, D, L)`` in ``u``'s dtype; the arithmetic runs in
-``promote_types(u.dtype, float32)`` (float64 stays float64).
+Shapes: ``u``, ``delta``, ``z``: ``(B, D, L)``; ``A``: ``(D, N)``; ``B``, ``C``: ``(B, N, L)`` or ``(B, G, N, L)``
+(``G`` groups of ``D / G`` channels); ``D``, ``delta_bias``: ``(D,)``. Output ``(B, D, L)`` in ``u``'s dtype,
+computed in ``promote_types(u.dtype, float32)``.
 
-:func:`selective_scan` dispatches to ``mamba_ssm``'s fused CUDA kernel when that package imports
-and the tensors are CUDA float32/float16/bfloat16; otherwise it runs :func:`selective_scan_chunked`.
-:func:`selective_scan_reference` is a plain loop over tokens, the oracle of the tests.
-
-The chunked algorithm *(ours)*: the sequence is cut into chunks of ``chunk_size`` tokens and the
-state ``h`` (``(B, D, N)``) is carried from one chunk to the next, so there are ``ceil(L /
-chunk_size)`` Python iterations, not ``L``. Inside a chunk the recurrence ``h_t = exp(Δ_t A) h_{t-1}
-+ x_t`` (``x_t = Δ_t B_t u_t``) is an associative scan, evaluated in ``ceil(log2(chunk_size))``
-Hillis–Steele doubling steps on the whole chunk at once. Before step ``k`` each ``h_t`` holds the
-contribution of the ``s = 2^k`` tokens ``(t-s, t]`` and ``W_t`` the sum of their step sizes Δ; the
-step combines it with the block before, ``h_t ← h_t + exp(A · W_t) · h_{t-s}`` and ``W_t ← W_t +
-W_{t-s}``. ``W`` is ``(B, D, T)``, ``N`` times smaller than the states, and is summed pairwise, so
-the log-decays are as accurate as the sequential loop's (differences of a running cumulative sum
-would cancel). With Mamba's parametrisation (``A = -exp(A_log) < 0``, ``Δ = softplus(·) ≥ 0``)
-every exponent ``A · W`` is ``≤ 0``: the scan never evaluates ``exp`` of a positive number and
-divides by no decay (the closed form ``exp(S_t) · cumsum(exp(-S_s) x_s)`` would, and overflows
-float32 once a chunk decays by more than ``e^88``). After the last step ``W_t`` is the chunk's
-cumulative step size, the carried state enters as ``h_t += exp(A · W_t) h_0``, and the states
-are contracted with ``C`` (an elementwise product and a sum over ``N``). Work is
-``O(B·D·N·L·log2(chunk_size))``, memory ``O(B·D·N·chunk_size)`` per chunk; when gradients are
-needed each chunk runs under ``torch.utils.checkpoint`` (its states are recomputed in the backward
-pass), so activation memory stays ``O(B·D·L + B·D·N·L/chunk_size)`` however long the sequence is.
+:func:`selective_scan` runs ``mamba_ssm``'s CUDA kernel where it applies, else :func:`selective_scan_chunked`
+*(ours)*: chunks of ``chunk_size`` tokens carry ``h`` ``(B, D, N)``; inside a chunk ``h_t = exp(Δ_t A) h_{t-1} + x_t``
+is a Hillis–Steele scan, ``h_t ← h_t + exp(A · W_t) · h_{t-s}``, ``W_t ← W_t + W_{t-s}`` (``W`` the summed step
+sizes), whose exponents are all ≤ 0; each chunk is checkpointed when gradients are needed. Why this form:
+benchmarks/results/library_notes.md. :func:`selective_scan_reference` is the token loop, the tests' oracle.
 """
 
 from __future__ import annotations
@@ -48,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from spectral3d.checks import check_int
 from spectral3d.ops._switch import kernel_mode
 
 __all__ = [
@@ -227,13 +209,10 @@ def selective_scan_chunked(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The selective scan in pure PyTorch: parallel scans inside chunks, the state carried between them.
 
-    Runs on any device and float dtype; ``ceil(L / chunk_size)`` Python iterations. See the module
-    docstring for the algorithm and its numerical stability. Arguments and result are those of
-    :func:`selective_scan`, plus:
+    Any device and float dtype (module docstring). Arguments and result as :func:`selective_scan`, plus:
 
     Args:
-        chunk_size: tokens per chunk (``>= 1``). The work grows with ``log2(chunk_size)``, the
-            Python overhead with ``L / chunk_size``; 16 is a good default on CPU
+        chunk_size: tokens per chunk (``>= 1``): work grows with its log2, Python overhead with ``L / chunk_size``
             (``benchmarks/vim_scan_scaling.py`` sweeps it).
 
     Example::
@@ -245,8 +224,7 @@ def selective_scan_chunked(
         True
     """
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size: expected a positive int, got {chunk_size!r}")
+    check_int(chunk_size, "chunk_size")
     dtype = torch.promote_types(u.dtype, torch.float32)
     batch, dim, length = u.shape
     Bg, Cg = (_as_groups(t).to(dtype).transpose(-1, -2) for t in (B, C))  # (b, G, L, N)
@@ -311,15 +289,11 @@ def selective_scan(
         delta_softplus: apply ``softplus`` to ``delta (+ delta_bias)``.
         return_last_state: also return the final state ``h`` ``(B, D, N)``.
         chunk_size: tokens per chunk of the PyTorch path (:func:`selective_scan_chunked`).
-        backend: ``"auto"`` (``mamba_ssm``'s CUDA kernel for CUDA float32/16/bf16 tensors when it
-            imports, else the PyTorch path; :func:`spectral3d.ops.use_kernels` modes ``triton``,
-            ``reference`` and ``autograd`` select the kernel, the chunked path and
-            :func:`selective_scan_reference`), ``"torch"`` (always the PyTorch path) or
-            ``"mamba_ssm"`` (the kernel, or ``RuntimeError`` when it cannot run).
+        backend: ``"auto"`` (``mamba_ssm``'s kernel for CUDA float32/16/bf16 when it imports, else PyTorch;
+            ``use_kernels`` applies), ``"torch"`` or ``"mamba_ssm"`` (``RuntimeError`` if it cannot run).
 
     Returns:
-        ``out`` ``(B, D, L)`` in ``u``'s dtype, and with ``return_last_state`` the tuple
-        ``(out, last_state)``.
+        ``out`` ``(B, D, L)`` in ``u``'s dtype; ``(out, last_state)`` with ``return_last_state``.
 
     Example::
 

@@ -1,53 +1,30 @@
-"""Spectral modulation (paper Eq. 2) and spectral features as ``torch.library`` custom ops.
+"""Spectral modulation (paper Eq. 2) and spectral features as ``torch.library`` custom ops (DESIGN.md §3).
 
-Eq. 2 with per-channel ``alpha``, ``beta`` *(ours: the paper says "scaling coefficients")*, on the
-half spectrum ``X = R + iI`` of a real ``(N, C, D, H, W)`` volume (DESIGN.md §3):
+Per-channel ``alpha``, ``beta`` *(ours)* on the half spectrum ``X = R + iI`` of a real volume::
 
     g  = 1 + alpha * (f_m - 1)
     R' = R * g + beta * f_e * phi,        phi = |X| = sqrt(R^2 + I^2)
     I' = I * g
 
-Shapes: ``X`` complex ``(N, C, D, H, Wf)``, ``f_e`` real of the same shape, ``alpha``, ``beta``
-``(C,)``, and ``f_m`` in one of three forms:
-
-- per-channel ``(N, C, 1, 1, 1)``;
-- full ``(N, C, D, H, Wf)``;
-- banded ``(N, C, B)`` with ``band_index`` ``(D, H, Wf)`` (integers in ``[0, B)``): the gain of
-  bin ``(d, h, w)`` is ``f_m[n, c, band_index[d, h, w]]``, gathered, never materialised.
-
-Backward (``gR + i gI`` is the incoming gradient, PyTorch's convention for complex tensors;
-``s = gR * R + gI * I``; ``dphi/dR = R / phi``, ``dphi/dI = I / phi``, 0 where ``phi = 0``, the
-``torch.sgn`` convention):
+Shapes: ``X`` complex ``(N, C, D, H, Wf)``, ``f_e`` real of the same shape, ``alpha``, ``beta`` ``(C,)``, ``f_m``
+per-channel ``(N, C, 1, 1, 1)``, full ``(N, C, D, H, Wf)`` or banded ``(N, C, B)`` with ``band_index``
+``(D, H, Wf)`` in ``[0, B)`` (gathered per bin, never materialised). Backward (``gR + i gI`` incoming,
+``s = gR * R + gI * I``, ``dphi/dR = R / phi``, 0 where ``phi = 0``)::
 
     dR     = gR * g + gR * beta * f_e * R / phi       dI = gI * g + gR * beta * f_e * I / phi
     df_e   = gR * beta * phi                          df_m = alpha * s  (summed to f_m's form)
     dalpha = sum_{n, bins} (f_m - 1) * s              dbeta = sum_{n, bins} gR * f_e * phi
 
-``spectral_features(X) = concat[R, I, phi]`` along channels, ``(N, 3C, D, H, Wf)``, is the input
-of SAMB's frequency enhancement; its backward is ``dX = (gR + g_phi R/phi) + i (gI + g_phi I/phi)``.
+``spectral_features(X) = concat[R, I, phi]`` ``(N, 3C, D, H, Wf)``; backward
+``dX = (gR + g_phi R/phi) + i (gI + g_phi I/phi)``.
 
-Implementation, per op, from :func:`spectral3d.ops.use_kernels` / ``SPECTRAL3D_KERNEL`` at call time:
-``auto`` (Triton on CUDA for complex64 ``X``, this module's PyTorch formulas otherwise), ``triton``
-(the kernels; on CPU only under ``TRITON_INTERPRET=1``; complex128 always takes the PyTorch formulas),
-``reference`` (the custom op with the PyTorch formulas), ``autograd`` (the ``*_reference`` functions,
-no custom op). The custom ops are what ``torch.compile``, ``torch.export``, ``torch.jit.trace``,
-``torch.func`` and every ``TorchDispatchMode`` see. Eager calls on plain tensors that take the
-kernels skip the custom-op dispatcher *(ours)*: a ``torch.autograd.Function`` calls the same launchers
-(one launch per direction, nothing else on the device), and argument checks are cached per signature
-(shapes, dtypes, devices).
-
-Precision *(ours)*: everything is computed in ``X``'s real dtype (float32 for complex64, float64 for
-complex128); ``f_m``, ``f_e``, ``alpha``, ``beta`` may arrive in bf16/fp16 (autocast) and are
-upcast; each gradient comes back in its input's dtype and shape. Per-band and per-channel gradients
-are sums in a fixed order (bitwise reproducible; the kernels' finish is described in ``_triton.kernels``).
-
-``spectral_modulation_reference`` and ``spectral_features_reference`` are plain differentiable
-PyTorch (autograd, no custom op), the oracles of every test.
-
-FLOPs (DESIGN.md §10) are registered with ``torch.utils.flop_counter`` per spectrum element:
-:data:`MODULATION_FLOPS_PER_ELEMENT` forward, :data:`MODULATION_BACKWARD_FLOPS_PER_ELEMENT`
-backward, :data:`FEATURES_FLOPS_PER_ELEMENT` / :data:`FEATURES_BACKWARD_FLOPS_PER_ELEMENT` for the
-features (our count of the arithmetic in the formulas above; the reductions' adds included).
+Modes (:func:`spectral3d.ops.use_kernels`): ``auto`` (Triton on CUDA for complex64, PyTorch otherwise),
+``triton`` (on CPU only under ``TRITON_INTERPRET=1``; complex128 runs PyTorch), ``reference`` (the custom op
+with PyTorch), ``autograd`` (the ``*_reference`` functions). Eager kernel calls on plain tensors skip the
+dispatcher through a ``torch.autograd.Function`` *(ours)*, argument checks cached per signature.
+Precision *(ours)*: computed in ``X``'s real dtype, low-precision inputs upcast, each gradient in its
+input's dtype and shape, reductions in a fixed order (bitwise reproducible). FLOPs (DESIGN.md §10) per
+spectrum element: the ``*_FLOPS_PER_ELEMENT`` constants.
 """
 
 import math
@@ -57,7 +34,7 @@ from typing import Optional
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
-from spectral3d._checks import check_finite, finite_checks_enabled
+from spectral3d.checks import check_finite, finite_checks_enabled
 from spectral3d.ops._switch import kernel_mode
 
 __all__ = [
@@ -188,18 +165,15 @@ def _modulation_form(
 
 
 def _check_band_range(band_index: torch.Tensor, num_bands: int) -> None:
-    """Values in ``[0, num_bands)``; checked on CPU, elsewhere only with SPECTRAL3D_CHECK_FINITE=1.
-
-    The kernels clamp indices (no out-of-bounds read), so the ops check only where the PyTorch formulas
-    run (whose gather would wrap negative indices), or with the flag.
-    """
+    """Values in ``[0, num_bands)``; checked on CPU (the PyTorch gather would wrap negative indices), elsewhere
+    only with SPECTRAL3D_CHECK_FINITE on (the kernels clamp indices)."""
     if torch.compiler.is_compiling() or band_index.numel() == 0:
         return
     from torch._subclasses.fake_tensor import is_fake
 
     if is_fake(band_index) or band_index.device.type == "meta":
         return
-    if band_index.device.type != "cpu" and os.environ.get("SPECTRAL3D_CHECK_FINITE", "0") in ("", "0"):
+    if band_index.device.type != "cpu" and not finite_checks_enabled():
         return
     lo, hi = int(band_index.min()), int(band_index.max())
     if lo < 0 or hi >= num_bands:
@@ -232,8 +206,14 @@ def spectral_modulation_reference(
     alpha: torch.Tensor,
     beta: torch.Tensor,
     band_index: torch.Tensor | None = None,
+    *,
+    validate: bool = True,
 ) -> torch.Tensor:
-    """Eq. 2 in plain differentiable PyTorch (the oracle of the custom op).
+    """Eq. 2 in plain differentiable PyTorch (the oracle of the custom op), ``X = R + iI``::
+
+        g  = 1 + alpha * (f_m - 1)
+        R' = R * g + beta * f_e * |X|
+        I' = I * g
 
     Args:
         X: complex spectrum ``(N, C, D, H, Wf)`` (complex64 or complex128).
@@ -242,22 +222,24 @@ def spectral_modulation_reference(
         alpha: ``(C,)`` weight of ``f_m - 1``.
         beta: ``(C,)`` weight of ``f_e * |X|``.
         band_index: ``(D, H, Wf)`` integer band of each bin; required with a banded ``f_m``.
+        validate: check shapes, dtypes and band indices first (the op's own paths pass ``False``).
 
     Returns:
-        The modulated spectrum, ``X``'s shape and dtype.
+        The modulated spectrum, ``X``'s shape and dtype (computed in ``X``'s real dtype).
 
     Example::
 
-        >>> import torch
         >>> from spectral3d.ops import spectral_modulation_reference
         >>> X = torch.randn(2, 4, 5, 6, 4, dtype=torch.complex64)
         >>> f_m, f_e = torch.rand(2, 4, 1, 1, 1), torch.randn(2, 4, 5, 6, 4)
         >>> spectral_modulation_reference(X, f_m, f_e, torch.ones(4), torch.zeros(4)).shape
         torch.Size([2, 4, 5, 6, 4])
     """
-    if _check_modulation_args(X, f_m, f_e, alpha, beta, band_index) == "band":
+    if validate and _check_modulation_args(X, f_m, f_e, alpha, beta, band_index) == "band":
         _check_band_range(band_index, f_m.shape[2])
-    return _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index)
+    rdt = X.real.dtype
+    g = 1 + _per_channel(alpha, rdt) * (_expand_fm(f_m, band_index, rdt) - 1)
+    return torch.complex(X.real * g + _per_channel(beta, rdt) * f_e.to(rdt) * X.abs(), X.imag * g)
 
 
 def spectral_features_reference(X: torch.Tensor) -> torch.Tensor:
@@ -271,7 +253,6 @@ def spectral_features_reference(X: torch.Tensor) -> torch.Tensor:
 
     Example::
 
-        >>> import torch
         >>> from spectral3d.ops import spectral_features_reference
         >>> spectral_features_reference(torch.randn(1, 2, 3, 3, 2, dtype=torch.complex64)).shape
         torch.Size([1, 6, 3, 3, 2])
@@ -280,7 +261,7 @@ def spectral_features_reference(X: torch.Tensor) -> torch.Tensor:
     return _features_forward_torch(X)
 
 
-def _features_forward_torch(X):  # noqa: ANN001, ANN202
+def _features_forward_torch(X):
     return torch.cat([X.real, X.imag, X.abs()], dim=1)
 
 
@@ -297,15 +278,7 @@ def _band_sum(s: torch.Tensor, band_index: torch.Tensor, num_bands: int) -> torc
     return s.flatten(2) @ one_hot
 
 
-def _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN202
-    rdt = X.real.dtype
-    Xr, Xi = X.real, X.imag
-    phi = X.abs()
-    g = 1 + _per_channel(alpha, rdt) * (_expand_fm(f_m, band_index, rdt) - 1)
-    return torch.complex(Xr * g + _per_channel(beta, rdt) * f_e.to(rdt) * phi, Xi * g)
-
-
-def _modulation_backward_torch(grad, X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN202
+def _modulation_backward_torch(grad, X, f_m, f_e, alpha, beta, band_index):
     rdt = X.real.dtype
     gR, gI = grad.real, grad.imag
     Xr, Xi = X.real, X.imag
@@ -340,7 +313,7 @@ def _modulation_backward_torch(grad, X, f_m, f_e, alpha, beta, band_index):  # n
     )
 
 
-def _features_backward_torch(grad, X):  # noqa: ANN001, ANN202
+def _features_backward_torch(grad, X):
     C = X.shape[1]
     rdt = X.real.dtype
     grad = grad.to(rdt)
@@ -379,7 +352,7 @@ def _path(X: torch.Tensor, op: str, mode: str | None = None) -> str:
     )
 
 
-def _launchers():  # noqa: ANN202
+def _launchers():
     from spectral3d.ops._triton import launchers
 
     return launchers
@@ -403,14 +376,14 @@ class _ModulationFunction(torch.autograd.Function):
     """The eager fast path of ``spectral_modulation``: its launchers, without the custom-op dispatcher."""
 
     @staticmethod
-    def forward(ctx, X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN205
+    def forward(ctx, X, f_m, f_e, alpha, beta, band_index):
         ctx.save_for_backward(X, f_m, f_e, alpha, beta)
         ctx.band_index = band_index
         return _launchers().modulation_forward(X, f_m, f_e, alpha, beta, band_index, wrap=False)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):  # noqa: ANN001, ANN205
+    def backward(ctx, grad):
         X, f_m, f_e, alpha, beta = ctx.saved_tensors
         return (*_launchers().modulation_backward(grad, X, f_m, f_e, alpha, beta, ctx.band_index, wrap=False), None)
 
@@ -419,13 +392,13 @@ class _FeaturesFunction(torch.autograd.Function):
     """The eager fast path of ``spectral_features``."""
 
     @staticmethod
-    def forward(ctx, X):  # noqa: ANN001, ANN205
+    def forward(ctx, X):
         ctx.save_for_backward(X)
         return _launchers().features_forward(X, wrap=False)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):  # noqa: ANN001, ANN205
+    def backward(ctx, grad):
         (X,) = ctx.saved_tensors
         return _launchers().features_backward(grad, X, wrap=False)
 
@@ -449,7 +422,7 @@ def _modulation_op(
 ) -> Tensor:
     path = _path(X, "spectral_modulation")
     if path == "torch":
-        return _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index)
+        return spectral_modulation_reference(X, f_m, f_e, alpha, beta, band_index, validate=False)
     return _launchers().modulation_forward(X, f_m, f_e, alpha, beta, band_index, wrap=path == "triton")
 
 
@@ -489,12 +462,12 @@ def _features_backward_op(grad: Tensor, X: Tensor) -> Tensor:
 
 
 @_modulation_op.register_fake
-def _(X, f_m, f_e, alpha, beta, band_index=None):  # noqa: ANN001, ANN202
+def _(X, f_m, f_e, alpha, beta, band_index=None):
     return torch.empty_like(X)
 
 
 @_modulation_backward_op.register_fake
-def _(grad, X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN202
+def _(grad, X, f_m, f_e, alpha, beta, band_index):
     return (
         torch.empty_like(X),
         torch.empty_like(f_m),
@@ -505,32 +478,32 @@ def _(grad, X, f_m, f_e, alpha, beta, band_index):  # noqa: ANN001, ANN202
 
 
 @_features_op.register_fake
-def _(X):  # noqa: ANN001, ANN202
+def _(X):
     N, C, D, H, Wf = X.shape
     return X.new_empty((N, 3 * C, D, H, Wf), dtype=X.real.dtype)
 
 
 @_features_backward_op.register_fake
-def _(grad, X):  # noqa: ANN001, ANN202
+def _(grad, X):
     return torch.empty_like(X)
 
 
-def _modulation_setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+def _modulation_setup_context(ctx, inputs, output) -> None:
     ctx.save_for_backward(*inputs[:5])
     ctx.band_index = inputs[5]
 
 
-def _modulation_backward(ctx, grad):  # noqa: ANN001, ANN202
+def _modulation_backward(ctx, grad):
     X, f_m, f_e, alpha, beta = ctx.saved_tensors
     grads = torch.ops.spectral3d.spectral_modulation_backward(grad, X, f_m, f_e, alpha, beta, ctx.band_index)
     return (*grads, None)
 
 
-def _features_setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+def _features_setup_context(ctx, inputs, output) -> None:
     ctx.save_for_backward(inputs[0])
 
 
-def _features_backward(ctx, grad):  # noqa: ANN001, ANN202
+def _features_backward(ctx, grad):
     (X,) = ctx.saved_tensors
     return torch.ops.spectral3d.spectral_features_backward(grad, X)
 
@@ -540,22 +513,22 @@ _features_op.register_autograd(_features_backward, setup_context=_features_setup
 
 
 @register_flop_formula(torch.ops.spectral3d.spectral_modulation)
-def _modulation_flops(X_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+def _modulation_flops(X_shape, *args, out_shape=None, **kwargs) -> int:
     return MODULATION_FLOPS_PER_ELEMENT * math.prod(X_shape)
 
 
 @register_flop_formula(torch.ops.spectral3d.spectral_modulation_backward)
-def _modulation_backward_flops(grad_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+def _modulation_backward_flops(grad_shape, *args, out_shape=None, **kwargs) -> int:
     return MODULATION_BACKWARD_FLOPS_PER_ELEMENT * math.prod(grad_shape)
 
 
 @register_flop_formula(torch.ops.spectral3d.spectral_features)
-def _features_flops(X_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+def _features_flops(X_shape, *args, out_shape=None, **kwargs) -> int:
     return FEATURES_FLOPS_PER_ELEMENT * math.prod(X_shape)
 
 
 @register_flop_formula(torch.ops.spectral3d.spectral_features_backward)
-def _features_backward_flops(grad_shape, X_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+def _features_backward_flops(grad_shape, X_shape, *args, out_shape=None, **kwargs) -> int:
     return FEATURES_BACKWARD_FLOPS_PER_ELEMENT * math.prod(X_shape)
 
 
@@ -574,34 +547,28 @@ def spectral_modulation(
 ) -> torch.Tensor:
     """Eq. 2, ``R' = R (1 + alpha (f_m - 1)) + beta f_e |X|``, ``I' = I (1 + alpha (f_m - 1))``.
 
-    The custom op ``torch.ops.spectral3d.spectral_modulation`` after argument validation: one node
-    in compiled graphs, with a fake implementation, an explicit backward (itself a custom op) and
-    a FLOP formula. Triton on CUDA (complex64), PyTorch formulas otherwise (:func:`spectral3d.ops.use_kernels`);
-    plain eager calls on the kernels launch them directly (module docstring).
+    The custom op ``torch.ops.spectral3d.spectral_modulation`` (one node in compiled graphs, its backward a
+    custom op too) after argument validation; implementation per :func:`spectral3d.ops.use_kernels`.
 
     Args:
         X: complex spectrum ``(N, C, D, H, Wf)`` (complex64 or complex128).
-        f_m: gain, ``(N, C, 1, 1, 1)`` (per channel), ``(N, C, D, H, Wf)`` (per bin) or
-            ``(N, C, B)`` (per radial band, with ``band_index``); real, any float dtype.
+        f_m: gain ``(N, C, 1, 1, 1)``, ``(N, C, D, H, Wf)`` or ``(N, C, B)`` (with ``band_index``), any float dtype.
         f_e: enhancement map ``(N, C, D, H, Wf)``, real, any float dtype.
         alpha: ``(C,)`` weight of ``f_m - 1``.
         beta: ``(C,)`` weight of ``f_e * |X|``.
         band_index: ``(D, H, Wf)`` integers in ``[0, B)``; only with a banded ``f_m``.
 
     Returns:
-        The modulated spectrum, ``X``'s shape and dtype. Gradients flow to ``X``, ``f_m`` (in its
-        own form: per-band sums for the banded one), ``f_e``, ``alpha`` and ``beta``.
+        The modulated spectrum, ``X``'s shape and dtype; gradients to every input, ``f_m``'s in its own form.
 
     Raises:
         TypeError: ``X`` not complex, a real input not floating point, ``band_index`` not integer.
-        ValueError: any shape other than those above, tensors on different devices, a banded ``f_m``
-            without ``band_index`` or with indices outside ``[0, B)`` (where the PyTorch formulas run, or
-            with ``SPECTRAL3D_CHECK_FINITE=1``; the kernels clamp them), NaN/Inf in ``X`` (only with
-            ``SPECTRAL3D_CHECK_FINITE=1``).
+        ValueError: other shapes, mixed devices, a banded ``f_m`` without ``band_index`` or with indices
+            outside ``[0, B)`` (the kernels clamp them: checked on CPU or with ``SPECTRAL3D_CHECK_FINITE``),
+            NaN/Inf in ``X`` (with ``SPECTRAL3D_CHECK_FINITE``).
 
     Example::
 
-        >>> import torch
         >>> from spectral3d.layers.samb import band_index
         >>> from spectral3d.ops import spectral_modulation
         >>> X = torch.fft.rfftn(torch.randn(2, 4, 6, 6, 6), dim=(-3, -2, -1), norm="ortho")
@@ -615,14 +582,14 @@ def spectral_modulation(
     mode = kernel_mode("spectral_modulation")
     if compiling:
         if mode == "autograd":
-            return _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index)
+            return spectral_modulation_reference(X, f_m, f_e, alpha, beta, band_index, validate=False)
         return torch.ops.spectral3d.spectral_modulation(X, f_m, f_e, alpha, beta, band_index)
     path = _path(X, "spectral_modulation", mode)
     if form == "band" and (path == "torch" or finite_checks_enabled()):
         _check_band_range(band_index, f_m.shape[2])
     check_finite(X, "X")
     if mode == "autograd":
-        return _modulation_forward_torch(X, f_m, f_e, alpha, beta, band_index)
+        return spectral_modulation_reference(X, f_m, f_e, alpha, beta, band_index, validate=False)
     if path != "torch" and _plain_eager(X):
         if _needs_grad(X, f_m, f_e, alpha, beta):
             return _ModulationFunction.apply(X, f_m, f_e, alpha, beta, band_index)
@@ -633,19 +600,16 @@ def spectral_modulation(
 def spectral_features(X: torch.Tensor) -> torch.Tensor:
     """``concat[Re X, Im X, |X|]`` along channels: the input of SAMB's frequency enhancement.
 
-    The custom op ``torch.ops.spectral3d.spectral_features`` (one pass over ``X`` with Triton on
-    CUDA), differentiable with ``d|X|/dX = X / |X|`` (0 at 0).
+    The custom op ``torch.ops.spectral3d.spectral_features``, differentiable with ``d|X|/dX = X / |X|`` (0 at 0).
 
     Args:
         X: complex spectrum ``(N, C, D, H, Wf)`` (complex64 or complex128).
 
     Returns:
-        ``(N, 3C, D, H, Wf)`` in ``X``'s real dtype: channels ``[0, C)`` real part, ``[C, 2C)``
-        imaginary part, ``[2C, 3C)`` magnitude.
+        ``(N, 3C, D, H, Wf)`` in ``X``'s real dtype: real part, imaginary part, magnitude.
 
     Example::
 
-        >>> import torch
         >>> from spectral3d.ops import spectral_features
         >>> spectral_features(torch.randn(2, 4, 5, 5, 3, dtype=torch.complex64)).shape
         torch.Size([2, 12, 5, 5, 3])

@@ -1,15 +1,11 @@
-"""Test hooks of the kernels (poisoned outputs, counted or skipped launches, counted aten ops) and the
-shared test inputs of Eq. 2.
+"""Test hooks of the kernels and the shared test inputs of Eq. 2.
 
-The Triton launchers allocate every output through :func:`empty` / :func:`empty_like` and report
-every launch through :func:`record_launch`; outside these context managers both cost one dict lookup.
-:func:`skip_launches` keeps the launches from running (host-path timing); :func:`count_aten_ops`
-counts the aten ops dispatched, including those inside the ``spectral3d`` custom ops.
+The launchers allocate outputs through :func:`empty` / :func:`empty_like` and report launches through
+:func:`record_launch` (one dict lookup outside the context managers). :func:`skip_launches` skips them
+(host-path timing); :func:`count_aten_ops` counts aten ops, also inside the custom ops.
 
 Example::
 
-    >>> import torch
-    >>> from spectral3d.ops.testing import count_launches, empty_like, poison_outputs, record_launch
     >>> with poison_outputs():
     ...     bool(empty_like(torch.zeros(2)).isnan().all())
     True
@@ -140,7 +136,7 @@ class _AtenOpCounter(TorchDispatchMode):
         super().__init__()
         self.counter = counter
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         self.counter[str(func.overloadpacket)] += 1
         if func.namespace == "spectral3d":  # below the Python key, with this mode active again
@@ -155,9 +151,7 @@ class _AtenOpCounter(TorchDispatchMode):
 def count_aten_ops() -> Iterator[Counter]:
     """Yield a ``Counter`` of the ops dispatched inside the block (``"aten.mul"``, ``"spectral3d.spectral_features"``).
 
-    A ``TorchDispatchMode``: the public spectral ops then run as their custom ops (what every dispatch
-    mode sees), and the ops inside those custom ops are counted too. Ops in :data:`NO_KERNEL_OPS`
-    launch no device kernel.
+    A ``TorchDispatchMode``, so the ops inside the custom ops are counted too; :data:`NO_KERNEL_OPS` launch no kernel.
     """
     counter: Counter = Counter()
     with _AtenOpCounter(counter):
@@ -185,9 +179,7 @@ def make_modulation_inputs(
         dtype: real dtype (``X`` is its complex counterpart).
         device: where the tensors live.
         layout: ``"contiguous"``, ``"channels_last"`` or ``"sliced"`` (strided views on every spatial axis).
-        band_index: the ``(D, H, Wf)`` bands to use with a banded ``f_m`` (e.g.
-            :func:`spectral3d.layers.band_index`); by default random ones that populate every band
-            where the grid has enough bins.
+        band_index: ``(D, H, Wf)`` bands for a banded ``f_m``; default: random, every band populated where possible.
         requires_grad: make ``X, f_m, f_e, alpha, beta`` leaves that require grad.
         seed: the generator's seed.
 

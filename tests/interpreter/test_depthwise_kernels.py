@@ -36,7 +36,7 @@ def _poisoned_triton() -> None:
         yield
 
 
-def make_input(shape, layout: str, dtype: torch.dtype, g: torch.Generator) -> torch.Tensor:  # noqa: ANN001
+def make_input(shape, layout: str, dtype: torch.dtype, g: torch.Generator) -> torch.Tensor:
     N, C, D, H, W = shape
     if layout == "channel_slice":  # GatedCNNBlock3d's input: channels of a channels-last tensor
         return torch.randn(N, D, H, W, C + 5, generator=g).to(dtype)[..., 2 : 2 + C].permute(0, 4, 1, 2, 3)
@@ -44,7 +44,7 @@ def make_input(shape, layout: str, dtype: torch.dtype, g: torch.Generator) -> to
     return x.to(memory_format=torch.channels_last_3d) if layout == "channels_last" else x
 
 
-def make_case(shape, kernel, layout: str, bias: bool, seed: int, dtype: torch.dtype = torch.float32):  # noqa: ANN001, ANN201
+def make_case(shape, kernel, layout: str, bias: bool, seed: int, dtype: torch.dtype = torch.float32):
     g = torch.Generator().manual_seed(seed)
     k = (kernel,) * 3 if isinstance(kernel, int) else tuple(kernel)
     C = shape[1]
@@ -55,7 +55,7 @@ def make_case(shape, kernel, layout: str, bias: bool, seed: int, dtype: torch.dt
     return x, w, b, dy
 
 
-def reference(x, w, b, dy):  # noqa: ANN001, ANN201
+def reference(x, w, b, dy):
     """Output and (dx, dw, db) in float64 on the same (possibly rounded) values."""
     leaves = [t.detach().double().requires_grad_() for t in (x, w, b) if t is not None]
     y = F.conv3d(leaves[0], leaves[1], leaves[2] if b is not None else None, padding=[k // 2 for k in w.shape[2:]],
@@ -71,7 +71,7 @@ def assert_close(name: str, a: torch.Tensor, b: torch.Tensor, rtol: float = RTOL
     assert err <= rtol, f"{name}: relative error {err:.3g} > {rtol:g}"
 
 
-def check_launchers(x, w, b, dy, rtol: float = RTOL, repeat: bool = False, **launch) -> None:  # noqa: ANN001
+def check_launchers(x, w, b, dy, rtol: float = RTOL, repeat: bool = False, **launch) -> None:
     """Launchers vs float64; ``launch``: ``config``, ``nc_via_cl`` (both passes), ``wgrad``, ``tiles_per_chunk``."""
     ref_y, ref_grads = reference(x, w, b, dy)
     tag = f"x{tuple(x.shape)} k{tuple(w.shape[2:])} strides {x.stride()} bias={b is not None}"
@@ -106,7 +106,7 @@ def check_launchers(x, w, b, dy, rtol: float = RTOL, repeat: bool = False, **lau
     nc_via_cl=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_kernels_match_float64(N, C, D, H, W, kernel, layout, bias, nc_via_cl, seed) -> None:  # noqa: ANN001
+def test_kernels_match_float64(N, C, D, H, W, kernel, layout, bias, nc_via_cl, seed) -> None:
     """Default (interpreter) tiles: one position tile per sample; C = 3, 17 leave a partial channel block;
     NCDHW inputs natively or through a channels-last copy."""
     check_launchers(*make_case((N, C, D, H, W), kernel, layout, bias, seed), nc_via_cl=nc_via_cl)
@@ -127,7 +127,7 @@ def test_kernels_match_float64(N, C, D, H, W, kernel, layout, bias, nc_via_cl, s
     nc_via_cl=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_small_tiles_match_float64(N, C, D, H, W, kernel, layout, block_s, block_c, tiles_per_chunk, nc_via_cl, seed):  # noqa: ANN001, ANN201
+def test_small_tiles_match_float64(N, C, D, H, W, kernel, layout, block_s, block_c, tiles_per_chunk, nc_via_cl, seed):
     """Many tiles per sample (tiles that straddle rows and planes), several channel blocks and chunks."""
     cfg = depthwise.TileConfig(block_s, block_c)
     case = make_case((N, C, D, H, W), kernel, layout, True, seed)

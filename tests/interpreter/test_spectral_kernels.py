@@ -54,7 +54,7 @@ def assert_close(name: str, a: torch.Tensor, b: torch.Tensor, rtol: float = RTOL
     assert err <= rtol, f"{name}: relative error {err:.3g} > {rtol:g}"
 
 
-def reference_grads(leaves, band, grad):  # noqa: ANN001, ANN201
+def reference_grads(leaves, band, grad):
     ref_in = [t.detach().to(torch.complex128 if t.is_complex() else torch.float64).requires_grad_() for t in leaves]
     out = spectral_modulation_reference(*ref_in, band)
     return out.detach(), torch.autograd.grad(out, ref_in, grad.to(torch.complex128))
@@ -73,7 +73,7 @@ def reference_grads(leaves, band, grad):  # noqa: ANN001, ANN201
     layout=st.sampled_from(["contiguous", "channels_last", "sliced"]),
     seed=st.integers(0, 2**16),
 )
-def test_modulation_launchers_match_float64(form, N, C, D, H, W, B, block, layout, seed):  # noqa: ANN001
+def test_modulation_launchers_match_float64(form, N, C, D, H, W, B, block, layout, seed):
     leaves, band = make_modulation_inputs(form, (N, C, D, H, W), num_bands=B, layout=layout, seed=seed)
     X = leaves[0]
     grad = torch.randn(X.shape, dtype=torch.complex64, generator=torch.Generator().manual_seed(seed + 1))
@@ -172,7 +172,7 @@ def test_host_path_one_launch_per_direction_and_no_other_kernel(form: str) -> No
     block=st.sampled_from([16, 1024]),
     layout=st.sampled_from(["contiguous", "channels_last", "sliced"]),
 )
-def test_features_launchers_match_float64(N, C, D, H, W, block, layout):  # noqa: ANN001
+def test_features_launchers_match_float64(N, C, D, H, W, block, layout):
     X = make_modulation_inputs("channel", (N, C, D, H, W), layout=layout, seed=N + 10 * C)[0][0]
     X[..., 0, 0, 0] = 0  # a zero-magnitude bin: gradient of |X| taken as 0
     X64 = X.to(torch.complex128).requires_grad_()

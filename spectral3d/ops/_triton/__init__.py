@@ -1,5 +1,1 @@
-"""Triton kernels (``kernels``) and their launchers (``launchers``) for :mod:`spectral3d.ops`.
-
-Imported lazily by the ops, only when a Triton path is taken, so ``import spectral3d`` never
-imports Triton.
-"""
+"""Triton kernels and launchers of :mod:`spectral3d.ops`, imported only when a Triton path runs."""

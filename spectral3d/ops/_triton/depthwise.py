@@ -410,7 +410,7 @@ def _taps_table(weight: torch.Tensor, flip: bool) -> torch.Tensor:
     return w.reshape(weight.shape[0], -1).t().to(torch.float32).contiguous()
 
 
-def _kernel(fn, wrap: bool):  # noqa: ANN001, ANN202
+def _kernel(fn, wrap: bool):
     testing.record_launch(fn.__name__)
     return torch.library.wrap_triton(fn) if wrap else fn
 

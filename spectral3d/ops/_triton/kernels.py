@@ -32,9 +32,10 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-FM_CHANNEL = 0
-FM_FULL = 1
-FM_BAND = 2
+# The forms of f_m, the kernels' FM_FORM argument: per-channel (N, C, 1, 1, 1), full (N, C, D, H, Wf), banded (N, C, B).
+FM_CHANNEL = tl.constexpr(0)
+FM_FULL = tl.constexpr(1)
+FM_BAND = tl.constexpr(2)
 
 
 @triton.jit
@@ -85,9 +86,9 @@ def _gain(fm_ptr, band_ptr, n, c, offs, mask, Wf, H, sm_n, sm_c, sm_d, sm_h, sm_
     """``f_m`` at bins ``offs`` of row (n, c), float32, and the band of each bin (0 if not banded)."""
     base = _row(n, c, sm_n, sm_c)
     band = tl.zeros_like(offs)
-    if FM_FORM == 0:
+    if FM_FORM == FM_CHANNEL:
         fm = tl.load(fm_ptr + base).to(tl.float32)
-    elif FM_FORM == 1:
+    elif FM_FORM == FM_FULL:
         fo = _bin_offsets(offs, Wf, H, sm_d, sm_h, sm_w, 1, SPATIAL_CONTIG)
         fm = tl.load(fm_ptr + base + fo, mask=mask, other=1.0).to(tl.float32)
     else:
@@ -157,9 +158,9 @@ def modulation_fwd_contig_kernel(
 @triton.jit
 def _gain_strides(C, S, FM_FORM: tl.constexpr, NUM_BANDS: tl.constexpr):
     """(n, c) strides of a contiguous ``f_m``: ``(N, C, 1, 1, 1)``, ``(N, C, D, H, Wf)`` or ``(N, C, B)``."""
-    if FM_FORM == 0:
+    if FM_FORM == FM_CHANNEL:
         return C, 1
-    elif FM_FORM == 1:
+    elif FM_FORM == FM_FULL:
         return C * S, S
     else:
         return C * NUM_BANDS, NUM_BANDS
@@ -178,10 +179,10 @@ def _block_partials(s, gr, fe, phi, fm, band, FM_FORM: tl.constexpr, NUM_BANDS: 
     ``[sum_{band 0} s, ..., sum_{band B-1} s, sum gR f_e phi]`` (``s = gR R + gI I``, 0 on masked lanes).
     """
     k = tl.arange(0, KP)
-    if FM_FORM == 0:
+    if FM_FORM == FM_CHANNEL:
         row = tl.where(k == 0, tl.sum(s, axis=0), 0.0)
         nb = 1
-    elif FM_FORM == 1:
+    elif FM_FORM == FM_FULL:
         row = tl.where(k == 0, tl.sum((fm - 1.0) * s, axis=0), 0.0)
         nb = 1
     else:
@@ -204,7 +205,7 @@ def _finish_channel(c, N, nblk, part_ptr, fm_ptr, alpha_ptr, gfm_ptr, galpha_ptr
     sum_n S_n[nb]``.
     """
     k = tl.arange(0, KP)
-    nb = NUM_BANDS if FM_FORM == 2 else 1
+    nb = NUM_BANDS if FM_FORM == FM_BAND else 1
     is_gain = k < nb
     alpha = tl.load(alpha_ptr + c).to(tl.float32)
     ga = tl.zeros((KP,), tl.float32)
@@ -218,7 +219,7 @@ def _finish_channel(c, N, nblk, part_ptr, fm_ptr, alpha_ptr, gfm_ptr, galpha_ptr
             tile = tl.load(base + r[:, None] * KP + k[None, :], mask=r[:, None] < nblk, other=0.0, cache_modifier=".cg")
             acc += tl.sum(tile, axis=0)
         gb += tl.where(k == nb, acc, 0.0)
-        if FM_FORM == 1:
+        if FM_FORM == FM_FULL:
             ga += tl.where(k == 0, acc, 0.0)
         else:
             fm = tl.load(fm_ptr + _row(n, c, sm_n, sm_c) + k * sm_w, mask=is_gain, other=1.0).to(tl.float32)
@@ -259,7 +260,7 @@ def modulation_bwd_kernel(
     geo = _bin_offsets(offs, Wf, H, sge_d, sge_h, sge_w, 1, SPATIAL_CONTIG)
     tl.store(gfe_ptr + _row(n, c, sge_n, sge_c) + geo, gr * beta * phi, mask=mask)
     s = gr * re + gi * im  # 0 on masked lanes (loads return 0 there)
-    if FM_FORM == 1:
+    if FM_FORM == FM_FULL:
         gmo = _bin_offsets(offs, Wf, H, sgm_d, sgm_h, sgm_w, 1, SPATIAL_CONTIG)
         tl.store(gfm_ptr + _row(n, c, sgm_n, sgm_c) + gmo, alpha * s, mask=mask)
 

@@ -41,7 +41,7 @@ RBLOCK = 64  # partial rows summed per step by a channel's finishing program
 _TICKETS: dict[tuple[torch.device, int, int], torch.Tensor] = {}
 
 
-def _kernel(fn, wrap: bool):  # noqa: ANN001, ANN202
+def _kernel(fn, wrap: bool):
     testing.record_launch(fn.__name__)
     if testing.launches_skipped():
         return testing.SKIPPED_LAUNCH
@@ -71,13 +71,13 @@ def _spatial_contig(complex_views: list[torch.Tensor], reals: list[torch.Tensor]
 
 def _form(f_m: torch.Tensor) -> int:
     if f_m.ndim == 3:
-        return kernels.FM_BAND
-    return kernels.FM_CHANNEL if f_m.shape[2:] == (1, 1, 1) else kernels.FM_FULL
+        return kernels.FM_BAND.value
+    return kernels.FM_CHANNEL.value if f_m.shape[2:] == (1, 1, 1) else kernels.FM_FULL.value
 
 
 def _gain_strides(f_m: torch.Tensor, form: int) -> tuple[int, int, int, int, int]:
     """``f_m``'s (n, c, d, h, w) strides as the kernels address it (banded: the band stride last)."""
-    if form == kernels.FM_BAND:
+    if form == kernels.FM_BAND.value:
         return (f_m.stride(0), f_m.stride(1), 0, 0, f_m.stride(2))
     return _strides(f_m)
 
@@ -138,8 +138,8 @@ def modulation_forward(
     if programs == 0:
         return out
     form = _form(f_m)
-    B = f_m.shape[2] if form == kernels.FM_BAND else 1
-    if form == kernels.FM_BAND:
+    B = f_m.shape[2] if form == kernels.FM_BAND.value else 1
+    if form == kernels.FM_BAND.value:
         f_m, band_index = f_m.contiguous(), band_index.contiguous()
     band = band_index if band_index is not None else alpha  # unused pointer unless banded
     alpha, beta = alpha.contiguous(), beta.contiguous()
@@ -150,7 +150,7 @@ def modulation_forward(
             FM_FORM=form, NUM_BANDS=B, BLOCK=block, num_warps=NUM_WARPS,
         )  # fmt: skip
         return out
-    full = [f_m] if form == kernels.FM_FULL else []
+    full = [f_m] if form == kernels.FM_FULL.value else []
     _kernel(kernels.modulation_fwd_kernel, wrap)[(programs,)](
         xr, f_m, f_e, alpha, beta, band, outr, C, H, Wf, S,
         *_strides(xr), *_gain_strides(f_m, form), *_strides(f_e), *_strides(outr),
@@ -181,8 +181,8 @@ def modulation_backward(
     N, C, D, H, Wf = X.shape
     S = D * H * Wf
     form = _form(f_m)
-    B = f_m.shape[2] if form == kernels.FM_BAND else 1
-    if form == kernels.FM_BAND:
+    B = f_m.shape[2] if form == kernels.FM_BAND.value else 1
+    if form == kernels.FM_BAND.value:
         f_m, band_index = f_m.contiguous(), band_index.contiguous()
     band = band_index if band_index is not None else alpha  # unused pointer unless banded
     gx, gfe, gfm = testing.empty_like(X), testing.empty_like(f_e), testing.empty_like(f_m)
@@ -193,7 +193,7 @@ def modulation_backward(
             t.zero_()
         return gx, gfm, gfe, galpha, gbeta
     alpha_c, beta_c = alpha.contiguous(), beta.contiguous()
-    KP = _next_pow2((B if form == kernels.FM_BAND else 1) + 1)
+    KP = _next_pow2((B if form == kernels.FM_BAND.value else 1) + 1)
     partials = testing.empty((C * N * nblk * KP,), torch.float32, X.device)
     ticket = torch.zeros(C, dtype=torch.int32, device=X.device) if _traced(X) else tickets(X.device, C)
     gyr, xr, gxr = _as_real(grad), _as_real(X), torch.view_as_real(gx)
@@ -205,7 +205,7 @@ def modulation_backward(
             FM_FORM=form, NUM_BANDS=B, KP=KP, BLOCK=block, RBLOCK=RBLOCK, num_warps=NUM_WARPS,
         )  # fmt: skip
     else:
-        full = [f_m, gfm] if form == kernels.FM_FULL else []
+        full = [f_m, gfm] if form == kernels.FM_FULL.value else []
         _kernel(kernels.modulation_bwd_kernel, wrap)[(N * C * nblk,)](
             *common, N, C, H, Wf, S,
             *_strides(gyr), *_strides(xr), *_gain_strides(f_m, form), *_strides(f_e),
