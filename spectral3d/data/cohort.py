@@ -153,110 +153,22 @@ class Cohort:
             raise DataError(f"no {CASES_CSV} in the cohort folder", paths=(csv_path,))
         header, rows = _read_table(csv_path)
         columns = _clinical_columns(header, clinical_columns, csv_path)
-        has_fold = "fold" in header
-
-        problems: dict[str, list[DataError]] = defaultdict(list)
-
-        def bad(case_id: str, message: str, *paths: str | os.PathLike) -> None:
-            problems[case_id].append(DataError(message, case_id, paths or (csv_path,)))
-
-        # folders on disk that hold NIfTI files: case folders
-        listed = {row["case_id"] for row in rows}
-        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-            if folder.name not in listed and _nifti_stems(folder):
-                bad(folder.name, f"folder on disk but not in {CASES_CSV}", folder)
-
+        problems = _Problems(csv_path)
+        _check_unlisted_folders(root, rows, problems)
         stems = {r["case_id"]: _nifti_stems(root / r["case_id"]) for r in rows if (root / r["case_id"]).is_dir()}
-        found = set().union(*stems.values()) - {ROI_NAME}
-        if not found:
-            raise DataError("no NIfTI sequence files in any case folder", paths=(root,))
-        if sequences is None:  # the stems of every healthy case: a stray file or a missing one changes nothing
-            sequences = sorted(n for n in found if 2 * sum(n in names for names in stems.values()) > len(stems))
-            if not sequences:
-                raise DataError(
-                    f"no sequence is present in most case folders (stems found: {sorted(found)}); "
-                    "pass sequences= to choose them",
-                    paths=(root,),
-                )
-        sequences = tuple(sequences)
-        if not sequences or len(set(sequences)) != len(sequences) or ROI_NAME in sequences:
-            raise ValueError(f"sequences: expected distinct names other than {ROI_NAME!r}, got {sequences!r}")
-        nowhere = [name for name in sequences if name not in found]
-        if nowhere:
-            raise DataError(
-                f"sequence(s) {nowhere} in none of the case folders (they hold {sorted(found)}); "
-                "pass sequences= to choose others",
-                paths=(root,),
-            )
-        ignored = sorted(
-            root / cid / f"{stem}{_suffix(root / cid, stem)}"
-            for cid, names in stems.items()
-            for stem in names - {*sequences, ROI_NAME}
-        )
-        if ignored:
-            shown = ", ".join(str(p.relative_to(root)) for p in ignored[:5]) + (", ..." if len(ignored) > 5 else "")
-            warnings.warn(
-                f"{root}: ignoring {len(ignored)} NIfTI file(s) that are not the sequences {list(sequences)} "
-                f"or {ROI_NAME!r}: {shown}",
-                stacklevel=2,
-            )
+        sequences = _choose_sequences(root, stems, sequences)
+        ignored = _ignored_files(root, stems, sequences)
         if classes is not None:
             classes = tuple(classes)
             if not classes or len(set(classes)) != len(classes):
                 raise ValueError(f"classes: expected distinct class names, got {classes!r}")
-
-        records = []
-        for row in rows:
-            cid = row["case_id"]
-            folder = root / cid
-            split = row["split"]
-            if split == "":
-                bad(cid, "empty split (expected one of train, val, test)")
-            elif split not in SPLITS:
-                bad(cid, f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
-            label = row["label"]
-            if label == "":
-                bad(cid, "empty label")
-            elif classes is not None and label not in classes:
-                bad(cid, f"label {label!r} is not one of the classes {list(classes)}")
-            fold = None
-            if has_fold and row["fold"] != "":
-                try:
-                    fold = int(row["fold"])
-                except ValueError:
-                    bad(cid, f"fold {row['fold']!r} is not an integer")
-            try:
-                clinical = parse_clinical(row, columns, cid, csv_path)
-            except DataError as err:
-                bad(cid, err.message)
-                clinical = [math.nan] * len(columns)
-            seq_files: dict[str, Path] = {}
-            roi = None
-            if not folder.is_dir():
-                bad(cid, f"in {CASES_CSV} but its folder is missing", folder)
-            else:
-                try:
-                    seq_files, roi = find_case_files(folder, sequences, cid)
-                except DataError as err:
-                    bad(cid, err.message, *err.paths)
-            records.append(
-                CaseRecord(
-                    case_id=cid,
-                    label=label,
-                    split=split,
-                    patient_id=row.get("patient_id") or cid,
-                    fold=fold,
-                    clinical=tuple(clinical),
-                    sequences=seq_files,
-                    roi=roi,
-                )
-            )
-
+        has_fold = "fold" in header
+        records = [_case_record(root, row, sequences, classes, columns, has_fold, problems) for row in rows]
         if has_fold and any(r.fold is not None for r in records):
             for r in records:
                 if r.fold is None and r.split in ("train", "val"):
-                    bad(r.case_id, f"{r.split} case without a fold while the fold column is used")
-        _check_patients(records, problems, csv_path)
+                    problems.add(r.case_id, f"{r.split} case without a fold while the fold column is used")
+        _check_patients(records, problems)
 
         all_problems = [e for errs in problems.values() for e in errs]
         if all_problems and not skip_bad:
@@ -409,6 +321,122 @@ def _clinical_columns(header: list[str], wanted: Sequence[str] | None, csv_path:
     return tuple(wanted)
 
 
+class _Problems(dict):
+    """Case id → the :class:`DataError` s found for it, in the order found (paths default to ``cases.csv``)."""
+
+    def __init__(self, csv_path: Path) -> None:
+        super().__init__()
+        self.csv_path = csv_path
+
+    def add(self, case_id: str, message: str, *paths: str | os.PathLike) -> None:
+        self.setdefault(case_id, []).append(DataError(message, case_id, paths or (self.csv_path,)))
+
+
+def _check_unlisted_folders(root: Path, rows: list[dict[str, str]], problems: _Problems) -> None:
+    """Folders on disk that hold NIfTI files are case folders: each must be in ``cases.csv``."""
+    listed = {row["case_id"] for row in rows}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if folder.name not in listed and _nifti_stems(folder):
+            problems.add(folder.name, f"folder on disk but not in {CASES_CSV}", folder)
+
+
+def _choose_sequences(root: Path, stems: dict[str, set[str]], sequences: Sequence[str] | None) -> tuple[str, ...]:
+    """The sequences asked for, or the stems present in more than half of the case folders; checked."""
+    found = set().union(*stems.values()) - {ROI_NAME}
+    if not found:
+        raise DataError("no NIfTI sequence files in any case folder", paths=(root,))
+    if sequences is None:  # the stems of every healthy case: a stray file or a missing one changes nothing
+        sequences = sorted(n for n in found if 2 * sum(n in names for names in stems.values()) > len(stems))
+        if not sequences:
+            raise DataError(
+                f"no sequence is present in most case folders (stems found: {sorted(found)}); "
+                "pass sequences= to choose them",
+                paths=(root,),
+            )
+    sequences = tuple(sequences)
+    if not sequences or len(set(sequences)) != len(sequences) or ROI_NAME in sequences:
+        raise ValueError(f"sequences: expected distinct names other than {ROI_NAME!r}, got {sequences!r}")
+    nowhere = [name for name in sequences if name not in found]
+    if nowhere:
+        raise DataError(
+            f"sequence(s) {nowhere} in none of the case folders (they hold {sorted(found)}); "
+            "pass sequences= to choose others",
+            paths=(root,),
+        )
+    return sequences
+
+
+def _ignored_files(root: Path, stems: dict[str, set[str]], sequences: tuple[str, ...]) -> list[Path]:
+    """The NIfTI files of the case folders that are neither a sequence nor the ROI, with one warning."""
+    ignored = sorted(
+        root / cid / f"{stem}{_suffix(root / cid, stem)}"
+        for cid, names in stems.items()
+        for stem in names - {*sequences, ROI_NAME}
+    )
+    if ignored:
+        shown = ", ".join(str(p.relative_to(root)) for p in ignored[:5]) + (", ..." if len(ignored) > 5 else "")
+        warnings.warn(
+            f"{root}: ignoring {len(ignored)} NIfTI file(s) that are not the sequences {list(sequences)} "
+            f"or {ROI_NAME!r}: {shown}",
+            stacklevel=3,  # the caller of Cohort.from_folder
+        )
+    return ignored
+
+
+def _case_record(
+    root: Path,
+    row: dict[str, str],
+    sequences: tuple[str, ...],
+    classes: tuple[str, ...] | None,
+    columns: tuple[str, ...],
+    has_fold: bool,
+    problems: _Problems,
+) -> CaseRecord:
+    """One row of ``cases.csv`` as a :class:`CaseRecord`; its problems go to ``problems``."""
+    cid = row["case_id"]
+    folder = root / cid
+    split = row["split"]
+    if split == "":
+        problems.add(cid, "empty split (expected one of train, val, test)")
+    elif split not in SPLITS:
+        problems.add(cid, f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+    label = row["label"]
+    if label == "":
+        problems.add(cid, "empty label")
+    elif classes is not None and label not in classes:
+        problems.add(cid, f"label {label!r} is not one of the classes {list(classes)}")
+    fold = None
+    if has_fold and row["fold"] != "":
+        try:
+            fold = int(row["fold"])
+        except ValueError:
+            problems.add(cid, f"fold {row['fold']!r} is not an integer")
+    try:
+        clinical = parse_clinical(row, columns, cid, problems.csv_path)
+    except DataError as err:
+        problems.add(cid, err.message)
+        clinical = [math.nan] * len(columns)
+    seq_files: dict[str, Path] = {}
+    roi = None
+    if not folder.is_dir():
+        problems.add(cid, f"in {CASES_CSV} but its folder is missing", folder)
+    else:
+        try:
+            seq_files, roi = find_case_files(folder, sequences, cid)
+        except DataError as err:
+            problems.add(cid, err.message, *err.paths)
+    return CaseRecord(
+        case_id=cid,
+        label=label,
+        split=split,
+        patient_id=row.get("patient_id") or cid,
+        fold=fold,
+        clinical=tuple(clinical),
+        sequences=seq_files,
+        roi=roi,
+    )
+
+
 def parse_clinical(
     row: Mapping[str, str | None], columns: Sequence[str], case_id: str = "", path: str | os.PathLike = ""
 ) -> list[float]:
@@ -502,7 +530,7 @@ def _nifti_stems(folder: Path) -> set[str]:
     return stems
 
 
-def _check_patients(records: list[CaseRecord], problems: dict, csv_path: Path) -> None:
+def _check_patients(records: list[CaseRecord], problems: _Problems) -> None:
     """A patient's cases must share one split and (for non-test cases) one fold."""
     by_patient: dict[str, list[CaseRecord]] = defaultdict(list)
     for r in records:
@@ -513,11 +541,7 @@ def _check_patients(records: list[CaseRecord], problems: dict, csv_path: Path) -
         if len(splits) > 1 or len(folds) > 1:
             where = ", ".join(f"{r.case_id} ({r.split}, fold {r.fold})" for r in recs)
             for r in recs:
-                problems[r.case_id].append(
-                    DataError(
-                        f"patient {pid!r} appears in more than one split or fold: {where}", r.case_id, (csv_path,)
-                    )
-                )
+                problems.add(r.case_id, f"patient {pid!r} appears in more than one split or fold: {where}")
 
 
 def _combine(errors: list[DataError]) -> DataError:

@@ -49,7 +49,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 import nibabel as nib
 import numpy as np
@@ -377,8 +377,64 @@ def load_case(
         name: read_volume(p, case_id=case_id, volume_index=cfg.volume_index, nan_policy=cfg.nan_policy)
         for name, p in sequences.items()
     }
+    roi_data = roi_affine = roi_centroid = None
+    if roi is not None:
+        roi_data, roi_affine = read_volume(roi, case_id=case_id, volume_index=cfg.volume_index, nan_policy="zero")
+        if not np.any(roi_data != 0):
+            raise DataError("the ROI mask is empty (no non-zero voxel)", case_id, (roi,))
+        if cfg.crop == "roi":
+            roi_centroid = nib.affines.apply_affine(roi_affine, np.argwhere(roi_data != 0).mean(axis=0))
     ref_data, ref_affine = loaded[ref_name]
-    can_affine, can_shape = canonical_grid(ref_affine, ref_data.shape)
+    model_affine, size = _model_grid(ref_data.shape, ref_affine, cfg, roi_centroid)
+
+    model_idx = _grid_coordinates(np.eye(4), size)  # (3, D, H, W) model voxel indices
+    ref_inside = _inside(_apply(np.linalg.inv(ref_affine) @ model_affine, model_idx), ref_data.shape)
+    ref = _Reference(ref_name, sequences[ref_name], ref_affine, ref_data.shape, ref_inside, int(ref_inside.sum()))
+    if ref.count == 0:
+        raise DataError(
+            "the crop centred on the ROI lies outside the reference field of view", case_id, (roi, sequences[ref_name])
+        )
+    channels, sources = [], {}
+    for name in names:
+        channel, sources[name] = _resample_sequence(
+            name, sequences[name], *loaded[name], model_affine, model_idx, ref, cfg, case_id
+        )
+        channels.append(channel)
+    roi_model = roi_source = None
+    if roi_data is not None:
+        roi_model, roi_source = _resample_roi(roi, roi_data, roi_affine, model_affine, model_idx, ref, cfg, case_id)
+
+    return LoadedCase(
+        case_id=case_id,
+        sequences=names,
+        volume=np.stack(channels),
+        roi=roi_model,
+        model_affine=model_affine,
+        sources=sources,
+        roi_source=roi_source,
+        config=cfg,
+    )
+
+
+class _Reference(NamedTuple):
+    """The reference sequence and the model voxels inside its field of view (for the coverage checks)."""
+
+    name: str
+    path: str | os.PathLike
+    affine: np.ndarray
+    shape: tuple[int, ...]
+    inside: np.ndarray  # (D, H, W) bool
+    count: int
+
+
+def _model_grid(
+    ref_shape: Sequence[int], ref_affine: np.ndarray, cfg: PreprocessConfig, roi_centroid: np.ndarray | None
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Steps 2–4: the model voxel → world affine and the grid size ``(D, H, W)``.
+
+    ``roi_centroid`` (world mm) centres the crop; ``None`` centres it on the field of view.
+    """
+    can_affine, can_shape = canonical_grid(ref_affine, ref_shape)
     zooms = np.linalg.norm(can_affine[:3, :3], axis=0)  # canonical (i, j, k) voxel sizes
     # model axis (D, H, W) <- canonical axis (k, j, i)
     can_axis_of = (2, 1, 0)
@@ -395,81 +451,73 @@ def load_case(
         full_to_can[a, 3] = (can_shape[a] - 1) / 2 - (full[m] - 1) / 2 * step
     full_to_world = can_affine @ full_to_can
 
-    roi_data = roi_affine = None
-    if roi is not None:
-        roi_data, roi_affine = read_volume(roi, case_id=case_id, volume_index=cfg.volume_index, nan_policy="zero")
-        if not np.any(roi_data != 0):
-            raise DataError("the ROI mask is empty (no non-zero voxel)", case_id, (roi,))
-    if roi_data is not None and cfg.crop == "roi":
-        centroid_vox = np.argwhere(roi_data != 0).mean(axis=0)
-        centroid_world = nib.affines.apply_affine(roi_affine, centroid_vox)
-        centre = nib.affines.apply_affine(np.linalg.inv(full_to_world), centroid_world)
+    if roi_centroid is not None:
+        centre = nib.affines.apply_affine(np.linalg.inv(full_to_world), roi_centroid)
     else:
         centre = (np.asarray(full, dtype=np.float64) - 1) / 2
     offset = np.floor(centre - (np.asarray(size) - 1) / 2 + 0.5)  # nearest, halves up
     crop_to_full = np.eye(4)
     crop_to_full[:3, 3] = offset
-    model_affine = full_to_world @ crop_to_full
+    return full_to_world @ crop_to_full, size
 
-    model_idx = _grid_coordinates(np.eye(4), size)  # (3, D, H, W) model voxel indices
-    ref_m2s = np.linalg.inv(ref_affine) @ model_affine
-    ref_inside = _inside(_apply(ref_m2s, model_idx), ref_data.shape)
-    n_ref = int(ref_inside.sum())
-    if n_ref == 0:
-        raise DataError(
-            "the crop centred on the ROI lies outside the reference field of view", case_id, (roi, sequences[ref_name])
-        )
 
-    channels, sources = [], {}
-    for name in names:
-        data, affine = loaded[name]
-        m2s = np.linalg.inv(affine) @ model_affine
-        coords = _apply(m2s, model_idx)
-        inside = _inside(coords, data.shape)
-        if name != ref_name:
-            coverage = float((inside & ref_inside).sum()) / n_ref
-            if coverage < cfg.min_coverage:
-                raise DataError(
-                    f"grids disagree: {name!r} covers {coverage:.0%} of the model grid inside the reference "
-                    f"{ref_name!r} field of view (min_coverage {cfg.min_coverage:.0%}); world bounding boxes (mm) "
-                    f"{ref_name}: {_bbox(ref_affine, ref_data.shape)}, {name}: {_bbox(affine, data.shape)}",
-                    case_id,
-                    (sequences[name], sequences[ref_name]),
-                )
-        lo, hi, mean, std = _intensity_stats(data, cfg)
-        values = ndimage.map_coordinates(data, coords, order=cfg.order, mode="nearest", prefilter=cfg.order > 1)
-        values = np.clip(values, lo, hi)
-        values[~inside] = lo
-        channels.append(((values - mean) / std).astype(np.float32))
-        sources[name] = SourceGrid(os.fspath(sequences[name]), tuple(data.shape), affine, m2s)
-
-    roi_model = roi_source = None
-    if roi_data is not None:
-        m2s = np.linalg.inv(roi_affine) @ model_affine
-        coords = _apply(m2s, model_idx)
-        inside = _inside(coords, roi_data.shape)
-        coverage = float((inside & ref_inside).sum()) / n_ref
+def _resample_sequence(
+    name: str,
+    path: str | os.PathLike,
+    data: np.ndarray,
+    affine: np.ndarray,
+    model_affine: np.ndarray,
+    model_idx: np.ndarray,
+    ref: _Reference,
+    cfg: PreprocessConfig,
+    case_id: str,
+) -> tuple[np.ndarray, SourceGrid]:
+    """Steps 5–7 for one sequence: its ``(D, H, W)`` float32 channel and its :class:`SourceGrid`."""
+    m2s = np.linalg.inv(affine) @ model_affine
+    coords = _apply(m2s, model_idx)
+    inside = _inside(coords, data.shape)
+    if name != ref.name:
+        coverage = float((inside & ref.inside).sum()) / ref.count
         if coverage < cfg.min_coverage:
             raise DataError(
-                f"grids disagree: the ROI covers {coverage:.0%} of the model grid inside the reference "
-                f"{ref_name!r} field of view (min_coverage {cfg.min_coverage:.0%})",
+                f"grids disagree: {name!r} covers {coverage:.0%} of the model grid inside the reference "
+                f"{ref.name!r} field of view (min_coverage {cfg.min_coverage:.0%}); world bounding boxes (mm) "
+                f"{ref.name}: {_bbox(ref.affine, ref.shape)}, {name}: {_bbox(affine, data.shape)}",
                 case_id,
-                (roi, sequences[ref_name]),
+                (path, ref.path),
             )
-        mask = ndimage.map_coordinates((roi_data != 0).astype(np.float32), coords, order=0, mode="nearest")
-        roi_model = (mask > 0.5) & inside
-        roi_source = SourceGrid(os.fspath(roi), tuple(roi_data.shape), roi_affine, m2s)
+    lo, hi, mean, std = _intensity_stats(data, cfg)
+    values = ndimage.map_coordinates(data, coords, order=cfg.order, mode="nearest", prefilter=cfg.order > 1)
+    values = np.clip(values, lo, hi)
+    values[~inside] = lo
+    channel = ((values - mean) / std).astype(np.float32)
+    return channel, SourceGrid(os.fspath(path), tuple(data.shape), affine, m2s)
 
-    return LoadedCase(
-        case_id=case_id,
-        sequences=names,
-        volume=np.stack(channels),
-        roi=roi_model,
-        model_affine=model_affine,
-        sources=sources,
-        roi_source=roi_source,
-        config=cfg,
-    )
+
+def _resample_roi(
+    roi: str | os.PathLike,
+    roi_data: np.ndarray,
+    roi_affine: np.ndarray,
+    model_affine: np.ndarray,
+    model_idx: np.ndarray,
+    ref: _Reference,
+    cfg: PreprocessConfig,
+    case_id: str,
+) -> tuple[np.ndarray, SourceGrid]:
+    """The ROI on the model grid (nearest neighbour, ``(D, H, W)`` bool) and its :class:`SourceGrid`."""
+    m2s = np.linalg.inv(roi_affine) @ model_affine
+    coords = _apply(m2s, model_idx)
+    inside = _inside(coords, roi_data.shape)
+    coverage = float((inside & ref.inside).sum()) / ref.count
+    if coverage < cfg.min_coverage:
+        raise DataError(
+            f"grids disagree: the ROI covers {coverage:.0%} of the model grid inside the reference "
+            f"{ref.name!r} field of view (min_coverage {cfg.min_coverage:.0%})",
+            case_id,
+            (roi, ref.path),
+        )
+    mask = ndimage.map_coordinates((roi_data != 0).astype(np.float32), coords, order=0, mode="nearest")
+    return (mask > 0.5) & inside, SourceGrid(os.fspath(roi), tuple(roi_data.shape), roi_affine, m2s)
 
 
 def _grid_coordinates(to_target: np.ndarray, target_shape: Sequence[int]) -> np.ndarray:

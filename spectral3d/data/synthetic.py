@@ -200,22 +200,7 @@ def write_synthetic_cohort(
         >>> sorted(p.name for p in (root / "case000").iterdir())                            # doctest: +SKIP
         ['roi.nii.gz', 't1.nii.gz', 't2fs.nii.gz']
     """
-    if task not in TASKS:
-        raise ValueError(f"task: expected one of {sorted(TASKS)}, got {task!r}")
-    if not isinstance(cases, int) or cases < 5:
-        raise ValueError(f"cases: expected an int >= 5 (one per split at least), got {cases!r}")
-    size = to_3tuple_int(size, "size")
-    for axis, n in zip("DHW", size):
-        if n < 16:
-            raise ValueError(f"size: expected at least 16 voxels on axis {axis}, got {n}")
-    if not isinstance(folds, int) or folds < 2:
-        raise ValueError(f"folds: expected an int >= 2, got {folds!r}")
-    lesion = LesionSpec() if lesion is None else lesion
-    if not isinstance(lesion, LesionSpec):
-        raise TypeError(f"lesion: expected a LesionSpec or None, got {type(lesion).__name__}")
-    largest = ((min(size) - 1) / 2 - 2) / (1.15 * min(size))  # the ball (radius up to 1.15x) + 2 voxels fits
-    if lesion.radius > largest:
-        raise ValueError(f"lesion.radius: expected at most {largest:.3f} for size {size}, got {lesion.radius}")
+    size, lesion = _check_arguments(task, cases, size, folds, lesion)
     root = Path(out)
     if (root / CASES_CSV).exists() and not overwrite:
         raise FileExistsError(f"out: {root} already holds a cohort ({CASES_CSV}); pass overwrite=True")
@@ -242,12 +227,7 @@ def write_synthetic_cohort(
             [case_id, classes[label_idx], split, f"p{patient:03d}", "" if fold is None else str(fold), *clinical]
         )
 
-    with open(root / CASES_CSV, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["case_id", "label", "split", "patient_id", "fold", *CLINICAL_COLUMNS])
-        writer.writerows(rows)
-    with open(root / LESIONS_JSON, "w") as f:
-        json.dump({"task": task, "seed": seed, "size": list(size), "lesions": lesions}, f, indent=1)
+    _write_tables(root, rows, {"task": task, "seed": seed, "size": list(size), "lesions": lesions})
     return root
 
 
@@ -282,6 +262,39 @@ def lesion_radii(root: str | os.PathLike) -> dict[str, float]:
     with open(Path(root) / LESIONS_JSON) as f:
         info = json.load(f)["lesions"]
     return {cid: float(v["radius_mm"]) for cid, v in info.items()}
+
+
+def _check_arguments(
+    task: str, cases: int, size: int | Sequence[int], folds: int, lesion: LesionSpec | None
+) -> tuple[tuple[int, int, int], LesionSpec]:
+    """The checked arguments of :func:`write_synthetic_cohort`: ``size`` as a triple and the lesion spec."""
+    if task not in TASKS:
+        raise ValueError(f"task: expected one of {sorted(TASKS)}, got {task!r}")
+    if not isinstance(cases, int) or cases < 5:
+        raise ValueError(f"cases: expected an int >= 5 (one per split at least), got {cases!r}")
+    size = to_3tuple_int(size, "size")
+    for axis, n in zip("DHW", size):
+        if n < 16:
+            raise ValueError(f"size: expected at least 16 voxels on axis {axis}, got {n}")
+    if not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"folds: expected an int >= 2, got {folds!r}")
+    lesion = LesionSpec() if lesion is None else lesion
+    if not isinstance(lesion, LesionSpec):
+        raise TypeError(f"lesion: expected a LesionSpec or None, got {type(lesion).__name__}")
+    largest = ((min(size) - 1) / 2 - 2) / (1.15 * min(size))  # the ball (radius up to 1.15x) + 2 voxels fits
+    if lesion.radius > largest:
+        raise ValueError(f"lesion.radius: expected at most {largest:.3f} for size {size}, got {lesion.radius}")
+    return size, lesion
+
+
+def _write_tables(root: Path, rows: list[list[str]], lesions: dict) -> None:
+    """``cases.csv`` (one row per case) and ``lesions.json``."""
+    with open(root / CASES_CSV, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["case_id", "label", "split", "patient_id", "fold", *CLINICAL_COLUMNS])
+        writer.writerows(rows)
+    with open(root / LESIONS_JSON, "w") as f:
+        json.dump(lesions, f, indent=1)
 
 
 def _plan_table(cases: int, num_classes: int, folds: int, rng: np.random.Generator) -> list[tuple]:
