@@ -33,7 +33,7 @@ Modules:
   sequences)``, ``read_clinical_table(csv, columns)``, ``parse_clinical(row, columns)``.
 * :mod:`~spectral3d.data.dataset` — ``MRIDataset``, ``Sample``, ``Batch``, ``collate``,
   ``TabularStats``.
-* :mod:`~spectral3d.data.transforms` — ``AugmentConfig``, ``augment_volume``,
+* :mod:`~spectral3d.data.transforms` — ``AugmentConfig``, ``augment_volume``, ``resample_affine``,
   ``augmentation_seed`` (seeded per ``(seed, epoch, index)``; why not MONAI is said there).
 * :mod:`~spectral3d.data.cache` — ``VolumeCache`` (keyed by file content + parameters),
   ``file_digest``.

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from spectral3d._checks import check_floating, check_ndim
 
-__all__ = ["AugmentConfig", "augment_volume", "augmentation_seed"]
+__all__ = ["AugmentConfig", "augment_volume", "augmentation_seed", "resample_affine"]
 
 
 @dataclass(frozen=True)
@@ -133,15 +133,30 @@ def augment_volume(volume: torch.Tensor, generator: torch.Generator, config: Aug
         rot = _rotation(_uniform(generator, 3, math.radians(config.rotate_deg)))
         scale = 1 + _uniform(generator, 3, config.scale)
         shift = _uniform(generator, 3, config.translate)
-        out = _resample_affine(out, rot @ torch.diag(1 / scale), shift)
+        out = resample_affine(out, rot @ torch.diag(1 / scale), shift)
     s = out.shape[0]
     gain = 1 + _uniform(generator, s, config.intensity_scale).to(out.dtype)
     bias = _uniform(generator, s, config.intensity_shift).to(out.dtype)
     return out * gain.view(s, 1, 1, 1) + bias.view(s, 1, 1, 1)
 
 
-def _resample_affine(volume: torch.Tensor, matrix: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """``out(p) = in(centre + matrix·(p - centre) + shift)`` in voxel coordinates ``p = (d, h, w)``."""
+def resample_affine(volume: torch.Tensor, matrix: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``out(p) = in(centre + matrix·(p - centre) + shift)`` in voxel coordinates ``p = (d, h, w)``.
+
+    One trilinear resampling with border padding, the same for every sequence.
+
+    Args:
+        volume: ``(S, D, H, W)`` floating tensor.
+        matrix: ``(3, 3)`` float64, acting on ``(d, h, w)`` about the volume centre.
+        shift: ``(3,)`` float64 shift in voxels.
+
+    Example::
+
+        >>> x, eye = torch.randn(1, 4, 5, 6, dtype=torch.float64), torch.eye(3, dtype=torch.float64)
+        >>> out = resample_affine(x, eye, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))  # out[d] = x[d + 1]
+        >>> torch.allclose(out[:, :-1], x[:, 1:])
+        True
+    """
     size = volume.shape[1:]
     centre = torch.tensor([(n - 1) / 2 for n in size], dtype=torch.float64)
     axes = [torch.arange(n, dtype=torch.float64) for n in size]
