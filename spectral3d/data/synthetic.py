@@ -1,6 +1,7 @@
 """A synthetic multi-sequence MRI cohort in the layout of :mod:`spectral3d.data.cohort` (DESIGN.md §11).
 
-A model solves it only by looking at the lesion; the design, measured: ``benchmarks/results/data_notes.md``.
+The paper's cohorts are private; a model solves this one only by looking at the lesion (the design, measured:
+``benchmarks/results/data_notes.md``).
 
 * Anatomy *(ours)*: a bright cylinder along ``D`` in smooth noise; per sequence a background and a column intensity.
 * Lesion (:class:`LesionSpec`, defaults here): a soft ball of radius ≈ 0.18·min(size) that *replaces* the tissue it
@@ -16,7 +17,8 @@ A model solves it only by looking at the lesion; the design, measured: ``benchma
 * Clinical columns ``age, sex, crp, esr, wbc, temperature, symptom_weeks, bmi``; ``crp, esr, wbc, temperature``
   drift with the class (``LesionSpec.clinical_cue``); ~10 % of the cells (not ``age``) are empty.
 * Splits: ~20 % of patients have two cases; patient-level stratified 60/20/20 splits and a ``fold`` column.
-* ``lesions.json``: each lesion's centre (world mm, and ``(d, h, w)`` of the ``t1`` grid) and radius.
+* ``lesions.json``: each lesion's radius and centre, in world mm and as ``(d, h, w)`` of the ``t1`` grid (the model
+  grid of ``PreprocessConfig(spacing=1, crop="centre", input_size=size)``).
 
 Deterministic given ``seed`` (case ``n`` draws from ``default_rng([seed, n])``); files are byte-identical between runs.
 """
