@@ -325,24 +325,24 @@ def load_case(
         if cfg.crop == "roi":
             roi_centroid = nib.affines.apply_affine(roi_affine, np.argwhere(roi_data != 0).mean(axis=0))
     ref_data, ref_affine = loaded[ref_name]
-    model_affine, size = _model_grid(ref_data.shape, ref_affine, cfg, roi_centroid)
+    model_affine, size = _model_affine(ref_data.shape, ref_affine, cfg, roi_centroid)
 
     model_idx = _grid_coordinates(np.eye(4), size)  # (3, D, H, W) model voxel indices
-    ref_inside = _inside(_apply(np.linalg.inv(ref_affine) @ model_affine, model_idx), ref_data.shape)
-    ref = _Reference(ref_name, sequences[ref_name], ref_affine, ref_data.shape, ref_inside, int(ref_inside.sum()))
-    if ref.count == 0:
+    inside = _inside(_apply(np.linalg.inv(ref_affine) @ model_affine, model_idx), ref_data.shape)
+    grid = _ModelGrid(
+        model_affine, model_idx, ref_name, sequences[ref_name], ref_affine, ref_data.shape, inside, int(inside.sum())
+    )
+    if grid.ref_count == 0:
         raise DataError(
             "the crop centred on the ROI lies outside the reference field of view", case_id, (roi, sequences[ref_name])
         )
     channels, sources = [], {}
     for name in names:
-        channel, sources[name] = _resample_sequence(
-            name, sequences[name], *loaded[name], model_affine, model_idx, ref, cfg, case_id
-        )
+        channel, sources[name] = _resample_sequence(name, sequences[name], *loaded[name], grid, cfg, case_id)
         channels.append(channel)
     roi_model = roi_source = None
     if roi_data is not None:
-        roi_model, roi_source = _resample_roi(roi, roi_data, roi_affine, model_affine, model_idx, ref, cfg, case_id)
+        roi_model, roi_source = _resample_roi(roi, roi_data, roi_affine, grid, cfg, case_id)
 
     return LoadedCase(
         case_id=case_id,
@@ -356,18 +356,27 @@ def load_case(
     )
 
 
-class _Reference(NamedTuple):
-    """The reference sequence and the model voxels inside its field of view (for the coverage checks)."""
+class _ModelGrid(NamedTuple):
+    """The model grid and the model voxels inside the reference sequence's field of view."""
 
-    name: str
-    path: str | os.PathLike
-    affine: np.ndarray
-    shape: tuple[int, ...]
-    inside: np.ndarray  # (D, H, W) bool
-    count: int
+    affine: np.ndarray  # 4x4: model voxel (d, h, w) -> world
+    idx: np.ndarray  # (3, D, H, W) model voxel indices
+    ref_name: str
+    ref_path: str | os.PathLike
+    ref_affine: np.ndarray
+    ref_shape: tuple[int, ...]
+    ref_inside: np.ndarray  # (D, H, W) bool
+    ref_count: int
+
+    def locate(self, affine: np.ndarray, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """``(model_to_source, coords, inside, coverage of the reference FOV)`` of a source grid."""
+        m2s = np.linalg.inv(affine) @ self.affine
+        coords = _apply(m2s, self.idx)
+        inside = _inside(coords, shape)
+        return m2s, coords, inside, float((inside & self.ref_inside).sum()) / self.ref_count
 
 
-def _model_grid(
+def _model_affine(
     ref_shape: Sequence[int], ref_affine: np.ndarray, cfg: PreprocessConfig, roi_centroid: np.ndarray | None
 ) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Steps 2–4: model voxel → world affine and grid size ``(D, H, W)``, the crop centred on ``roi_centroid`` (mm)."""
@@ -403,26 +412,20 @@ def _resample_sequence(
     path: str | os.PathLike,
     data: np.ndarray,
     affine: np.ndarray,
-    model_affine: np.ndarray,
-    model_idx: np.ndarray,
-    ref: _Reference,
+    grid: _ModelGrid,
     cfg: PreprocessConfig,
     case_id: str,
 ) -> tuple[np.ndarray, SourceGrid]:
     """Steps 5–7 for one sequence: its ``(D, H, W)`` float32 channel and its :class:`SourceGrid`."""
-    m2s = np.linalg.inv(affine) @ model_affine
-    coords = _apply(m2s, model_idx)
-    inside = _inside(coords, data.shape)
-    if name != ref.name:
-        coverage = float((inside & ref.inside).sum()) / ref.count
-        if coverage < cfg.min_coverage:
-            raise DataError(
-                f"grids disagree: {name!r} covers {coverage:.0%} of the model grid inside the reference "
-                f"{ref.name!r} field of view (min_coverage {cfg.min_coverage:.0%}); world bounding boxes (mm) "
-                f"{ref.name}: {_bbox(ref.affine, ref.shape)}, {name}: {_bbox(affine, data.shape)}",
-                case_id,
-                (path, ref.path),
-            )
+    m2s, coords, inside, coverage = grid.locate(affine, data.shape)
+    if name != grid.ref_name and coverage < cfg.min_coverage:
+        raise DataError(
+            f"grids disagree: {name!r} covers {coverage:.0%} of the model grid inside the reference "
+            f"{grid.ref_name!r} field of view (min_coverage {cfg.min_coverage:.0%}); world bounding boxes (mm) "
+            f"{grid.ref_name}: {_bbox(grid.ref_affine, grid.ref_shape)}, {name}: {_bbox(affine, data.shape)}",
+            case_id,
+            (path, grid.ref_path),
+        )
     lo, hi, mean, std = _intensity_stats(data, cfg)
     values = ndimage.map_coordinates(data, coords, order=cfg.order, mode="nearest", prefilter=cfg.order > 1)
     values = np.clip(values, lo, hi)
@@ -435,23 +438,18 @@ def _resample_roi(
     roi: str | os.PathLike,
     roi_data: np.ndarray,
     roi_affine: np.ndarray,
-    model_affine: np.ndarray,
-    model_idx: np.ndarray,
-    ref: _Reference,
+    grid: _ModelGrid,
     cfg: PreprocessConfig,
     case_id: str,
 ) -> tuple[np.ndarray, SourceGrid]:
     """The ROI on the model grid (nearest neighbour, ``(D, H, W)`` bool) and its :class:`SourceGrid`."""
-    m2s = np.linalg.inv(roi_affine) @ model_affine
-    coords = _apply(m2s, model_idx)
-    inside = _inside(coords, roi_data.shape)
-    coverage = float((inside & ref.inside).sum()) / ref.count
+    m2s, coords, inside, coverage = grid.locate(roi_affine, roi_data.shape)
     if coverage < cfg.min_coverage:
         raise DataError(
             f"grids disagree: the ROI covers {coverage:.0%} of the model grid inside the reference "
-            f"{ref.name!r} field of view (min_coverage {cfg.min_coverage:.0%})",
+            f"{grid.ref_name!r} field of view (min_coverage {cfg.min_coverage:.0%})",
             case_id,
-            (roi, ref.path),
+            (roi, grid.ref_path),
         )
     mask = ndimage.map_coordinates((roi_data != 0).astype(np.float32), coords, order=0, mode="nearest")
     return (mask > 0.5) & inside, SourceGrid(os.fspath(roi), tuple(roi_data.shape), roi_affine, m2s)
