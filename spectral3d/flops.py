@@ -1,7 +1,8 @@
 """FLOP and MAC counting that sees FFTs, SDPA on CPU and custom ops (DESIGN.md §10).
 
 One multiply-add = 2 FLOPs (``FlopCounterMode``'s unit); ``MACs = FLOPs / 2`` beside (fvcore and the paper report
-MACs). Formulas registered on the aten ops dispatch sees (on import, idempotent, never replacing one):
+MACs). matmul, linear, conv and SDPA use torch's formulas; these are registered on the aten ops dispatch sees (on
+import, idempotent, never replacing one):
 
 - FFTs (FFTW's convention), per signal of ``n`` points (the product of the transformed sizes), times the batch
   (the product of the others): ``_fft_r2c`` and ``_fft_c2r`` ``2.5·n·log2(n)`` (``n`` from the real sizes, for

@@ -593,7 +593,7 @@ def mcnemar_test(y_true: Any, pred_a: Any, pred_b: Any, exact: bool | None = Non
 def holm_adjust(p_values: Any) -> np.ndarray:
     """Holm's step-down adjustment, in input order: ``p̃_(i) = min(1, max_{j ≤ i} (m − j + 1)·p_(j))``.
 
-    ``p_(1) ≤ … ≤ p_(m)`` are the defined p-values; NaN stays NaN and does not count in m.
+    ``p_(1) ≤ … ≤ p_(m)``: the defined p-values (NaN stays NaN, not counted in m); ``p̃ ≤ α`` controls the FWER at α.
 
     Args:
         p_values: ``(m,)`` p-values in [0, 1] (NaN allowed).
