@@ -9,7 +9,7 @@ matrix and percentile-bootstrap CIs. Choices *(ours)*:
 - AUC: the mean of the one-vs-rest AUCs of the classes present in ``y_true`` (an absent class: ``nan``, listed in
   ``absent_classes``); for K = 2 the binary AUC of class 1. Mann–Whitney over mid-ranks, O(n log n).
 - Bootstrap: seeded resamples of the cases, each a row of case multiplicities (no loop over resamples); the CI is
-  the percentile interval; a resample lacking a class keeps the metrics that are defined for it.
+  the ``100·(1 ∓ ci)/2`` percentile pair; a resample lacking a class keeps the metrics that are defined for it.
 
 Shapes: ``y_true`` ``(n,)`` class indices in ``[0, K)``; ``probs`` ``(n, K)``, rows summing to 1 (softmax first).
 """
