@@ -1,51 +1,23 @@
 """FLOP and MAC counting that sees FFTs, SDPA on CPU and custom ops (DESIGN.md §10).
 
-Convention: one multiply-add = 2 FLOPs (``torch.utils.flop_counter.FlopCounterMode``'s unit);
-``MACs = FLOPs / 2`` is reported beside, since fvcore, thop and the DeSamba paper report MACs.
+One multiply-add = 2 FLOPs (``FlopCounterMode``'s unit); ``MACs = FLOPs / 2`` beside (fvcore and the paper report
+MACs). matmul, linear, conv and SDPA use torch's formulas; these are registered on the aten ops dispatch sees (on
+import, idempotent, never replacing one):
 
-What is counted (a FLOP formula is registered for the aten op that dispatch sees):
+- FFTs (FFTW's convention), per signal of ``n`` points (the product of the transformed sizes), times the batch
+  (the product of the others): ``_fft_r2c`` and ``_fft_c2r`` ``2.5·n·log2(n)`` (``n`` from the real sizes, for
+  ``c2r`` the *output*, not ``W // 2 + 1``), ``_fft_c2c`` ``5·n·log2(n)``. SAMB's ``rfftn → irfftn`` over
+  ``(D, H, W)`` of ``(N, C, D, H, W)`` costs ``2 · N·C · 2.5·n·log2(n)``, ``n = D·H·W``.
+- *(ours)* ``aten._scaled_dot_product_flash_attention_for_cpu`` (and backward): torch's own SDPA count
+  (``4·B·H·L·S·E`` forward), which plain ``FlopCounterMode`` misses on CPU.
+- The ``torch.ops.spectral3d.*`` custom ops register their formulas next to the ops.
+- 3D pooling only with ``count_pooling=True`` *(ours: off, as fvcore and the paper)*: one FLOP per window element
+  per output element; one per input element for adaptive pooling.
 
-- matmul / linear / conv / SDPA: torch's own formulas. *(ours)* torch has no formula for the
-  CPU flash-attention kernel ``aten._scaled_dot_product_flash_attention_for_cpu`` (and its
-  backward), so SDPA on CPU counts zero in plain ``FlopCounterMode``; this module registers
-  torch's own SDPA count for it (``4·B·H·L·S·E`` forward, as on CUDA and on ``meta``).
-- FFTs (FFTW's benchmark convention), per transformed signal of ``n`` points, ``n`` the product
-  of the transformed sizes; the batch is the product of the untransformed sizes:
-
-  =================  ============================  ==============================================
-  aten op            FLOPs per signal              ``n``
-  =================  ============================  ==============================================
-  ``_fft_r2c``       ``2.5 · n · log2(n)``         real input sizes on ``dim``
-  ``_fft_c2r``       ``2.5 · n · log2(n)``         real *output* sizes on ``dim`` (not the
-                                                   half spectrum ``W // 2 + 1``)
-  ``_fft_c2c``       ``5 · n · log2(n)``           complex sizes on ``dim``
-  =================  ============================  ==============================================
-
-  ``rfftn`` over ``(D, H, W)`` of an ``(N, C, D, H, W)`` volume is one ``_fft_r2c`` with
-  ``n = D·H·W`` and ``N·C`` signals, so SAMB's ``rfftn → irfftn`` pair costs
-  ``2 · N·C · 2.5 · n · log2(n)``.
-- The spectral custom ops (``torch.ops.spectral3d.*``) register their own formulas next to the
-  ops; any formula registered with ``torch.utils.flop_counter.register_flop_formula`` is used.
-- 3D pooling, only with ``count_pooling=True`` *(ours; off by default so that totals stay
-  comparable with fvcore and the paper)*: one FLOP per window element per output element
-  (``max_pool3d``, ``avg_pool3d``) and one per input element for ``adaptive_max_pool3d`` and
-  ``_adaptive_avg_pool3d``. A global average pool is ``aten.mean`` and stays uncounted.
-
-Not counted, as in fvcore's conv/matmul counts and ``FlopCounterMode``: elementwise ops
-(activations, residual adds, scaling), reductions and norms (LayerNorm, BatchNorm, GRN). Every
-op that ran and was not counted is listed in :attr:`FlopReport.uncounted` with its call count
-(views and tensor factories excepted), so a zero is never silent.
-
-Registration into torch's global registry happens on import, is idempotent and never replaces a
-formula torch (or anyone) already registered for the same op. Counting runs the model on the
-tensors it is given: ``meta`` tensors cost no compute, so a paper-scale model is counted in
-seconds (:func:`count_model` builds it on ``meta``).
-
-fvcore cross-check: :func:`fvcore_macs` runs fvcore's ``FlopCountAnalysis`` (a JIT trace, real
-tensors) with FFT handles and one for ``spectral3d::depthwise_conv3d`` (as fvcore counts a grouped
-conv) added (same convention, in MACs = FLOPs / 2). fvcore's defaults also
-count norms (1–5 per element) and 2D upsampling/pooling; *(ours)* these are switched off by
-default so both counters count the same operations and their totals compare within rounding.
+Not counted (as fvcore and ``FlopCounterMode``): elementwise ops, reductions, norms; every such op that ran is
+listed in :attr:`FlopReport.uncounted`, so a zero is never silent. On ``meta`` tensors counting costs no compute.
+:func:`fvcore_macs` cross-checks with fvcore plus FFT and depthwise handles, *(ours)* its norm and 2D
+upsampling/pooling handles off by default so both count the same operations.
 """
 
 from __future__ import annotations
@@ -116,17 +88,12 @@ _NO_ARITHMETIC = frozenset(
 # formulas
 # --------------------------------------------------------------------------------------------
 def fft_flops(shape: Sequence[int], dim: Sequence[int], kind: str) -> int:
-    """FLOPs of a batched FFT over ``dim`` of a signal of ``shape`` (DESIGN.md §10).
+    """``round(batch · factor · n · log2(n))``, ``n = prod(shape[d] for d in dim)``, ``batch = prod(shape) / n``.
 
     Args:
-        shape: shape of the *real* signal for ``"r2c"``/``"c2r"`` (the input of ``rfftn``, the
-            output of ``irfftn``), of the complex signal for ``"c2c"``.
+        shape: the *real* signal's shape for ``"r2c"``/``"c2r"`` (``rfftn`` input, ``irfftn`` output), else complex.
         dim: the transformed axes (negative allowed).
-        kind: ``"r2c"``, ``"c2r"`` (``2.5·n·log2 n`` per signal) or ``"c2c"`` (``5·n·log2 n``).
-
-    Returns:
-        ``batch · factor · n · log2(n)`` rounded to an int, ``n = prod(shape[d] for d in dim)``,
-        ``batch = prod(shape) / n``.
+        kind: ``"r2c"``, ``"c2r"`` (factor 2.5) or ``"c2c"`` (factor 5).
 
     Example::
 
@@ -208,13 +175,9 @@ def _pooling_formulas() -> dict[Any, Callable[..., int]]:
 
 
 def register_flop_formulas() -> list[str]:
-    """Register the FFT and CPU-SDPA formulas into torch's global FLOP registry.
+    """Register the FFT and CPU-SDPA formulas into torch's FLOP registry; returns the ops this call added.
 
-    Idempotent; an op that already has a formula (torch's own, or an earlier call) is left alone.
-    Called on import of this module, so a plain ``FlopCounterMode`` sees FFTs afterwards.
-
-    Returns:
-        The names of the ops registered by this call (empty on a second call).
+    Done on import (a plain ``FlopCounterMode`` then sees FFTs); an op that has a formula is left alone.
 
     Example::
 
@@ -245,16 +208,7 @@ def _si(value: float) -> str:
 
 @dataclass
 class FlopReport:
-    """What :func:`count` measured.
-
-    Attributes:
-        flops: total FLOPs (1 multiply-add = 2 FLOPs).
-        by_op: FLOPs per counted op (``"aten.convolution"``, ``"aten._fft_r2c"``, …).
-        by_module: FLOPs per module, keyed by ``"<RootClass>.<qualified.name>"``, each a dict
-            per op; a module called twice is counted twice.
-        uncounted: ops that ran without a formula → call counts (views and factories omitted).
-        params: parameter count of the model (``None`` for a plain function).
-        inputs: shapes of the tensor inputs.
+    """What :func:`count` measured (1 multiply-add = 2 FLOPs).
 
     Example::
 
@@ -264,11 +218,11 @@ class FlopReport:
     """
 
     flops: int
-    by_op: dict[str, int] = field(default_factory=dict)
-    by_module: dict[str, dict[str, int]] = field(default_factory=dict)
-    uncounted: dict[str, int] = field(default_factory=dict)
-    params: int | None = None
-    inputs: list[tuple[int, ...]] = field(default_factory=list)
+    by_op: dict[str, int] = field(default_factory=dict)  # "aten.convolution", "aten._fft_r2c", ... -> FLOPs
+    by_module: dict[str, dict[str, int]] = field(default_factory=dict)  # "<RootClass>.<qualified.name>" -> by_op
+    uncounted: dict[str, int] = field(default_factory=dict)  # ops run without a formula -> calls (no views)
+    params: int | None = None  # None for a plain function
+    inputs: list[tuple[int, ...]] = field(default_factory=list)  # shapes of the tensor inputs
 
     @property
     def macs(self) -> float:
@@ -343,19 +297,13 @@ def _tensor_shapes(obj: Any) -> list[tuple[int, ...]]:
 
 
 def count(model: Callable[..., Any], *inputs: Any, count_pooling: bool = False, **kwargs: Any) -> FlopReport:
-    """Count the FLOPs of one forward call ``model(*inputs, **kwargs)``.
-
-    The call runs once, under ``torch.no_grad()`` and, for an ``nn.Module``, in eval mode (the
-    mode is restored). Give ``meta`` tensors (and a model on ``meta``) to count without compute.
+    """The :class:`FlopReport` of one forward call ``model(*inputs, **kwargs)``, under ``no_grad`` and in eval mode.
 
     Args:
-        model: an ``nn.Module`` or any callable.
+        model: an ``nn.Module`` (its mode is restored) or any callable; on ``meta``: no compute.
         *inputs: positional inputs (tensors, or containers of tensors).
-        count_pooling: also count 3D max/avg pooling (see the module docstring); off by default.
+        count_pooling: also count 3D max/avg pooling (module docstring).
         **kwargs: keyword inputs of the forward call.
-
-    Returns:
-        A :class:`FlopReport`.
 
     Example::
 
@@ -406,21 +354,17 @@ def model_inputs(
     device: torch.device | str = "meta",
     dtype: torch.dtype = torch.float32,
 ) -> tuple[tuple[torch.Tensor, ...], dict[str, Any]]:
-    """Random ``(args, kwargs)`` for a registry model's forward, from its ``pretrained_cfg``.
+    """Random ``(args, kwargs)`` for ``model(*args, **kwargs)``, from a registry model's ``pretrained_cfg``.
 
-    A multi-sequence model (cfg has ``"sequences"``) gets ``x: (N, S, D, H, W)`` and, when
-    ``cfg["num_tabular"] > 0``, ``tabular: (N, F)``, called as ``model(x, tabular)``.
+    ``x: (N, C, D, H, W)``; a multi-sequence model (``cfg["sequences"]``) with ``cfg["num_tabular"] > 0`` also gets
+    ``tabular: (N, F)``.
 
     Args:
         cfg: the model's ``pretrained_cfg`` (``input_size`` ``(C, D, H, W)``).
-        input_size: ``None`` (the cfg's), ``(C, D, H, W)``, ``(D, H, W)`` or an int (a cube);
-            the latter two keep the cfg's channels.
+        input_size: ``None`` (the cfg's), ``(C, D, H, W)``, or ``(D, H, W)`` / an int (a cube) with the cfg's ``C``.
         batch: batch size ≥ 1.
         device: where the tensors live (``"meta"``: no memory, no compute).
         dtype: floating dtype of the volume.
-
-    Returns:
-        ``(args, kwargs)`` for ``model(*args, **kwargs)``.
 
     Example::
 
@@ -454,11 +398,7 @@ def model_inputs(
 
 @contextlib.contextmanager
 def _parameters_on_meta() -> Iterator[None]:
-    """Construct modules on CPU but move each parameter/buffer to ``meta`` as it is registered.
-
-    For constructors that read tensor values (``torch.linspace(...).tolist()`` for drop-path
-    rates), which fail under ``torch.device("meta")``; initialisers then run on meta (no compute).
-    """
+    """Build on CPU, each parameter/buffer moved to ``meta`` as it is registered (for constructors that read values)."""
     register_parameter, register_buffer = nn.Module.register_parameter, nn.Module.register_buffer
 
     def on_meta_parameter(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
@@ -498,19 +438,15 @@ def count_model(
     count_pooling: bool = False,
     **model_kwargs: Any,
 ) -> FlopReport:
-    """Count a registry model (built on ``device``, ``meta`` by default) at its cfg input size.
+    """The :class:`FlopReport` of a registry model (built on ``device``, ``meta`` by default) at its cfg input size.
 
     Args:
         name_or_model: a ``backbones3d`` registry name, or a model with a ``pretrained_cfg``.
-        input_size: ``None`` (``pretrained_cfg["input_size"]``, DESIGN.md §10), ``(C, D, H, W)``,
-            ``(D, H, W)`` or an int; see :func:`model_inputs`.
+        input_size: ``None`` (``pretrained_cfg["input_size"]``), ``(C, D, H, W)``, ``(D, H, W)`` or an int.
         batch: batch size (FLOPs scale linearly; DESIGN.md §10 reports batch 1).
         device: where a model named by string is built and where the inputs live.
         count_pooling: passed to :func:`count`.
         **model_kwargs: passed to ``backbones3d.create_model`` when a name is given.
-
-    Returns:
-        A :class:`FlopReport` (``params`` is the model's parameter count).
 
     Example::
 
@@ -615,21 +551,13 @@ def fvcore_macs(
     count_norms: bool = False,
     by_operator: bool = False,
 ) -> float | tuple[float, dict[str, float]]:
-    """fvcore's MACs for ``model(*inputs)``, with FFT handles added (same convention as ours).
-
-    fvcore traces the model with ``torch.jit.trace`` on real tensors (it does not run on
-    ``meta``), so use a small input. The model is traced in eval mode (restored afterwards).
+    """fvcore's MACs for ``model(*inputs)`` (traced in eval mode on real tensors: use a small input), FFTs added.
 
     Args:
         model: the module.
         inputs: a tensor or a tuple of positional inputs.
-        count_norms: keep fvcore's default handles for norms, 2D upsampling/pooling and
-            ``grid_sampler`` (fvcore counts 1–5 per element); ``False`` (default) switches them
-            off so fvcore counts what :func:`count` counts.
-        by_operator: also return fvcore's per-operator MACs.
-
-    Returns:
-        Total MACs, and the per-operator dict when ``by_operator=True``.
+        count_norms: keep fvcore's handles for norms, 2D upsampling/pooling and ``grid_sampler`` (1–5 per element).
+        by_operator: also return fvcore's per-operator MACs, as ``(total, per_op)``.
 
     Example::
 

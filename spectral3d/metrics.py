@@ -1,35 +1,17 @@
-"""Classification metrics as the DeSamba paper reports them (Tables 1–3), in NumPy alone.
+"""Classification metrics as the DeSamba paper reports them (Tables 1–3), and paired tests, in NumPy.
 
-The paper's tables give accuracy, specificity, sensitivity, precision and F1 *weighted by class
-support* — which is why their sensitivity column equals accuracy in every row (support-weighted
-recall is accuracy) — and a one-vs-rest AUC, plus Top-2/Top-3 accuracy. ``classification_metrics``
-returns those, the macro averages beside them, the per-class AUCs, the confusion matrix and
-percentile-bootstrap 95 % confidence intervals.
+The paper's accuracy, specificity, sensitivity, precision and F1 are weighted by class support (its sensitivity
+equals accuracy); beside them: macro averages, one-vs-rest AUC, Top-2/3 accuracy, per-class AUC, the confusion
+matrix and percentile-bootstrap CIs. Choices *(ours)*:
 
-Choices *(ours)*:
-- Specificity of class k is ``TN_k / (TN_k + FP_k)``; its weighted average uses the class supports
-  (the weights of the other weighted scores). Precision, recall and F1 follow scikit-learn's
-  definitions with ``zero_division=0``; the tests compare every value with scikit-learn.
-- AUC: macro average of one-vs-rest AUCs over the classes present in ``y_true`` (a class absent from
-  the labels has no ROC curve; its per-class AUC is ``nan`` and it is listed in ``absent_classes``).
-  For two classes it is the ordinary binary AUC of the positive class's probability. AUCs are
-  Mann–Whitney statistics over mid-ranks (:func:`binary_auc`; ties count one half), O(n log n).
-- Bootstrap: ``n_bootstrap`` resamples of the cases with replacement (seeded); a resample that lacks a
-  class still yields the metrics that are defined for it. The CI is the 2.5/97.5 percentile. Every
-  resample is a row of case multiplicities, so all resamples are computed as matrix operations
-  (no loop over resamples).
+- Specificity of class k: ``TN_k / (TN_k + FP_k)``, support-weighted; precision, recall and F1 as scikit-learn's
+  (``zero_division=0``).
+- AUC: the mean of the one-vs-rest AUCs of the classes present in ``y_true`` (an absent class: ``nan``, listed in
+  ``absent_classes``); for K = 2 the binary AUC of class 1. Mann–Whitney over mid-ranks, O(n log n).
+- Bootstrap: seeded resamples of the cases, each a row of case multiplicities (no loop over resamples); the CI is
+  the ``100·(1 ∓ ci)/2`` percentile pair; a resample lacking a class keeps the metrics that are defined for it.
 
-Shapes: ``y_true`` ``(n,)`` integer class indices in ``[0, K)``; ``probs`` ``(n, K)`` class
-probabilities (rows sum to 1; logits must be soft-maxed first).
-
-Example::
-
-    >>> import numpy as np
-    >>> from spectral3d.metrics import classification_metrics
-    >>> y = np.array([0, 1, 2, 1, 0, 2]); p = np.eye(3)[[0, 1, 1, 1, 0, 2]] * 0.8 + 0.2 / 3
-    >>> m = classification_metrics(y, p, class_names=["a", "b", "c"], n_bootstrap=0)
-    >>> round(m["accuracy"], 4), m["confusion_matrix"][2]
-    (0.8333, [0, 1, 1])
+Shapes: ``y_true`` ``(n,)`` class indices in ``[0, K)``; ``probs`` ``(n, K)``, rows summing to 1 (softmax first).
 """
 
 from __future__ import annotations
@@ -98,7 +80,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
 
 
 def midranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks of ``x`` with ties given the mean of the ranks they span (O(n log n)).
+    """1-based ranks of ``x``, ties given the mean of the ranks they span (O(n log n)).
 
     Example::
 
@@ -117,12 +99,10 @@ def midranks(x: np.ndarray) -> np.ndarray:
 
 
 def binary_auc(y_true_binary: Any, score: Any) -> float:
-    """ROC AUC of ``score`` for the positives of ``y_true_binary``, by the Mann–Whitney statistic.
+    """ROC AUC (Mann–Whitney): ``(Σ_{i positive} r_i - n₁(n₁ + 1)/2) / (n₁ n₀)``, ``r`` = :func:`midranks` of ``score``.
 
-    ``AUC = (Σ_{i positive} r_i - n₁(n₁ + 1)/2) / (n₁ n₀)`` with ``r`` the :func:`midranks` of
-    ``score``: the probability that a random positive scores above a random negative, ties
-    counting one half (the trapezoidal ROC area scikit-learn computes). ``nan`` when either class
-    is empty.
+    P(a random positive scores above a random negative), ties ½ (scikit-learn's trapezoidal area); ``nan`` if
+    either class is empty.
 
     Example::
 
@@ -141,13 +121,10 @@ def binary_auc(y_true_binary: Any, score: Any) -> float:
 
 
 def _weighted_ovr_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """One-vs-rest AUC of every class for every row of case weights: ``(B, n) -> (B, K)``.
+    """One-vs-rest AUC per class for each row of case weights ``(B, n) -> (B, K)``, ``nan`` if a class is empty.
 
-    Case ``i`` counts ``weights[b, i]`` times in resample ``b`` (a bootstrap resample is its
-    multiplicities). Per class, one sort of the scores, then per tie group ``g`` (in score order)
-    ``Σ_g P_g (N_<g + N_g / 2) / (P N)`` with ``P_g``/``N_g`` the weight of positives/negatives in
-    the group and ``N_<g`` of negatives below it: :func:`binary_auc` for unit weights, O(B·n) per
-    class. ``nan`` where a resample has no positive or no negative.
+    Per tie group ``g`` in score order: ``Σ_g P_g (N_<g + N_g / 2) / (P N)``, ``P_g``/``N_g`` the weights of the
+    group's positives/negatives, ``N_<g`` of the negatives below it (:func:`binary_auc` for unit weights).
     """
     out = np.full((weights.shape[0], p.shape[1]), np.nan)
     for c in range(p.shape[1]):
@@ -172,8 +149,7 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def _macro_auc(auc: np.ndarray) -> np.ndarray:
-    """``(B, K)`` per-class AUCs -> ``(B,)``: class 1's for K = 2 (nan unless both classes are present),
-    else the mean over the classes whose AUC is defined."""
+    """``(B, K)`` per-class AUCs -> ``(B,)``: class 1's for K = 2, else the mean of the defined ones."""
     if auc.shape[1] == 2:
         return auc[:, 1]
     valid = ~np.isnan(auc)
@@ -188,11 +164,7 @@ def _bootstrap_counts(idx: np.ndarray) -> np.ndarray:
 
 
 def _weighted_metrics(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
-    """Every scalar metric (and the per-class AUCs) for each row of case weights ``(B, n)``.
-
-    Unit weights give the point estimate; bootstrap multiplicities give each resample's metrics,
-    all at once. Returns ``{metric: (B,)}`` and ``per_class_auc: (B, K)``.
-    """
+    """``{metric: (B,)}`` and ``per_class_auc: (B, K)`` for each row of case weights ``(B, n)`` (ones: the point)."""
     k = p.shape[1]
     pred = p.argmax(axis=1)
     onehot = np.zeros((len(y), k * k))
@@ -229,9 +201,7 @@ def _bootstrap_indices(n: int, n_bootstrap: int, seed: int) -> np.ndarray:
 
 
 def _bootstrap_ci(y: np.ndarray, p: np.ndarray, n_bootstrap: int, seed: int, ci: float) -> dict[str, list[float]]:
-    """Percentile CIs of every scalar metric over ``n_bootstrap`` resamples, computed in chunks of
-    resamples (each a matrix of multiplicities: no Python loop over resamples). ``p`` is ``(n, K)``,
-    or ``(S, n, K)`` for the CI of the mean metric of S models scored on the same resamples."""
+    """Percentile CIs of every scalar metric; ``p`` ``(n, K)``, or ``(S, n, K)`` for the mean over S models."""
     probs = p[None] if p.ndim == 2 else p
     n = len(y)
     idx = _bootstrap_indices(n, n_bootstrap, seed)
@@ -259,21 +229,24 @@ def classification_metrics(
     seed: int = 0,
     ci: float = 0.95,
 ) -> dict[str, Any]:
-    """All the paper's metrics, their macro versions, per-class AUC, confusion matrix and bootstrap CIs.
+    """The paper's metrics, their macro versions, per-class AUC, confusion matrix and bootstrap CIs.
 
     Args:
         y_true: ``(n,)`` integer class indices.
         probs: ``(n, K)`` class probabilities.
         class_names: K names, in column order (default ``"0".."K-1"``).
-        n_bootstrap: number of bootstrap resamples for the CIs (0 disables them).
-        seed: seed of the bootstrap.
-        ci: confidence level of the intervals.
+        n_bootstrap, seed, ci: bootstrap resamples for the CIs (0: none), their seed, the confidence level.
 
     Returns:
-        A JSON-serialisable dict: every name in ``SCALAR_METRICS`` (fractions in [0, 1]),
-        ``per_class_auc`` (dict name → AUC), ``confusion_matrix`` (K×K list, rows = true class),
-        ``class_names``, ``support``, ``n``, ``absent_classes`` and, when ``n_bootstrap > 0``,
-        ``ci`` (dict metric → ``[low, high]``).
+        A JSON-ready dict: each of ``SCALAR_METRICS`` (in [0, 1]), ``per_class_auc``, ``confusion_matrix`` (K×K,
+        rows = true class), ``class_names``, ``support``, ``n``, ``absent_classes``; ``ci`` if ``n_bootstrap > 0``.
+
+    Example::
+
+        >>> y = np.array([0, 1, 2, 1, 0, 2]); p = np.eye(3)[[0, 1, 1, 1, 0, 2]] * 0.8 + 0.2 / 3
+        >>> m = classification_metrics(y, p, class_names=["a", "b", "c"], n_bootstrap=0)
+        >>> round(m["accuracy"], 4), m["confusion_matrix"][2]
+        (0.8333, [0, 1, 1])
     """
     y, p, names = _validate(y_true, probs, class_names)
     k = p.shape[1]
@@ -411,11 +384,10 @@ def _delong_result(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict[str, Any
 
 
 def delong_test(y_true: Any, scores_a: Any, scores_b: Any) -> dict[str, Any]:
-    """DeLong's test of two correlated binary AUCs (same cases), fast mid-rank algorithm, O(n log n).
+    """DeLong's test of two correlated binary AUCs on the same cases (mid-rank algorithm, O(n log n)).
 
-    ``H0: AUC_a = AUC_b``; ``z = (AUC_a − AUC_b) / SE`` with DeLong's variance of the difference
-    (section comment above), two-sided normal p-value. Ties count ½. Identical (or identically ranked)
-    scores give ``difference = 0`` and ``p = 1``; a non-zero difference with zero variance gives ``p = 0``.
+    ``z = (AUC_a − AUC_b) / SE`` (variance: section comment above), two-sided normal p-value; ties count ½.
+    Equal AUCs give ``p = 1``; a non-zero difference with zero variance ``p = 0``.
 
     Args:
         y_true: ``(n,)`` labels, 1/True = positive; at least 2 positives and 2 negatives.
@@ -454,8 +426,7 @@ def delong_test_ovr(
         class_names: K names (default ``"0".."K-1"``).
 
     Returns:
-        class name → the :func:`delong_test` dict; a class with fewer than 2 cases in or out of it
-        gets NaN values.
+        class name → the :func:`delong_test` dict (NaN values with fewer than 2 cases in or out of the class).
 
     Example::
 
@@ -480,22 +451,17 @@ def paired_bootstrap_auc(
 ) -> dict[str, Any]:
     """Paired bootstrap test of two models' macro one-vs-rest AUCs (as :func:`classification_metrics`).
 
-    The same ``n_bootstrap`` resamples of the cases (seeded; those of :func:`classification_metrics`'
-    CIs for the same seed) are scored for both models;
-    ``d* = AUC*_a − AUC*_b``. The CI of the difference is the percentile interval; the two-sided
-    p-value *(ours: the shifted-null form of Hall & Wilson)* is ``(1 + #{|d* − d| ≥ |d|}) / (B + 1)``
-    over the resamples where both AUCs are defined, so identical models give ``p = 1``.
+    Both are scored on the same resamples (those of :func:`classification_metrics` for the seed): ``d* = AUC*_a −
+    AUC*_b``; percentile CI of the difference; *(ours: Hall & Wilson's shifted null)* two-sided
+    ``p = (1 + #{|d* − d| ≥ |d|}) / (B + 1)`` over the resamples where both are defined (identical models: 1).
 
     Args:
         y_true: ``(n,)`` class indices in ``[0, K)``.
         probs_a, probs_b: ``(n, K)`` class probabilities of the two models.
-        n_bootstrap: resamples B ≥ 1.
-        seed: seed of the resampling.
-        ci: confidence level of the interval of the difference.
+        n_bootstrap, seed, ci: resamples B ≥ 1, their seed, the confidence level of the difference's CI.
 
     Returns:
-        ``auc_a``, ``auc_b``, ``difference``, ``ci`` (``[low, high]`` of the difference), ``p_value``,
-        ``n_bootstrap`` (resamples used).
+        ``auc_a``, ``auc_b``, ``difference``, ``ci`` (of the difference), ``p_value``, ``n_bootstrap`` (used).
 
     Example::
 
@@ -543,22 +509,15 @@ def paired_bootstrap_auc(
 def bootstrap_ci_of_mean(
     y_true: Any, probs: Any, n_bootstrap: int = 1000, seed: int = 0, ci: float = 0.95
 ) -> dict[str, list[float]]:
-    """Percentile bootstrap CIs of the mean over S models (e.g. seeds) of every scalar metric.
+    """``{metric: [low, high]}``: percentile bootstrap CIs of the mean over S models (e.g. seeds) of each scalar metric.
 
-    Each resample of the cases (those :func:`classification_metrics` draws for the same ``seed``) is
-    scored for every model and the S values are averaged; for S = 1 this is
-    ``classification_metrics(...)["ci"]``. A resample where a metric is undefined for some model
-    (an absent class) is left out for that metric.
+    Each resample (those of :func:`classification_metrics` for the seed) is scored for every model and averaged
+    (S = 1: ``classification_metrics(...)["ci"]``); a resample where a metric is undefined is left out for it.
 
     Args:
         y_true: ``(n,)`` class indices.
         probs: ``(S, n, K)`` class probabilities of the S models on the same cases.
-        n_bootstrap: resamples ≥ 1.
-        seed: seed of the resampling.
-        ci: confidence level.
-
-    Returns:
-        metric name (``SCALAR_METRICS``) → ``[low, high]``.
+        n_bootstrap, seed, ci: resamples ≥ 1, their seed, the confidence level.
 
     Example::
 
@@ -582,11 +541,9 @@ def bootstrap_ci_of_mean(
 def mcnemar_test(y_true: Any, pred_a: Any, pred_b: Any, exact: bool | None = None) -> dict[str, Any]:
     """McNemar's test of two models' accuracies on the same cases.
 
-    Discordant pairs: ``b`` = cases model a gets right and b wrong, ``c`` the reverse. Exact form:
-    two-sided binomial test of ``b`` out of ``b + c`` at ½ (``p = min(1, 2·P[X ≤ min(b, c)])``).
-    Chi-square form (continuity-corrected): ``(|b − c| − 1)² / (b + c)``, 1 degree of freedom.
-    By default *(ours)* the exact form is used while ``b + c < MCNEMAR_EXACT_BELOW`` (25), the
-    chi-square form from there on; ``method`` in the result says which. No discordant pair: ``p = 1``.
+    ``b`` = cases a gets right and b wrong, ``c`` the reverse. Exact: ``p = min(1, 2·P[X ≤ min(b, c)])``,
+    ``X ~ Bin(b + c, ½)``; chi-square (continuity-corrected): ``(|b − c| − 1)² / (b + c)``, 1 dof. *(ours)* Exact
+    while ``b + c < MCNEMAR_EXACT_BELOW`` (25). No discordant pair: ``p = 1``.
 
     Args:
         y_true: ``(n,)`` class indices.
@@ -594,8 +551,7 @@ def mcnemar_test(y_true: Any, pred_a: Any, pred_b: Any, exact: bool | None = Non
         exact: force the exact (True) or the chi-square (False) form; ``None`` chooses as above.
 
     Returns:
-        ``accuracy_a``, ``accuracy_b``, ``b``, ``c``, ``statistic`` (b for the exact form, χ² else),
-        ``p_value``, ``method`` (``"exact"`` or ``"chi2"``).
+        ``accuracy_a``, ``accuracy_b``, ``b``, ``c``, ``statistic`` (b or χ²), ``p_value``, ``method`` (exact/chi2).
 
     Example::
 
@@ -635,17 +591,12 @@ def mcnemar_test(y_true: Any, pred_a: Any, pred_b: Any, exact: bool | None = Non
 
 
 def holm_adjust(p_values: Any) -> np.ndarray:
-    """Holm's step-down adjustment of m p-values (family-wise error control), in the input order.
+    """Holm's step-down adjustment, in input order: ``p̃_(i) = min(1, max_{j ≤ i} (m − j + 1)·p_(j))``.
 
-    With the defined p-values sorted ``p_(1) ≤ … ≤ p_(m)``:
-    ``p̃_(i) = min(1, max_{j ≤ i} (m − j + 1)·p_(j))``; rejecting ``p̃ ≤ α`` is Holm's procedure at
-    level α. NaN entries stay NaN and do not count in m.
+    ``p_(1) ≤ … ≤ p_(m)``: the defined p-values (NaN stays NaN, not counted in m); ``p̃ ≤ α`` controls the FWER at α.
 
     Args:
         p_values: ``(m,)`` p-values in [0, 1] (NaN allowed).
-
-    Returns:
-        ``(m,)`` adjusted p-values.
 
     Example::
 

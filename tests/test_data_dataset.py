@@ -24,7 +24,7 @@ from spectral3d.data import (
     collate,
     write_synthetic_cohort,
 )
-from spectral3d.data.transforms import _resample_affine
+from spectral3d.data.transforms import resample_affine
 
 CFG = PreprocessConfig(input_size=(16, 16, 16))
 
@@ -96,12 +96,12 @@ def test_augment_ops():
         flip_prob=0.0, affine_prob=1.0, rotate_deg=0, scale=0, translate=0, intensity_scale=0, intensity_shift=0
     )
     torch.testing.assert_close(augment_volume(x, g, identity), x)
-    shifted = _resample_affine(x, torch.eye(3, dtype=torch.float64), torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+    shifted = resample_affine(x, torch.eye(3, dtype=torch.float64), torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
     torch.testing.assert_close(shifted[:, :-1], x[:, 1:])
     # a 90 degree rotation in the (H, W) plane of a cube is a transpose + flip
     c = torch.randn(1, 5, 5, 5, dtype=torch.float64)
     rot = torch.tensor([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=torch.float64)
-    torch.testing.assert_close(_resample_affine(c, rot, torch.zeros(3, dtype=torch.float64)), c.transpose(2, 3).flip(3))
+    torch.testing.assert_close(resample_affine(c, rot, torch.zeros(3, dtype=torch.float64)), c.transpose(2, 3).flip(3))
     jitter = AugmentConfig(flip_prob=0.0, affine_prob=0.0, intensity_scale=0.2, intensity_shift=0.3)
     y = augment_volume(x, torch.Generator().manual_seed(1), jitter)
     for s in range(2):  # per-sequence affine intensity map within the bounds

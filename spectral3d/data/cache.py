@@ -1,19 +1,8 @@
-"""On-disk cache of preprocessed cases (the output of :func:`~spectral3d.data.nifti.load_case`).
+"""On-disk cache of :func:`~spectral3d.data.nifti.load_case` results (why content keys: data_notes.md).
 
-**Key.** SHA-256 over: a format version, the :class:`~spectral3d.data.nifti.PreprocessConfig`
-(as sorted JSON), the sequence names in channel order, and the SHA-256 of the *content* of every
-sequence file and of the ROI file. Content, not path or modification time: a cohort that is
-copied or re-synthesised identically hits, and a file rewritten in place with other voxels
-misses, whatever its time stamp. To avoid re-reading files, the content hash of a file is
-remembered *within one process* under ``(real path, size, mtime_ns)``; a new process hashes
-again (about 1 s per GB).
-
-**Entry.** ``<cache_dir>/<key[:2]>/<key>.npz`` (uncompressed NumPy archive, no pickles): the
-volume, the ROI, the model affine and every source grid. Written to a temporary file and
-renamed, so concurrent DataLoader workers or runs never read a half-written entry. Paths and the
-case id are not part of the entry: they are filled in from the request on a hit. An entry that
-cannot be read (truncated, overwritten, from another format) is a miss: one warning names it and
-the case is computed and written again.
+Key: SHA-256 of a format version, the ``PreprocessConfig``, the sequence names and the SHA-256 of each file's
+*content* (memoised per process on ``(real path, size, mtime_ns)``). Entry: ``<cache_dir>/<key[:2]>/<key>.npz``
+(no pickles), written atomically; an unreadable entry is a miss with one warning.
 """
 
 from __future__ import annotations
@@ -51,13 +40,10 @@ def file_digest(path: str | os.PathLike) -> str:
 
 
 class VolumeCache:
-    """A folder of preprocessed cases keyed by file content and preprocessing parameters.
+    """A folder of preprocessed cases keyed by file content and parameters; ``hits``/``misses`` count since creation.
 
     Args:
         cache_dir: the folder (created on first write).
-
-    Attributes:
-        hits, misses: counters since construction.
 
     Example::
 

@@ -5,30 +5,16 @@ Layout::
     ROOT/
       cases.csv          case_id,label,split[,patient_id][,fold][,clinical columns...]
       case001/           t1.nii.gz  t2.nii.gz  t2fs.nii.gz  [roi.nii.gz]   (.nii also)
-      case002/ ...
 
-* ``label`` holds class *names*. The class order is the sorted set of labels unless
-  ``classes=`` fixes it (and then a label outside it is an error); it is stored with a model.
-* ``split`` is one of ``train``, ``val``, ``test``. ``fold`` (optional, integers) defines k-fold
-  cross-validation over the non-test cases: ``cohort.split("val", fold=k)`` is fold ``k``,
-  ``"train"`` the other folds, ``"test"`` stays the ``split == "test"`` cases.
-* ``patient_id`` (optional, default: the case id) groups cases of one patient; a patient whose
-  cases fall in two splits (or two folds) is an error — that would leak the patient.
-* Every other column is a clinical (tabular) feature, parsed as a float; an empty cell or
-  ``NA``/``NaN``/``null``/``?`` is missing (NaN). Categorical values must be numerically encoded.
-* Sequences are the file stems (``t1`` for ``t1.nii.gz``); ``sequences=None`` takes the sorted
-  stems present in every case folder (``roi`` excluded) *(ours: in more than half of them, so that
-  a case that lacks one is reported as that case's error instead of removing the sequence from the
-  cohort)*; pass ``sequences=`` to fix them and the channel order. Any other NIfTI file in a case
-  folder (``t1_backup.nii.gz``) is ignored, listed in ``Cohort.ignored_files`` and in one warning.
+* ``label``: class names; the class order is the sorted labels unless ``classes=`` fixes it.
+* ``split``: ``train``/``val``/``test``; ``fold`` (optional ints): k-fold over the non-test cases.
+* ``patient_id`` (default: the case id): a patient in two splits or folds is an error (it would leak).
+* Every other column is a clinical float; an empty cell or ``NA``/``NaN``/``null``/``?`` is missing (NaN).
+* Sequences are file stems; ``sequences=None`` takes those in more than half of the case folders *(ours: a case
+  lacking one is that case's error)*. Other NIfTI files are ignored with one warning (``Cohort.ignored_files``).
 
-Validation names the case and the path for: a missing sequence file, a case in ``cases.csv``
-without its folder and a folder (holding NIfTI files) absent from ``cases.csv``, a label outside
-the classes, an empty or unknown split, a non-numeric clinical value or fold, and a patient in
-two splits or folds. All problems are gathered and reported together in one :class:`DataError`;
-with ``skip_bad=True`` the bad cases are left out and listed in ``Cohort.skipped`` instead.
-Problems inside the images (corrupt files, NaN voxels, disagreeing grids) need the voxel data;
-:meth:`Cohort.verify` loads every case once to find them, with the same ``skip_bad`` choice.
+All problems, each naming the case and the path, are raised together in one :class:`DataError`, or with
+``skip_bad=True`` left out and listed in ``Cohort.skipped``; :meth:`Cohort.verify` finds those inside the images.
 """
 
 from __future__ import annotations
@@ -57,37 +43,23 @@ ROI_NAME = "roi"
 
 @dataclass(frozen=True, eq=False)
 class CaseRecord:
-    """One validated row of ``cases.csv`` with its files.
+    """One validated row of ``cases.csv`` with its files."""
 
-    Attributes:
-        case_id: the folder name and the ``case_id`` cell.
-        label: the class name.
-        split: ``"train"``, ``"val"`` or ``"test"``.
-        patient_id: the patient (the case id when the column is absent or empty).
-        fold: the cross-validation fold, or ``None``.
-        clinical: values of ``Cohort.clinical_columns`` in that order (NaN = missing).
-        sequences: ``{sequence name: file}`` in ``Cohort.sequences`` order.
-        roi: the ROI file, or ``None``.
-    """
-
-    case_id: str
-    label: str
-    split: str
-    patient_id: str
+    case_id: str  # the folder name
+    label: str  # the class name
+    split: str  # "train", "val" or "test"
+    patient_id: str  # the case id when the column is absent or empty
     fold: int | None
-    clinical: tuple[float, ...]
-    sequences: dict[str, Path] = field(repr=False)
+    clinical: tuple[float, ...]  # Cohort.clinical_columns in order, NaN = missing
+    sequences: dict[str, Path] = field(repr=False)  # in Cohort.sequences order
     roi: Path | None = field(default=None, repr=False)
 
 
 class Cohort:
-    """A validated cohort: the cases, the class order, the sequences and the clinical columns.
+    """A validated cohort (build it with :meth:`from_folder`).
 
-    Build it with :meth:`from_folder`. Attributes: ``root``, ``cases`` (tuple of
-    :class:`CaseRecord`), ``classes``, ``sequences``, ``clinical_columns``, ``folds`` (sorted
-    fold numbers, empty without a ``fold`` column), ``skipped`` (tuple of
-    :class:`SkippedCase`, empty unless ``skip_bad=True`` left cases out) and ``ignored_files``
-    (NIfTI files of the case folders that are neither a sequence nor the ROI).
+    Attributes: ``root``, ``cases`` (:class:`CaseRecord` s), ``classes``, ``sequences``, ``clinical_columns``,
+    ``folds`` (sorted), ``skipped`` (:class:`SkippedCase` s) and ``ignored_files`` (neither a sequence nor the ROI).
 
     Example::
 
@@ -134,16 +106,13 @@ class Cohort:
 
         Args:
             root: the cohort folder.
-            sequences: sequence names in channel order; ``None`` = the sorted stems present in every
-                (more than half of the) case folder(s).
-            classes: class names in index order; ``None`` = sorted labels found.
-            clinical_columns: the tabular columns to use, in order; ``None`` = every
-                non-reserved column, in file order.
+            sequences: sequence names in channel order; ``None``: the sorted stems of most case folders.
+            classes: class names in index order; ``None``: the sorted labels found.
+            clinical_columns: the tabular columns, in order; ``None``: every non-reserved column.
             skip_bad: leave bad cases out and list them in ``skipped`` instead of raising.
 
         Raises:
-            DataError: a table-level problem (no ``cases.csv``, a missing column, a duplicated
-                case id) always; case-level problems unless ``skip_bad``.
+            DataError: a table-level problem always; case-level problems unless ``skip_bad``.
         """
         root = Path(root)
         csv_path = root / CASES_CSV
@@ -153,110 +122,22 @@ class Cohort:
             raise DataError(f"no {CASES_CSV} in the cohort folder", paths=(csv_path,))
         header, rows = _read_table(csv_path)
         columns = _clinical_columns(header, clinical_columns, csv_path)
-        has_fold = "fold" in header
-
-        problems: dict[str, list[DataError]] = defaultdict(list)
-
-        def bad(case_id: str, message: str, *paths: str | os.PathLike) -> None:
-            problems[case_id].append(DataError(message, case_id, paths or (csv_path,)))
-
-        # folders on disk that hold NIfTI files: case folders
-        listed = {row["case_id"] for row in rows}
-        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-            if folder.name not in listed and _nifti_stems(folder):
-                bad(folder.name, f"folder on disk but not in {CASES_CSV}", folder)
-
+        problems = _Problems(csv_path)
+        _check_unlisted_folders(root, rows, problems)
         stems = {r["case_id"]: _nifti_stems(root / r["case_id"]) for r in rows if (root / r["case_id"]).is_dir()}
-        found = set().union(*stems.values()) - {ROI_NAME}
-        if not found:
-            raise DataError("no NIfTI sequence files in any case folder", paths=(root,))
-        if sequences is None:  # the stems of every healthy case: a stray file or a missing one changes nothing
-            sequences = sorted(n for n in found if 2 * sum(n in names for names in stems.values()) > len(stems))
-            if not sequences:
-                raise DataError(
-                    f"no sequence is present in most case folders (stems found: {sorted(found)}); "
-                    "pass sequences= to choose them",
-                    paths=(root,),
-                )
-        sequences = tuple(sequences)
-        if not sequences or len(set(sequences)) != len(sequences) or ROI_NAME in sequences:
-            raise ValueError(f"sequences: expected distinct names other than {ROI_NAME!r}, got {sequences!r}")
-        nowhere = [name for name in sequences if name not in found]
-        if nowhere:
-            raise DataError(
-                f"sequence(s) {nowhere} in none of the case folders (they hold {sorted(found)}); "
-                "pass sequences= to choose others",
-                paths=(root,),
-            )
-        ignored = sorted(
-            root / cid / f"{stem}{_suffix(root / cid, stem)}"
-            for cid, names in stems.items()
-            for stem in names - {*sequences, ROI_NAME}
-        )
-        if ignored:
-            shown = ", ".join(str(p.relative_to(root)) for p in ignored[:5]) + (", ..." if len(ignored) > 5 else "")
-            warnings.warn(
-                f"{root}: ignoring {len(ignored)} NIfTI file(s) that are not the sequences {list(sequences)} "
-                f"or {ROI_NAME!r}: {shown}",
-                stacklevel=2,
-            )
+        sequences = _choose_sequences(root, stems, sequences)
+        ignored = _ignored_files(root, stems, sequences)
         if classes is not None:
             classes = tuple(classes)
             if not classes or len(set(classes)) != len(classes):
                 raise ValueError(f"classes: expected distinct class names, got {classes!r}")
-
-        records = []
-        for row in rows:
-            cid = row["case_id"]
-            folder = root / cid
-            split = row["split"]
-            if split == "":
-                bad(cid, "empty split (expected one of train, val, test)")
-            elif split not in SPLITS:
-                bad(cid, f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
-            label = row["label"]
-            if label == "":
-                bad(cid, "empty label")
-            elif classes is not None and label not in classes:
-                bad(cid, f"label {label!r} is not one of the classes {list(classes)}")
-            fold = None
-            if has_fold and row["fold"] != "":
-                try:
-                    fold = int(row["fold"])
-                except ValueError:
-                    bad(cid, f"fold {row['fold']!r} is not an integer")
-            try:
-                clinical = parse_clinical(row, columns, cid, csv_path)
-            except DataError as err:
-                bad(cid, err.message)
-                clinical = [math.nan] * len(columns)
-            seq_files: dict[str, Path] = {}
-            roi = None
-            if not folder.is_dir():
-                bad(cid, f"in {CASES_CSV} but its folder is missing", folder)
-            else:
-                try:
-                    seq_files, roi = find_case_files(folder, sequences, cid)
-                except DataError as err:
-                    bad(cid, err.message, *err.paths)
-            records.append(
-                CaseRecord(
-                    case_id=cid,
-                    label=label,
-                    split=split,
-                    patient_id=row.get("patient_id") or cid,
-                    fold=fold,
-                    clinical=tuple(clinical),
-                    sequences=seq_files,
-                    roi=roi,
-                )
-            )
-
+        has_fold = "fold" in header
+        records = [_case_record(root, row, sequences, classes, columns, has_fold, problems) for row in rows]
         if has_fold and any(r.fold is not None for r in records):
             for r in records:
                 if r.fold is None and r.split in ("train", "val"):
-                    bad(r.case_id, f"{r.split} case without a fold while the fold column is used")
-        _check_patients(records, problems, csv_path)
+                    problems.add(r.case_id, f"{r.split} case without a fold while the fold column is used")
+        _check_patients(records, problems)
 
         all_problems = [e for errs in problems.values() for e in errs]
         if all_problems and not skip_bad:
@@ -304,14 +185,11 @@ class Cohort:
         return self._class_index[label]
 
     def split(self, name: str, fold: int | None = None) -> list[CaseRecord]:
-        """The cases of split ``name`` (``train``/``val``/``test``), or of fold ``fold``.
-
-        With ``fold=k``: ``"val"`` is the non-test cases with ``fold == k``, ``"train"`` the other
-        non-test cases, ``"test"`` the ``split == "test"`` cases.
+        """The cases of split ``name`` (with ``fold=k``: ``"val"`` is fold k's non-test cases, ``"train"`` the rest).
 
         Raises:
             ValueError: unknown split name.
-            DataError: ``fold`` given but the cohort has no such fold, or the split is empty.
+            DataError: no such fold, or the split is empty.
         """
         if name not in SPLITS:
             raise ValueError(f"name: expected one of {SPLITS}, got {name!r}")
@@ -334,19 +212,12 @@ class Cohort:
         return load_case(rec.sequences, roi=rec.roi, config=config, case_id=rec.case_id)
 
     def verify(self, config: PreprocessConfig | None = None, skip_bad: bool = False, progress: bool = False) -> Cohort:
-        """Load every case once to find problems inside the images.
+        """Load every case once: this cohort if all load, else one without the failing cases (or a :class:`DataError`).
 
         Args:
             config: the preprocessing to check with (grid coverage depends on the crop).
-            skip_bad: leave failing cases out (listed in the result's ``skipped``) instead of
-                raising.
+            skip_bad: leave failing cases out (in the result's ``skipped``) instead of raising.
             progress: show a progress bar (one step per case).
-
-        Returns:
-            this cohort when every case loads, else a new one without the failing cases.
-
-        Raises:
-            DataError: listing every failing case, unless ``skip_bad``.
         """
         from tqdm.auto import tqdm
 
@@ -409,14 +280,126 @@ def _clinical_columns(header: list[str], wanted: Sequence[str] | None, csv_path:
     return tuple(wanted)
 
 
+class _Problems(dict):
+    """Case id → the :class:`DataError` s found for it, in the order found (paths default to ``cases.csv``)."""
+
+    def __init__(self, csv_path: Path) -> None:
+        super().__init__()
+        self.csv_path = csv_path
+
+    def add(self, case_id: str, message: str, *paths: str | os.PathLike) -> None:
+        self.setdefault(case_id, []).append(DataError(message, case_id, paths or (self.csv_path,)))
+
+
+def _check_unlisted_folders(root: Path, rows: list[dict[str, str]], problems: _Problems) -> None:
+    """Folders on disk that hold NIfTI files are case folders: each must be in ``cases.csv``."""
+    listed = {row["case_id"] for row in rows}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if folder.name not in listed and _nifti_stems(folder):
+            problems.add(folder.name, f"folder on disk but not in {CASES_CSV}", folder)
+
+
+def _choose_sequences(root: Path, stems: dict[str, set[str]], sequences: Sequence[str] | None) -> tuple[str, ...]:
+    """The sequences asked for, or the stems present in more than half of the case folders; checked."""
+    found = set().union(*stems.values()) - {ROI_NAME}
+    if not found:
+        raise DataError("no NIfTI sequence files in any case folder", paths=(root,))
+    if sequences is None:  # the stems of every healthy case: a stray file or a missing one changes nothing
+        sequences = sorted(n for n in found if 2 * sum(n in names for names in stems.values()) > len(stems))
+        if not sequences:
+            raise DataError(
+                f"no sequence is present in most case folders (stems found: {sorted(found)}); "
+                "pass sequences= to choose them",
+                paths=(root,),
+            )
+    sequences = tuple(sequences)
+    if not sequences or len(set(sequences)) != len(sequences) or ROI_NAME in sequences:
+        raise ValueError(f"sequences: expected distinct names other than {ROI_NAME!r}, got {sequences!r}")
+    nowhere = [name for name in sequences if name not in found]
+    if nowhere:
+        raise DataError(
+            f"sequence(s) {nowhere} in none of the case folders (they hold {sorted(found)}); "
+            "pass sequences= to choose others",
+            paths=(root,),
+        )
+    return sequences
+
+
+def _ignored_files(root: Path, stems: dict[str, set[str]], sequences: tuple[str, ...]) -> list[Path]:
+    """The case folders' NIfTI files that are neither a sequence nor the ROI, with one warning."""
+    ignored = sorted(
+        root / cid / f"{stem}{_suffix(root / cid, stem)}"
+        for cid, names in stems.items()
+        for stem in names - {*sequences, ROI_NAME}
+    )
+    if ignored:
+        shown = ", ".join(str(p.relative_to(root)) for p in ignored[:5]) + (", ..." if len(ignored) > 5 else "")
+        warnings.warn(
+            f"{root}: ignoring {len(ignored)} NIfTI file(s) that are not the sequences {list(sequences)} "
+            f"or {ROI_NAME!r}: {shown}",
+            stacklevel=3,  # the caller of Cohort.from_folder
+        )
+    return ignored
+
+
+def _case_record(
+    root: Path,
+    row: dict[str, str],
+    sequences: tuple[str, ...],
+    classes: tuple[str, ...] | None,
+    columns: tuple[str, ...],
+    has_fold: bool,
+    problems: _Problems,
+) -> CaseRecord:
+    """One row of ``cases.csv`` as a :class:`CaseRecord`; its problems go to ``problems``."""
+    cid = row["case_id"]
+    folder = root / cid
+    split = row["split"]
+    if split == "":
+        problems.add(cid, "empty split (expected one of train, val, test)")
+    elif split not in SPLITS:
+        problems.add(cid, f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+    label = row["label"]
+    if label == "":
+        problems.add(cid, "empty label")
+    elif classes is not None and label not in classes:
+        problems.add(cid, f"label {label!r} is not one of the classes {list(classes)}")
+    fold = None
+    if has_fold and row["fold"] != "":
+        try:
+            fold = int(row["fold"])
+        except ValueError:
+            problems.add(cid, f"fold {row['fold']!r} is not an integer")
+    try:
+        clinical = parse_clinical(row, columns, cid, problems.csv_path)
+    except DataError as err:
+        problems.add(cid, err.message)
+        clinical = [math.nan] * len(columns)
+    seq_files: dict[str, Path] = {}
+    roi = None
+    if not folder.is_dir():
+        problems.add(cid, f"in {CASES_CSV} but its folder is missing", folder)
+    else:
+        try:
+            seq_files, roi = find_case_files(folder, sequences, cid)
+        except DataError as err:
+            problems.add(cid, err.message, *err.paths)
+    return CaseRecord(
+        case_id=cid,
+        label=label,
+        split=split,
+        patient_id=row.get("patient_id") or cid,
+        fold=fold,
+        clinical=tuple(clinical),
+        sequences=seq_files,
+        roi=roi,
+    )
+
+
 def parse_clinical(
     row: Mapping[str, str | None], columns: Sequence[str], case_id: str = "", path: str | os.PathLike = ""
 ) -> list[float]:
-    """The values of ``columns`` in a CSV row as floats; empty or ``na``/``nan``/``?``… cells are NaN.
-
-    Raises:
-        DataError: a cell that is not a number (naming the case, the column and the file).
-    """
+    """The values of ``columns`` in a CSV row as floats (missing: NaN); :class:`DataError` for a non-number."""
     values = []
     for col in columns:
         cell = (row.get(col) or "").strip()
@@ -432,14 +415,9 @@ def parse_clinical(
 
 
 def read_clinical_table(path: str | os.PathLike, columns: Sequence[str]) -> dict[str, list[float]]:
-    """``case_id → values of columns`` from a CSV with a ``case_id`` column (NaN = missing).
+    """``case_id → values of columns`` from a CSV with a ``case_id`` column, as strictly as ``cases.csv``.
 
-    Used for cases outside a cohort (``spectral3d predict|gradcam --tabular``), as strictly as
-    ``cases.csv``: every column must be there (an empty cell is a missing value).
-
-    Raises:
-        DataError: no ``case_id`` column, a column of ``columns`` absent, a duplicated case or a
-            non-numeric value, naming the file.
+    For cases outside a cohort (``spectral3d predict|gradcam --tabular``); every column must be there.
     """
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
@@ -462,12 +440,7 @@ def read_clinical_table(path: str | os.PathLike, columns: Sequence[str]) -> dict
 def find_case_files(
     folder: str | os.PathLike, sequences: Sequence[str], case_id: str | None = None
 ) -> tuple[dict[str, Path], Path | None]:
-    """The NIfTI file of each sequence (``<name>.nii.gz`` or ``.nii``) and the optional ROI of a case folder.
-
-    Raises:
-        DataError: the folder is missing, a sequence is missing, or a name is ambiguous (both
-            ``.nii`` and ``.nii.gz``), naming the case and the files.
-    """
+    """``({sequence: file}, roi or None)`` of a case folder (``<name>.nii.gz`` or ``.nii``, not both)."""
     folder = Path(folder)
     cid = folder.name if case_id is None else case_id
     if not folder.is_dir():
@@ -502,7 +475,7 @@ def _nifti_stems(folder: Path) -> set[str]:
     return stems
 
 
-def _check_patients(records: list[CaseRecord], problems: dict, csv_path: Path) -> None:
+def _check_patients(records: list[CaseRecord], problems: _Problems) -> None:
     """A patient's cases must share one split and (for non-test cases) one fold."""
     by_patient: dict[str, list[CaseRecord]] = defaultdict(list)
     for r in records:
@@ -513,11 +486,7 @@ def _check_patients(records: list[CaseRecord], problems: dict, csv_path: Path) -
         if len(splits) > 1 or len(folds) > 1:
             where = ", ".join(f"{r.case_id} ({r.split}, fold {r.fold})" for r in recs)
             for r in recs:
-                problems[r.case_id].append(
-                    DataError(
-                        f"patient {pid!r} appears in more than one split or fold: {where}", r.case_id, (csv_path,)
-                    )
-                )
+                problems.add(r.case_id, f"patient {pid!r} appears in more than one split or fold: {where}")
 
 
 def _combine(errors: list[DataError]) -> DataError:

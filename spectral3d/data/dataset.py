@@ -1,25 +1,8 @@
-"""A PyTorch ``Dataset`` over the cases of a :class:`~spectral3d.data.cohort.Cohort`.
+"""A PyTorch ``Dataset`` over the cases of a :class:`~spectral3d.data.cohort.Cohort` (DESIGN.md §11).
 
-Item ``i`` is a :class:`Sample`:
-
-* ``volume`` — ``(S, D, H, W)`` float32, the case on the model grid
-  (:func:`~spectral3d.data.nifti.load_case` with the dataset's ``PreprocessConfig``), augmented
-  when ``augment`` is on;
-* ``tabular`` — ``(F,)`` float32, the clinical columns standardised as ``(x - mean) / std`` with
-  :class:`TabularStats` fitted on the *training* cases; NaN stays NaN (= missing, DESIGN.md §6);
-* ``label`` — int64 scalar, the index of the case's class in ``cohort.classes``;
-* ``case_id`` — the case.
-
-:func:`collate` stacks samples into a :class:`Batch` (``(N, S, D, H, W)``, ``(N, F)``, ``(N,)``,
-list of ids); pass it as ``DataLoader(..., collate_fn=collate)``.
-
-Reproducibility: the augmentation of item ``i`` in epoch ``e`` draws from a generator seeded with
-``augmentation_seed(seed, e, i)``; call :meth:`MRIDataset.set_epoch` at the start of each epoch
-(as with ``DistributedSampler``). The result is independent of worker count and order.
-
-Tabular statistics: ``tabular_stats=None`` fits them on the dataset's own cases, which is right
-for the training dataset only; give the validation and test datasets the training dataset's
-``tabular_stats`` (and store them with the model: :meth:`TabularStats.to_dict`).
+Item ``i`` is a :class:`Sample`; :func:`collate` stacks samples into a :class:`Batch`. The augmentation of item ``i``
+in epoch ``e`` is seeded by ``augmentation_seed(seed, e, i)`` (call :meth:`MRIDataset.set_epoch` each epoch), so it
+does not depend on the DataLoader's workers. Give the validation and test datasets the training ``tabular_stats``.
 """
 
 from __future__ import annotations
@@ -44,9 +27,9 @@ __all__ = ["Batch", "MRIDataset", "Sample", "TabularStats", "collate"]
 class Sample(NamedTuple):
     """One item of :class:`MRIDataset`."""
 
-    volume: torch.Tensor  # (S, D, H, W) float32
-    tabular: torch.Tensor  # (F,) float32, NaN = missing
-    label: torch.Tensor  # () int64
+    volume: torch.Tensor  # (S, D, H, W) float32, augmented when the dataset augments
+    tabular: torch.Tensor  # (F,) float32, (x - mean) / std with the training TabularStats, NaN = missing
+    label: torch.Tensor  # () int64, the class index in cohort.classes
     case_id: str
 
 
@@ -81,10 +64,9 @@ def collate(samples: Sequence[Sample]) -> Batch:
 
 @dataclass(frozen=True)
 class TabularStats:
-    """Per-column mean and standard deviation of the clinical columns (NaN ignored).
+    """Per-column mean and population std (``ddof=0``) of the clinical columns, NaN ignored.
 
-    A column with no value gets mean 0 and std 1; a constant column gets std 1 *(ours)*.
-    The standard deviation is the population one (``ddof=0``).
+    *(ours)* A column with no value gets mean 0 and std 1; a constant column gets std 1.
 
     Example::
 
@@ -141,14 +123,12 @@ class TabularStats:
 
 
 class MRIDataset(Dataset):
-    """The cases of a cohort as ``(volume, tabular, label, case_id)`` samples (module docstring).
+    """The cases of a cohort as :class:`Sample` s (module docstring).
 
     Args:
         cohort: the validated cohort (classes, sequences, clinical columns).
-        cases: its cases to serve, as :class:`CaseRecord` s or case ids
-            (e.g. ``cohort.split("train")``).
-        preprocess: the :class:`PreprocessConfig` (``input_size`` fixes ``(D, H, W)``; without it
-            cases of different fields of view cannot be batched).
+        cases: its cases to serve, as :class:`CaseRecord` s or case ids (e.g. ``cohort.split("train")``).
+        preprocess: the :class:`PreprocessConfig` (its ``input_size`` makes cases batchable).
         augment: ``False``, ``True`` (default :class:`AugmentConfig`) or an ``AugmentConfig``.
         tabular_stats: training-split statistics; ``None`` fits them on ``cases``.
         cache_dir: folder of a :class:`~spectral3d.data.cache.VolumeCache`, or ``None``.

@@ -1,10 +1,7 @@
-"""The one exception type of ``spectral3d.data``: a bad case, named with its files.
+"""The one exception type of ``spectral3d.data``: :class:`DataError`, a ``ValueError`` naming the case and files.
 
-Every problem found in a cohort or an image — a missing or corrupt file, NaN voxels, a label
-outside the classes, grids that do not overlap — raises :class:`DataError`, a ``ValueError``
-that carries the case id and the paths involved. A command-line front end catches it and prints
-``str(err)`` without a traceback; ``skip_bad=True`` code paths record it as a
-:class:`SkippedCase` instead, so that no case is ever dropped silently.
+A CLI prints ``str(err)`` without a traceback; ``skip_bad=True`` records a :class:`SkippedCase` instead, so no case
+is dropped silently.
 """
 
 from __future__ import annotations

@@ -1,46 +1,22 @@
 """NIfTI loading onto the model grid, and the way back (DESIGN.md §11).
 
-One case is a set of sequences (``t1``, ``t2``, ``t2fs``, …), each a NIfTI file on its own grid,
-plus an optional ROI mask. :func:`load_case` puts them on one grid, the *model grid*:
+:func:`load_case` puts the sequences of one case (each a NIfTI file on its own grid) and an optional ROI on one
+*model grid*:
 
-1. **Read** with nibabel (``get_fdata``: big-endian and integer files, ``scl_slope`` /
-   ``scl_inter`` are handled by nibabel). A 4-D file is rejected unless ``volume_index`` picks a
-   volume; trailing singleton axes (``(X, Y, Z, 1)``) count as 3-D. Non-finite voxels follow
-   ``nan_policy`` (an error by default).
-2. **Orientation.** The reference sequence (the first, or ``PreprocessConfig.reference``) is
-   brought to RAS canonical order exactly as ``nibabel.as_closest_canonical`` does (array axes
-   ``(i, j, k)`` closest to ``(R, A, S)``); the model axes are ``(D, H, W) = (k, j, i)``, so
-   ``D`` runs inferior→superior, ``H`` posterior→anterior and ``W`` left→right. An oblique
-   reference keeps its obliquity: the model grid is the canonical grid, re-spaced.
-3. **Spacing.** The canonical field of view is re-sampled at ``spacing`` mm (default 1 mm
-   isotropic *(ours)*; ``None`` keeps the reference's voxel size): ``n = round(N·z / s)`` voxels
-   per axis, centred on the centre of the reference field of view.
-4. **Crop.** A box of ``input_size`` voxels centred on the ROI centroid (``crop="roi"``, when a
-   ROI is given) or on the field-of-view centre. Where the box leaves the field of view, it is
-   padded with the volume minimum (after clipping, i.e. the lower percentile).
-5. **Resampling.** Every sequence is sampled *through world coordinates*
-   (``source_voxel = A_source⁻¹ · A_model · model_voxel``) with ``scipy.ndimage.map_coordinates``
-   (trilinear by default, ``order``), so sequences on different grids, orientations or spacings
-   align. Only the voxels of the crop are computed. The ROI uses nearest neighbour.
-6. **Intensity.** Per sequence: clip to the ``clip_percentiles`` (0.5, 99.5) of the *whole source
-   image*, then z-score with the mean and standard deviation of the clipped source image
-   *(ours: statistics from the source image, not the crop, so that they do not depend on where
-   the crop falls)*. A constant image gets standard deviation 1.
-7. **Coverage check.** Each sequence must cover at least ``min_coverage`` (default 0.9
-   *(ours)*) of the model-grid voxels that lie inside the reference field of view; otherwise the
-   grids "disagree beyond tolerance" and a :class:`DataError` names the case and both files,
-   with their world bounding boxes. This tolerates different fields of view (a sagittal T1 and an
-   axial T2 of one exam) as long as both see what the model sees.
+1. Read with nibabel (scaling applied); a 4-D file needs ``volume_index``; non-finite voxels follow ``nan_policy``.
+2. Orientation: the reference sequence's RAS canonical grid (as ``nibabel.as_closest_canonical``, obliquity kept);
+   model axes ``(D, H, W) = (k, j, i)``: inferior→superior, posterior→anterior, left→right.
+3. Spacing ``s`` (1 mm isotropic by default *(ours)*): ``n = round(N·z / s)`` voxels per axis, centred on the FOV.
+4. Crop: ``input_size`` voxels centred on the ROI centroid (``crop="roi"``) or the FOV centre; outside the FOV,
+   padded with the volume minimum after clipping.
+5. Resampling through world coordinates, ``source_voxel = A_source⁻¹ · A_model · model_voxel`` (trilinear by
+   default, the ROI nearest neighbour), for the crop's voxels only.
+6. Intensity: clip to ``clip_percentiles`` (0.5, 99.5), z-score; both with the statistics of the *whole source
+   image* *(ours: independent of where the crop falls)*; a constant image gets std 1.
+7. Coverage: every sequence and the ROI must cover ``min_coverage`` (0.9 *(ours)*) of the model voxels inside the
+   reference FOV, else a :class:`DataError` naming both files.
 
-The way back: :class:`LoadedCase` keeps, for every sequence, the 4×4 matrix from model voxel
-``(d, h, w)`` to the *original* file's voxel ``(i, j, k)`` (not the canonical one), and the
-file's shape and affine. :meth:`LoadedCase.to_source_grid` resamples a model-grid map (e.g. a
-Grad-CAM map of shape ``(D, H, W)``) onto the source grid, so that
-``nib.Nifti1Image(case.to_source_grid(cam, "t1"), case.sources["t1"].affine)`` overlays the
-original T1 in any viewer (:meth:`LoadedCase.to_source_nifti` does exactly that).
-
-Shapes: ``LoadedCase.volume`` is ``(S, D, H, W)`` float32 (S = number of sequences, in the
-order asked), ``LoadedCase.roi`` is ``(D, H, W)`` bool or ``None``.
+The way back: :meth:`LoadedCase.to_source_grid` puts a ``(D, H, W)`` map (e.g. Grad-CAM) on a source file's grid.
 """
 
 from __future__ import annotations
@@ -49,7 +25,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 import nibabel as nib
 import numpy as np
@@ -75,25 +51,19 @@ NAN_POLICIES = get_args(NanPolicy)  # what ``nan_policy`` (``--nan-policy``) acc
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """Every parameter of :func:`load_case`; plain data, JSON-serialisable via :meth:`to_dict`.
+    """Every parameter of :func:`load_case` (module docstring); JSON-serialisable via :meth:`to_dict`.
 
     Args:
-        input_size: the crop ``(D, H, W)`` in model voxels (an int means a cube); ``None`` keeps
-            the whole re-spaced field of view of the reference.
-        spacing: model voxel size in mm, an int/float or a ``(D, H, W)`` triple; ``None`` keeps
-            the reference's canonical voxel size.
-        reference: the sequence whose field of view and orientation define the grid; ``None``
-            means the first sequence.
-        crop: ``"roi"`` centres the crop on the ROI centroid when the case has a ROI (and on the
-            field-of-view centre otherwise); ``"centre"`` always uses the field-of-view centre.
+        input_size: the crop ``(D, H, W)`` in model voxels (an int: a cube); ``None`` keeps the whole FOV.
+        spacing: model voxel size in mm, a number or a ``(D, H, W)`` triple; ``None`` keeps the reference's.
+        reference: the sequence whose FOV and orientation define the grid; ``None``: the first.
+        crop: ``"roi"`` centres on the ROI centroid when there is a ROI; ``"centre"`` on the FOV centre.
         clip_percentiles: ``(low, high)`` percentiles for clipping, or ``None`` for no clipping.
         zscore: subtract the mean and divide by the standard deviation of each sequence.
         order: spline order of the intensity resampling (0 nearest, 1 trilinear, 3 cubic).
         volume_index: which volume of a 4-D file to use; ``None`` rejects 4-D files.
-        nan_policy: non-finite voxels: ``"error"`` raises, ``"min"`` replaces them by the
-            minimum finite value of the image, ``"zero"`` by 0.
-        min_coverage: the fraction of the model voxels inside the reference field of view that
-            every other sequence (and the ROI) must cover.
+        nan_policy: non-finite voxels: ``"error"`` raises, ``"min"``/``"zero"`` replace them by the minimum / 0.
+        min_coverage: fraction of the model voxels inside the reference FOV every other file must cover.
 
     Example::
 
@@ -154,43 +124,24 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class SourceGrid:
-    """Where a model-grid map goes back to: one original image file.
-
-    Attributes:
-        path: the file.
-        shape: its spatial shape ``(I, J, K)`` as stored (not reoriented).
-        affine: its voxel→world (RAS mm) affine, as stored.
-        model_to_source: 4×4 matrix taking model voxel ``(d, h, w, 1)`` to this file's voxel
-            ``(i, j, k, 1)``.
-    """
+    """One original image file, where a model-grid map goes back to (shape and affine as stored)."""
 
     path: str
-    shape: tuple[int, int, int]
-    affine: np.ndarray
-    model_to_source: np.ndarray
+    shape: tuple[int, int, int]  # (I, J, K), not reoriented
+    affine: np.ndarray  # voxel -> world (RAS mm)
+    model_to_source: np.ndarray  # 4x4: model voxel (d, h, w, 1) -> file voxel (i, j, k, 1)
 
 
 @dataclass
 class LoadedCase:
-    """One case on the model grid, with the transforms back to every source file.
-
-    Attributes:
-        case_id: the case.
-        sequences: the sequence names, in the order of ``volume``'s first axis.
-        volume: ``(S, D, H, W)`` float32, clipped and z-scored per sequence.
-        roi: ``(D, H, W)`` bool ROI on the model grid, or ``None``.
-        model_affine: 4×4 model voxel ``(d, h, w)`` → world (RAS mm).
-        sources: per sequence, its :class:`SourceGrid`.
-        roi_source: the ROI file's :class:`SourceGrid`, or ``None``.
-        config: the :class:`PreprocessConfig` it was loaded with.
-    """
+    """One case on the model grid, with the transforms back to every source file."""
 
     case_id: str
-    sequences: tuple[str, ...]
-    volume: np.ndarray
-    roi: np.ndarray | None
-    model_affine: np.ndarray
-    sources: dict[str, SourceGrid]
+    sequences: tuple[str, ...]  # in the order of volume's first axis
+    volume: np.ndarray  # (S, D, H, W) float32, clipped and z-scored per sequence
+    roi: np.ndarray | None  # (D, H, W) bool
+    model_affine: np.ndarray  # 4x4: model voxel (d, h, w) -> world (RAS mm)
+    sources: dict[str, SourceGrid]  # per sequence
     roi_source: SourceGrid | None = None
     config: PreprocessConfig = field(default_factory=PreprocessConfig)
 
@@ -203,14 +154,13 @@ class LoadedCase:
         """Resample a model-grid map onto the original grid of ``sequence``'s file.
 
         Args:
-            map_dhw: ``(D, H, W)`` array on the model grid (a tensor is accepted via ``numpy()``).
+            map_dhw: ``(D, H, W)`` array (or tensor) on the model grid.
             sequence: a name in ``sequences`` (or ``"roi"`` for the ROI file's grid).
             order: spline order (1 = trilinear; 0 for label maps).
             fill: value for source voxels outside the model grid.
 
         Returns:
-            float32 array of the source file's spatial shape, in its stored voxel order; save it
-            with the source affine: ``nib.Nifti1Image(out, case.sources[sequence].affine)``.
+            float32, the source file's stored shape; :meth:`to_source_nifti` adds its affine.
 
         Example::
 
@@ -246,17 +196,13 @@ def read_volume(
     volume_index: int | None = None,
     nan_policy: NanPolicy = "error",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Read one 3-D NIfTI volume as float32 with its voxel→world affine, or raise :class:`DataError`.
+    """``(data, affine)`` of a 3-D NIfTI volume: float32 in the file's voxel order, float64 4×4; or :class:`DataError`.
 
     Args:
         path: a ``.nii`` / ``.nii.gz`` file (any image nibabel reads with an affine).
         case_id: named in errors.
         volume_index: volume of a 4-D file; ``None`` rejects files with more than one volume.
         nan_policy: see :class:`PreprocessConfig`.
-
-    Returns:
-        ``(data, affine)``: float32 array in the file's voxel order (scaling applied) and the
-        float64 4×4 affine.
 
     Example::
 
@@ -319,9 +265,7 @@ def _one_line(err: Exception) -> str:
 
 
 def canonical_grid(affine: np.ndarray, shape: Sequence[int]) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """The RAS-canonical affine and shape of an image, as ``nibabel.as_closest_canonical`` gives.
-
-    Computed from the header only (no voxel data is touched).
+    """The RAS-canonical affine and shape of an image, as ``nibabel.as_closest_canonical`` gives (header only).
 
     Example::
 
@@ -342,7 +286,7 @@ def load_case(
     config: PreprocessConfig | None = None,
     case_id: str = "",
 ) -> LoadedCase:
-    """Load the sequences of one case onto the model grid (module docstring, steps 1–7).
+    """Load the sequences of one case onto the model grid (module docstring, steps 1–7): ``(S, D, H, W)`` float32.
 
     Args:
         sequences: ``{name: path}`` in channel order, e.g. ``{"t1": ".../t1.nii.gz", "t2": ...}``.
@@ -350,12 +294,8 @@ def load_case(
         config: the :class:`PreprocessConfig` (default: 1 mm, no crop, clip 0.5/99.5, z-score).
         case_id: named in errors and stored in the result.
 
-    Returns:
-        a :class:`LoadedCase` with ``volume`` ``(S, D, H, W)`` float32.
-
     Raises:
-        DataError: unreadable, corrupt, 4-D, NaN-holding files, an empty ROI, or sequences whose
-            grids do not cover the model grid — always naming the case and the file(s).
+        DataError: a bad file, an empty ROI or grids that do not cover the model grid, naming the case and files.
 
     Example::
 
@@ -377,8 +317,70 @@ def load_case(
         name: read_volume(p, case_id=case_id, volume_index=cfg.volume_index, nan_policy=cfg.nan_policy)
         for name, p in sequences.items()
     }
+    roi_data = roi_affine = roi_centroid = None
+    if roi is not None:
+        roi_data, roi_affine = read_volume(roi, case_id=case_id, volume_index=cfg.volume_index, nan_policy="zero")
+        if not np.any(roi_data != 0):
+            raise DataError("the ROI mask is empty (no non-zero voxel)", case_id, (roi,))
+        if cfg.crop == "roi":
+            roi_centroid = nib.affines.apply_affine(roi_affine, np.argwhere(roi_data != 0).mean(axis=0))
     ref_data, ref_affine = loaded[ref_name]
-    can_affine, can_shape = canonical_grid(ref_affine, ref_data.shape)
+    model_affine, size = _model_affine(ref_data.shape, ref_affine, cfg, roi_centroid)
+
+    model_idx = _grid_coordinates(np.eye(4), size)  # (3, D, H, W) model voxel indices
+    inside = _inside(_apply(np.linalg.inv(ref_affine) @ model_affine, model_idx), ref_data.shape)
+    grid = _ModelGrid(
+        model_affine, model_idx, ref_name, sequences[ref_name], ref_affine, ref_data.shape, inside, int(inside.sum())
+    )
+    if grid.ref_count == 0:
+        raise DataError(
+            "the crop centred on the ROI lies outside the reference field of view", case_id, (roi, sequences[ref_name])
+        )
+    channels, sources = [], {}
+    for name in names:
+        channel, sources[name] = _resample_sequence(name, sequences[name], *loaded[name], grid, cfg, case_id)
+        channels.append(channel)
+    roi_model = roi_source = None
+    if roi_data is not None:
+        roi_model, roi_source = _resample_roi(roi, roi_data, roi_affine, grid, cfg, case_id)
+
+    return LoadedCase(
+        case_id=case_id,
+        sequences=names,
+        volume=np.stack(channels),
+        roi=roi_model,
+        model_affine=model_affine,
+        sources=sources,
+        roi_source=roi_source,
+        config=cfg,
+    )
+
+
+class _ModelGrid(NamedTuple):
+    """The model grid and the model voxels inside the reference sequence's field of view."""
+
+    affine: np.ndarray  # 4x4: model voxel (d, h, w) -> world
+    idx: np.ndarray  # (3, D, H, W) model voxel indices
+    ref_name: str
+    ref_path: str | os.PathLike
+    ref_affine: np.ndarray
+    ref_shape: tuple[int, ...]
+    ref_inside: np.ndarray  # (D, H, W) bool
+    ref_count: int
+
+    def locate(self, affine: np.ndarray, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """``(model_to_source, coords, inside, coverage of the reference FOV)`` of a source grid."""
+        m2s = np.linalg.inv(affine) @ self.affine
+        coords = _apply(m2s, self.idx)
+        inside = _inside(coords, shape)
+        return m2s, coords, inside, float((inside & self.ref_inside).sum()) / self.ref_count
+
+
+def _model_affine(
+    ref_shape: Sequence[int], ref_affine: np.ndarray, cfg: PreprocessConfig, roi_centroid: np.ndarray | None
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Steps 2–4: model voxel → world affine and grid size ``(D, H, W)``, the crop centred on ``roi_centroid`` (mm)."""
+    can_affine, can_shape = canonical_grid(ref_affine, ref_shape)
     zooms = np.linalg.norm(can_affine[:3, :3], axis=0)  # canonical (i, j, k) voxel sizes
     # model axis (D, H, W) <- canonical axis (k, j, i)
     can_axis_of = (2, 1, 0)
@@ -395,88 +397,66 @@ def load_case(
         full_to_can[a, 3] = (can_shape[a] - 1) / 2 - (full[m] - 1) / 2 * step
     full_to_world = can_affine @ full_to_can
 
-    roi_data = roi_affine = None
-    if roi is not None:
-        roi_data, roi_affine = read_volume(roi, case_id=case_id, volume_index=cfg.volume_index, nan_policy="zero")
-        if not np.any(roi_data != 0):
-            raise DataError("the ROI mask is empty (no non-zero voxel)", case_id, (roi,))
-    if roi_data is not None and cfg.crop == "roi":
-        centroid_vox = np.argwhere(roi_data != 0).mean(axis=0)
-        centroid_world = nib.affines.apply_affine(roi_affine, centroid_vox)
-        centre = nib.affines.apply_affine(np.linalg.inv(full_to_world), centroid_world)
+    if roi_centroid is not None:
+        centre = nib.affines.apply_affine(np.linalg.inv(full_to_world), roi_centroid)
     else:
         centre = (np.asarray(full, dtype=np.float64) - 1) / 2
     offset = np.floor(centre - (np.asarray(size) - 1) / 2 + 0.5)  # nearest, halves up
     crop_to_full = np.eye(4)
     crop_to_full[:3, 3] = offset
-    model_affine = full_to_world @ crop_to_full
+    return full_to_world @ crop_to_full, size
 
-    model_idx = _grid_coordinates(np.eye(4), size)  # (3, D, H, W) model voxel indices
-    ref_m2s = np.linalg.inv(ref_affine) @ model_affine
-    ref_inside = _inside(_apply(ref_m2s, model_idx), ref_data.shape)
-    n_ref = int(ref_inside.sum())
-    if n_ref == 0:
+
+def _resample_sequence(
+    name: str,
+    path: str | os.PathLike,
+    data: np.ndarray,
+    affine: np.ndarray,
+    grid: _ModelGrid,
+    cfg: PreprocessConfig,
+    case_id: str,
+) -> tuple[np.ndarray, SourceGrid]:
+    """Steps 5–7 for one sequence: its ``(D, H, W)`` float32 channel and its :class:`SourceGrid`."""
+    m2s, coords, inside, coverage = grid.locate(affine, data.shape)
+    if name != grid.ref_name and coverage < cfg.min_coverage:
         raise DataError(
-            "the crop centred on the ROI lies outside the reference field of view", case_id, (roi, sequences[ref_name])
+            f"grids disagree: {name!r} covers {coverage:.0%} of the model grid inside the reference "
+            f"{grid.ref_name!r} field of view (min_coverage {cfg.min_coverage:.0%}); world bounding boxes (mm) "
+            f"{grid.ref_name}: {_bbox(grid.ref_affine, grid.ref_shape)}, {name}: {_bbox(affine, data.shape)}",
+            case_id,
+            (path, grid.ref_path),
         )
+    lo, hi, mean, std = _intensity_stats(data, cfg)
+    values = ndimage.map_coordinates(data, coords, order=cfg.order, mode="nearest", prefilter=cfg.order > 1)
+    values = np.clip(values, lo, hi)
+    values[~inside] = lo
+    channel = ((values - mean) / std).astype(np.float32)
+    return channel, SourceGrid(os.fspath(path), tuple(data.shape), affine, m2s)
 
-    channels, sources = [], {}
-    for name in names:
-        data, affine = loaded[name]
-        m2s = np.linalg.inv(affine) @ model_affine
-        coords = _apply(m2s, model_idx)
-        inside = _inside(coords, data.shape)
-        if name != ref_name:
-            coverage = float((inside & ref_inside).sum()) / n_ref
-            if coverage < cfg.min_coverage:
-                raise DataError(
-                    f"grids disagree: {name!r} covers {coverage:.0%} of the model grid inside the reference "
-                    f"{ref_name!r} field of view (min_coverage {cfg.min_coverage:.0%}); world bounding boxes (mm) "
-                    f"{ref_name}: {_bbox(ref_affine, ref_data.shape)}, {name}: {_bbox(affine, data.shape)}",
-                    case_id,
-                    (sequences[name], sequences[ref_name]),
-                )
-        lo, hi, mean, std = _intensity_stats(data, cfg)
-        values = ndimage.map_coordinates(data, coords, order=cfg.order, mode="nearest", prefilter=cfg.order > 1)
-        values = np.clip(values, lo, hi)
-        values[~inside] = lo
-        channels.append(((values - mean) / std).astype(np.float32))
-        sources[name] = SourceGrid(os.fspath(sequences[name]), tuple(data.shape), affine, m2s)
 
-    roi_model = roi_source = None
-    if roi_data is not None:
-        m2s = np.linalg.inv(roi_affine) @ model_affine
-        coords = _apply(m2s, model_idx)
-        inside = _inside(coords, roi_data.shape)
-        coverage = float((inside & ref_inside).sum()) / n_ref
-        if coverage < cfg.min_coverage:
-            raise DataError(
-                f"grids disagree: the ROI covers {coverage:.0%} of the model grid inside the reference "
-                f"{ref_name!r} field of view (min_coverage {cfg.min_coverage:.0%})",
-                case_id,
-                (roi, sequences[ref_name]),
-            )
-        mask = ndimage.map_coordinates((roi_data != 0).astype(np.float32), coords, order=0, mode="nearest")
-        roi_model = (mask > 0.5) & inside
-        roi_source = SourceGrid(os.fspath(roi), tuple(roi_data.shape), roi_affine, m2s)
-
-    return LoadedCase(
-        case_id=case_id,
-        sequences=names,
-        volume=np.stack(channels),
-        roi=roi_model,
-        model_affine=model_affine,
-        sources=sources,
-        roi_source=roi_source,
-        config=cfg,
-    )
+def _resample_roi(
+    roi: str | os.PathLike,
+    roi_data: np.ndarray,
+    roi_affine: np.ndarray,
+    grid: _ModelGrid,
+    cfg: PreprocessConfig,
+    case_id: str,
+) -> tuple[np.ndarray, SourceGrid]:
+    """The ROI on the model grid (nearest neighbour, ``(D, H, W)`` bool) and its :class:`SourceGrid`."""
+    m2s, coords, inside, coverage = grid.locate(roi_affine, roi_data.shape)
+    if coverage < cfg.min_coverage:
+        raise DataError(
+            f"grids disagree: the ROI covers {coverage:.0%} of the model grid inside the reference "
+            f"{grid.ref_name!r} field of view (min_coverage {cfg.min_coverage:.0%})",
+            case_id,
+            (roi, grid.ref_path),
+        )
+    mask = ndimage.map_coordinates((roi_data != 0).astype(np.float32), coords, order=0, mode="nearest")
+    return (mask > 0.5) & inside, SourceGrid(os.fspath(roi), tuple(roi_data.shape), roi_affine, m2s)
 
 
 def _grid_coordinates(to_target: np.ndarray, target_shape: Sequence[int]) -> np.ndarray:
-    """``(3, *target_shape)`` coordinates, in the input grid, of every voxel of the target grid.
-
-    ``to_target`` maps a target voxel to an input voxel (4×4).
-    """
+    """``(3, *target_shape)`` input-grid coordinates of every target voxel (``to_target``: target → input, 4×4)."""
     idx = np.indices(tuple(target_shape), dtype=np.float64)
     return _apply(to_target, idx)
 

@@ -1,62 +1,26 @@
-"""A synthetic multi-sequence MRI cohort in the layout of :mod:`spectral3d.data.cohort`.
+"""A synthetic multi-sequence MRI cohort in the layout of :mod:`spectral3d.data.cohort` (DESIGN.md §11).
 
-The paper's cohorts are private; this generator writes a cohort that exercises the same path
-(DESIGN.md §11) and that a model can only solve by looking at the lesion:
+The paper's cohorts are private; a model solves this one only by looking at the lesion (the design, measured:
+``benchmarks/results/data_notes.md``).
 
-* **Anatomy** *(ours)*: a bright cylinder along ``D`` (a "vertebral column") in a smooth noisy
-  background; per sequence a background and a column intensity.
-* **Lesion** (:class:`LesionSpec`; the numbers below are its defaults): a soft-edged ball of
-  radius ≈ 0.18·min(size) voxels at a random position inside the volume that *replaces* the
-  tissue it sits in (so its intensity does not depend on whether it lies on the column or beside
-  it). Intensities are fractions of each sequence's anatomical range (0 = background, 1 =
-  column). Two class cues:
+* Anatomy *(ours)*: a bright cylinder along ``D`` in smooth noise; per sequence a background and a column intensity.
+* Lesion (:class:`LesionSpec`, defaults here): a soft ball of radius ≈ 0.18·min(size) that *replaces* the tissue it
+  sits in; intensities are fractions of each sequence's range (background 0, column 1). Class ``c`` of ``C``:
+  texture = band-pass noise keeping ``|f| ∈ [f_c − 0.035, f_c + 0.035]`` cycles/voxel, ``f_c = 0.06 + 0.36·c/(C−1)``,
+  std 0.2; mean ``0.5 ± 1.0·(c/(C−1) − ½)``, rising in ``t1``/``t2``, falling in ``t2fs`` *(ours: a strong cue,
+  each sequence alone carries it)*.
+* :data:`FREQUENCY_ONLY` (``task="texture"``): no intensity or clinical cue; only the texture's band differs.
+* Tasks: ``spine`` (prostate, breast, kidney, gastrointestinal, other, lung: low → high frequency; ``t1, t2, t2fs``),
+  ``spondylitis`` (pyogenic, tuberculous; ``t1, t2fs``), ``texture`` (``band0..band3``; ``t1, pd``).
+* Grids: ``t1`` is the reference (RAS, 1 mm, ``size`` as ``(D, H, W)``, int16 with ``scl_slope``); ``pd`` shares it;
+  ``t2`` is LPS with a sub-voxel shift; ``t2fs`` 1.25 mm. ``roi.nii.gz`` is the lesion ball on the ``t1`` grid.
+* Clinical columns ``age, sex, crp, esr, wbc, temperature, symptom_weeks, bmi``; ``crp, esr, wbc, temperature``
+  drift with the class (``LesionSpec.clinical_cue``); ~10 % of the cells (not ``age``) are empty.
+* Splits: ~20 % of patients have two cases; patient-level stratified 60/20/20 splits and a ``fold`` column.
+* ``lesions.json``: each lesion's radius and centre, in world mm and as ``(d, h, w)`` of the ``t1`` grid (the model
+  grid of ``PreprocessConfig(spacing=1, crop="centre", input_size=size)``).
 
-  - its texture, band-pass noise whose *radial frequency band* encodes the class: class ``c`` of
-    ``C`` keeps the spatial frequencies ``|f| ∈ [f_c - 0.035, f_c + 0.035]`` cycles/voxel,
-    ``f_c = 0.06 + 0.36·c/(C-1)``, standard deviation 0.2 of the range;
-  - its mean, ``0.5 ± 1.0·(c/(C-1) - ½)`` of the range: rising with the class in ``t1`` and
-    ``t2``, falling in ``t2fs``, so every lesion stands out from the background in at least one
-    sequence, and one sequence alone carries the whole cue.
-
-  Measured on 180 spine cases after preprocessing (32³ ROI crops, logistic-regression probes,
-  108 train / 72 held-out cases, chance 0.17): the lesion's radial power spectrum separates the
-  classes at accuracy 0.96–1.0 per sequence, its mean intensity at 0.68–0.75 per sequence. The
-  statistics a volume is z-scored with move little: the lesion's mean stays inside the range
-  spanned by the anatomy (the first and the last class at its ends; only the texture reaches
-  past them), so a probe on the volume's 1st/99th
-  percentiles and its mean outside the lesion reaches 0.21–0.36 per sequence, and a model trained
-  on the spondylitis task falls to chance when the lesion is blanked out
-  (``benchmarks/diagnostics/gradcam_localisation.py``). *(ours)* The lesion's mean is a strong cue
-  on purpose: the tiny models of the demo learn it within minutes on a CPU, the texture takes
-  longer. Before this form, the lesion was *added* to the anatomy with cross-sequence signs, so
-  one sequence alone carried little (per-sequence probe 0.31–0.59 vs 0.92 jointly) and DeSamba's
-  per-sequence encoders stayed near chance (``benchmarks/results/fusion_ablation.md``).
-* **Frequency-only task** (:data:`FREQUENCY_ONLY` with ``task="texture"``): no intensity or
-  clinical cue, texture amplitude 0.06, normalised so that every class has the same lesion mean
-  and standard deviation; only the texture's band tells the classes apart. Its difficulty,
-  measured: ``benchmarks/results/frequency_pathway.md``.
-* **Tasks**: ``"spine"`` — 6 classes (primary sites, ordered low→high frequency as the paper
-  describes their lesions: prostate, breast, kidney, gastrointestinal, other, lung), sequences
-  ``t1, t2, t2fs``; ``"spondylitis"`` — 2 classes (pyogenic = low, tuberculous = high),
-  sequences ``t1, t2fs``; ``"texture"`` — 4 classes ``band0..band3`` (low → high), sequences
-  ``t1, pd``.
-* **Grids**: ``t1`` is the reference (RAS, 1 mm, ``size`` voxels as ``(D, H, W)``, stored as
-  int16 with ``scl_slope``); ``pd`` shares its grid (float32); ``t2`` is stored in LPS order with
-  a sub-voxel shift; ``t2fs`` has a 1.25 mm voxel and a different shape. All cover the ``t1``
-  field of view, so loading resamples them into alignment. ``roi.nii.gz`` (the lesion ball, on the
-  ``t1`` grid) is written per case.
-* **Clinical columns** (8): ``age, sex, crp, esr, wbc, temperature, symptom_weeks, bmi``; ``crp``,
-  ``esr``, ``wbc`` and ``temperature`` drift weakly with the class (``LesionSpec.clinical_cue``);
-  about 10 % of the cells (except ``age``) are missing (empty).
-* **Patients and splits**: about 20 % of patients have two cases (same class, same split); a
-  patient-level, class-stratified 60/20/20 ``train/val/test`` split and a ``fold`` column (k-fold
-  over the non-test patients, k = ``folds``).
-* ``lesions.json`` holds every lesion's centre (world mm, and ``(d, h, w)`` voxels of the ``t1``
-  grid, which is the model grid of ``PreprocessConfig(spacing=1, crop="centre",
-  input_size=size)``) and radius; :func:`lesion_centres` reads it.
-
-Everything is deterministic given ``seed`` (case ``n`` draws from ``default_rng([seed, n])``);
-gzip headers carry no time stamp, so the files are byte-identical between runs.
+Deterministic given ``seed`` (case ``n`` draws from ``default_rng([seed, n])``); files are byte-identical between runs.
 """
 
 from __future__ import annotations
@@ -104,27 +68,17 @@ _LESION_LEVEL = 0.5  # lesion mean at the middle class, as a fraction of (column
 
 @dataclass(frozen=True)
 class LesionSpec:
-    """The lesion's class cues and size; the defaults are the demo's cohort (module docstring).
-
-    Intensities are fractions of each sequence's anatomical range (background 0, column 1).
+    """The lesion's class cues and size (fractions of each sequence's range); defaults = the demo's cohort.
 
     Attributes:
-        intensity_cue: shift of the lesion's mean between the first and the last class (rising in
-            ``t1``/``t2``, falling in ``t2fs``); 0 leaves every class at the same mean.
-        bands: texture band centres of the first and the last class, cycles/voxel of the 1 mm grid
-            (the classes between are spaced evenly); each in ``(0, 0.5)``.
+        intensity_cue: shift of the lesion's mean from the first to the last class (0: one mean for all).
+        bands: texture band centres of the first and the last class, cycles/voxel, each in ``(0, 0.5)``.
         band_half_width: half width of every texture band, cycles/voxel.
         amplitude: standard deviation of the texture.
         radius: lesion radius as a fraction of ``min(size)`` (each case draws ±15 % around it).
-        texture_norm: ``"volume"``: the texture has unit variance over the whole volume (its
-            variance inside the lesion then depends on the band); ``"lesion"``: the texture as the
-            image holds it (times the soft lesion mask) has zero mean and unit variance inside
-            the lesion's radius, so every class has the same lesion mean and standard deviation
-            and only the texture's spectrum tells them apart.
+        texture_norm: ``"volume"``: unit variance over the volume; ``"lesion"``: mean 0, variance 1 inside
+            the lesion (masked), so only the texture's spectrum tells the classes apart.
         clinical_cue: scales the class drift of ``crp, esr, wbc, temperature`` (0: noise columns).
-
-    :data:`FREQUENCY_ONLY` is the frequency-only task: no intensity or clinical cue, texture
-    normalised inside the lesion.
 
     Example::
 
@@ -178,21 +132,17 @@ def write_synthetic_cohort(
     overwrite: bool = False,
     lesion: LesionSpec | None = None,
 ) -> Path:
-    """Write a synthetic cohort (module docstring) and return its folder.
+    """Write a synthetic cohort (module docstring) and return ``Path(out)``.
 
     Args:
         out: the cohort folder (created).
-        task: ``"spine"`` (6 classes, t1/t2/t2fs) or ``"spondylitis"`` (2 classes, t1/t2fs).
+        task: ``"spine"``, ``"spondylitis"`` or ``"texture"`` (module docstring).
         cases: number of cases (≥ 5, so that every split has a case).
         seed: the seed; equal seeds write identical cohorts.
         size: the reference (t1) grid ``(D, H, W)`` at 1 mm; each axis ≥ 16.
         folds: the number of folds of the ``fold`` column (capped by the non-test patients).
         overwrite: replace an existing cohort in ``out`` (else ``FileExistsError``).
-        lesion: the lesion's cues and size (:class:`LesionSpec`; default ``LesionSpec()``, the
-            demo's cohort; :data:`FREQUENCY_ONLY` for the frequency-only task).
-
-    Returns:
-        ``Path(out)``.
+        lesion: the lesion's cues and size (default ``LesionSpec()``; :data:`FREQUENCY_ONLY`).
 
     Example::
 
@@ -200,22 +150,7 @@ def write_synthetic_cohort(
         >>> sorted(p.name for p in (root / "case000").iterdir())                            # doctest: +SKIP
         ['roi.nii.gz', 't1.nii.gz', 't2fs.nii.gz']
     """
-    if task not in TASKS:
-        raise ValueError(f"task: expected one of {sorted(TASKS)}, got {task!r}")
-    if not isinstance(cases, int) or cases < 5:
-        raise ValueError(f"cases: expected an int >= 5 (one per split at least), got {cases!r}")
-    size = to_3tuple_int(size, "size")
-    for axis, n in zip("DHW", size):
-        if n < 16:
-            raise ValueError(f"size: expected at least 16 voxels on axis {axis}, got {n}")
-    if not isinstance(folds, int) or folds < 2:
-        raise ValueError(f"folds: expected an int >= 2, got {folds!r}")
-    lesion = LesionSpec() if lesion is None else lesion
-    if not isinstance(lesion, LesionSpec):
-        raise TypeError(f"lesion: expected a LesionSpec or None, got {type(lesion).__name__}")
-    largest = ((min(size) - 1) / 2 - 2) / (1.15 * min(size))  # the ball (radius up to 1.15x) + 2 voxels fits
-    if lesion.radius > largest:
-        raise ValueError(f"lesion.radius: expected at most {largest:.3f} for size {size}, got {lesion.radius}")
+    size, lesion = _check_arguments(task, cases, size, folds, lesion)
     root = Path(out)
     if (root / CASES_CSV).exists() and not overwrite:
         raise FileExistsError(f"out: {root} already holds a cohort ({CASES_CSV}); pass overwrite=True")
@@ -242,25 +177,16 @@ def write_synthetic_cohort(
             [case_id, classes[label_idx], split, f"p{patient:03d}", "" if fold is None else str(fold), *clinical]
         )
 
-    with open(root / CASES_CSV, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["case_id", "label", "split", "patient_id", "fold", *CLINICAL_COLUMNS])
-        writer.writerows(rows)
-    with open(root / LESIONS_JSON, "w") as f:
-        json.dump({"task": task, "seed": seed, "size": list(size), "lesions": lesions}, f, indent=1)
+    _write_tables(root, rows, {"task": task, "seed": seed, "size": list(size), "lesions": lesions})
     return root
 
 
 def lesion_centres(root: str | os.PathLike, space: Literal["world", "dhw"] = "world") -> dict[str, np.ndarray]:
-    """The lesion centre of every case of a synthetic cohort, from its ``lesions.json``.
+    """``{case_id: centre}`` of a synthetic cohort's lesions, from its ``lesions.json``.
 
     Args:
         root: the cohort folder.
-        space: ``"world"`` (x, y, z in mm — map them onto any model grid with
-            ``LoadedCase.world_to_model``) or ``"dhw"`` (voxels of the t1 grid).
-
-    Returns:
-        ``{case_id: array of 3 floats}``.
+        space: ``"world"`` (x, y, z in mm; see ``LoadedCase.world_to_model``) or ``"dhw"`` (t1 grid voxels).
     """
     if space not in ("world", "dhw"):
         raise ValueError(f"space: expected 'world' or 'dhw', got {space!r}")
@@ -282,6 +208,39 @@ def lesion_radii(root: str | os.PathLike) -> dict[str, float]:
     with open(Path(root) / LESIONS_JSON) as f:
         info = json.load(f)["lesions"]
     return {cid: float(v["radius_mm"]) for cid, v in info.items()}
+
+
+def _check_arguments(
+    task: str, cases: int, size: int | Sequence[int], folds: int, lesion: LesionSpec | None
+) -> tuple[tuple[int, int, int], LesionSpec]:
+    """The checked arguments of :func:`write_synthetic_cohort`: ``size`` as a triple and the lesion spec."""
+    if task not in TASKS:
+        raise ValueError(f"task: expected one of {sorted(TASKS)}, got {task!r}")
+    if not isinstance(cases, int) or cases < 5:
+        raise ValueError(f"cases: expected an int >= 5 (one per split at least), got {cases!r}")
+    size = to_3tuple_int(size, "size")
+    for axis, n in zip("DHW", size):
+        if n < 16:
+            raise ValueError(f"size: expected at least 16 voxels on axis {axis}, got {n}")
+    if not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"folds: expected an int >= 2, got {folds!r}")
+    lesion = LesionSpec() if lesion is None else lesion
+    if not isinstance(lesion, LesionSpec):
+        raise TypeError(f"lesion: expected a LesionSpec or None, got {type(lesion).__name__}")
+    largest = ((min(size) - 1) / 2 - 2) / (1.15 * min(size))  # the ball (radius up to 1.15x) + 2 voxels fits
+    if lesion.radius > largest:
+        raise ValueError(f"lesion.radius: expected at most {largest:.3f} for size {size}, got {lesion.radius}")
+    return size, lesion
+
+
+def _write_tables(root: Path, rows: list[list[str]], lesions: dict) -> None:
+    """``cases.csv`` (one row per case) and ``lesions.json``."""
+    with open(root / CASES_CSV, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["case_id", "label", "split", "patient_id", "fold", *CLINICAL_COLUMNS])
+        writer.writerows(rows)
+    with open(root / LESIONS_JSON, "w") as f:
+        json.dump(lesions, f, indent=1)
 
 
 def _plan_table(cases: int, num_classes: int, folds: int, rng: np.random.Generator) -> list[tuple]:

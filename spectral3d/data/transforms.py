@@ -1,17 +1,8 @@
-"""Training augmentations for ``(S, D, H, W)`` volumes: flips, a small affine, intensity jitter.
+"""Training augmentations for ``(S, D, H, W)`` volumes: flip → affine → intensity jitter (why not MONAI: data_notes).
 
-Why not MONAI: its ``RandFlip``, ``RandAffine`` and ``RandScaleIntensity``/``RandShiftIntensity``
-do fit functionally, but MONAI is only a development dependency of this package (DESIGN.md §1),
-so runtime code cannot import it; the three operations below are short enough to own. Two
-properties are ours on purpose: every draw comes from an explicit ``torch.Generator`` seeded
-from ``(seed, epoch, index)`` (:func:`augmentation_seed`), so a sample's augmentation does not
-depend on the DataLoader's worker count or order; and the affine is built in *voxel* space (mm
-when the grid is isotropic), so rotations stay rigid on non-cubic volumes.
-
-Order: flip → affine (one trilinear resampling, border padding) → intensity jitter. All
-sequences of a case get the same geometric transform (they are co-registered); the intensity
-jitter is drawn per sequence, ``x ← x·(1 + ε_s) + δ_s`` with ``ε_s ~ U(-a, a)``,
-``δ_s ~ U(-b, b)`` (on z-scored volumes these are fractions of one standard deviation).
+*(ours)* Every draw comes from a ``torch.Generator`` seeded by :func:`augmentation_seed`; the affine acts in voxel
+space (one trilinear resampling, border padding), the same for all sequences of a case; the jitter is per sequence,
+``x ← x·(1 + ε_s) + δ_s`` with ``ε_s ~ U(−a, a)``, ``δ_s ~ U(−b, b)``. Notes: ``benchmarks/results/data_notes.md``.
 """
 
 from __future__ import annotations
@@ -26,7 +17,7 @@ import torch.nn.functional as F
 
 from spectral3d._checks import check_floating, check_ndim
 
-__all__ = ["AugmentConfig", "augment_volume", "augmentation_seed"]
+__all__ = ["AugmentConfig", "augment_volume", "augmentation_seed", "resample_affine"]
 
 
 @dataclass(frozen=True)
@@ -34,8 +25,7 @@ class AugmentConfig:
     """Augmentation strengths; the defaults are mild *(ours)*.
 
     Args:
-        flip_axes: model axes that may be flipped (0 = D, 1 = H, 2 = W); default W only
-            (left–right), since superior–inferior and anterior–posterior flips change anatomy.
+        flip_axes: model axes that may be flipped (0 = D, 1 = H, 2 = W); default W only (left–right).
         flip_prob: probability of flipping each axis in ``flip_axes``.
         affine_prob: probability of applying the affine.
         rotate_deg: rotation angles drawn from ``U(-r, r)`` degrees about each axis.
@@ -110,12 +100,9 @@ def augment_volume(volume: torch.Tensor, generator: torch.Generator, config: Aug
     """Flip, affine and intensity-jitter one ``(S, D, H, W)`` volume with draws from ``generator``.
 
     Args:
-        volume: ``(S, D, H, W)`` floating tensor.
+        volume: ``(S, D, H, W)`` floating tensor (the result: a new one, same shape and dtype).
         generator: the source of every random draw (seed it with :func:`augmentation_seed`).
         config: the strengths.
-
-    Returns:
-        a new ``(S, D, H, W)`` tensor of the same dtype.
 
     Example::
 
@@ -133,15 +120,21 @@ def augment_volume(volume: torch.Tensor, generator: torch.Generator, config: Aug
         rot = _rotation(_uniform(generator, 3, math.radians(config.rotate_deg)))
         scale = 1 + _uniform(generator, 3, config.scale)
         shift = _uniform(generator, 3, config.translate)
-        out = _resample_affine(out, rot @ torch.diag(1 / scale), shift)
+        out = resample_affine(out, rot @ torch.diag(1 / scale), shift)
     s = out.shape[0]
     gain = 1 + _uniform(generator, s, config.intensity_scale).to(out.dtype)
     bias = _uniform(generator, s, config.intensity_shift).to(out.dtype)
     return out * gain.view(s, 1, 1, 1) + bias.view(s, 1, 1, 1)
 
 
-def _resample_affine(volume: torch.Tensor, matrix: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """``out(p) = in(centre + matrix·(p - centre) + shift)`` in voxel coordinates ``p = (d, h, w)``."""
+def resample_affine(volume: torch.Tensor, matrix: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``out(p) = in(centre + matrix·(p - centre) + shift)`` in voxel coordinates ``p = (d, h, w)`` (trilinear).
+
+    Args:
+        volume: ``(S, D, H, W)`` floating tensor.
+        matrix: ``(3, 3)`` float64, acting on ``(d, h, w)`` about the volume centre.
+        shift: ``(3,)`` float64 shift in voxels.
+    """
     size = volume.shape[1:]
     centre = torch.tensor([(n - 1) / 2 for n in size], dtype=torch.float64)
     axes = [torch.arange(n, dtype=torch.float64) for n in size]
