@@ -1,31 +1,10 @@
 """Building registered models: ``create_model``, ``build_model_with_cfg`` and local-weights loading.
 
-``create_model(name, ...)`` calls the entry point registered under ``name``; every entry point
-ends in ``build_model_with_cfg(model_cls, variant, pretrained, **kwargs)``, which
-
-1. instantiates ``model_cls(**kwargs)`` (no defaults are injected: class defaults equal the
-   default variant's config, docs/CONTRIBUTING.md);
-2. attaches ``model.pretrained_cfg``: the variant's complete config (``_registry``), merged with
-   ``pretrained_cfg`` / ``pretrained_cfg_overlay`` if given, plus ``architecture`` (the variant
-   name, as timm records it), with ``input_size[0]``,
-   ``num_classes`` (and ``sequences`` / ``num_tabular`` for multi-sequence models) set to what
-   was actually built;
-3. with ``pretrained=True``, loads the local file named by the config's ``file`` key.
-
-Weights never come from the network and never silently stay random *(ours: timm downloads, and
-MONAI's 3D nets ignore ``pretrained=True``)*: without a ``file`` the call raises. Loading adapts,
-like timm:
-
-- ``in_chans``: a first-conv weight ``(O, I, *k)`` becomes ``(O, C, *k)``. ``C = 1`` sums over
-  the ``I`` input channels; otherwise the channels are tiled ``ceil(C / I)`` times, cut to ``C``
-  and scaled by ``I / C``, which keeps the response to an input constant across channels;
-- ``num_classes``: classifier weights of another shape (or a model built with
-  ``num_classes=0``) are dropped and the fresh head keeps its initialisation;
-
-and otherwise loads strictly: any other missing, unexpected or mis-shaped key raises.
-
-timm's ``create_model`` passes keyword arguments our models do not take (``pretrained_cfg``,
-``cache_dir``); the builder consumes them, so ``timm.create_model("desamba_spine_tiny")`` works.
+Every entry point ends in ``build_model_with_cfg``: it instantiates the class (no injected defaults), attaches
+``model.pretrained_cfg`` (the variant's config with overlays, ``architecture`` and what was actually built) and,
+with ``pretrained=True``, loads the local ``file``. *(ours)* Weights never come from the network and never silently
+stay random: without a ``file`` the call raises. Loading adapts ``in_chans`` (:func:`adapt_input_conv_3d`) and drops a
+classifier of another shape, like timm; any other missing, unexpected or mis-shaped key raises.
 """
 
 from __future__ import annotations
@@ -120,13 +99,8 @@ def build_model_with_cfg(
         variant: the registered name whose config applies.
         pretrained: load ``cfg["file"]`` (see :func:`load_pretrained`); raises without one.
         pretrained_cfg_overlay: keys overriding the variant's config (e.g. ``file``).
-        pretrained_filter_fn: ``fn(state_dict, model) -> state_dict`` applied to a loaded file
-            before adaptation (a family's ``checkpoint_filter_fn``).
-        **kwargs: constructor arguments. ``pretrained_cfg`` (a timm tag, dict or
-            ``PretrainedCfg``) is merged under the overlay; ``cache_dir`` is dropped.
-
-    Returns:
-        The model with ``model.pretrained_cfg`` (also as ``model.default_cfg``, timm's alias).
+        pretrained_filter_fn: ``fn(state_dict, model) -> state_dict`` applied to a loaded file before adaptation.
+        **kwargs: constructor arguments; timm's ``pretrained_cfg`` is merged under the overlay, ``cache_dir`` dropped.
 
     Example::
 
@@ -162,9 +136,7 @@ def build_model_with_cfg(
 
 
 def load_state_dict_file(path: str | Path) -> StateDict:
-    """Read a state dict from ``.safetensors`` or a torch file (``weights_only=True``), on CPU.
-
-    A torch file holding ``{"state_dict": ...}`` or ``{"model": ...}`` is unwrapped.
+    """Read a state dict (unwrapping ``{"state_dict"|"model": ...}``) from ``.safetensors`` or a torch file, on CPU.
 
     Example::
 
@@ -195,11 +167,10 @@ def load_state_dict_file(path: str | Path) -> StateDict:
 
 
 def adapt_input_conv_3d(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
-    """Adapt a first-conv weight ``(O, I, *kernel)`` to ``in_chans`` input channels.
+    """Adapt a first-conv weight ``(O, I, *kernel)`` to ``in_chans`` input channels (timm's rule, any kernel rank).
 
-    ``in_chans == 1`` sums the ``I`` channels; otherwise the channels are tiled, cut to
-    ``in_chans`` and scaled by ``I / in_chans`` (timm's ``adapt_input_conv`` rule, any kernel rank).
-    The dtype is kept; the arithmetic runs in at least float32.
+    ``in_chans == 1`` sums the ``I`` channels; otherwise they are tiled, cut to ``in_chans`` and scaled by
+    ``I / in_chans``. The dtype is kept.
 
     Example::
 

@@ -1,28 +1,13 @@
 """timm's model contract, written once for the networks of ``backbones3d`` (docs/CONTRIBUTING.md, "Networks").
 
-Two base classes carry the methods every model would otherwise repeat:
+Three base classes give ``forward(x) = forward_head(forward_features(x))`` and ``set_grad_checkpointing``:
 
-- :class:`HeadContract`: the classifier is a head module ``self.head``
-  (:class:`spectral3d.layers.heads.ClassifierHead3d` or :class:`~spectral3d.layers.heads.MlpHead`) with
-  ``reset(num_classes, pool_type)``, ``fc`` and ``forward(x, pre_logits)`` (ConvNeXt V2, SwinV2, SAMNet,
-  MambaOut, DeSamba). A ``features_only`` encoder (``self.features_only = True``, ``self.head = None``)
-  returns ``forward_stages(x)`` from ``forward`` and raises ``RuntimeError`` from the classifier methods.
-- :class:`FlatHeadContract`: timm's flat names, ``head_drop`` and the classifier on the model itself
-  (``fc`` ResNet, ``classifier`` DenseNet/EfficientNet, ``head`` ViT/Vim) with ``global_pool`` an
-  attribute: pool → dropout → Linear, the Linear applied per voxel when ``global_pool=""``.
-
-- :class:`StagedContract`: a :class:`HeadContract` model built as ``stem`` → ``stages`` (ConvNeXt V2,
-  SAMNet, MambaOut) gets ``forward_stages`` (the stage outputs DeSamba fuses) and ``forward_features``
-  from its ``_check_input(x)``.
-
-All give ``forward(x) = forward_head(forward_features(x))`` and ``set_grad_checkpointing``, which sets
-``grad_checkpointing`` on the model and on every submodule that has that flag (the stages read it).
-The subclass writes ``forward_features`` and, where its pooling differs (class tokens), ``forward_head``.
-
-:func:`linear_drop_path_rates` is the stochastic-depth schedule (plain Python floats, so models build
-under ``with torch.device("meta")``; it validates the rate); :func:`check_int` and :func:`check_rate`
-(``spectral3d._checks``, shared with the layers) validate constructor arguments with the messages of
-docs/CONTRIBUTING.md.
+- :class:`HeadContract`: the classifier is the head module ``self.head`` (ConvNeXt V2, SwinV2, SAMNet, MambaOut,
+  DeSamba); a ``features_only`` encoder (``self.head = None``) returns ``forward_stages(x)`` from ``forward``.
+- :class:`FlatHeadContract`: timm's flat names, pool → ``head_drop`` → Linear on the model itself (``fc`` ResNet,
+  ``classifier`` DenseNet/EfficientNet, ``head`` ViT/Vim); per voxel when ``global_pool=""``.
+- :class:`StagedContract`: a :class:`HeadContract` built as ``stem`` → ``stages`` (ConvNeXt V2, SAMNet, MambaOut)
+  gets ``forward_stages`` and ``forward_features``.
 """
 
 from __future__ import annotations
@@ -81,8 +66,7 @@ def linear_drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> list
 
 
 def run_blocks(blocks: nn.Module, x: torch.Tensor, grad_checkpointing: bool) -> torch.Tensor:
-    """``x`` through each block in turn; with ``grad_checkpointing`` (and grad enabled) each block is
-    recomputed in the backward instead of keeping its activations (``use_reentrant=False``)."""
+    """``x`` through each block; with ``grad_checkpointing`` (and grad on) each block is recomputed in the backward."""
     checkpointed = grad_checkpointing and torch.is_grad_enabled()
     for block in blocks:
         x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False) if checkpointed else block(x)
@@ -141,9 +125,7 @@ class HeadContract(nn.Module):
 class FlatHeadContract(HeadContract):
     """timm's classifier methods for flat head names: ``head_drop`` and the Linear ``classifier_name``.
 
-    Class attributes: ``classifier_name`` (the classifier's attribute, the cfg's ``classifier``) and
-    ``global_pools`` (the accepted ``global_pool`` values). ``_init_classifier`` initialises a new
-    classifier (default: zero bias, weights as ``nn.Linear``).
+    Subclasses set ``classifier_name`` and ``global_pools`` and may override ``_init_classifier``.
 
     Example::
 
@@ -179,20 +161,14 @@ class FlatHeadContract(HeadContract):
         setattr(self, self.classifier_name, fc)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout and classify; ``pre_logits=True`` stops before the classifier.
-
-        Returns ``(N, num_classes)`` logits, or ``(N, num_features)`` with ``pre_logits``; with
-        ``global_pool=""`` the same per voxel, ``(N, ·, d, h, w)``.
-        """
+        """Pool, dropout and classify: ``(N, num_classes)``, ``(N, num_features)`` with ``pre_logits``, per voxel
+        ``(N, ·, d, h, w)`` with ``global_pool=""``."""
         x = self.head_drop(global_pool_3d(x, self.global_pool))
         return x if pre_logits else channel_linear(x, getattr(self, self.classifier_name))
 
 
 class StagedContract(HeadContract):
-    """A :class:`HeadContract` model made of ``self.stem`` and the ``nn.Sequential`` ``self.stages``.
-
-    The subclass defines ``_check_input(x)`` (shape, dtype and size checks, raising ``ValueError`` or
-    ``TypeError``).
+    """A :class:`HeadContract` of ``self.stem`` and the ``nn.Sequential`` ``self.stages``; defines ``_check_input``.
 
     Example::
 

@@ -1,8 +1,7 @@
 """DeSamba: the decoupled spectral-adaptive multi-sequence classifier (paper Fig. 1, Fig. 4, Eq. 5; DESIGN.md §6–§8).
 
-Input: S MRI sequences of one lesion, ``x: (N, S, D, H, W)`` or a dict ``{name: (N, D, H, W) or
-(N, 1, D, H, W)}`` holding exactly the model's sequence names, and optionally clinical features
-``tabular: (N, F)`` (NaN = missing; ``None`` = all missing). Per sequence ``i`` (late fusion):
+Input: ``x: (N, S, D, H, W)`` or a dict ``{name: (N, D, H, W) or (N, 1, D, H, W)}`` holding exactly the model's
+sequence names, and optionally ``tabular: (N, F)`` (NaN = missing; ``None`` = all missing). Per sequence ``i``::
 
     a_i = SAMNet_i(x_i).stages        four maps, CNN encoder (CE); SAMBlocks with FP, ConvNeXtV2 blocks without
     b_i = MambaOut3d_i(x_i).stages    four maps, Mamba encoder (ME)
@@ -10,42 +9,20 @@ Input: S MRI sequences of one lesion, ``x: (N, S, D, H, W)`` or a dict ``{name: 
     r   = DRLM(f_1..f_S).representation  with De, else concat[f_1..f_S]
     t   = TabularEncoder(tabular)                             with TE
     logits = head(concat[r, t])       head = LayerNorm → dropout → Linear
+    L = CE(logits, y) + 0.5 L_self + 0.5 L_cross              (Eq. 5, DeSambaLoss)
 
-Loss (Eq. 5, :class:`DeSambaLoss`): ``L = CE(logits, y) + 0.5 L_self + 0.5 L_cross``, the
-reconstruction terms coming from :meth:`DeSamba.forward_with_aux`.
+:class:`DeSambaConfig` holds Table 3's seven flags; the full model and its ten ablation rows are registered per
+dataset (``desamba_spine_ablation_<row>``). Entry points take ``scale="paper" | "small" | "tiny"`` (``"small"``:
+SAMNet-Tiny + MambaOut-Femto; ``"tiny"``: one block per stage, widths 16-128, input (S, 32, 32, 32)) and
+``literal=True`` (the paper's reading wherever it gives one, docs/paper_literal.md). With CE every axis must be a
+positive multiple of 32.
 
-One :class:`DeSambaConfig` with the seven flags of the paper's Table 3 (TE, CE, FP, ME, De, C, S)
-builds the full model and all ten ablation rows (``desamba_spine_ablation_<row>`` and, for the
-two-sequence cohort, ``desamba_spondylitis_ablation_<row>``). Every entry
-point takes ``scale="paper" | "small" | "tiny"``:
-
-- ``"paper"`` *(ours: the paper gives no widths)* is sized against the paper's 433.82 M parameters
-  and 308.32 G "FLOPs" at (3, 64, 96, 96), read as multiply-adds without the FFT: per sequence a
-  SAMNet of widths 192-384-544-640 (depths 3-4-6-3, the paper's) and a MambaOut3d of depths
-  6-6-9-3, widths 256-352-384-448; feature_dim 512, tabular_dim 128. MACs go with resolution and
-  parameters with width, so wide early stages and moderate late ones meet both targets: measured
-  on the meta device with ``torch.utils.flop_counter.FlopCounterMode`` (batch 1, MACs = FLOPs / 2,
-  FFT not counted, elementwise ops and norms not counted) ``desamba_spine`` has 430.69 M
-  parameters (−0.7 %) and 305.29 G MACs (−1.0 %): ``PAPER_SCALE_MEASURED``.
-- ``"small"``: SAMNet-Tiny widths and MambaOut-Femto per sequence (a single GPU trains it).
-- ``"tiny"``: one block per stage, widths 16-32-64-128, SAMBlock's identity skip
-  (``samblock_residual="identity"``: at the demo's lr 1e-3 the paper's 0.5-weighted skip keeps SAMNet
-  from learning), input (S, 32, 32, 32): CPU-trainable in minutes, used by the tests
-  (``desamba_spine_tiny``, ``desamba_spondylitis_tiny``, and ``test_desamba_3d``, the registry's
-  test model: ``desamba_spine_tiny`` with ``share_encoders=True``).
-
-Every entry point also takes ``literal=False``; ``literal=True`` applies ``LITERAL``, the paper's
-reading wherever it gives one: channel ``f_m`` without band embedding, SAMBlock's 0.5-weighted skip,
-the fusion over all stages, one ``Enc_u`` shared by the sequences and non-detached DRLM targets
-(what changes and what stays *(ours)*: ``docs/paper_literal.md``).
-
-Choices *(ours)*: the fusion block (:mod:`spectral3d.layers.fusion`), the tabular encoder
-(:mod:`spectral3d.layers.tabular`), DRLM's encoder/decoder forms (:mod:`spectral3d.layers.drlm`),
-the LayerNorm in the classifier head, ``share_encoders`` (one encoder for every sequence, run as
-one batch), and that rows without TE accept and ignore ``tabular`` (one training loop serves
-every row). Input sizes: with CE every axis must be a positive multiple of 32 (SAMNet's unpadded
-stride-4 stem and three stride-2 downsamplings; a ``ValueError`` names the axis); MambaOut alone
-accepts any size.
+- *(ours)* ``"paper"`` widths (the paper gives none) fit its 433.82 M parameters and 308.32 G MACs
+  (``PAPER_SCALE_MEASURED``); evidence: benchmarks/results/model_notes.md#desamba
+- *(ours)* ``"tiny"`` uses SAMBlock's identity skip; evidence: benchmarks/results/fusion_ablation.md
+- *(ours)* the fusion block, tabular encoder, DRLM's encoder/decoder forms (their modules) and the head's LayerNorm.
+- *(ours)* ``share_encoders``: one encoder for every sequence, run as one batch.
+- *(ours)* rows without TE accept and ignore ``tabular`` (one training loop serves every row).
 """
 
 from __future__ import annotations
@@ -79,19 +56,8 @@ FLAGS = ("tabular_encoder", "cnn_encoder", "frequency_pathway", "mamba_encoder",
 class DeSambaConfig:
     """Everything that defines a DeSamba network; the defaults are ``desamba_spine`` at paper scale.
 
-    The seven flags are the columns of the paper's Table 3:
-
-    ============  =====================  ===============================================
-    Table 3       field                  what it switches on
-    ============  =====================  ===============================================
-    TE            ``tabular_encoder``    :class:`TabularEncoder` on clinical features
-    CE            ``cnn_encoder``        a SAMNet per sequence
-    FP            ``frequency_pathway``  SAMBlocks in that SAMNet (else ConvNeXtV2 blocks)
-    ME            ``mamba_encoder``      a MambaOut3d per sequence
-    De            ``decouple``           :class:`DRLM` on the fused sequence features
-    C             ``cross_loss``         DRLM's cross-reconstruction decoders and loss
-    S             ``self_loss``          DRLM's self-reconstruction decoders and loss
-    ============  =====================  ===============================================
+    Table 3's flags: TE ``tabular_encoder``, CE ``cnn_encoder`` (a SAMNet per sequence), FP ``frequency_pathway``
+    (SAMBlocks, else ConvNeXtV2 blocks), ME ``mamba_encoder``, De ``decouple``, C ``cross_loss``, S ``self_loss``.
 
     Attributes:
         sequences: sequence names, in the order of the input's axis 1.
@@ -105,11 +71,9 @@ class DeSambaConfig:
         drlm_hidden_dim: hidden width of DRLM's MLPs (default ``feature_dim``).
         fm_mode, num_bands: SAMB's modulation form and radial bands.
         band_embedding: SAMB's learned band embedding (``False``: the paper's form).
-        spectral_stem: SAMNet's band-energy front end (:class:`~backbones3d.samnet.SAMNet`; needs FP).
-        samblock_residual: SAMBlock's skip, ``"paper"`` (``0.5·x + 0.5·F_out``, default) or
-            ``"identity"`` (``x + F_out``); see :mod:`spectral3d.layers.samblock`.
-        fusion_stages: the fusion block pools ``"all"`` stage outputs of both branches or only the
-            ``"last"`` one of each (:class:`~spectral3d.layers.fusion.MultiScaleFusion`).
+        spectral_stem: SAMNet's band-energy front end (needs FP).
+        samblock_residual: SAMBlock's skip, ``"paper"`` (``0.5·x + 0.5·F_out``) or ``"identity"`` (``x + F_out``).
+        fusion_stages: the fusion pools ``"all"`` stage outputs of both branches or only the ``"last"`` one of each.
         drlm_share_unique_encoder: one ``Enc_u`` for every sequence (the paper's notation).
         drlm_detach_targets: DRLM reconstructs ``f_i.detach()`` (``False``: ``f_i``, the paper's form).
         share_encoders: one CNN/Mamba/fusion encoder for every sequence.
@@ -187,16 +151,13 @@ class DeSambaConfig:
 
 
 class SequenceEncoder(nn.Module):
-    """One sequence's image encoder: SAMNet and/or MambaOut3d stages fused into a vector (paper Fig. 4).
+    """One sequence's image encoder, ``(N, 1, D, H, W) -> (N, feature_dim)``: SAMNet and/or MambaOut3d, fused (Fig. 4).
 
     Args:
         config: the network's :class:`DeSambaConfig` (its CE, FP, ME flags and sizes are used).
 
-    Shapes: ``(N, 1, D, H, W) -> (N, feature_dim)``.
-
     Example::
 
-        >>> import torch
         >>> cfg = DeSambaConfig(cnn_depths=(1,) * 4, cnn_dims=(8, 16, 24, 32), mamba_depths=(1,) * 4,
         ...                     mamba_dims=(8, 16, 24, 32), feature_dim=16)
         >>> SequenceEncoder(cfg)(torch.randn(2, 1, 32, 32, 32)).shape
@@ -258,19 +219,13 @@ class DeSamba(HeadContract):
 
     Args:
         config: a :class:`DeSambaConfig` (default: ``desamba_spine`` at paper scale).
-        **kwargs: :class:`DeSambaConfig` fields overriding ``config`` (``num_classes=...``,
-            ``decouple=False``, ...). timm's ``in_chans`` is accepted and must equal the number of
-            sequences (each sequence has its own one-channel encoder).
+        **kwargs: :class:`DeSambaConfig` fields overriding ``config``; timm's ``in_chans`` must equal S.
 
-    Attributes:
-        config, sequences, num_classes, num_tabular, in_chans (= S), num_features.
-
-    Shapes: ``forward(x, tabular=None)`` with ``x: (N, S, D, H, W)`` or a dict of ``(N, D, H, W)``
-    / ``(N, 1, D, H, W)`` per sequence name, ``tabular: (N, num_tabular)`` → ``(N, num_classes)``.
+    Shapes: ``forward(x, tabular=None)``, ``x`` as in the module docstring, ``tabular: (N, num_tabular)``
+    → ``(N, num_classes)``.
 
     Example::
 
-        >>> import torch
         >>> from backbones3d.desamba import desamba_spine_tiny
         >>> model = desamba_spine_tiny()
         >>> x = torch.randn(2, 3, 32, 32, 32)
@@ -458,14 +413,10 @@ class DeSambaLoss(nn.Module):
         label_smoothing: passed to the cross-entropy.
         weight: optional per-class weights ``(K,)`` of the cross-entropy (e.g. inverse frequencies).
 
-    ``forward(logits, target, aux)`` returns ``(total, parts)``: ``parts`` holds the detached
-    ``"cls"`` term and each aux term present, for logging. Terms absent from ``aux`` (rows
-    without De, C or S) contribute nothing.
+    ``forward(logits, target, aux)`` returns ``(total, parts)`` (detached terms for logging); absent aux terms add 0.
 
     Example::
 
-        >>> import torch
-        >>> from backbones3d.desamba import desamba_spine_tiny
         >>> model, criterion = desamba_spine_tiny(), DeSambaLoss()
         >>> logits, aux = model.forward_with_aux(torch.randn(2, 3, 32, 32, 32))
         >>> total, parts = criterion(logits, torch.tensor([0, 5]), aux)
