@@ -9,29 +9,15 @@ A densely connected network (Huang et al. 2017) with 3D operators. For an input 
     transition:  norm → ReLU → conv 1³ (C → C/2) → avg-pool 2³ (stride 2)
     end:         norm5 → ReLU → global pool → dropout(``drop_rate``) → classifier
 
-DenseNet-121 is ``k = 32`` (``growth_rate``), blocks of 6-12-24-16 layers, ``bn_size = 4`` and 64
-stem features, as MONAI's ``DenseNet121``; ``forward_features`` returns ``(N, 1024, ⌈D/4⌉/8,
-⌈H/4⌉/8, ⌈W/4⌉/8)``.
+DenseNet-121 is ``k = 32`` (``growth_rate``), blocks 6-12-24-16, ``bn_size = 4`` and 64 stem features, as MONAI's
+``DenseNet121`` (same parameter count); timm's ``densenet121`` names and initialisation
+(benchmarks/results/model_notes.md#densenet3d). ``forward_features``: ``(N, 1024, ⌈D/4⌉/8, ⌈H/4⌉/8, ⌈W/4⌉/8)``.
 
-Reference parity (checked by ``tests/test_baselines_cnn.py``): the parameter count equals MONAI's
-``DenseNet121(spatial_dims=3, in_channels=in_chans, out_channels=num_classes)``; parameter names
-are timm's ``densenet121`` (``features.conv0``, ``features.denseblock1.denselayer1.norm1``,
-``features.transition1.conv``, ``features.norm5``, ``classifier``), so a timm checkpoint inflates
-key for key. Initialisation as both: Kaiming-normal convolutions (fan-in, ReLU gain), BatchNorm
-γ = 1 and β = 0, zero classifier bias.
-
-Choices the references leave open:
-
-* Input sizes: the stem is padded (``n → ⌈n / 4⌉``), but each transition's 2³ average pool is
-  not, and would silently drop the last slice of an odd extent (MONAI and torchvision do). Sizes
-  are therefore checked: ``⌈n / 4⌉`` must be a multiple of ``2^(number of transitions)`` (8 for
-  DenseNet-121, e.g. any multiple of 32), else a ``ValueError`` names the axis, the size and the
-  transition that would truncate it *(ours, DESIGN.md §2)*.
-* ``drop_path_rate`` *(ours)*: DenseNet has no residual sum, so stochastic depth drops a dense
-  layer's new features (per sample, rescaled by ``1/(1-p)``, as ``DropPath``), the rate growing
-  linearly from 0 at the first layer to ``drop_path_rate`` at the last. ``proj_drop_rate`` is the
-  paper's (and MONAI's ``dropout_prob``) element-wise dropout on those features.
-* ``global_pool=""`` keeps the map: ``forward_head`` then applies ``classifier`` at every voxel.
+- *(ours)* ``⌈n / 4⌉`` must be a multiple of ``2^(transitions)`` (the unpadded 2³ pools would drop voxels);
+  else ``ValueError`` names the axis, the size and the transition (DESIGN.md §2).
+- *(ours)* ``drop_path_rate`` drops a dense layer's new features per sample (rescaled, linear from 0);
+  ``proj_drop_rate`` is the paper's element-wise dropout on them (MONAI's ``dropout_prob``).
+- *(ours)* ``global_pool=""`` keeps the map: ``forward_head`` applies ``classifier`` at every voxel.
 """
 
 from __future__ import annotations

@@ -18,26 +18,13 @@ EfficientNet (Tan & Le 2019) with every 2D operator replaced by its 3D counterpa
     C'      16   24   40   80   112  192  320
     repeats 1    2    2    3    3    4    1
 
-B1–B3 scale the widths by ``channel_multiplier`` (rounded to a multiple of 8, never below 90 % of
-the scaled value) and the repeats by ``depth_multiplier`` (rounded up), exactly as timm: (1.0, 1.1),
-(1.1, 1.2), (1.2, 1.4). ``forward_features`` returns ``(N, num_features, ⌈D/32⌉, ⌈H/32⌉,
-⌈W/32⌉)``: every convolution is padded symmetrically (``k // 2``), so each stride-2 layer maps
-``n → ⌈n / 2⌉`` and any size ≥ 1 works on every axis.
+B1–B3 scale widths by ``channel_multiplier`` and repeats by ``depth_multiplier`` with timm's rounding. Every
+convolution pads ``k // 2``, so any size ≥ 1 works and ``forward_features`` returns
+``(N, num_features, ⌈D/32⌉, ⌈H/32⌉, ⌈W/32⌉)``. Module tree, parameter names and initialisation are timm's
+``efficientnet_b*`` (``inflate_2d`` matches every key; benchmarks/results/model_notes.md#efficientnet3d).
 
-The stride-1 depthwise convolutions are :class:`spectral3d.layers.DepthwiseConv3d` (an ``nn.Conv3d``).
-
-Reference parity (checked by ``tests/test_baselines_cnn.py``): the module tree and parameter
-names are timm's ``efficientnet_b0`` … ``b3`` (``conv_stem``, ``bn1``, ``blocks.i.j.conv_dw`` /
-``se.conv_reduce`` / ``conv_pwl`` / ``bn3``, ``conv_head``, ``bn2``, ``classifier``); every 3D
-tensor is its 2D counterpart with one more kernel axis, so ``inflate_2d`` matches every key.
-Stochastic depth grows linearly with the block index ``i`` as ``drop_path_rate · i / n_blocks``
-(timm's rule). Initialisation is timm's (TensorFlow's): convolutions ``N(0, 2 / fan_out)`` with
-``fan_out = k³ · C_out / groups``, zero biases, BatchNorm γ = 1 and β = 0, classifier
-``U(±1 / √num_classes)``.
-
-Choices the references leave open: ``drop_rate`` defaults to 0 like timm's constructor (the paper
-of EfficientNet trains B0 with 0.2; pass it); ``global_pool=""`` keeps the map and applies the
-classifier at every voxel *(ours)*.
+- *(ours)* ``drop_rate`` defaults to 0, like timm's constructor (EfficientNet trains B0 with 0.2).
+- *(ours)* ``global_pool=""`` keeps the map and applies the classifier at every voxel.
 """
 
 from __future__ import annotations
@@ -148,13 +135,8 @@ class InvertedResidual3d(nn.Module):
     """MBConv: pointwise expansion → depthwise k³ conv → SE → pointwise projection, residual when shapes agree.
 
     Args:
-        in_chs: Input channels.
-        out_chs: Output channels.
-        kernel_size: Depthwise kernel size.
-        stride: Depthwise stride.
+        in_chs, out_chs, kernel_size, stride, se_ratio, drop_path: as in :class:`DepthwiseSeparable3d`.
         exp_ratio: Expansion of the hidden width (``make_divisible(in_chs · exp_ratio, 8)``).
-        se_ratio: Squeeze channels as a fraction of ``in_chs`` (timm computes it from the block input).
-        drop_path: Stochastic-depth probability (used when the block has a residual).
 
     Example::
 

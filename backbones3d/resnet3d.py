@@ -11,37 +11,13 @@ replaced by its 3D counterpart. For an input ``x`` of shape ``(N, in_chans, D, H
              w = ⌊planes · base_width / 64⌋ · cardinality, x' = x or downsample(x)
     head:    global pool → dropout(``drop_rate``) → fc
 
-``forward_features`` returns ``(N, 2048, d, h, w)`` with ``d = ⌈D / (16·s)⌉`` (``s = stem_stride``
-on that axis; likewise ``h``, ``w``): every convolution and pooling layer is padded, each stride-2
-layer maps ``n → ⌈n / 2⌉``, so any size ≥ 1 works on every axis and no voxel is dropped.
+``forward_features`` returns ``(N, 2048, ⌈D / (16·s)⌉, ...)`` (``s = stem_stride``); every layer is padded, so any
+size ≥ 1 works. timm's ``resnet50`` / ``resnext50_32x4d`` names; MONAI's ``resnet50`` parameter count (a zero-init
+bias on each shortcut conv, ``downsample_bias``). Reference parity: benchmarks/results/model_notes.md#resnet3d
 
-Reference parity (checked by ``tests/test_baselines_cnn.py``):
-
-* **Parameter names** are timm's ``resnet50`` / ``resnext50_32x4d`` (``conv1``, ``bn1``,
-  ``layer1.0.conv1`` … ``layer4.2.bn3``, ``layer1.0.downsample.0/1``, ``fc``), so
-  ``backbones3d.inflate.inflate_2d`` maps a timm checkpoint onto this model key for key.
-* **Parameter counts** equal MONAI's ``monai.networks.nets.resnet50(spatial_dims=3,
-  n_input_channels=in_chans, num_classes=...)``: a 7³ stem conv without bias and — MONAI's
-  default ``bias_downsample=True`` — a bias on each 1³ shortcut conv (``downsample_bias=True``,
-  3,840 parameters; timm's 2D ResNets have none). The biases start at zero, so a model inflated
-  from timm computes exactly the inflated 2D function; pass ``downsample_bias=False`` for timm's
-  key set exactly.
-
-Choices the references leave open:
-
-* ``stem_stride`` defaults to **2** *(ours)*: the stride of He et al.'s ResNet-50, timm,
-  torchvision and MONAI's own ``ResNetFeatures`` (MedicalNet). MONAI's ``resnet50`` defaults to a
-  stride-1 stem (``conv1_t_stride=1``), which runs every stage at twice the resolution per axis:
-  8× the MACs and activation memory for the same parameters. ``stem_stride=1`` reproduces
-  MONAI's default; the parameter count does not depend on it.
-* Initialisation follows both references: Kaiming-normal (fan-out, ReLU gain) convolutions,
-  BatchNorm γ = 1 and β = 0, zero classifier and shortcut biases. The last BN of a block is not
-  zero-initialised (timm's ``zero_init_last``) *(ours, as MONAI)*: every weight then receives
-  gradient from the first step.
-* Stochastic depth (``drop_path_rate``) grows linearly from 0 at the first block to
-  ``drop_path_rate`` at the last, as timm does.
-* ``global_pool=""`` keeps the map: ``forward_head`` then applies ``fc`` at every voxel and
-  returns ``(N, num_classes, d, h, w)`` *(ours)*.
+- *(ours)* ``stem_stride`` defaults to 2 (He et al., timm, torchvision); 1 is MONAI's ``resnet50`` default (8× MACs).
+- *(ours)* the last BN of a block is not zero-initialised (as MONAI, unlike timm's ``zero_init_last``).
+- *(ours)* ``global_pool=""`` keeps the map: ``fc`` at every voxel, ``(N, num_classes, d, h, w)``.
 """
 
 from __future__ import annotations
@@ -126,8 +102,7 @@ class ResNet3d(FlatHeadContract):
         cardinality: Groups of every 3³ convolution (32 for ResNeXt-50 32x4d).
         base_width: Width per group (4 for ResNeXt-50 32x4d, 64 for ResNet).
         stem_width: Channels of the stem and width of the first stage's ``planes``.
-        stem_stride: Stride of the 7³ stem convolution, an int or ``(D, H, W)``; 2 by default,
-            1 reproduces MONAI's default stem (8× the MACs). See the module docstring.
+        stem_stride: Stride of the 7³ stem convolution, an int or ``(D, H, W)``; 1 is MONAI's default stem.
         downsample_bias: Give each 1³ shortcut conv a bias (MONAI's default, zero-initialised).
         global_pool: ``"avg"``, ``"max"`` or ``""`` (keep the map; ``fc`` is applied per voxel).
         drop_rate: Dropout before ``fc``.
