@@ -1,9 +1,7 @@
 """ConvNeXt V2 in 3D: timm's ``convnextv2_*`` layer for layer, with one more spatial axis.
 
-ConvNeXt V2 (Woo et al., 2023) is ConvNeXt with a Global Response Normalisation (GRN) layer in
-every block's MLP and no layer scale. This file follows timm's ``convnext.py`` with the V2
-settings (``use_grn=True``, ``ls_init_value=None``); the paper compares against it as
-"ConvNeXtV2" (DESIGN.md §9). Per block, on ``x`` of shape ``(N, C, D, H, W)``:
+The paper's "ConvNeXtV2" baseline (Woo et al., 2023; DESIGN.md §9): timm's ``convnext.py`` with ``use_grn=True``
+and no layer scale. Per block, on ``x`` of shape ``(N, C, D, H, W)``::
 
     y = x + DropPath(fc2(GRN(GELU(fc1(LN(DWConv_7x7x7(x)))))))
 
@@ -17,27 +15,13 @@ Shapes through the network (input ``(N, C_in, D, H, W)``, every axis a multiple 
               then depths[i] blocks
     head      global pool -> LN -> dropout -> Linear  -> (N, num_classes)
 
-Parameter names are timm's (``stem.0``, ``stages.i.downsample.{0,1}``,
-``stages.i.blocks.j.{conv_dw, norm, mlp.fc1, mlp.grn, mlp.fc2}``, ``head.norm``, ``head.fc``) and
-so are the per-variant layouts: the small variants (atto, femto, pico, nano) use timm's
-``conv_mlp=True`` layout (channels-first LayerNorm, 1x1x1 convolutions for ``fc1``/``fc2``, GRN over
-channels-first maps), tiny and base the channels-last one (``nn.LayerNorm`` and ``nn.Linear``
-after a permute). The two are the same function; keeping timm's per-variant choice gives every
-weight the shape of its 2-D counterpart plus a unit depth axis, so ``inflate_2d`` matches a timm
-checkpoint key for key. The stem and the downsampling convolutions are unpadded and strided: an
-input axis that is not a positive multiple of ``patch_size * 2**(len(depths) - 1)`` (32 for the
-registered models) is rejected with a ``ValueError`` naming the axis, instead of being truncated
-(DESIGN.md §2). The block is :class:`spectral3d.layers.samblock.ConvNeXtV2Block3d` (SAMNet's
-ConvNeXtV2 block, in either layout) and the head :class:`spectral3d.layers.heads.ClassifierHead3d`
-with a LayerNorm (eps 1e-6).
+Parameter names and per-variant layouts are timm's (atto–nano ``conv_mlp=True``, tiny/base channels-last), so
+``inflate_2d`` matches a timm checkpoint key for key (benchmarks/results/model_notes.md#convnextv2_3d). An axis
+that is not a positive multiple of ``patch_size * 2**(len(depths) - 1)`` raises ``ValueError`` (DESIGN.md §2).
+The block is ``ConvNeXtV2Block3d``, shared with SAMNet.
 
-Choices that are ours:
-
-- *(ours)* ``global_pool=""`` keeps the map: the head's norm and classifier then act at every
-  voxel and ``forward_head`` returns ``(N, num_classes, d, h, w)`` (timm's 2-D head does the same
-  with a 1x1 convolution).
-- *(ours)* the class defaults are ``convnextv2_tiny_3d`` with ``in_chans=3``, ``num_classes=2`` and
-  input ``(3, 64, 96, 96)``.
+- *(ours)* ``global_pool=""`` keeps the map: ``forward_head`` returns ``(N, num_classes, d, h, w)``.
+- *(ours)* class defaults are ``convnextv2_tiny_3d`` with ``in_chans=3``, ``num_classes=2``, input ``(3, 64, 96, 96)``.
 """
 
 from __future__ import annotations
@@ -76,7 +60,6 @@ class ConvNeXtStage3d(nn.Module):
 
     Example::
 
-        >>> import torch
         >>> from backbones3d.convnextv2_3d import ConvNeXtStage3d
         >>> ConvNeXtStage3d(8, 16, depth=2, stride=2)(torch.randn(1, 8, 4, 6, 8)).shape
         torch.Size([1, 16, 2, 3, 4])
@@ -132,12 +115,10 @@ class ConvNeXtV2_3d(StagedContract):
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic depth, rising linearly over all blocks to this value.
 
-    Shapes: ``(N, in_chans, D, H, W) -> (N, num_classes)``; every axis a positive multiple of
-    ``patch_size * 2**(len(depths) - 1)``.
+    Shapes: ``(N, in_chans, D, H, W) -> (N, num_classes)``.
 
     Example::
 
-        >>> import torch
         >>> from backbones3d.convnextv2_3d import ConvNeXtV2_3d
         >>> model = ConvNeXtV2_3d(in_chans=2, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))
         >>> model(torch.randn(1, 2, 32, 32, 64)).shape

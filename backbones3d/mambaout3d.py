@@ -1,28 +1,17 @@
 """MambaOut3d: MambaOut ("Do We Really Need Mamba for Vision?", Yu & Wang 2024) over volumes.
 
-DeSamba's MambaOut encoder (paper Fig. 1; DESIGN.md §5) and the ``mambaout_*_3d`` baselines. The
-2-D reference is timm's ``mambaout.py``, followed layer for layer with 3-D convolutions:
+DeSamba's MambaOut encoder (paper Fig. 1; DESIGN.md §5) and the ``mambaout_*_3d`` baselines: timm's
+``mambaout.py`` layer for layer with 3-D convolutions and timm's parameter names (``inflate_2d`` key for key)::
 
     stem:        Conv3d k3 s2 p1 (in → C0/2) → LN → GELU → Conv3d k3 s2 p1 (→ C0) → LN      stride 4
     stage i:     [i > 0: Conv3d k3 s2 p1 (C(i−1) → Ci) → LN]  →  depths[i] × GatedCNNBlock3d(Ci)
     head:        global average pool → LN → Linear Ci → 4Ci → GELU → LN → Linear 4Ci → K   (MlpHead)
 
-Shapes: ``(N, in_chans, D, H, W) → (N, num_classes)``; stage ``i`` runs at stride ``4·2^i`` with
-``dims[i]`` channels, every axis of size ``n`` becoming ``⌈n/2⌉`` per stride-2 convolution, so every
-size ≥ 1 is accepted and no voxel is dropped (DESIGN.md §2). ``forward_features`` returns the last
-map ``(N, dims[-1], d, h, w)``; ``forward_stages`` the four maps, all channels-first. ``features_only=True``
-builds no head and makes ``forward`` return the four maps (DeSamba's encoder).
+Shapes: ``(N, in_chans, D, H, W) → (N, num_classes)``; stage ``i`` is ``(N, dims[i], ⌈D/(4·2^i)⌉, ...)``, so any
+size ≥ 1 works. ``forward_stages`` returns the four maps, channels-first; ``features_only=True`` builds no head.
 
-Parameter names equal timm's (``stem.conv1``, ``stages.1.downsample.conv``,
-``stages.0.blocks.2.fc1``, ``head.pre_logits.fc``, ``head.fc``, ...), so a timm ``mambaout_*``
-model inflates into the matching ``mambaout_*_3d`` key for key (``backbones3d.inflate_2d``); with
-centre-slice inflation a depth-1 volume gives timm's logits.
-
-Choices *(ours)*: activations stay channels-first between stages (timm keeps NHWC; the blocks
-permute internally, and their channels-first output is a view of channels-last memory, so the
-permutes are free); ``global_pool="max"`` is offered; ``num_classes=2`` and input
-``(3, 64, 96, 96)`` are the defaults of the baselines (DESIGN.md §9); the configs' widths and depths
-are timm's.
+- *(ours)* activations stay channels-first between stages (timm: NHWC); the blocks' permutes are views.
+- *(ours)* ``global_pool="max"`` is offered; defaults ``num_classes=2``, input ``(3, 64, 96, 96)`` (DESIGN.md §9).
 """
 
 from __future__ import annotations
@@ -50,7 +39,6 @@ class MambaOutStem3d(nn.Module):
 
     Example::
 
-        >>> import torch
         >>> from backbones3d.mambaout3d import MambaOutStem3d
         >>> MambaOutStem3d(1, 16)(torch.randn(1, 1, 9, 8, 1)).shape
         torch.Size([1, 16, 3, 2, 1])
@@ -75,7 +63,6 @@ class MambaOutDownsample3d(nn.Module):
 
     Example::
 
-        >>> import torch
         >>> from backbones3d.mambaout3d import MambaOutDownsample3d
         >>> MambaOutDownsample3d(8, 16)(torch.randn(1, 8, 5, 4, 1)).shape
         torch.Size([1, 16, 3, 2, 1])
@@ -95,7 +82,6 @@ class MambaOutStage3d(nn.Module):
 
     Example::
 
-        >>> import torch
         >>> from backbones3d.mambaout3d import MambaOutStage3d
         >>> MambaOutStage3d(8, 16, depth=2, downsample=True)(torch.randn(1, 8, 4, 4, 4)).shape
         torch.Size([1, 16, 2, 2, 2])
@@ -142,18 +128,15 @@ class MambaOut3d(StagedContract):
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic depth, rising linearly from 0 over all blocks to this value.
         act_layer: activation class of stem, blocks and head.
-        features_only: build no head (``head = None``); ``forward`` returns the list of stage outputs
-            (timm's ``features_only``; how DeSamba uses MambaOut3d).
+        features_only: build no head (``head = None``); ``forward`` returns the stage outputs (DeSamba's use).
 
     Attributes:
         num_features: ``dims[-1]``, the channels of ``forward_features``.
-        head_hidden_size: width of ``forward_head(x, pre_logits=True)`` (``4 · dims[-1]``; ``dims[-1]``
-            without a head).
+        head_hidden_size: width of ``forward_head(x, pre_logits=True)`` (``4 · dims[-1]``; ``dims[-1]`` headless).
         feature_info: per stage ``dict(num_chs, reduction, module)``.
 
     Example::
 
-        >>> import torch
         >>> from backbones3d.mambaout3d import MambaOut3d
         >>> model = MambaOut3d(in_chans=2, num_classes=3, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))
         >>> model(torch.randn(1, 2, 9, 16, 1)).shape
