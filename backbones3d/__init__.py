@@ -1,7 +1,6 @@
 """backbones3d: whole 3D networks and a timm-style registry (DESIGN.md §1, §2, §5–§9).
 
-Importing the package imports every model file, which registers its models here and in timm's
-registry (``timm.create_model("mambaout_femto_3d")`` works after ``import backbones3d``).
+Importing the package registers every model here and in timm's registry.
 
 Example::
 

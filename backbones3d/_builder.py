@@ -104,7 +104,6 @@ def build_model_with_cfg(
 
     Example::
 
-        >>> from backbones3d._builder import build_model_with_cfg
         >>> from backbones3d.mambaout3d import MambaOut3d
         >>> model = build_model_with_cfg(MambaOut3d, "test_mambaout_3d", depths=(1, 1, 1, 1),
         ...                              dims=(8, 16, 24, 32), in_chans=2)
@@ -141,7 +140,6 @@ def load_state_dict_file(path: str | Path) -> StateDict:
     Example::
 
         >>> import tempfile, torch, safetensors.torch
-        >>> from backbones3d._builder import load_state_dict_file
         >>> path = tempfile.mkdtemp() + "/w.safetensors"
         >>> safetensors.torch.save_file({"w": torch.ones(2)}, path)
         >>> load_state_dict_file(path)["w"]
@@ -174,8 +172,6 @@ def adapt_input_conv_3d(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
 
     Example::
 
-        >>> import torch
-        >>> from backbones3d._builder import adapt_input_conv_3d
         >>> adapt_input_conv_3d(5, torch.randn(8, 3, 3, 3, 3)).shape
         torch.Size([8, 5, 3, 3, 3])
     """

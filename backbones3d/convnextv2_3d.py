@@ -60,7 +60,6 @@ class ConvNeXtStage3d(nn.Module):
 
     Example::
 
-        >>> from backbones3d.convnextv2_3d import ConvNeXtStage3d
         >>> ConvNeXtStage3d(8, 16, depth=2, stride=2)(torch.randn(1, 8, 4, 6, 8)).shape
         torch.Size([1, 16, 2, 3, 4])
     """
@@ -119,7 +118,6 @@ class ConvNeXtV2_3d(StagedContract):
 
     Example::
 
-        >>> from backbones3d.convnextv2_3d import ConvNeXtV2_3d
         >>> model = ConvNeXtV2_3d(in_chans=2, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))
         >>> model(torch.randn(1, 2, 32, 32, 64)).shape
         torch.Size([1, 2])

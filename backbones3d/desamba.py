@@ -226,7 +226,6 @@ class DeSamba(HeadContract):
 
     Example::
 
-        >>> from backbones3d.desamba import desamba_spine_tiny
         >>> model = desamba_spine_tiny()
         >>> x = torch.randn(2, 3, 32, 32, 32)
         >>> model(x).shape

@@ -39,7 +39,6 @@ class MambaOutStem3d(nn.Module):
 
     Example::
 
-        >>> from backbones3d.mambaout3d import MambaOutStem3d
         >>> MambaOutStem3d(1, 16)(torch.randn(1, 1, 9, 8, 1)).shape
         torch.Size([1, 16, 3, 2, 1])
     """
@@ -63,7 +62,6 @@ class MambaOutDownsample3d(nn.Module):
 
     Example::
 
-        >>> from backbones3d.mambaout3d import MambaOutDownsample3d
         >>> MambaOutDownsample3d(8, 16)(torch.randn(1, 8, 5, 4, 1)).shape
         torch.Size([1, 16, 3, 2, 1])
     """
@@ -82,7 +80,6 @@ class MambaOutStage3d(nn.Module):
 
     Example::
 
-        >>> from backbones3d.mambaout3d import MambaOutStage3d
         >>> MambaOutStage3d(8, 16, depth=2, downsample=True)(torch.randn(1, 8, 4, 4, 4)).shape
         torch.Size([1, 16, 2, 2, 2])
     """
@@ -137,7 +134,6 @@ class MambaOut3d(StagedContract):
 
     Example::
 
-        >>> from backbones3d.mambaout3d import MambaOut3d
         >>> model = MambaOut3d(in_chans=2, num_classes=3, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))
         >>> model(torch.randn(1, 2, 9, 16, 1)).shape
         torch.Size([1, 3])

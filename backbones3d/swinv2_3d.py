@@ -77,7 +77,6 @@ def relative_coords_table_3d(window_size: Sequence[int], device: torch.device | 
 
     Example::
 
-        >>> from backbones3d.swinv2_3d import relative_coords_table_3d
         >>> t = relative_coords_table_3d((1, 2, 3))
         >>> t.shape, float(t[:, 0].abs().max()), round(float(t[:, 2].abs().max()), 4)
         (torch.Size([15, 3]), 0.0, 1.0566)
@@ -148,8 +147,6 @@ class WindowAttention3d(nn.Module):
 
     Example::
 
-        >>> import torch
-        >>> from backbones3d.swinv2_3d import WindowAttention3d
         >>> attn = WindowAttention3d(16, (2, 3, 3), num_heads=2)
         >>> attn(torch.randn(2, 4, 18, 16)).shape
         torch.Size([2, 4, 18, 16])
@@ -248,8 +245,6 @@ class SwinTransformerV2Block3d(nn.Module):
 
     Example::
 
-        >>> import torch
-        >>> from backbones3d.swinv2_3d import SwinTransformerV2Block3d
         >>> block = SwinTransformerV2Block3d(16, 2, window_size=4, shifted=True)
         >>> block(torch.randn(1, 3, 5, 9, 16)).shape
         torch.Size([1, 3, 5, 9, 16])
@@ -318,8 +313,6 @@ class PatchMerging3d(nn.Module):
 
     Example::
 
-        >>> import torch
-        >>> from backbones3d.swinv2_3d import PatchMerging3d
         >>> PatchMerging3d(8)(torch.randn(1, 4, 5, 6, 8)).shape
         torch.Size([1, 2, 3, 3, 16])
     """
@@ -357,8 +350,6 @@ class SwinTransformerV2Stage3d(nn.Module):
 
     Example::
 
-        >>> import torch
-        >>> from backbones3d.swinv2_3d import SwinTransformerV2Stage3d
         >>> stage = SwinTransformerV2Stage3d(8, 16, depth=2, num_heads=2, window_size=2, downsample=True)
         >>> stage(torch.randn(1, 4, 6, 8, 8)).shape
         torch.Size([1, 2, 3, 4, 16])
@@ -422,8 +413,6 @@ class SwinTransformerV2_3d(HeadContract):
 
     Example::
 
-        >>> import torch
-        >>> from backbones3d.swinv2_3d import SwinTransformerV2_3d
         >>> model = SwinTransformerV2_3d(embed_dim=16, depths=(1, 1), num_heads=(1, 2), window_size=2)
         >>> model(torch.randn(1, 3, 16, 20, 24)).shape
         torch.Size([1, 2])

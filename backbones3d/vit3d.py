@@ -63,7 +63,6 @@ class VisionTransformer3d(FlatHeadContract):
 
     Example::
 
-        >>> from backbones3d.vit3d import VisionTransformer3d
         >>> model = VisionTransformer3d(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
         >>> model(torch.randn(1, 3, 32, 32, 32)).shape
         torch.Size([1, 2])
