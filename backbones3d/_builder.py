@@ -39,19 +39,12 @@ def create_model(
 
     Args:
         model_name: a name from :func:`backbones3d.list_models`.
-        pretrained: load the weights file given by ``pretrained_cfg_overlay=dict(file=...)``
-            (``.safetensors``, or a torch file read with ``weights_only=True``), adapting
-            ``in_chans`` and ``num_classes``; without a file this raises.
+        pretrained: load the local file ``pretrained_cfg_overlay=dict(file=...)`` (:func:`load_pretrained`).
         pretrained_cfg_overlay: keys that override the model's config (``file``, ...).
-        **kwargs: constructor arguments (``in_chans``, ``num_classes``, ``drop_path_rate``, ...).
-            Arguments set to ``None`` are dropped, as timm does, so the model's default applies.
-
-    Returns:
-        The model, with ``model.pretrained_cfg`` attached.
+        **kwargs: constructor arguments; those set to ``None`` are dropped, as timm does.
 
     Raises:
-        ValueError: unknown name (the message suggests close names); ``pretrained=True`` without a
-            weights file.
+        ValueError: unknown name (the message suggests close names); ``pretrained=True`` without a file.
 
     Example::
 
@@ -167,8 +160,7 @@ def load_state_dict_file(path: str | Path) -> StateDict:
 def adapt_input_conv_3d(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
     """Adapt a first-conv weight ``(O, I, *kernel)`` to ``in_chans`` input channels (timm's rule, any kernel rank).
 
-    ``in_chans == 1`` sums the ``I`` channels; otherwise they are tiled, cut to ``in_chans`` and scaled by
-    ``I / in_chans``. The dtype is kept.
+    ``in_chans == 1`` sums the ``I`` channels; else they are tiled, cut to ``in_chans`` and scaled by ``I / in_chans``.
 
     Example::
 
@@ -210,7 +202,7 @@ def load_pretrained(
         filter_fn: ``fn(state_dict, model) -> state_dict`` applied first.
 
     Raises:
-        ValueError: no ``file`` in the config; a first-conv weight that cannot be adapted.
+        ValueError: no ``file`` in the config, or a first-conv weight that cannot be adapted.
         RuntimeError: missing, unexpected or mis-shaped keys other than the adapted ones.
 
     Example::

@@ -49,9 +49,7 @@ def check_int(value: int, name: str, minimum: int = 1) -> int:
 
 
 def linear_drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> list[list[float]]:
-    """Stochastic depth rising linearly from 0 (first block) to ``drop_path_rate`` (last block), split per stage.
-
-    The values of timm's ``torch.linspace(0, rate, sum(depths)).split(depths)``, as plain floats.
+    """timm's ``torch.linspace(0, drop_path_rate, sum(depths)).split(depths)`` as plain floats (meta-device safe).
 
     Example::
 

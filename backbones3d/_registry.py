@@ -92,11 +92,8 @@ def register_model(fn: F) -> F:
     """Register a model entry point under its function name, here and in timm's registry.
 
     Args:
-        fn: an entry point ``fn(pretrained=False, **kwargs) -> nn.Module``; its config is
+        fn: an entry point ``fn(pretrained=False, **kwargs) -> nn.Module``, returned unchanged; its config is
             ``default_cfgs[fn.__name__]`` of the defining module.
-
-    Returns:
-        ``fn`` unchanged.
 
     Raises:
         ValueError: no config, a config lacking ``input_size``, ``num_classes``, ``first_conv`` or ``classifier``,

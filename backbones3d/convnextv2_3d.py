@@ -119,10 +119,9 @@ class ConvNeXtV2_3d(StagedContract):
     Example::
 
         >>> model = ConvNeXtV2_3d(in_chans=2, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))
-        >>> model(torch.randn(1, 2, 32, 32, 64)).shape
-        torch.Size([1, 2])
-        >>> model.forward_features(torch.randn(1, 2, 32, 32, 64)).shape
-        torch.Size([1, 32, 1, 1, 2])
+        >>> x = torch.randn(1, 2, 32, 32, 64)
+        >>> model(x).shape, model.forward_features(x).shape
+        (torch.Size([1, 2]), torch.Size([1, 32, 1, 1, 2]))
     """
 
     def __init__(

@@ -135,10 +135,8 @@ class DenseNet3d(FlatHeadContract):
 
         >>> model = DenseNet3d(block_config=(1, 1), growth_rate=8, num_init_features=16, in_chans=2, num_classes=3)
         >>> x = torch.randn(2, 2, 8, 16, 24)
-        >>> model(x).shape
-        torch.Size([2, 3])
-        >>> model.forward_features(x).shape
-        torch.Size([2, 20, 1, 2, 3])
+        >>> model(x).shape, model.forward_features(x).shape
+        (torch.Size([2, 3]), torch.Size([2, 20, 1, 2, 3]))
     """
 
     classifier_name = "classifier"

@@ -194,10 +194,8 @@ class EfficientNet3d(FlatHeadContract):
 
         >>> model = EfficientNet3d(channel_multiplier=0.25, depth_multiplier=0.25, in_chans=2, num_classes=3)
         >>> x = torch.randn(2, 2, 16, 20, 40)
-        >>> model(x).shape
-        torch.Size([2, 3])
-        >>> model.forward_features(x).shape
-        torch.Size([2, 320, 1, 1, 2])
+        >>> model(x).shape, model.forward_features(x).shape
+        (torch.Size([2, 3]), torch.Size([2, 320, 1, 1, 2]))
     """
 
     classifier_name = "classifier"

@@ -112,10 +112,8 @@ class ResNet3d(FlatHeadContract):
 
         >>> model = ResNet3d(layers=(1, 1, 1, 1), stem_width=8, in_chans=2, num_classes=3)
         >>> x = torch.randn(2, 2, 16, 20, 40)
-        >>> model(x).shape
-        torch.Size([2, 3])
-        >>> model.forward_features(x).shape
-        torch.Size([2, 256, 1, 1, 2])
+        >>> model(x).shape, model.forward_features(x).shape
+        (torch.Size([2, 3]), torch.Size([2, 256, 1, 1, 2]))
     """
 
     def __init__(

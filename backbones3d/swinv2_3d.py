@@ -231,14 +231,10 @@ class SwinTransformerV2Block3d(nn.Module):
     """A SwinV2 block: (shifted) window attention and MLP, each with res-post-norm.
 
     Args:
-        dim: channels C.
-        num_heads: attention heads.
+        dim, num_heads, qkv_bias, proj_drop, attn_drop: as in :class:`WindowAttention3d`.
         window_size: configured window ``(w_D, w_H, w_W)`` (or int).
         shifted: shift the windows by ``window_size // 2`` (odd blocks of a stage).
         mlp_ratio: MLP hidden width multiple.
-        qkv_bias: query/value biases.
-        proj_drop: dropout after projections.
-        attn_drop: dropout on attention weights.
         drop_path: stochastic-depth probability.
 
     Shapes: ``(N, D, H, W, C) -> (N, D, H, W, C)``, any extent ≥ 1 (windows shrink or pad).
@@ -273,8 +269,7 @@ class SwinTransformerV2Block3d(nn.Module):
         self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def window_and_shift(self, size: Sequence[int]) -> tuple[Size3, Size3]:
-        """The window and shift used for a map of extent ``size``: an axis no longer than the window
-        gets a window of its extent and no shift."""
+        """Window and shift for extent ``size``: an axis no longer than the window gets its extent and no shift."""
         window = tuple(min(w, s) for w, s in zip(self.window_size, size))
         shift = tuple(0 if s <= w else sh for s, w, sh in zip(size, self.window_size, self.shift_size))
         return window, shift  # type: ignore[return-value]
@@ -305,11 +300,11 @@ class SwinTransformerV2Block3d(nn.Module):
 class PatchMerging3d(nn.Module):
     """Merge each 2x2x2 neighbourhood: concatenate (8C), reduce (Linear, no bias), then LayerNorm.
 
+    ``(N, D, H, W, C) -> (N, ceil(D/2), ceil(H/2), ceil(W/2), out_dim)``; odd extents are zero-padded.
+
     Args:
         dim: input channels C.
         out_dim: output channels (default ``2 * dim``).
-
-    Shapes: ``(N, D, H, W, C) -> (N, ceil(D/2), ceil(H/2), ceil(W/2), out_dim)``; odd extents are zero-padded.
 
     Example::
 
@@ -408,16 +403,14 @@ class SwinTransformerV2_3d(HeadContract):
         attn_drop_rate: dropout on attention weights.
         drop_path_rate: stochastic depth, rising linearly over all blocks to this value.
 
-    Shapes: ``(N, in_chans, D, H, W) -> (N, num_classes)``; each axis a positive multiple of
-    ``patch_size``.
+    Shapes: ``(N, in_chans, D, H, W) -> (N, num_classes)``.
 
     Example::
 
         >>> model = SwinTransformerV2_3d(embed_dim=16, depths=(1, 1), num_heads=(1, 2), window_size=2)
-        >>> model(torch.randn(1, 3, 16, 20, 24)).shape
-        torch.Size([1, 2])
-        >>> model.forward_features(torch.randn(1, 3, 16, 20, 24)).shape
-        torch.Size([1, 32, 2, 3, 3])
+        >>> x = torch.randn(1, 3, 16, 20, 24)
+        >>> model(x).shape, model.forward_features(x).shape
+        (torch.Size([1, 2]), torch.Size([1, 32, 2, 3, 3]))
     """
 
     def __init__(
