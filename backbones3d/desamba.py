@@ -67,8 +67,7 @@ class DeSambaConfig:
         mamba_depths, mamba_dims: MambaOut3d stages.
         feature_dim: width d of each fused sequence feature ``f_i``.
         tabular_dim: width of the tabular embedding ``t``.
-        drlm_dim: width of DRLM's unique and shared vectors (default ``feature_dim``).
-        drlm_hidden_dim: hidden width of DRLM's MLPs (default ``feature_dim``).
+        drlm_dim, drlm_hidden_dim: width of DRLM's unique/shared vectors and of its MLPs (default ``feature_dim``).
         fm_mode, num_bands: SAMB's modulation form and radial bands.
         band_embedding: SAMB's learned band embedding (``False``: the paper's form).
         spectral_stem: SAMNet's band-energy front end (needs FP).

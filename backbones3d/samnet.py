@@ -109,9 +109,7 @@ class SAMNet(StagedContract):
         dims: channels per stage.
         frequency: SAMBlocks (the frequency pathway) or plain ConvNeXtV2 blocks.
         spectral_stem: add the input's band energies (``SpectralStem3d``) to the stem output; needs ``frequency``.
-        fm_mode: SAMB's modulation form (``"band"``, ``"channel"``, ``"spectral"``).
-        num_bands: SAMB's radial frequency bands.
-        enh_kernel_size: SAMB's enhancement kernel.
+        fm_mode, num_bands, enh_kernel_size: SAMB's modulation form, radial bands and enhancement kernel.
         band_embedding: SAMB's learned band embedding (``False``: the paper's form).
         residual: SAMBlock's skip, ``"paper"`` (``0.5·x + 0.5·F_out``) or ``"identity"`` (``x + F_out``).
         kernel_size: depthwise kernel of the block bodies (7).
