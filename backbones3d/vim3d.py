@@ -4,12 +4,12 @@ Zhu et al. (ICML 2024), the released ``vim_*_bimambav2_final_pool_mean_abs_pos_e
 configuration with 3-D patches::
 
     tokens = PatchEmbed(x) (strided Conv3d, L = (D/p_d)(H/p_h)(W/p_w), flattened in D, H, W order)
-    r      = insert(tokens, cls, at L // 2) + pos_embed                                  (1, L + 1, C)
-    r      ← r + DropPath(BiMamba(Norm(r)))     depth times, r kept in >= float32, Norm = RMSNorm (eps 1e-5)
+    r      = insert(tokens, cls, at L // 2) + pos_embed                                  (N, L + 1, C)
+    r      ← r + DropPath(BiMamba(Norm(r)))     depth times, r in >= float32, Norm = RMSNorm or LN
     BiMamba(h) = out_proj((y_fwd(x, z) + flip(y_bwd(flip(x), flip(z)))) / 2),  x, z = in_proj(h)
     u      = SiLU(conv1d_causal(x)),  Δ, B, C from x_proj(u) (Δ through dt_proj and softplus)
     y_dir  = selective_scan(u, Δ, A = -exp(A_log), B, C, D) * silu(z)
-    logits = head(norm_f(r)[:, L // 2])
+    logits = head(norm_f(r)[:, L // 2])                    (global_pool="token")
 
 Shapes: ``forward_features``: ``(N, in_chans, D, H, W) -> (N, L + 1, embed_dim)``; ``forward``:
 ``(N, num_classes)``. The scan is :func:`spectral3d.ops.selective_scan.selective_scan`. Initialisation follows
