@@ -85,7 +85,7 @@ def build_model_with_cfg(
     pretrained_filter_fn: Callable[[StateDict, nn.Module], StateDict] | None = None,
     **kwargs: Any,
 ) -> M:
-    """Instantiate ``model_cls(**kwargs)``, attach its config and optionally load local weights.
+    """Instantiate ``model_cls(**kwargs)``, attach its config (``pretrained_cfg``, alias ``default_cfg``), load weights.
 
     Args:
         model_cls: the model class (or any callable returning an ``nn.Module``).
