@@ -5,8 +5,7 @@ Importing the package registers every model here and in timm's registry.
 Example::
 
     >>> import torch, backbones3d
-    >>> model = backbones3d.create_model("test_mambaout_3d")
-    >>> model(torch.randn(1, 3, 16, 16, 16)).shape
+    >>> backbones3d.create_model("test_mambaout_3d")(torch.randn(1, 3, 16, 16, 16)).shape
     torch.Size([1, 2])
 """
 

@@ -48,9 +48,7 @@ def create_model(
 
     Example::
 
-        >>> import torch, backbones3d
-        >>> model = backbones3d.create_model("test_mambaout_3d", num_classes=3)
-        >>> model(torch.randn(1, 3, 16, 16, 16)).shape
+        >>> create_model("test_mambaout_3d", num_classes=3)(torch.randn(1, 3, 16, 16, 16)).shape
         torch.Size([1, 3])
     """
     if not is_model(model_name):
@@ -98,8 +96,7 @@ def build_model_with_cfg(
     Example::
 
         >>> from backbones3d.mambaout3d import MambaOut3d
-        >>> model = build_model_with_cfg(MambaOut3d, "test_mambaout_3d", depths=(1, 1, 1, 1),
-        ...                              dims=(8, 16, 24, 32), in_chans=2)
+        >>> model = build_model_with_cfg(MambaOut3d, "test_mambaout_3d", depths=(1,) * 4, dims=(8,) * 4, in_chans=2)
         >>> model.pretrained_cfg["input_size"][0]
         2
     """
@@ -132,9 +129,8 @@ def load_state_dict_file(path: str | Path) -> StateDict:
 
     Example::
 
-        >>> import tempfile, torch, safetensors.torch
-        >>> path = tempfile.mkdtemp() + "/w.safetensors"
-        >>> safetensors.torch.save_file({"w": torch.ones(2)}, path)
+        >>> import tempfile, safetensors.torch
+        >>> path = tempfile.mkdtemp() + "/w.safetensors"; safetensors.torch.save_file({"w": torch.ones(2)}, path)
         >>> load_state_dict_file(path)["w"]
         tensor([1., 1.])
     """
@@ -158,9 +154,8 @@ def load_state_dict_file(path: str | Path) -> StateDict:
 
 
 def adapt_input_conv_3d(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
-    """Adapt a first-conv weight ``(O, I, *kernel)`` to ``in_chans`` input channels (timm's rule, any kernel rank).
-
-    ``in_chans == 1`` sums the ``I`` channels; else they are tiled, cut to ``in_chans`` and scaled by ``I / in_chans``.
+    """Adapt a first-conv weight ``(O, I, *kernel)`` to ``in_chans`` (timm's rule: 1 sums over ``I``; else tile, cut,
+    scale by ``I / in_chans``).
 
     Example::
 
@@ -207,11 +202,9 @@ def load_pretrained(
 
     Example::
 
-        >>> import tempfile, torch, backbones3d
-        >>> path = tempfile.mkdtemp() + "/w.pth"
-        >>> torch.save(backbones3d.create_model("test_mambaout_3d").state_dict(), path)
-        >>> model = backbones3d.create_model("test_mambaout_3d", pretrained=True, in_chans=1,
-        ...                                  pretrained_cfg_overlay=dict(file=path))
+        >>> import tempfile
+        >>> path = tempfile.mkdtemp() + "/w.pth"; torch.save(create_model("test_mambaout_3d").state_dict(), path)
+        >>> model = create_model("test_mambaout_3d", pretrained=True, in_chans=1, pretrained_cfg_overlay={"file": path})
     """
     cfg = dict(pretrained_cfg if pretrained_cfg is not None else getattr(model, "pretrained_cfg", {}))
     file = cfg.get("file")

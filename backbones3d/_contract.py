@@ -74,12 +74,21 @@ def run_blocks(blocks: nn.Module, x: torch.Tensor, grad_checkpointing: bool) -> 
 class HeadContract(nn.Module):
     """timm's classifier methods for a model whose head is the module ``self.head`` (module docstring).
 
+    Common arguments of the model classes (each model's Args lists only the others):
+        in_chans: input channels (the MRI sequences, fused early).
+        num_classes: classifier outputs; 0 replaces the classifier by ``nn.Identity`` (a feature extractor).
+        global_pool: ``"avg"``, ``"max"``, ``"token"`` (ViT, Vim) or ``""`` (keep the map: classifier per voxel).
+        depths, dims: blocks and channels per stage; ``depth``, ``embed_dim`` for the isotropic ViT/Vim.
+        patch_size, kernel_size, mlp_ratio: stem patch (unpadded), depthwise kernel, MLP width multiple.
+        drop_rate: dropout before the classifier.
+        pos_drop_rate, proj_drop_rate, attn_drop_rate: dropout after the position embedding, after projections,
+            on attention weights.
+        drop_path_rate: stochastic depth, rising linearly from 0 at the first block to this value at the last.
+
     Example::
 
         >>> from backbones3d.convnextv2_3d import ConvNeXtV2_3d
-        >>> model = ConvNeXtV2_3d(depths=(1, 1), dims=(8, 16))
-        >>> model.reset_classifier(5)
-        >>> model.get_classifier()
+        >>> model = ConvNeXtV2_3d(depths=(1, 1), dims=(8, 16)); model.reset_classifier(5); model.get_classifier()
         Linear(in_features=16, out_features=5, bias=True)
     """
 
@@ -121,15 +130,12 @@ class HeadContract(nn.Module):
 
 
 class FlatHeadContract(HeadContract):
-    """timm's classifier methods for flat head names: ``head_drop`` and the Linear ``classifier_name``.
-
-    Subclasses set ``classifier_name`` and ``global_pools`` and may override ``_init_classifier``.
+    """timm's flat head names: ``head_drop`` and the Linear ``classifier_name`` (subclasses set it, ``global_pools``).
 
     Example::
 
         >>> from backbones3d.resnet3d import ResNet3d
-        >>> model = ResNet3d(layers=(1, 1, 1, 1), stem_width=8)
-        >>> model.reset_classifier(0, global_pool="max")
+        >>> model = ResNet3d(layers=(1, 1, 1, 1), stem_width=8); model.reset_classifier(0, global_pool="max")
         >>> model.forward_head(torch.randn(2, 256, 1, 2, 2)).shape
         torch.Size([2, 256])
     """
@@ -159,8 +165,7 @@ class FlatHeadContract(HeadContract):
         setattr(self, self.classifier_name, fc)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout and classify: ``(N, num_classes)``, ``(N, num_features)`` with ``pre_logits``, per voxel
-        ``(N, ·, d, h, w)`` with ``global_pool=""``."""
+        """Pool, dropout, classify: ``(N, num_classes)``; ``pre_logits``: ``(N, num_features)``; ``""``: per voxel."""
         x = self.head_drop(global_pool_3d(x, self.global_pool))
         return x if pre_logits else channel_linear(x, getattr(self, self.classifier_name))
 

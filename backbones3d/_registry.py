@@ -101,8 +101,7 @@ def register_model(fn: F) -> F:
 
     Example::
 
-        >>> import backbones3d
-        >>> backbones3d.is_model("mambaout_femto_3d")
+        >>> is_model("mambaout_femto_3d")
         True
     """
     name = fn.__name__
@@ -161,13 +160,11 @@ def list_models(
         module: family/families to list from (``"mambaout3d"``); see :func:`list_modules`.
         pretrained: only models whose config names weights (``file``, ``url``, ``hf_hub_id``).
         exclude_filters: fnmatch pattern(s) removed after ``filter``.
-        name_matches_cfg: accepted for timm compatibility (every name has its own config).
-        include_tags: accepted for timm compatibility (no pretrained tags here).
+        name_matches_cfg, include_tags: accepted for timm compatibility (every name has its config; no tags).
 
     Example::
 
-        >>> import backbones3d
-        >>> backbones3d.list_models(["mambaout_femto*", "mambaout_kobe*"])
+        >>> list_models(["mambaout_femto*", "mambaout_kobe*"])
         ['mambaout_femto_3d', 'mambaout_kobe_3d']
     """
     del name_matches_cfg, include_tags  # every model has exactly one config and no tags
@@ -191,8 +188,7 @@ def list_modules() -> list[str]:
 
     Example::
 
-        >>> import backbones3d
-        >>> "mambaout3d" in backbones3d.list_modules()
+        >>> "mambaout3d" in list_modules()
         True
     """
     return sorted(_module_to_models)
@@ -203,8 +199,7 @@ def is_model(model_name: str) -> bool:
 
     Example::
 
-        >>> import backbones3d
-        >>> backbones3d.is_model("mambaout_femto_3d"), backbones3d.is_model("mambaout_femto")
+        >>> is_model("mambaout_femto_3d"), is_model("mambaout_femto")
         (True, False)
     """
     return model_name in _model_entrypoints
@@ -233,8 +228,7 @@ def get_pretrained_cfg(model_name: str) -> dict[str, Any]:
 
     Example::
 
-        >>> import backbones3d
-        >>> backbones3d.get_pretrained_cfg("mambaout_femto_3d")["classifier"]
+        >>> get_pretrained_cfg("mambaout_femto_3d")["classifier"]
         'head.fc'
     """
     if model_name not in _model_cfgs:

@@ -102,8 +102,7 @@ def inflate_2d(
         >>> import timm, backbones3d
         >>> model3d = backbones3d.create_model("test_mambaout_3d", num_classes=10)
         >>> model2d = timm.models.mambaout.MambaOut(depths=(1, 1, 1, 1), dims=(16, 32, 48, 64), num_classes=10)
-        >>> report = backbones3d.inflate_2d(model3d, model2d)
-        >>> report.complete, len(report.inflated)
+        >>> report = inflate_2d(model3d, model2d); report.complete, len(report.inflated)
         (True, 9)
     """
     if mode not in _MODES:
