@@ -15,10 +15,8 @@ Shapes through the network (input ``(N, C_in, D, H, W)``, every axis a multiple 
               then depths[i] blocks
     head      global pool -> LN -> dropout -> Linear  -> (N, num_classes)
 
-Parameter names and per-variant layouts are timm's (atto–nano ``conv_mlp=True``, tiny/base channels-last), so
-``inflate_2d`` matches a timm checkpoint key for key (benchmarks/results/model_notes.md#convnextv2_3d). An axis
-that is not a positive multiple of ``patch_size * 2**(len(depths) - 1)`` raises ``ValueError`` (DESIGN.md §2).
-The block is ``ConvNeXtV2Block3d``, shared with SAMNet.
+timm's names and per-variant layouts (``inflate_2d`` key for key: benchmarks/results/model_notes.md#convnextv2_3d);
+an axis not a positive multiple of ``patch_size * 2**(len(depths) - 1)`` raises ``ValueError`` (DESIGN.md §2).
 
 - *(ours)* ``global_pool=""`` keeps the map: ``forward_head`` returns ``(N, num_classes, d, h, w)``.
 - *(ours)* class defaults are ``convnextv2_tiny_3d`` with ``in_chans=3``, ``num_classes=2``, input ``(3, 64, 96, 96)``.
@@ -46,23 +44,7 @@ __all__ = ["ConvNeXtStage3d", "ConvNeXtV2_3d"]
 
 
 class ConvNeXtStage3d(nn.Module):
-    """Optional downsampling (LayerNorm + 2x2x2 stride-2 conv) followed by ConvNeXt V2 blocks.
-
-    Args:
-        in_chs: input channels.
-        out_chs: output channels.
-        depth: number of blocks.
-        stride: 2 to downsample (unpadded, so each axis must be even), 1 otherwise.
-        kernel_size: depthwise kernel of the blocks.
-        mlp_ratio: MLP width multiple.
-        conv_mlp: channels-first block layout (see :class:`spectral3d.layers.samblock.ConvNeXtV2Body3d`).
-        drop_path_rates: one stochastic-depth rate per block (zeros if ``None``).
-
-    Example::
-
-        >>> ConvNeXtStage3d(8, 16, depth=2, stride=2)(torch.randn(1, 8, 4, 6, 8)).shape
-        torch.Size([1, 16, 2, 3, 4])
-    """
+    """``stride=2``: LayerNorm + 2x2x2 stride-2 conv (unpadded: even axes); then ``depth`` ConvNeXt V2 blocks."""
 
     def __init__(
         self,
@@ -101,25 +83,16 @@ class ConvNeXtV2_3d(StagedContract):
     """ConvNeXt V2 for volumes (timm's ``ConvNeXt`` with ``use_grn=True``, no layer scale).
 
     Args:
-        in_chans: input channels (the MRI sequences, early fusion).
-        num_classes: classifier outputs; 0 for a feature extractor.
-        global_pool: ``"avg"``, ``"max"`` or ``""``.
-        depths: blocks per stage.
-        dims: channels per stage.
-        kernel_size: depthwise kernel, an int or ``(D, H, W)``.
-        patch_size: stem kernel and stride (unpadded).
-        mlp_ratio: MLP width multiple.
-        conv_mlp: timm's channels-first block layout (the small timm variants use it).
+        conv_mlp: timm's channels-first block layout (atto–nano); tiny/base are channels-last.
         head_init_scale: multiplies the classifier's initial weights and bias.
-        drop_rate: dropout before the classifier.
-        drop_path_rate: stochastic depth, rising linearly over all blocks to this value.
+        in_chans, num_classes, global_pool, depths, dims, kernel_size, patch_size, mlp_ratio, drop_rate,
+            drop_path_rate: see :class:`~backbones3d._contract.HeadContract`.
 
     Shapes: ``(N, in_chans, D, H, W) -> (N, num_classes)``.
 
     Example::
 
-        >>> model = ConvNeXtV2_3d(in_chans=2, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))
-        >>> x = torch.randn(1, 2, 32, 32, 64)
+        >>> model, x = ConvNeXtV2_3d(in_chans=2, depths=(1,) * 4, dims=(8, 16, 24, 32)), torch.randn(1, 2, 32, 32, 64)
         >>> model(x).shape, model.forward_features(x).shape
         (torch.Size([1, 2]), torch.Size([1, 32, 1, 1, 2]))
     """

@@ -39,20 +39,7 @@ __all__ = ["DenseBlock3d", "DenseLayer3d", "DenseNet3d", "DenseTransition3d"]
 
 
 class DenseLayer3d(nn.Module):
-    """One dense layer: BN-ReLU-conv 1³ bottleneck, BN-ReLU-conv 3³, concatenated to its input.
-
-    Args:
-        in_chs: Input channels ``C``; the layer returns ``C + growth_rate`` channels.
-        growth_rate: New channels ``k``.
-        bn_size: Bottleneck width factor (``bn_size * k`` channels after the 1³ conv).
-        proj_drop_rate: Element-wise dropout on the new features.
-        drop_path: Probability of dropping the new features of a whole sample.
-
-    Example::
-
-        >>> DenseLayer3d(16, growth_rate=8, bn_size=4)(torch.randn(2, 16, 4, 4, 4)).shape
-        torch.Size([2, 24, 4, 4, 4])
-    """
+    """Dense layer ``H_l`` (module docstring), its ``k = growth_rate`` new channels concatenated: ``C → C + k``."""
 
     def __init__(
         self, in_chs: int, growth_rate: int, bn_size: int, proj_drop_rate: float = 0.0, drop_path: float = 0.0
@@ -75,13 +62,7 @@ class DenseLayer3d(nn.Module):
 
 
 class DenseBlock3d(nn.Sequential):
-    """``num_layers`` dense layers ``denselayer1`` …; ``C`` input channels become ``C + num_layers·k``.
-
-    Example::
-
-        >>> DenseBlock3d(2, 16, growth_rate=8, bn_size=4)(torch.randn(2, 16, 4, 4, 4)).shape
-        torch.Size([2, 32, 4, 4, 4])
-    """
+    """``num_layers`` dense layers ``denselayer1`` …; ``C`` input channels become ``C + num_layers·k``."""
 
     def __init__(
         self,
@@ -100,13 +81,7 @@ class DenseBlock3d(nn.Sequential):
 
 
 class DenseTransition3d(nn.Sequential):
-    """BN-ReLU-conv 1³ then a 2³ average pool of stride 2 (halves channels and every extent).
-
-    Example::
-
-        >>> DenseTransition3d(16, 8)(torch.randn(2, 16, 4, 6, 8)).shape
-        torch.Size([2, 8, 2, 3, 4])
-    """
+    """BN-ReLU-conv 1³ then a 2³ average pool of stride 2 (halves channels and every extent)."""
 
     def __init__(self, in_chs: int, out_chs: int) -> None:
         super().__init__()
@@ -124,18 +99,13 @@ class DenseNet3d(FlatHeadContract):
         growth_rate: Channels each dense layer adds (``k``).
         bn_size: Bottleneck factor of a dense layer.
         num_init_features: Stem channels.
-        in_chans: Input channels (the MRI sequences, fused early).
-        num_classes: Classifier outputs; 0 replaces ``classifier`` by ``nn.Identity``.
-        global_pool: ``"avg"``, ``"max"`` or ``""`` (keep the map; the classifier is applied per voxel).
-        drop_rate: Dropout before the classifier.
         proj_drop_rate: Dropout on every dense layer's new features (MONAI's ``dropout_prob``).
-        drop_path_rate: Stochastic depth of the last dense layer's features (linear from 0).
+        in_chans, num_classes, global_pool, drop_rate, drop_path_rate: see :class:`~backbones3d._contract.HeadContract`.
 
     Example::
 
         >>> model = DenseNet3d(block_config=(1, 1), growth_rate=8, num_init_features=16, in_chans=2, num_classes=3)
-        >>> x = torch.randn(2, 2, 8, 16, 24)
-        >>> model(x).shape, model.forward_features(x).shape
+        >>> x = torch.randn(2, 2, 8, 16, 24); model(x).shape, model.forward_features(x).shape
         (torch.Size([2, 3]), torch.Size([2, 20, 1, 2, 3]))
     """
 
@@ -215,13 +185,9 @@ class DenseNet3d(FlatHeadContract):
 
         Example::
 
-            >>> model = DenseNet3d()
-            >>> model.check_input_size((64, 96, 96))
-            >>> try:
-            ...     model.check_input_size((64, 96, 80))
-            ... except ValueError as err:
-            ...     print(str(err).split(" (its")[0])
-            input size (64, 96, 80): size 80 on axis W would be truncated by transition3
+            >>> DenseNet3d().check_input_size((64, 96, 80))
+            Traceback (most recent call last):
+            ValueError: input size (64, 96, 80): size 80 on axis W would be truncated by transition3...
         """
         for axis, n in zip(AXES, size):
             reached = -(-n // 4)  # the padded stride-2 conv and max pool map n → ⌈n / 2⌉ each

@@ -65,17 +65,7 @@ def _depthwise(chs: int, kernel_size: int, stride: int) -> nn.Conv3d:
 
 
 class SqueezeExcite3d(nn.Module):
-    """Squeeze-and-excitation: rescale each channel by a gate computed from the global mean.
-
-    Args:
-        chs: Channels of the tensor being gated.
-        rd_chs: Channels of the squeeze (hidden) layer.
-
-    Example::
-
-        >>> SqueezeExcite3d(16, 4)(torch.randn(2, 16, 3, 4, 5)).shape
-        torch.Size([2, 16, 3, 4, 5])
-    """
+    """Squeeze-and-excitation (module docstring's ``SE``): ``chs → rd_chs → chs`` gates on the global mean."""
 
     def __init__(self, chs: int, rd_chs: int) -> None:
         super().__init__()
@@ -90,21 +80,7 @@ class SqueezeExcite3d(nn.Module):
 
 
 class DepthwiseSeparable3d(nn.Module):
-    """Depthwise k³ conv → BN → SiLU → SE → pointwise 1³ conv → BN (EfficientNet's first stage).
-
-    Args:
-        in_chs: Input channels.
-        out_chs: Output channels.
-        kernel_size: Depthwise kernel size.
-        stride: Depthwise stride.
-        se_ratio: Squeeze channels as a fraction of ``in_chs``.
-        drop_path: Stochastic-depth probability (used when the block has a residual).
-
-    Example::
-
-        >>> DepthwiseSeparable3d(32, 16)(torch.randn(2, 32, 4, 5, 6)).shape
-        torch.Size([2, 16, 4, 5, 6])
-    """
+    """Depthwise k³ conv → BN → SiLU → SE (``se_ratio · in_chs``) → pointwise 1³ conv → BN (stage 1)."""
 
     def __init__(
         self,
@@ -132,17 +108,7 @@ class DepthwiseSeparable3d(nn.Module):
 
 
 class InvertedResidual3d(nn.Module):
-    """MBConv: pointwise expansion → depthwise k³ conv → SE → pointwise projection, residual when shapes agree.
-
-    Args:
-        in_chs, out_chs, kernel_size, stride, se_ratio, drop_path: as in :class:`DepthwiseSeparable3d`.
-        exp_ratio: Expansion of the hidden width (``make_divisible(in_chs · exp_ratio, 8)``).
-
-    Example::
-
-        >>> InvertedResidual3d(16, 24, kernel_size=5, stride=2)(torch.randn(2, 16, 5, 6, 7)).shape
-        torch.Size([2, 24, 3, 3, 4])
-    """
+    """MBConv (module docstring); hidden width ``make_divisible(in_chs · exp_ratio, 8)``, residual when shapes agree."""
 
     def __init__(
         self,
@@ -181,20 +147,16 @@ class EfficientNet3d(FlatHeadContract):
     Args:
         channel_multiplier: Width scale (B0/B1: 1.0, B2: 1.1, B3: 1.2).
         depth_multiplier: Depth scale (B0: 1.0, B1: 1.1, B2: 1.2, B3: 1.4).
-        in_chans: Input channels (the MRI sequences, fused early).
-        num_classes: Classifier outputs; 0 replaces ``classifier`` by ``nn.Identity``.
         stem_size: Stem channels before width scaling.
         head_size: ``conv_head`` channels (``num_features``) before width scaling.
         se_ratio: Squeeze-excitation ratio relative to each block's input channels.
-        global_pool: ``"avg"``, ``"max"`` or ``""`` (keep the map; the classifier is applied per voxel).
-        drop_rate: Dropout before the classifier.
-        drop_path_rate: Stochastic depth, ``drop_path_rate · i / n_blocks`` for block ``i``.
+        drop_path_rate: Stochastic depth ``drop_path_rate · i / n_blocks`` of block ``i`` (timm's rule).
+        in_chans, num_classes, global_pool, drop_rate: see :class:`~backbones3d._contract.HeadContract`.
 
     Example::
 
         >>> model = EfficientNet3d(channel_multiplier=0.25, depth_multiplier=0.25, in_chans=2, num_classes=3)
-        >>> x = torch.randn(2, 2, 16, 20, 40)
-        >>> model(x).shape, model.forward_features(x).shape
+        >>> x = torch.randn(2, 2, 16, 20, 40); model(x).shape, model.forward_features(x).shape
         (torch.Size([2, 3]), torch.Size([2, 320, 1, 1, 2]))
     """
 

@@ -39,23 +39,7 @@ __all__ = ["Bottleneck3d", "ResNet3d"]
 
 
 class Bottleneck3d(nn.Module):
-    """Bottleneck residual block (1³ → 3³ grouped → 1³ convolutions) with an optional strided shortcut.
-
-    Args:
-        in_chs: Input channels ``C``.
-        planes: Bottleneck base width; the block outputs ``4 * planes`` channels.
-        stride: Stride of the 3³ convolution (and of the shortcut conv).
-        downsample: Shortcut branch (``Sequential(conv 1³, BN)``) when the shape changes, else ``None``.
-        cardinality: Groups of the 3³ convolution (ResNeXt); 1 for ResNet.
-        base_width: Width per group; the inner width is ``⌊planes · base_width / 64⌋ · cardinality``.
-        drop_path: Stochastic-depth probability of the residual branch.
-
-    Example::
-
-        >>> block = Bottleneck3d(64, 64, downsample=nn.Sequential(nn.Conv3d(64, 256, 1), nn.BatchNorm3d(256)))
-        >>> block(torch.randn(1, 64, 4, 6, 6)).shape
-        torch.Size([1, 256, 4, 6, 6])
-    """
+    """Bottleneck block (module docstring's ``block``): ``C → 4 · planes``, stride on the 3³ conv and ``downsample``."""
 
     expansion = 4
 
@@ -97,22 +81,17 @@ class ResNet3d(FlatHeadContract):
 
     Args:
         layers: Blocks per stage, e.g. ``(3, 4, 6, 3)`` for ResNet-50.
-        in_chans: Input channels (the MRI sequences, fused early).
-        num_classes: Classifier outputs; 0 replaces ``fc`` by ``nn.Identity``.
         cardinality: Groups of every 3³ convolution (32 for ResNeXt-50 32x4d).
         base_width: Width per group (4 for ResNeXt-50 32x4d, 64 for ResNet).
         stem_width: Channels of the stem and width of the first stage's ``planes``.
         stem_stride: Stride of the 7³ stem convolution, an int or ``(D, H, W)``; 1 is MONAI's default stem.
         downsample_bias: Give each 1³ shortcut conv a bias (MONAI's default, zero-initialised).
-        global_pool: ``"avg"``, ``"max"`` or ``""`` (keep the map; ``fc`` is applied per voxel).
-        drop_rate: Dropout before ``fc``.
-        drop_path_rate: Stochastic depth of the last block (linear from 0 at the first).
+        in_chans, num_classes, global_pool, drop_rate, drop_path_rate: see :class:`~backbones3d._contract.HeadContract`.
 
     Example::
 
         >>> model = ResNet3d(layers=(1, 1, 1, 1), stem_width=8, in_chans=2, num_classes=3)
-        >>> x = torch.randn(2, 2, 16, 20, 40)
-        >>> model(x).shape, model.forward_features(x).shape
+        >>> x = torch.randn(2, 2, 16, 20, 40); model(x).shape, model.forward_features(x).shape
         (torch.Size([2, 3]), torch.Size([2, 256, 1, 1, 2]))
     """
 
