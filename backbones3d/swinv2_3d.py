@@ -66,21 +66,7 @@ Size3 = tuple[int, int, int]
 
 
 def relative_coords_table_3d(window_size: Sequence[int], device: torch.device | None = None) -> torch.Tensor:
-    """Log-spaced relative offsets ``Δ̂`` of a window, the input of the continuous position bias.
-
-    Args:
-        window_size: ``(w_D, w_H, w_W)``.
-        device: where to build the table.
-
-    Returns:
-        ``((2 w_D - 1) * (2 w_H - 1) * (2 w_W - 1), 3)`` float32 offsets in ``(D, H, W)`` order; zero where ``w = 1``.
-
-    Example::
-
-        >>> t = relative_coords_table_3d((1, 2, 3))
-        >>> t.shape, float(t[:, 0].abs().max()), round(float(t[:, 2].abs().max()), 4)
-        (torch.Size([15, 3]), 0.0, 1.0566)
-    """
+    """Offsets ``Δ̂`` (module docstring) of a window: ``((2w_D-1)(2w_H-1)(2w_W-1), 3)`` float32, 0 where ``w = 1``."""
     axes = []
     for w in window_size:
         offsets = torch.arange(-(w - 1), w, device=device, dtype=torch.float32) * (8.0 / max(w - 1, 1))
@@ -132,24 +118,9 @@ def _window_mask(size: Size3, padded: Size3, window: Size3, shift: Size3, device
 
 
 class WindowAttention3d(nn.Module):
-    """SwinV2 window attention: scaled cosine attention plus a continuous relative position bias.
+    """SwinV2 window attention (module docstring's W-MSA): ``(B, num_windows, n, C) -> (B, num_windows, n, C)``.
 
-    Args:
-        dim: channels C.
-        window_size: the configured ``(w_D, w_H, w_W)``; a window passed to ``forward`` may be smaller.
-        num_heads: attention heads.
-        qkv_bias: learn query and value biases (the key bias is fixed at zero, as in SwinV2).
-        attn_drop: dropout on the attention weights.
-        proj_drop: dropout after the output projection.
-        cpb_hidden: hidden width of the position-bias MLP (512 in SwinV2).
-
-    Shapes: ``(B, num_windows, n, C) -> (B, num_windows, n, C)``, ``n`` the window's token count.
-
-    Example::
-
-        >>> attn = WindowAttention3d(16, (2, 3, 3), num_heads=2)
-        >>> attn(torch.randn(2, 4, 18, 16)).shape
-        torch.Size([2, 4, 18, 16])
+    ``qkv_bias``: query and value biases (key bias fixed at zero, as SwinV2); ``cpb_hidden``: position-bias MLP width.
     """
 
     def __init__(
@@ -228,23 +199,7 @@ class WindowAttention3d(nn.Module):
 
 
 class SwinTransformerV2Block3d(nn.Module):
-    """A SwinV2 block: (shifted) window attention and MLP, each with res-post-norm.
-
-    Args:
-        dim, num_heads, qkv_bias, proj_drop, attn_drop: as in :class:`WindowAttention3d`.
-        window_size: configured window ``(w_D, w_H, w_W)`` (or int).
-        shifted: shift the windows by ``window_size // 2`` (odd blocks of a stage).
-        mlp_ratio: MLP hidden width multiple.
-        drop_path: stochastic-depth probability.
-
-    Shapes: ``(N, D, H, W, C) -> (N, D, H, W, C)``, any extent ≥ 1 (windows shrink or pad).
-
-    Example::
-
-        >>> block = SwinTransformerV2Block3d(16, 2, window_size=4, shifted=True)
-        >>> block(torch.randn(1, 3, 5, 9, 16)).shape
-        torch.Size([1, 3, 5, 9, 16])
-    """
+    """SwinV2 block (module docstring), windows shifted by ``w // 2`` if ``shifted``; ``(N, D, H, W, C)``, any size."""
 
     def __init__(
         self,
@@ -298,19 +253,7 @@ class SwinTransformerV2Block3d(nn.Module):
 
 
 class PatchMerging3d(nn.Module):
-    """Merge each 2x2x2 neighbourhood: concatenate (8C), reduce (Linear, no bias), then LayerNorm.
-
-    ``(N, D, H, W, C) -> (N, ceil(D/2), ceil(H/2), ceil(W/2), out_dim)``; odd extents are zero-padded.
-
-    Args:
-        dim: input channels C.
-        out_dim: output channels (default ``2 * dim``).
-
-    Example::
-
-        >>> PatchMerging3d(8)(torch.randn(1, 4, 5, 6, 8)).shape
-        torch.Size([1, 2, 3, 3, 16])
-    """
+    """2x2x2 concat (8C) → Linear (no bias) → LN: ``(N, D, H, W, C) -> (N, ⌈D/2⌉, ⌈H/2⌉, ⌈W/2⌉, out_dim or 2C)``."""
 
     def __init__(self, dim: int, out_dim: int | None = None) -> None:
         super().__init__()
@@ -329,26 +272,7 @@ class PatchMerging3d(nn.Module):
 
 
 class SwinTransformerV2Stage3d(nn.Module):
-    """Optional patch merging, then ``depth`` blocks alternating plain and shifted windows.
-
-    Args:
-        dim: input channels.
-        out_dim: output channels (``2 * dim`` when merging).
-        depth: number of blocks.
-        num_heads: attention heads.
-        window_size: configured window.
-        downsample: start with :class:`PatchMerging3d`.
-        mlp_ratio, qkv_bias, proj_drop, attn_drop: as in :class:`SwinTransformerV2Block3d`.
-        drop_path: one rate per block, or one for all.
-
-    Shapes: ``(N, D, H, W, dim) -> (N, D', H', W', out_dim)``.
-
-    Example::
-
-        >>> stage = SwinTransformerV2Stage3d(8, 16, depth=2, num_heads=2, window_size=2, downsample=True)
-        >>> stage(torch.randn(1, 4, 6, 8, 8)).shape
-        torch.Size([1, 2, 3, 4, 16])
-    """
+    """``downsample``: :class:`PatchMerging3d`; then ``depth`` blocks, plain/shifted: ``(N, D', H', W', out_dim)``."""
 
     def __init__(
         self,
@@ -388,28 +312,19 @@ class SwinTransformerV2_3d(HeadContract):
     """Swin Transformer V2 for volumes (timm's ``SwinTransformerV2`` with cuboid windows).
 
     Args:
-        in_chans: input channels (the MRI sequences, early fusion).
-        num_classes: classifier outputs; 0 for a feature extractor.
-        global_pool: ``"avg"``, ``"max"`` or ``""`` (no pooling: ``(N, num_classes, d, h, w)``).
-        patch_size: patch-embedding kernel and stride, an int or ``(D, H, W)``.
         embed_dim: channels of the first stage (doubled at each merging).
-        depths: blocks per stage.
         num_heads: attention heads per stage.
         window_size: the window, an int or ``(D, H, W)``, shared by all stages.
-        mlp_ratio: MLP hidden width multiple.
         qkv_bias: query/value biases.
-        drop_rate: dropout before the classifier.
-        proj_drop_rate: dropout after projections.
-        attn_drop_rate: dropout on attention weights.
-        drop_path_rate: stochastic depth, rising linearly over all blocks to this value.
+        in_chans, num_classes, global_pool, patch_size, depths, mlp_ratio, drop_rate, proj_drop_rate, attn_drop_rate,
+            drop_path_rate: see :class:`~backbones3d._contract.HeadContract`.
 
     Shapes: ``(N, in_chans, D, H, W) -> (N, num_classes)``.
 
     Example::
 
         >>> model = SwinTransformerV2_3d(embed_dim=16, depths=(1, 1), num_heads=(1, 2), window_size=2)
-        >>> x = torch.randn(1, 3, 16, 20, 24)
-        >>> model(x).shape, model.forward_features(x).shape
+        >>> x = torch.randn(1, 3, 16, 20, 24); model(x).shape, model.forward_features(x).shape
         (torch.Size([1, 2]), torch.Size([1, 32, 2, 3, 3]))
     """
 

@@ -46,29 +46,10 @@ __all__ = ["BiMambaMixer", "VimBlock3d", "VisionMamba3d"]
 
 
 class BiMambaMixer(nn.Module):
-    """Mamba mixer with two scan directions over the token sequence (Vim's "bimamba v2", module docstring).
+    """Mamba mixer scanning both ways (Vim's "bimamba v2", module docstring): ``(N, L, dim) -> (N, L, dim)``.
 
-    ``in_proj`` and ``out_proj`` are shared; the backward direction's ``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``
-    and ``D`` carry the suffix ``_b`` (Vim's names).
-
-    Args:
-        dim: token width ``d_model``.
-        d_state: SSM state size ``N`` per channel.
-        d_conv: kernel of the causal depthwise convolution.
-        expand: inner width ``d_inner = expand · dim``.
-        dt_rank: rank of the Δ projection; ``None`` gives Mamba's ``ceil(dim / 16)``.
-        dt_min: smallest initial step size Δ.
-        dt_max: largest initial step size Δ.
-        dt_init_floor: lower clamp of the initial Δ.
-        chunk_size: tokens per chunk of the pure-PyTorch scan.
-
-    Shapes: ``(N, L, dim) -> (N, L, dim)``.
-
-    Example::
-
-        >>> mixer = BiMambaMixer(32, d_state=8)
-        >>> mixer(torch.randn(2, 10, 32)).shape
-        torch.Size([2, 10, 32])
+    ``in_proj``, ``out_proj`` shared; the backward ``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``, ``D`` end in ``_b``
+    (Vim's names). ``d_inner = expand · dim``, ``d_state`` = SSM state ``N``; ``dt_rank=None``: ``ceil(dim / 16)``.
     """
 
     def __init__(
@@ -153,21 +134,7 @@ class BiMambaMixer(nn.Module):
 
 
 class VimBlock3d(nn.Module):
-    """Pre-norm residual Vim block ``r ← r + DropPath(BiMambaMixer(Norm(r)))`` on a float32+ residual.
-
-    Args:
-        dim, d_state, d_conv, expand: as in :class:`BiMambaMixer`.
-        rms_norm: ``RMSNorm`` (Vim) instead of ``LayerNorm``.
-        norm_eps: epsilon of the norm.
-        drop_path: stochastic-depth rate of the mixer branch.
-
-    Shapes: ``(N, L, dim) -> (N, L, dim)``; the output dtype is ``promote_types(input, float32)``.
-
-    Example::
-
-        >>> VimBlock3d(32, d_state=8)(torch.randn(2, 10, 32)).shape
-        torch.Size([2, 10, 32])
-    """
+    """Vim block ``r ← r + DropPath(BiMambaMixer(Norm(r)))``: ``(N, L, dim)``, dtype ``promote_types(x, float32)``."""
 
     def __init__(
         self,
@@ -194,26 +161,17 @@ class VisionMamba3d(FlatHeadContract):
 
     Args:
         img_size: the ``(D, H, W)`` (or int) the position embedding is stored for; other tiled sizes resample it.
-        patch_size: an int or ``(D, H, W)``.
-        in_chans: input channels (the MRI sequences, early fusion).
-        num_classes: classes of the head; 0 gives no head.
-        global_pool: ``"token"`` (middle class token), ``"avg"``, ``"max"`` or ``""``.
-        embed_dim: token width.
-        depth: number of Vim blocks.
         d_state, d_conv, expand: as in :class:`BiMambaMixer`.
         rms_norm: ``RMSNorm`` (Vim) rather than ``LayerNorm`` in the blocks and the final norm.
         norm_eps: epsilon of the norms.
-        drop_rate: dropout before the head.
-        pos_drop_rate: dropout after adding the position embedding.
-        drop_path_rate: stochastic depth, rising linearly to this rate over the blocks.
+        in_chans, num_classes, global_pool, patch_size, embed_dim, depth, drop_rate, pos_drop_rate, drop_path_rate:
+            see :class:`~backbones3d._contract.HeadContract`.
 
     Example::
 
         >>> model = VisionMamba3d(img_size=32, patch_size=8, embed_dim=32, depth=2, d_state=8)
-        >>> model(torch.randn(2, 3, 32, 32, 32)).shape
-        torch.Size([2, 2])
-        >>> model.forward_features(torch.randn(1, 3, 16, 32, 48)).shape  # 2·4·6 = 48 tokens + class token
-        torch.Size([1, 49, 32])
+        >>> model(torch.randn(2, 3, 32, 32, 32)).shape, model.forward_features(torch.randn(1, 3, 16, 32, 48)).shape
+        (torch.Size([2, 2]), torch.Size([1, 49, 32]))
     """
 
     classifier_name = "head"

@@ -44,30 +44,18 @@ class VisionTransformer3d(FlatHeadContract):
 
     Args:
         img_size: the ``(D, H, W)`` (or int) the position embedding is stored for; other tiled sizes resample it.
-        patch_size: an int or ``(D, H, W)``.
-        in_chans: input channels (the MRI sequences, early fusion).
-        num_classes: classifier outputs; 0 for a feature extractor.
-        global_pool: ``"token"``, ``"avg"``, ``"max"`` or ``""``.
-        embed_dim: token width.
-        depth: number of transformer blocks.
         num_heads: attention heads.
-        mlp_ratio: MLP hidden width as a multiple of ``embed_dim``.
         qkv_bias: bias in the query/key/value projection.
-        drop_rate: dropout before the classifier.
-        pos_drop_rate: dropout after adding the position embedding.
-        proj_drop_rate: dropout after the attention and MLP projections.
-        attn_drop_rate: dropout on the attention weights.
-        drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
+        in_chans, num_classes, global_pool, patch_size, embed_dim, depth, mlp_ratio, drop_rate, pos_drop_rate,
+            proj_drop_rate, attn_drop_rate, drop_path_rate: see :class:`~backbones3d._contract.HeadContract`.
 
     Shapes: ``(N, in_chans, D, H, W) -> (N, num_classes)``.
 
     Example::
 
         >>> model = VisionTransformer3d(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
-        >>> model(torch.randn(1, 3, 32, 32, 32)).shape
-        torch.Size([1, 2])
-        >>> model.forward_features(torch.randn(1, 3, 16, 24, 40)).shape  # another size, same model
-        torch.Size([1, 31, 32])
+        >>> model(torch.randn(1, 3, 32, 32, 32)).shape, model.forward_features(torch.randn(1, 3, 16, 24, 40)).shape
+        (torch.Size([1, 2]), torch.Size([1, 31, 32]))
     """
 
     classifier_name = "head"
