@@ -35,13 +35,7 @@ __all__ = ["MambaOut3d"]
 
 
 class MambaOutStem3d(nn.Module):
-    """Two stride-2 3×3×3 convolutions with LayerNorms between: ``(N, in, D, H, W) → (N, C, ⌈D/4⌉, ⌈H/4⌉, ⌈W/4⌉)``.
-
-    Example::
-
-        >>> MambaOutStem3d(1, 16)(torch.randn(1, 1, 9, 8, 1)).shape
-        torch.Size([1, 16, 3, 2, 1])
-    """
+    """Two stride-2 3×3×3 convs, LayerNorms between: ``(N, in, D, H, W) → (N, C, ⌈D/4⌉, ⌈H/4⌉, ⌈W/4⌉)``."""
 
     def __init__(
         self, in_chans: int, out_chans: int, mid_norm: bool = True, act_layer: Callable[[], nn.Module] = nn.GELU
@@ -58,13 +52,7 @@ class MambaOutStem3d(nn.Module):
 
 
 class MambaOutDownsample3d(nn.Module):
-    """Stride-2 3×3×3 convolution then LayerNorm: ``(N, C_in, D, H, W) → (N, C_out, ⌈D/2⌉, ⌈H/2⌉, ⌈W/2⌉)``.
-
-    Example::
-
-        >>> MambaOutDownsample3d(8, 16)(torch.randn(1, 8, 5, 4, 1)).shape
-        torch.Size([1, 16, 3, 2, 1])
-    """
+    """Stride-2 3×3×3 conv then LayerNorm: ``(N, C_in, D, H, W) → (N, C_out, ⌈D/2⌉, ⌈H/2⌉, ⌈W/2⌉)``."""
 
     def __init__(self, in_chans: int, out_chans: int) -> None:
         super().__init__()
@@ -76,13 +64,7 @@ class MambaOutDownsample3d(nn.Module):
 
 
 class MambaOutStage3d(nn.Module):
-    """An optional downsampling layer followed by ``depth`` Gated CNN blocks (channels-first).
-
-    Example::
-
-        >>> MambaOutStage3d(8, 16, depth=2, downsample=True)(torch.randn(1, 8, 4, 4, 4)).shape
-        torch.Size([1, 16, 2, 2, 2])
-    """
+    """An optional downsampling layer followed by ``depth`` Gated CNN blocks (channels-first)."""
 
     def __init__(
         self,
@@ -112,20 +94,15 @@ class MambaOut3d(StagedContract):
     """MambaOut over volumes, with timm's model contract and DeSamba's ``forward_stages``.
 
     Args:
-        in_chans: input channels (sequences, for the early-fusion baselines).
         num_classes: classes K; 0 makes the head return pre-logits ``(N, head_hidden_size)``.
-        global_pool: ``"avg"``, ``"max"`` or ``""`` (per-voxel logits, channels-first).
-        depths: blocks per stage.
-        dims: channels per stage.
         expansion_ratio: Gated CNN hidden width as a multiple of the stage width.
-        kernel_size: depthwise kernel of the blocks (int or ``(D, H, W)``, odd).
         conv_ratio: fraction of channels the blocks convolve.
         stem_mid_norm: LayerNorm after the stem's first convolution (timm's default).
         ls_init_value: LayerScale init of the blocks; ``None`` for none (timm's default).
-        drop_rate: dropout before the classifier.
-        drop_path_rate: stochastic depth, rising linearly from 0 over all blocks to this value.
         act_layer: activation class of stem, blocks and head.
         features_only: build no head (``head = None``); ``forward`` returns the stage outputs (DeSamba's use).
+        in_chans, global_pool, depths, dims, kernel_size (odd), drop_rate, drop_path_rate:
+            see :class:`~backbones3d._contract.HeadContract`.
 
     Attributes:
         num_features: ``dims[-1]``, the channels of ``forward_features``.
@@ -135,10 +112,8 @@ class MambaOut3d(StagedContract):
     Example::
 
         >>> model = MambaOut3d(in_chans=2, num_classes=3, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))
-        >>> model(torch.randn(1, 2, 9, 16, 1)).shape
-        torch.Size([1, 3])
-        >>> [tuple(f.shape) for f in model.forward_stages(torch.randn(1, 2, 32, 32, 32))][-1]
-        (1, 32, 1, 1, 1)
+        >>> model(torch.randn(1, 2, 9, 16, 1)).shape, model.forward_stages(torch.randn(1, 2, 32, 32, 32))[-1].shape
+        (torch.Size([1, 3]), torch.Size([1, 32, 1, 1, 1]))
     """
 
     def __init__(

@@ -49,22 +49,8 @@ class _SpectralPatchStem(nn.Sequential):
 
 
 class SAMNetStage(nn.Module):
-    """Optional downsampling (LayerNorm → Conv 2x2x2 stride 2) followed by SAMBlocks.
-
-    Args:
-        in_chs: input channels.
-        out_chs: output channels.
-        depth: number of blocks.
-        downsample: downsample by 2 first (every stage but the first).
-        drop_path_rates: one stochastic-depth rate per block.
-        frequency: SAMBlocks (True) or ConvNeXtV2 blocks (False, no frequency pathway).
-        **block_kwargs: passed to :class:`SAMBlock` (``fm_mode``, ``num_bands``, ...).
-
-    Example::
-
-        >>> SAMNetStage(8, 16, depth=1, downsample=True)(torch.randn(1, 8, 4, 6, 8)).shape
-        torch.Size([1, 16, 2, 3, 4])
-    """
+    """Optional downsampling (LayerNorm → Conv 2x2x2 stride 2), then ``depth`` SAMBlocks (ConvNeXtV2 blocks if not
+    ``frequency``); ``**block_kwargs`` go to :class:`SAMBlock`."""
 
     def __init__(
         self,
@@ -102,33 +88,24 @@ class SAMNet(StagedContract):
     """SAMNet (paper Fig. 2): a four-stage 3D CNN of SAMBlocks, spatial and spectral branches in every block.
 
     Args:
-        in_chans: input channels.
-        num_classes: classifier outputs; 0 for a feature extractor.
-        global_pool: ``"avg"``, ``"max"`` or ``""`` (see :class:`spectral3d.layers.heads.ClassifierHead3d`).
-        depths: blocks per stage (paper: 3, 4, 6, 3).
-        dims: channels per stage.
         frequency: SAMBlocks (the frequency pathway) or plain ConvNeXtV2 blocks.
         spectral_stem: add the input's band energies (``SpectralStem3d``) to the stem output; needs ``frequency``.
         fm_mode, num_bands, enh_kernel_size: SAMB's modulation form, radial bands and enhancement kernel.
         band_embedding: SAMB's learned band embedding (``False``: the paper's form).
         residual: SAMBlock's skip, ``"paper"`` (``0.5·x + 0.5·F_out``) or ``"identity"`` (``x + F_out``).
-        kernel_size: depthwise kernel of the block bodies (7).
         freq_kernel_size: depthwise kernel after SAMB (3).
-        mlp_ratio: MLP expansion of the block bodies (4).
         head_init_scale: multiplies the classifier's initial weights and bias.
-        drop_rate: dropout before the classifier.
-        drop_path_rate: stochastic depth, rising linearly over all blocks to this value.
         features_only: build no head; ``forward`` returns the list of stage outputs.
+        in_chans, num_classes, global_pool, depths, dims, kernel_size, mlp_ratio, drop_rate, drop_path_rate:
+            see :class:`~backbones3d._contract.HeadContract`.
 
     Shapes: ``(N, in_chans, D, H, W) -> (N, num_classes)``.
 
     Example::
 
         >>> model = SAMNet(in_chans=2, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))
-        >>> model(torch.randn(1, 2, 32, 32, 64)).shape
-        torch.Size([1, 2])
-        >>> [f.shape[1] for f in model.forward_stages(torch.randn(1, 2, 32, 32, 32))]
-        [8, 16, 24, 32]
+        >>> x = torch.randn(1, 2, 32, 32, 64); model(x).shape, [f.shape[1] for f in model.forward_stages(x)]
+        (torch.Size([1, 2]), [8, 16, 24, 32])
     """
 
     def __init__(
