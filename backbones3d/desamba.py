@@ -61,15 +61,11 @@ class DeSambaConfig:
 
     Attributes:
         sequences: sequence names, in the order of the input's axis 1.
-        num_classes: classes K.
-        num_tabular: clinical features F.
-        cnn_depths, cnn_dims: SAMNet stages.
-        mamba_depths, mamba_dims: MambaOut3d stages.
-        feature_dim: width d of each fused sequence feature ``f_i``.
-        tabular_dim: width of the tabular embedding ``t``.
+        num_classes, num_tabular: classes K, clinical features F.
+        cnn_depths, cnn_dims, mamba_depths, mamba_dims: SAMNet and MambaOut3d stages.
+        feature_dim, tabular_dim: widths of each fused sequence feature ``f_i`` (d) and of the tabular embedding ``t``.
         drlm_dim, drlm_hidden_dim: width of DRLM's unique/shared vectors and of its MLPs (default ``feature_dim``).
-        fm_mode, num_bands: SAMB's modulation form and radial bands.
-        band_embedding: SAMB's learned band embedding (``False``: the paper's form).
+        fm_mode, num_bands, band_embedding: SAMB's modulation form, radial bands, band embedding (``False``: paper).
         spectral_stem: SAMNet's band-energy front end (needs FP).
         samblock_residual: SAMBlock's skip, ``"paper"`` (``0.5·x + 0.5·F_out``) or ``"identity"`` (``x + F_out``).
         fusion_stages: the fusion pools ``"all"`` stage outputs of both branches or only the ``"last"`` one of each.
@@ -77,14 +73,11 @@ class DeSambaConfig:
         drlm_detach_targets: DRLM reconstructs ``f_i.detach()`` (``False``: ``f_i``, the paper's form).
         share_encoders: one CNN/Mamba/fusion encoder for every sequence.
         global_pool: fusion pooling, ``"avg"`` or ``"max"``.
-        drop_rate: dropout before the classifier (and in the tabular MLP).
-        drop_path_rate: stochastic depth of the encoders.
+        drop_rate, drop_path_rate: dropout before the classifier (and in the tabular MLP), encoders' stochastic depth.
 
     Example::
 
-        >>> cfg = DeSambaConfig(sequences=("t1", "t2fs"), num_classes=2, decouple=False,
-        ...                     cross_loss=False, self_loss=False)
-        >>> cfg.flags
+        >>> DeSambaConfig(sequences=("t1", "t2"), decouple=False, cross_loss=False, self_loss=False).flags
         {'TE': True, 'CE': True, 'FP': True, 'ME': True, 'De': False, 'C': False, 'S': False}
     """
 
@@ -150,18 +143,7 @@ class DeSambaConfig:
 
 
 class SequenceEncoder(nn.Module):
-    """One sequence's image encoder, ``(N, 1, D, H, W) -> (N, feature_dim)``: SAMNet and/or MambaOut3d, fused (Fig. 4).
-
-    Args:
-        config: the network's :class:`DeSambaConfig` (its CE, FP, ME flags and sizes are used).
-
-    Example::
-
-        >>> cfg = DeSambaConfig(cnn_depths=(1,) * 4, cnn_dims=(8, 16, 24, 32), mamba_depths=(1,) * 4,
-        ...                     mamba_dims=(8, 16, 24, 32), feature_dim=16)
-        >>> SequenceEncoder(cfg)(torch.randn(2, 1, 32, 32, 32)).shape
-        torch.Size([2, 16])
-    """
+    """One sequence's encoder (CE, FP, ME of ``config``), fused (Fig. 4): ``(N, 1, D, H, W) -> (N, feature_dim)``."""
 
     def __init__(self, config: DeSambaConfig) -> None:
         super().__init__()
@@ -225,13 +207,9 @@ class DeSamba(HeadContract):
 
     Example::
 
-        >>> model = desamba_spine_tiny()
-        >>> x = torch.randn(2, 3, 32, 32, 32)
-        >>> model(x).shape
-        torch.Size([2, 6])
-        >>> logits, aux = model.forward_with_aux(x, tabular=torch.randn(2, 8))
-        >>> sorted(aux)
-        ['cross', 'self']
+        >>> model, x = desamba_spine_tiny(), torch.randn(2, 3, 32, 32, 32)
+        >>> model(x).shape, sorted(model.forward_with_aux(x, tabular=torch.randn(2, 8))[1])
+        (torch.Size([2, 6]), ['cross', 'self'])
     """
 
     def __init__(self, config: DeSambaConfig | None = None, **kwargs: Any) -> None:
@@ -408,17 +386,14 @@ class DeSambaLoss(nn.Module):
     Args:
         self_weight: weight of DRLM's self-reconstruction loss (paper: 0.5).
         cross_weight: weight of DRLM's cross-reconstruction loss (paper: 0.5).
-        label_smoothing: passed to the cross-entropy.
-        weight: optional per-class weights ``(K,)`` of the cross-entropy (e.g. inverse frequencies).
+        label_smoothing, weight: passed to the cross-entropy (``weight``: per-class ``(K,)``, e.g. inverse frequencies).
 
     ``forward(logits, target, aux)`` returns ``(total, parts)`` (detached terms for logging); absent aux terms add 0.
 
     Example::
 
-        >>> model, criterion = desamba_spine_tiny(), DeSambaLoss()
-        >>> logits, aux = model.forward_with_aux(torch.randn(2, 3, 32, 32, 32))
-        >>> total, parts = criterion(logits, torch.tensor([0, 5]), aux)
-        >>> sorted(parts)
+        >>> logits, aux = desamba_spine_tiny().forward_with_aux(torch.randn(2, 3, 32, 32, 32))
+        >>> sorted(DeSambaLoss()(logits, torch.tensor([0, 5]), aux)[1])
         ['cls', 'cross', 'self']
     """
 
