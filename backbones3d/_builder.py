@@ -125,15 +125,7 @@ def build_model_with_cfg(
 
 
 def load_state_dict_file(path: str | Path) -> StateDict:
-    """Read a state dict (unwrapping ``{"state_dict"|"model": ...}``) from ``.safetensors`` or a torch file, on CPU.
-
-    Example::
-
-        >>> import tempfile, safetensors.torch
-        >>> path = tempfile.mkdtemp() + "/w.safetensors"; safetensors.torch.save_file({"w": torch.ones(2)}, path)
-        >>> load_state_dict_file(path)["w"]
-        tensor([1., 1.])
-    """
+    """Read a state dict (unwrapping ``{"state_dict"|"model": ...}``) from ``.safetensors`` or a torch file, on CPU."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {str(path)!r}")
@@ -155,13 +147,7 @@ def load_state_dict_file(path: str | Path) -> StateDict:
 
 def adapt_input_conv_3d(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
     """Adapt a first-conv weight ``(O, I, *kernel)`` to ``in_chans`` (timm's rule: 1 sums over ``I``; else tile, cut,
-    scale by ``I / in_chans``).
-
-    Example::
-
-        >>> adapt_input_conv_3d(5, torch.randn(8, 3, 3, 3, 3)).shape
-        torch.Size([8, 5, 3, 3, 3])
-    """
+    scale by ``I / in_chans``)."""
     if in_chans < 1:
         raise ValueError(f"in_chans: expected a positive channel count, got {in_chans}")
     if weight.ndim < 3:

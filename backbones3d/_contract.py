@@ -5,9 +5,11 @@ Three base classes give ``forward(x) = forward_head(forward_features(x))`` and `
 - :class:`HeadContract`: the classifier is the head module ``self.head`` (ConvNeXt V2, SwinV2, SAMNet, MambaOut,
   DeSamba); a ``features_only`` encoder (``self.head = None``) returns ``forward_stages(x)`` from ``forward``.
 - :class:`FlatHeadContract`: timm's flat names, pool → ``head_drop`` → Linear on the model itself (``fc`` ResNet,
-  ``classifier`` DenseNet/EfficientNet, ``head`` ViT/Vim); per voxel when ``global_pool=""``.
+  ``classifier`` DenseNet/EfficientNet, ``head`` ViT/Vim).
 - :class:`StagedContract`: a :class:`HeadContract` built as ``stem`` → ``stages`` (ConvNeXt V2, SAMNet, MambaOut)
   gets ``forward_stages`` and ``forward_features``.
+
+- *(ours)* ``global_pool=""`` keeps the map: the classifier runs at every voxel, ``(N, num_classes, d, h, w)``.
 """
 
 from __future__ import annotations
@@ -34,13 +36,7 @@ __all__ = [
 
 
 def check_int(value: int, name: str, minimum: int = 1) -> int:
-    """Return ``value`` if it is an int ``>= minimum``; ``TypeError`` for a non-int, ``ValueError`` below the minimum.
-
-    Example::
-
-        >>> check_int(3, "depth")
-        3
-    """
+    """Return ``value`` if it is an int ``>= minimum``; else ``TypeError`` (non-int) or ``ValueError`` (too small)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
     if value < minimum:
@@ -49,13 +45,7 @@ def check_int(value: int, name: str, minimum: int = 1) -> int:
 
 
 def linear_drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> list[list[float]]:
-    """timm's ``torch.linspace(0, drop_path_rate, sum(depths)).split(depths)`` as plain floats (meta-device safe).
-
-    Example::
-
-        >>> linear_drop_path_rates(0.2, (1, 2))
-        [[0.0], [0.1, 0.2]]
-    """
+    """timm's ``torch.linspace(0, drop_path_rate, sum(depths)).split(depths)`` as plain floats (meta-device safe)."""
     check_rate(drop_path_rate, "drop_path_rate")
     total = sum(depths)
     flat = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
@@ -171,15 +161,7 @@ class FlatHeadContract(HeadContract):
 
 
 class StagedContract(HeadContract):
-    """A :class:`HeadContract` of ``self.stem`` and the ``nn.Sequential`` ``self.stages``; defines ``_check_input``.
-
-    Example::
-
-        >>> from backbones3d.samnet import SAMNet
-        >>> model = SAMNet(depths=(1, 1), dims=(8, 16))
-        >>> [tuple(f.shape) for f in model.forward_stages(torch.randn(1, 3, 8, 8, 16))]
-        [(1, 8, 2, 2, 4), (1, 16, 1, 1, 2)]
-    """
+    """A :class:`HeadContract` of ``self.stem`` and the ``nn.Sequential`` ``self.stages``; defines ``_check_input``."""
 
     def _check_input(self, x: torch.Tensor) -> None:
         raise NotImplementedError(f"{type(self).__name__} must define _check_input(x)")

@@ -18,7 +18,6 @@ Shapes through the network (input ``(N, C_in, D, H, W)``, every axis a multiple 
 timm's names and per-variant layouts (``inflate_2d`` key for key: benchmarks/results/model_notes.md#convnextv2_3d);
 an axis not a positive multiple of ``patch_size * 2**(len(depths) - 1)`` raises ``ValueError`` (DESIGN.md §2).
 
-- *(ours)* ``global_pool=""`` keeps the map: ``forward_head`` returns ``(N, num_classes, d, h, w)``.
 - *(ours)* class defaults are ``convnextv2_tiny_3d`` with ``in_chans=3``, ``num_classes=2``, input ``(3, 64, 96, 96)``.
 """
 

@@ -17,7 +17,6 @@ DenseNet-121 is ``k = 32`` (``growth_rate``), blocks 6-12-24-16, ``bn_size = 4``
   else ``ValueError`` names the axis, the size and the transition (DESIGN.md §2).
 - *(ours)* ``drop_path_rate`` drops a dense layer's new features per sample (rescaled, linear from 0);
   ``proj_drop_rate`` is the paper's element-wise dropout on them (MONAI's ``dropout_prob``).
-- *(ours)* ``global_pool=""`` keeps the map: ``forward_head`` applies ``classifier`` at every voxel.
 """
 
 from __future__ import annotations

@@ -24,7 +24,6 @@ convolution pads ``k // 2``, so any size ≥ 1 works and ``forward_features`` re
 ``efficientnet_b*`` (``inflate_2d`` matches every key; benchmarks/results/model_notes.md#efficientnet3d).
 
 - *(ours)* ``drop_rate`` defaults to 0, like timm's constructor (EfficientNet trains B0 with 0.2).
-- *(ours)* ``global_pool=""`` keeps the map and applies the classifier at every voxel.
 """
 
 from __future__ import annotations

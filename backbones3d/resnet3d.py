@@ -17,7 +17,6 @@ bias on each shortcut conv, ``downsample_bias``). Reference parity: benchmarks/r
 
 - *(ours)* ``stem_stride`` defaults to 2 (He et al., timm, torchvision); 1 is MONAI's ``resnet50`` default (8× MACs).
 - *(ours)* the last BN of a block is not zero-initialised (as MONAI, unlike timm's ``zero_init_last``).
-- *(ours)* ``global_pool=""`` keeps the map: ``fc`` at every voxel, ``(N, num_classes, d, h, w)``.
 """
 
 from __future__ import annotations
