@@ -71,8 +71,7 @@ class HeadContract(nn.Module):
         depths, dims: blocks and channels per stage; ``depth``, ``embed_dim`` for the isotropic ViT/Vim.
         patch_size, kernel_size, mlp_ratio: stem patch (unpadded), depthwise kernel, MLP width multiple.
         drop_rate: dropout before the classifier.
-        pos_drop_rate, proj_drop_rate, attn_drop_rate: dropout after the position embedding, after projections,
-            on attention weights.
+        pos_drop_rate, proj_drop_rate, attn_drop_rate: dropout after position embedding / projections, on attention.
         drop_path_rate: stochastic depth, rising linearly from 0 at the first block to this value at the last.
 
     Example::

@@ -87,8 +87,6 @@ class ConvNeXtV2_3d(StagedContract):
         in_chans, num_classes, global_pool, depths, dims, kernel_size, patch_size, mlp_ratio, drop_rate,
             drop_path_rate: see :class:`~backbones3d._contract.HeadContract`.
 
-    Shapes: ``(N, in_chans, D, H, W) -> (N, num_classes)``.
-
     Example::
 
         >>> model, x = ConvNeXtV2_3d(in_chans=2, depths=(1,) * 4, dims=(8, 16, 24, 32)), torch.randn(1, 2, 32, 32, 64)

@@ -1,7 +1,6 @@
 """3D DenseNet-121: the paper's DenseNet121 baseline (DESIGN.md §9).
 
-A densely connected network (Huang et al. 2017) with 3D operators. For an input ``x`` of shape
-``(N, in_chans, D, H, W)``::
+A densely connected network (Huang et al. 2017) with 3D operators, on ``x`` of shape ``(N, in_chans, D, H, W)``::
 
     stem:        conv0 7³ (stride 2, pad 3) → norm0 → ReLU → pool0 max 3³ (stride 2, pad 1)
     dense block: x ← [x, H_l(x)] for l = 1 … L (channel concatenation); each layer adds k channels
@@ -95,8 +94,7 @@ class DenseNet3d(FlatHeadContract):
 
     Args:
         block_config: Dense layers per block (DenseNet-121: ``(6, 12, 24, 16)``).
-        growth_rate: Channels each dense layer adds (``k``).
-        bn_size: Bottleneck factor of a dense layer.
+        growth_rate, bn_size: channels ``k`` each dense layer adds; its bottleneck width factor (``bn_size · k``).
         num_init_features: Stem channels.
         proj_drop_rate: Dropout on every dense layer's new features (MONAI's ``dropout_prob``).
         in_chans, num_classes, global_pool, drop_rate, drop_path_rate: see :class:`~backbones3d._contract.HeadContract`.

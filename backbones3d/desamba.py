@@ -202,8 +202,7 @@ class DeSamba(HeadContract):
         config: a :class:`DeSambaConfig` (default: ``desamba_spine`` at paper scale).
         **kwargs: :class:`DeSambaConfig` fields overriding ``config``; timm's ``in_chans`` must equal S.
 
-    Shapes: ``forward(x, tabular=None)``, ``x`` as in the module docstring, ``tabular: (N, num_tabular)``
-    → ``(N, num_classes)``.
+    Shapes: ``forward(x, tabular=None)``, ``x`` as in the module docstring, ``tabular: (N, F)`` → ``(N, K)``.
 
     Example::
 
@@ -384,8 +383,7 @@ class DeSambaLoss(nn.Module):
     """Paper Eq. 5: ``L = CE(logits, y) + self_weight * L_self + cross_weight * L_cross``.
 
     Args:
-        self_weight: weight of DRLM's self-reconstruction loss (paper: 0.5).
-        cross_weight: weight of DRLM's cross-reconstruction loss (paper: 0.5).
+        self_weight, cross_weight: weights of DRLM's self- and cross-reconstruction losses (paper: 0.5, 0.5).
         label_smoothing, weight: passed to the cross-entropy (``weight``: per-class ``(K,)``, e.g. inverse frequencies).
 
     ``forward(logits, target, aux)`` returns ``(total, parts)`` (detached terms for logging); absent aux terms add 0.

@@ -1,7 +1,6 @@
 """3D EfficientNet-B0 … B3: the paper's EfficientNet baseline (DESIGN.md §9).
 
-EfficientNet (Tan & Le 2019) with every 2D operator replaced by its 3D counterpart. For an input
-``x`` of shape ``(N, in_chans, D, H, W)``::
+EfficientNet (Tan & Le 2019) with 3D operators, on ``x`` of shape ``(N, in_chans, D, H, W)``::
 
     stem:   conv_stem 3³ (stride 2) → bn1 → SiLU
     stages: seven stages of MBConv blocks (table below), the first of each possibly strided
@@ -18,10 +17,9 @@ EfficientNet (Tan & Le 2019) with every 2D operator replaced by its 3D counterpa
     C'      16   24   40   80   112  192  320
     repeats 1    2    2    3    3    4    1
 
-B1–B3 scale widths by ``channel_multiplier`` and repeats by ``depth_multiplier`` with timm's rounding. Every
-convolution pads ``k // 2``, so any size ≥ 1 works and ``forward_features`` returns
-``(N, num_features, ⌈D/32⌉, ⌈H/32⌉, ⌈W/32⌉)``. Module tree, parameter names and initialisation are timm's
-``efficientnet_b*`` (``inflate_2d`` matches every key; benchmarks/results/model_notes.md#efficientnet3d).
+B1–B3 scale widths and repeats with timm's rounding. Every conv pads ``k // 2``: any size ≥ 1, ``forward_features``
+``(N, num_features, ⌈D/32⌉, ⌈H/32⌉, ⌈W/32⌉)``. timm's ``efficientnet_b*`` module tree, names and initialisation
+(``inflate_2d`` matches every key; benchmarks/results/model_notes.md#efficientnet3d).
 
 - *(ours)* ``drop_rate`` defaults to 0, like timm's constructor (EfficientNet trains B0 with 0.2).
 """
@@ -144,10 +142,8 @@ class EfficientNet3d(FlatHeadContract):
     """3D EfficientNet with the timm model contract and timm's parameter names.
 
     Args:
-        channel_multiplier: Width scale (B0/B1: 1.0, B2: 1.1, B3: 1.2).
-        depth_multiplier: Depth scale (B0: 1.0, B1: 1.1, B2: 1.2, B3: 1.4).
-        stem_size: Stem channels before width scaling.
-        head_size: ``conv_head`` channels (``num_features``) before width scaling.
+        channel_multiplier, depth_multiplier: width, depth scales (B0 1.0, 1.0; B1 1.0, 1.1; B2 1.1, 1.2; B3 1.2, 1.4).
+        stem_size, head_size: stem and ``conv_head`` (``num_features``) channels before width scaling.
         se_ratio: Squeeze-excitation ratio relative to each block's input channels.
         drop_path_rate: Stochastic depth ``drop_path_rate · i / n_blocks`` of block ``i`` (timm's rule).
         in_chans, num_classes, global_pool, drop_rate: see :class:`~backbones3d._contract.HeadContract`.

@@ -97,8 +97,7 @@ class MambaOut3d(StagedContract):
         num_classes: classes K; 0 makes the head return pre-logits ``(N, head_hidden_size)``.
         expansion_ratio: Gated CNN hidden width as a multiple of the stage width.
         conv_ratio: fraction of channels the blocks convolve.
-        stem_mid_norm: LayerNorm after the stem's first convolution (timm's default).
-        ls_init_value: LayerScale init of the blocks; ``None`` for none (timm's default).
+        stem_mid_norm, ls_init_value: LayerNorm after the stem's first conv; blocks' LayerScale init (timm's: none).
         act_layer: activation class of stem, blocks and head.
         features_only: build no head (``head = None``); ``forward`` returns the stage outputs (DeSamba's use).
         in_chans, global_pool, depths, dims, kernel_size (odd), drop_rate, drop_path_rate:

@@ -1,7 +1,6 @@
 """3D ResNet-50 and ResNeXt-50 (32x4d): the paper's ResNet50 and ResNeXt baselines (DESIGN.md §9).
 
-A bottleneck residual network (He et al. 2016; ResNeXt: Xie et al. 2017) with every 2D operator
-replaced by its 3D counterpart. For an input ``x`` of shape ``(N, in_chans, D, H, W)``::
+A bottleneck residual network (He et al. 2016; ResNeXt: Xie et al. 2017) in 3D, on ``x: (N, in_chans, D, H, W)``::
 
     stem:    conv1 7³ (stride ``stem_stride``, pad 3) → bn1 → ReLU → maxpool 3³ (stride 2, pad 1)
     stage i: layer_i = [Bottleneck3d] × layers[i], the first one strided (2 for i ≥ 2) with a
@@ -80,8 +79,7 @@ class ResNet3d(FlatHeadContract):
 
     Args:
         layers: Blocks per stage, e.g. ``(3, 4, 6, 3)`` for ResNet-50.
-        cardinality: Groups of every 3³ convolution (32 for ResNeXt-50 32x4d).
-        base_width: Width per group (4 for ResNeXt-50 32x4d, 64 for ResNet).
+        cardinality, base_width: groups of every 3³ conv and width per group (ResNeXt-50 32x4d: 32, 4; ResNet: 1, 64).
         stem_width: Channels of the stem and width of the first stage's ``planes``.
         stem_stride: Stride of the 7³ stem convolution, an int or ``(D, H, W)``; 1 is MONAI's default stem.
         downsample_bias: Give each 1³ shortcut conv a bias (MONAI's default, zero-initialised).

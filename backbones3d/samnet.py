@@ -90,16 +90,14 @@ class SAMNet(StagedContract):
     Args:
         frequency: SAMBlocks (the frequency pathway) or plain ConvNeXtV2 blocks.
         spectral_stem: add the input's band energies (``SpectralStem3d``) to the stem output; needs ``frequency``.
-        fm_mode, num_bands, enh_kernel_size: SAMB's modulation form, radial bands and enhancement kernel.
-        band_embedding: SAMB's learned band embedding (``False``: the paper's form).
+        fm_mode, num_bands, enh_kernel_size, band_embedding: SAMB's modulation form, radial bands, enhancement kernel,
+            learned band embedding (``False``: the paper's form).
         residual: SAMBlock's skip, ``"paper"`` (``0.5·x + 0.5·F_out``) or ``"identity"`` (``x + F_out``).
         freq_kernel_size: depthwise kernel after SAMB (3).
         head_init_scale: multiplies the classifier's initial weights and bias.
         features_only: build no head; ``forward`` returns the list of stage outputs.
         in_chans, num_classes, global_pool, depths, dims, kernel_size, mlp_ratio, drop_rate, drop_path_rate:
             see :class:`~backbones3d._contract.HeadContract`.
-
-    Shapes: ``(N, in_chans, D, H, W) -> (N, num_classes)``.
 
     Example::
 

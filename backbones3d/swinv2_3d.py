@@ -172,8 +172,7 @@ class WindowAttention3d(nn.Module):
         return table[index.reshape(-1)].view(n, n, self.num_heads).permute(2, 0, 1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, window: Size3 | None = None) -> torch.Tensor:
-        """Attend within windows: ``x`` ``(B, num_windows, n, C)``, additive ``mask`` ``(num_windows, n, n)``,
-        ``window`` the window the ``n`` tokens form (default: the configured one)."""
+        """``x: (B, num_windows, n, C)``, additive ``mask: (num_windows, n, n)``, ``window`` (default: configured)."""
         b, nw, n, c = x.shape
         h = self.num_heads
         bias = None if self.q_bias is None else torch.cat((self.q_bias, self.k_bias, self.v_bias))
@@ -318,8 +317,6 @@ class SwinTransformerV2_3d(HeadContract):
         qkv_bias: query/value biases.
         in_chans, num_classes, global_pool, patch_size, depths, mlp_ratio, drop_rate, proj_drop_rate, attn_drop_rate,
             drop_path_rate: see :class:`~backbones3d._contract.HeadContract`.
-
-    Shapes: ``(N, in_chans, D, H, W) -> (N, num_classes)``.
 
     Example::
 

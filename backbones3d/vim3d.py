@@ -11,9 +11,8 @@ configuration with 3-D patches::
     y_dir  = selective_scan(u, Δ, A = -exp(A_log), B, C, D) * silu(z)
     logits = head(norm_f(r)[:, L // 2])                    (global_pool="token")
 
-Shapes: ``forward_features``: ``(N, in_chans, D, H, W) -> (N, L + 1, embed_dim)``; ``forward``:
-``(N, num_classes)``. The scan is :func:`spectral3d.ops.selective_scan.selective_scan`. Initialisation follows
-Vim (benchmarks/results/model_notes.md#vim3d).
+Shapes: ``forward_features`` ``(N, in_chans, D, H, W) -> (N, L + 1, embed_dim)``, ``forward`` ``(N, num_classes)``.
+Scan: :func:`spectral3d.ops.selective_scan.selective_scan`; Vim's init (benchmarks/results/model_notes.md#vim3d).
 
 - *(ours)* tokens are flattened in ``D, H, W`` order (a raster scan, as Vim scans ``H, W``).
 - *(ours)* another grid resamples the patch position embedding trilinearly; the class entry moves to the middle.
@@ -250,8 +249,7 @@ class VisionMamba3d(FlatHeadContract):
         return dict(stem=r"^cls_token|^pos_embed|^patch_embed", blocks=blocks)
 
     def position_embedding(self, grid: Sequence[int]) -> torch.Tensor:
-        """The ``(1, prod(grid) + 1, embed_dim)`` position embedding for a patch grid ``(d, h, w)``, resampled
-        trilinearly off the stored grid, class-token entry at ``prod(grid) // 2``."""
+        """``(1, prod(grid) + 1, embed_dim)`` for a patch grid ``(d, h, w)``, class entry at ``prod(grid) // 2``."""
         grid = tuple(grid)
         if grid == self.grid_size:
             return self.pos_embed

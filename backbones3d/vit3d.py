@@ -49,8 +49,6 @@ class VisionTransformer3d(FlatHeadContract):
         in_chans, num_classes, global_pool, patch_size, embed_dim, depth, mlp_ratio, drop_rate, pos_drop_rate,
             proj_drop_rate, attn_drop_rate, drop_path_rate: see :class:`~backbones3d._contract.HeadContract`.
 
-    Shapes: ``(N, in_chans, D, H, W) -> (N, num_classes)``.
-
     Example::
 
         >>> model = VisionTransformer3d(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
@@ -135,8 +133,7 @@ class VisionTransformer3d(FlatHeadContract):
         return {"pos_embed", "cls_token"}
 
     def position_embedding(self, grid: Sequence[int]) -> torch.Tensor:
-        """The ``(1, 1 + prod(grid), embed_dim)`` position embedding for a patch grid ``(d, h, w)``, resampled
-        trilinearly off the stored grid, class-token part kept."""
+        """``(1, 1 + prod(grid), embed_dim)`` for a patch grid ``(d, h, w)`` (trilinear), class-token part kept."""
         if tuple(grid) == self.grid_size:
             return self.pos_embed
         cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
