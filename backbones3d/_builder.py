@@ -1,10 +1,10 @@
 """Building registered models: ``create_model``, ``build_model_with_cfg`` and local-weights loading.
 
-Every entry point ends in ``build_model_with_cfg``: it instantiates the class (no injected defaults), attaches
-``model.pretrained_cfg`` (the variant's config with overlays, ``architecture`` and what was actually built) and,
-with ``pretrained=True``, loads the local ``file``. *(ours)* Weights never come from the network and never silently
-stay random: without a ``file`` the call raises. Loading adapts ``in_chans`` (:func:`adapt_input_conv_3d`) and drops a
-classifier of another shape, like timm; any other missing, unexpected or mis-shaped key raises.
+Every entry point ends in ``build_model_with_cfg``: the class (no injected defaults), ``model.pretrained_cfg`` (config,
+overlays, ``architecture``, what was built) and, with ``pretrained=True``, the local ``file``; loading adapts
+``in_chans``, drops a classifier of another shape (as timm), and raises on any other missing or mis-shaped key.
+
+- *(ours)* weights never come from the network and never silently stay random: without a ``file`` the call raises.
 """
 
 from __future__ import annotations
@@ -88,8 +88,7 @@ def build_model_with_cfg(
     Args:
         model_cls: the model class (or any callable returning an ``nn.Module``).
         variant: the registered name whose config applies.
-        pretrained: load ``cfg["file"]`` (see :func:`load_pretrained`); raises without one.
-        pretrained_cfg_overlay: keys overriding the variant's config (e.g. ``file``).
+        pretrained, pretrained_cfg_overlay: as in :func:`create_model`.
         pretrained_filter_fn: ``fn(state_dict, model) -> state_dict`` applied to a loaded file before adaptation.
         **kwargs: constructor arguments; timm's ``pretrained_cfg`` is merged under the overlay, ``cache_dir`` dropped.
 

@@ -73,6 +73,8 @@ class HeadContract(nn.Module):
         drop_rate: dropout before the classifier.
         pos_drop_rate, proj_drop_rate, attn_drop_rate: dropout after position embedding / projections, on attention.
         drop_path_rate: stochastic depth, rising linearly from 0 at the first block to this value at the last.
+        head_init_scale: multiplies the classifier's initial weights and bias (ConvNeXt V2, SAMNet).
+        features_only: build no head (``head = None``); ``forward`` returns the stage outputs (DeSamba's use).
 
     Example::
 
@@ -119,15 +121,7 @@ class HeadContract(nn.Module):
 
 
 class FlatHeadContract(HeadContract):
-    """timm's flat head names: ``head_drop`` and the Linear ``classifier_name`` (subclasses set it, ``global_pools``).
-
-    Example::
-
-        >>> from backbones3d.resnet3d import ResNet3d
-        >>> model = ResNet3d(layers=(1, 1, 1, 1), stem_width=8); model.reset_classifier(0, global_pool="max")
-        >>> model.forward_head(torch.randn(2, 256, 1, 2, 2)).shape
-        torch.Size([2, 256])
-    """
+    """timm's flat head: ``head_drop``, the Linear ``classifier_name`` (subclasses set it and ``global_pools``)."""
 
     classifier_name: ClassVar[str] = "fc"
     global_pools: ClassVar[tuple[str, ...]] = POOL_TYPES

@@ -1,7 +1,7 @@
 """The model registry: names → entry points and pretrained configs, mirrored into timm's registry.
 
-:func:`register_model` records an entry point, its family (its module's last name component) and its
-``default_cfgs`` entry here, and registers it with timm. *(ours)* timm's ``PretrainedCfg`` rejects our extra keys
+:func:`register_model` records an entry point, its family (its module's last name) and ``default_cfgs`` entry here
+and in timm. *(ours)* timm's ``PretrainedCfg`` rejects our extra keys
 (``sequences``, ``num_tabular``), so timm gets a copy with its own keys only, through a proxy module named after the
 family; the builder reads the complete config from here. A missing config or key raises at import time.
 """
@@ -92,17 +92,11 @@ def register_model(fn: F) -> F:
     """Register a model entry point under its function name, here and in timm's registry.
 
     Args:
-        fn: an entry point ``fn(pretrained=False, **kwargs) -> nn.Module``, returned unchanged; its config is
-            ``default_cfgs[fn.__name__]`` of the defining module.
+        fn: ``fn(pretrained=False, **kwargs) -> nn.Module``, returned unchanged; config ``default_cfgs[fn.__name__]``.
 
     Raises:
         ValueError: no config, a config lacking ``input_size``, ``num_classes``, ``first_conv`` or ``classifier``,
             or a name already registered by another module.
-
-    Example::
-
-        >>> is_model("mambaout_femto_3d")
-        True
     """
     name = fn.__name__
     module = sys.modules[fn.__module__]

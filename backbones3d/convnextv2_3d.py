@@ -83,9 +83,8 @@ class ConvNeXtV2_3d(StagedContract):
 
     Args:
         conv_mlp: timm's channels-first block layout (atto–nano); tiny/base are channels-last.
-        head_init_scale: multiplies the classifier's initial weights and bias.
-        in_chans, num_classes, global_pool, depths, dims, kernel_size, patch_size, mlp_ratio, drop_rate,
-            drop_path_rate: see :class:`~backbones3d._contract.HeadContract`.
+        in_chans, num_classes, global_pool, depths, dims, kernel_size, patch_size, mlp_ratio, head_init_scale,
+            drop_rate, drop_path_rate: see :class:`~backbones3d._contract.HeadContract`.
 
     Example::
 

@@ -12,10 +12,8 @@ DenseNet-121 is ``k = 32`` (``growth_rate``), blocks 6-12-24-16, ``bn_size = 4``
 ``DenseNet121`` (same parameter count); timm's ``densenet121`` names and initialisation
 (benchmarks/results/model_notes.md#densenet3d). ``forward_features``: ``(N, 1024, ⌈D/4⌉/8, ⌈H/4⌉/8, ⌈W/4⌉/8)``.
 
-- *(ours)* ``⌈n / 4⌉`` must be a multiple of ``2^(transitions)`` (the unpadded 2³ pools would drop voxels);
-  else ``ValueError`` names the axis, the size and the transition (DESIGN.md §2).
-- *(ours)* ``drop_path_rate`` drops a dense layer's new features per sample (rescaled, linear from 0);
-  ``proj_drop_rate`` is the paper's element-wise dropout on them (MONAI's ``dropout_prob``).
+- *(ours)* ``⌈n / 4⌉`` must be a multiple of ``2^transitions`` (unpadded 2³ pools), else ``ValueError`` (DESIGN.md §2).
+- *(ours)* ``drop_path_rate`` drops a dense layer's new features per sample (rescaled, linear from 0).
 """
 
 from __future__ import annotations
@@ -96,7 +94,7 @@ class DenseNet3d(FlatHeadContract):
         block_config: Dense layers per block (DenseNet-121: ``(6, 12, 24, 16)``).
         growth_rate, bn_size: channels ``k`` each dense layer adds; its bottleneck width factor (``bn_size · k``).
         num_init_features: Stem channels.
-        proj_drop_rate: Dropout on every dense layer's new features (MONAI's ``dropout_prob``).
+        proj_drop_rate: the paper's element-wise dropout on each dense layer's new features (MONAI's ``dropout_prob``).
         in_chans, num_classes, global_pool, drop_rate, drop_path_rate: see :class:`~backbones3d._contract.HeadContract`.
 
     Example::

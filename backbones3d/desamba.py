@@ -21,7 +21,6 @@ positive multiple of 32.
   (``PAPER_SCALE_MEASURED``); evidence: benchmarks/results/model_notes.md#desamba
 - *(ours)* ``"tiny"`` uses SAMBlock's identity skip; evidence: benchmarks/results/fusion_ablation.md
 - *(ours)* the fusion block, tabular encoder, DRLM's encoder/decoder forms (their modules) and the head's LayerNorm.
-- *(ours)* ``share_encoders``: one encoder for every sequence, run as one batch.
 - *(ours)* rows without TE accept and ignore ``tabular`` (one training loop serves every row).
 """
 
@@ -71,7 +70,7 @@ class DeSambaConfig:
         fusion_stages: the fusion pools ``"all"`` stage outputs of both branches or only the ``"last"`` one of each.
         drlm_share_unique_encoder: one ``Enc_u`` for every sequence (the paper's notation).
         drlm_detach_targets: DRLM reconstructs ``f_i.detach()`` (``False``: ``f_i``, the paper's form).
-        share_encoders: one CNN/Mamba/fusion encoder for every sequence.
+        share_encoders: *(ours)* one CNN/Mamba/fusion encoder for every sequence, run as one batch.
         global_pool: fusion pooling, ``"avg"`` or ``"max"``.
         drop_rate, drop_path_rate: dropout before the classifier (and in the tabular MLP), encoders' stochastic depth.
 

@@ -99,8 +99,7 @@ class MambaOut3d(StagedContract):
         conv_ratio: fraction of channels the blocks convolve.
         stem_mid_norm, ls_init_value: LayerNorm after the stem's first conv; blocks' LayerScale init (timm's: none).
         act_layer: activation class of stem, blocks and head.
-        features_only: build no head (``head = None``); ``forward`` returns the stage outputs (DeSamba's use).
-        in_chans, global_pool, depths, dims, kernel_size (odd), drop_rate, drop_path_rate:
+        in_chans, global_pool, depths, dims, kernel_size (odd), features_only, drop_rate, drop_path_rate:
             see :class:`~backbones3d._contract.HeadContract`.
 
     Attributes:

@@ -11,8 +11,7 @@ A bottleneck residual network (He et al. 2016; ResNeXt: Xie et al. 2017) in 3D, 
     head:    global pool → dropout(``drop_rate``) → fc
 
 ``forward_features`` returns ``(N, 2048, ⌈D / (16·s)⌉, ...)`` (``s = stem_stride``); every layer is padded, so any
-size ≥ 1 works. timm's ``resnet50`` / ``resnext50_32x4d`` names; MONAI's ``resnet50`` parameter count (a zero-init
-bias on each shortcut conv, ``downsample_bias``). Reference parity: benchmarks/results/model_notes.md#resnet3d
+size ≥ 1 works. timm's names, MONAI's parameter count (``downsample_bias``); benchmarks/results/model_notes.md#resnet3d
 
 - *(ours)* ``stem_stride`` defaults to 2 (He et al., timm, torchvision); 1 is MONAI's ``resnet50`` default (8× MACs).
 - *(ours)* the last BN of a block is not zero-initialised (as MONAI, unlike timm's ``zero_init_last``).

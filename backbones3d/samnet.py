@@ -11,8 +11,7 @@ Every axis must be a positive multiple of ``4 * 2**(len(depths) - 1)`` (``ValueE
 replaces every SAMBlock by its spatial branch, a 3D ConvNeXtV2 block (ablation row ``cnv2``). timm's ConvNeXt
 parameter names and head (benchmarks/results/model_notes.md#samnet); ``features_only=True`` is DeSamba's use.
 
-- *(ours)* widths (the paper fixes only the depths 3-4-6-3): ``samnet_tiny`` 48-96-192-384, ``samnet_small``
-  96-192-384-768 (the class defaults).
+- *(ours)* widths (paper: depths 3-4-6-3 only): ``samnet_tiny`` 48-96-192-384, ``samnet_small`` (default) 96-192-384-768
 """
 
 from __future__ import annotations
@@ -94,10 +93,8 @@ class SAMNet(StagedContract):
             learned band embedding (``False``: the paper's form).
         residual: SAMBlock's skip, ``"paper"`` (``0.5·x + 0.5·F_out``) or ``"identity"`` (``x + F_out``).
         freq_kernel_size: depthwise kernel after SAMB (3).
-        head_init_scale: multiplies the classifier's initial weights and bias.
-        features_only: build no head; ``forward`` returns the list of stage outputs.
-        in_chans, num_classes, global_pool, depths, dims, kernel_size, mlp_ratio, drop_rate, drop_path_rate:
-            see :class:`~backbones3d._contract.HeadContract`.
+        in_chans, num_classes, global_pool, depths, dims, kernel_size, mlp_ratio, head_init_scale, features_only,
+            drop_rate, drop_path_rate: see :class:`~backbones3d._contract.HeadContract`.
 
     Example::
 
