@@ -39,8 +39,7 @@ def create_model(
 
     Args:
         model_name: a name from :func:`backbones3d.list_models`.
-        pretrained: load the local file ``pretrained_cfg_overlay=dict(file=...)`` (:func:`load_pretrained`).
-        pretrained_cfg_overlay: keys that override the model's config (``file``, ...).
+        pretrained, pretrained_cfg_overlay: load the overlay's local ``file`` (:func:`load_pretrained`); config keys.
         **kwargs: constructor arguments; those set to ``None`` are dropped, as timm does.
 
     Raises:

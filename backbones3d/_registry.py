@@ -1,9 +1,8 @@
 """The model registry: names → entry points and pretrained configs, mirrored into timm's registry.
 
 :func:`register_model` records an entry point, its family (its module's last name) and ``default_cfgs`` entry here
-and in timm. *(ours)* timm's ``PretrainedCfg`` rejects our extra keys
-(``sequences``, ``num_tabular``), so timm gets a copy with its own keys only, through a proxy module named after the
-family; the builder reads the complete config from here. A missing config or key raises at import time.
+and in timm; a missing config or key raises at import time. *(ours)* timm's ``PretrainedCfg`` rejects our extra keys
+(``sequences``, ``num_tabular``): timm gets a copy of its own keys through a proxy module named after the family.
 """
 
 from __future__ import annotations
@@ -150,10 +149,9 @@ def list_models(
     """Registered model names, naturally sorted (``test_2`` before ``test_10``); timm's signature.
 
     Args:
-        filter: fnmatch pattern(s) a name must match (any of them), e.g. ``"desamba*"``.
+        filter, exclude_filters: fnmatch pattern(s) a name must match (any, e.g. ``"desamba*"``), then not match.
         module: family/families to list from (``"mambaout3d"``); see :func:`list_modules`.
         pretrained: only models whose config names weights (``file``, ``url``, ``hf_hub_id``).
-        exclude_filters: fnmatch pattern(s) removed after ``filter``.
         name_matches_cfg, include_tags: accepted for timm compatibility (every name has its config; no tags).
 
     Example::

@@ -11,11 +11,10 @@ sequence names, and optionally ``tabular: (N, F)`` (NaN = missing; ``None`` = al
     logits = head(concat[r, t])       head = LayerNorm → dropout → Linear
     L = CE(logits, y) + 0.5 L_self + 0.5 L_cross              (Eq. 5, DeSambaLoss)
 
-:class:`DeSambaConfig` holds Table 3's seven flags; the full model and its ten ablation rows are registered per
-dataset (``desamba_spine_ablation_<row>``). Entry points take ``scale="paper" | "small" | "tiny"`` (``"small"``:
-SAMNet-Tiny + MambaOut-Femto; ``"tiny"``: one block per stage, widths 16-128, input (S, 32, 32, 32)) and
-``literal=True`` (the paper's reading wherever it gives one, docs/paper_literal.md). With CE every axis must be a
-positive multiple of 32.
+:class:`DeSambaConfig` holds Table 3's seven flags; the model and its ten ablation rows are registered per dataset
+(``desamba_spine_ablation_<row>``). Entry points take ``scale="paper" | "small" | "tiny"`` (``"small"``: SAMNet-Tiny,
+MambaOut-Femto; ``"tiny"``: one block per stage, widths 16-128, input (S, 32, 32, 32)) and ``literal=True`` (the
+paper's reading wherever it gives one, docs/paper_literal.md). With CE every axis must be a positive multiple of 32.
 
 - *(ours)* ``"paper"`` widths (the paper gives none) fit its 433.82 M parameters and 308.32 G MACs
   (``PAPER_SCALE_MEASURED``); evidence: benchmarks/results/model_notes.md#desamba

@@ -6,8 +6,7 @@ Equal shapes are copied; a 2-D kernel ``(O, I, kh, kw)`` meets a 3-D one ``(O, I
 The :class:`InflationReport` lists every key. Zero biases the source lacks and a classifier of another class
 count are left at initialisation, as timm does; anything else raises with ``strict=True``.
 
-- *(ours)* ``strict=True`` is the default: a 3-D parameter left at its random init is as much a surprise as a
-  mis-shape. A parameter on the meta device cannot be seen to be zero and counts as unmatched.
+- *(ours)* ``strict=True`` by default (random init left behind surprises as a mis-shape does); meta params: unmatched.
 """
 
 from __future__ import annotations

@@ -7,8 +7,7 @@ DeSamba's MambaOut encoder (paper Fig. 1; DESIGN.md §5) and the ``mambaout_*_3d
     stage i:     [i > 0: Conv3d k3 s2 p1 (C(i−1) → Ci) → LN]  →  depths[i] × GatedCNNBlock3d(Ci)
     head:        global average pool → LN → Linear Ci → 4Ci → GELU → LN → Linear 4Ci → K   (MlpHead)
 
-Shapes: ``(N, in_chans, D, H, W) → (N, num_classes)``; stage ``i`` is ``(N, dims[i], ⌈D/(4·2^i)⌉, ...)``, so any
-size ≥ 1 works. ``forward_stages`` returns the four maps, channels-first; ``features_only=True`` builds no head.
+Shapes: ``(N, in_chans, D, H, W) → (N, num_classes)``; ``forward_stages``: ``(N, dims[i], ⌈D/(4·2^i)⌉, ...)``, any size.
 
 - *(ours)* activations stay channels-first between stages (timm: NHWC); the blocks' permutes are views.
 - *(ours)* ``global_pool="max"`` is offered; defaults ``num_classes=2``, input ``(3, 64, 96, 96)`` (DESIGN.md §9).

@@ -48,8 +48,7 @@ class _SpectralPatchStem(nn.Sequential):
 
 
 class SAMNetStage(nn.Module):
-    """Optional downsampling (LayerNorm → Conv 2x2x2 stride 2), then ``depth`` SAMBlocks (ConvNeXtV2 blocks if not
-    ``frequency``); ``**block_kwargs`` go to :class:`SAMBlock`."""
+    """Optional LayerNorm → Conv 2x2x2 stride 2, then ``depth`` SAMBlocks (ConvNeXtV2 blocks without ``frequency``)."""
 
     def __init__(
         self,

@@ -118,10 +118,7 @@ def _window_mask(size: Size3, padded: Size3, window: Size3, shift: Size3, device
 
 
 class WindowAttention3d(nn.Module):
-    """SwinV2 window attention (module docstring's W-MSA): ``(B, num_windows, n, C) -> (B, num_windows, n, C)``.
-
-    ``qkv_bias``: query and value biases (key bias fixed at zero, as SwinV2); ``cpb_hidden``: position-bias MLP width.
-    """
+    """SwinV2 W-MSA (module docstring), ``(B, num_windows, n, C)``; ``qkv_bias``: q, v only (k bias 0, as SwinV2)."""
 
     def __init__(
         self,

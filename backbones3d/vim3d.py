@@ -1,7 +1,6 @@
 """Vision Mamba (Vim) for volumes: bidirectional selective-scan blocks over the flattened 3-D patch tokens.
 
-Zhu et al. (ICML 2024), the released ``vim_*_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2``
-configuration with 3-D patches::
+Zhu et al. (ICML 2024), released ``vim_*_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2``, 3-D patches::
 
     tokens = PatchEmbed(x) (strided Conv3d, L = (D/p_d)(H/p_h)(W/p_w), flattened in D, H, W order)
     r      = insert(tokens, cls, at L // 2) + pos_embed                                  (N, L + 1, C)
