@@ -39,7 +39,7 @@ def create_model(
 
     Args:
         model_name: a name from :func:`backbones3d.list_models`.
-        pretrained, pretrained_cfg_overlay: load the overlay's local ``file`` (:func:`load_pretrained`); config keys.
+        pretrained, pretrained_cfg_overlay: load the local ``file`` (:func:`load_pretrained`); config overrides.
         **kwargs: constructor arguments; those set to ``None`` are dropped, as timm does.
 
     Raises:

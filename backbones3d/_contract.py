@@ -9,7 +9,7 @@ Three base classes give ``forward(x) = forward_head(forward_features(x))`` and `
 - :class:`StagedContract`: a :class:`HeadContract` built as ``stem`` → ``stages`` (ConvNeXt V2, SAMNet, MambaOut)
   gets ``forward_stages`` and ``forward_features``.
 
-- *(ours)* ``global_pool=""`` keeps the map: the classifier runs at every voxel, ``(N, num_classes, d, h, w)``.
+- *(ours)* ``global_pool=""`` keeps the map: classifier at every voxel (ViT/Vim: token), ``(N, num_classes, d, h, w)``.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class HeadContract(nn.Module):
     Common arguments of the model classes (each model's Args lists only the others):
         in_chans: input channels (the MRI sequences, fused early).
         num_classes: classifier outputs; 0 replaces the classifier by ``nn.Identity`` (a feature extractor).
-        global_pool: ``"avg"``, ``"max"``, ``"token"`` (ViT, Vim) or ``""`` (keep the map: classifier per voxel).
+        global_pool: ``"avg"``, ``"max"``, ``"token"`` (ViT, Vim) or ``""`` (no pooling: per voxel / token).
         depths, dims: blocks and channels per stage; ``depth``, ``embed_dim`` for the isotropic ViT/Vim.
         patch_size, kernel_size, mlp_ratio: stem patch (unpadded), depthwise kernel, MLP width multiple.
         drop_rate: dropout before the classifier.

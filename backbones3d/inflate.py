@@ -6,7 +6,7 @@ Equal shapes are copied; a 2-D kernel ``(O, I, kh, kw)`` meets a 3-D one ``(O, I
 The :class:`InflationReport` lists every key. Zero biases the source lacks and a classifier of another class
 count are left at initialisation, as timm does; anything else raises with ``strict=True``.
 
-- *(ours)* ``strict=True`` by default (random init left behind surprises as a mis-shape does); meta params: unmatched.
+- *(ours)* default ``strict=True``: a parameter left at random init is as bad as a mis-shape; meta ones are unmatched.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Every axis must be a positive multiple of ``4 * 2**(len(depths) - 1)`` (``ValueE
 replaces every SAMBlock by its spatial branch, a 3D ConvNeXtV2 block (ablation row ``cnv2``). timm's ConvNeXt
 parameter names and head (benchmarks/results/model_notes.md#samnet); ``features_only=True`` is DeSamba's use.
 
-- *(ours)* widths (paper: depths 3-4-6-3 only): ``samnet_tiny`` 48-96-192-384, ``samnet_small`` (default) 96-192-384-768
+- *(ours)* widths (paper: depths 3-4-6-3): ``samnet_tiny`` 48-96-192-384, ``samnet_small`` (default) 96-192-384-768.
 """
 
 from __future__ import annotations

@@ -44,10 +44,9 @@ __all__ = ["BiMambaMixer", "VimBlock3d", "VisionMamba3d"]
 
 
 class BiMambaMixer(nn.Module):
-    """Mamba mixer scanning both ways (Vim's "bimamba v2", module docstring): ``(N, L, dim) -> (N, L, dim)``.
+    """Vim's "bimamba v2" mixer (module docstring): ``(N, L, dim)``; ``dt_rank=None`` gives ``ceil(dim / 16)``.
 
-    ``in_proj``, ``out_proj`` shared; the backward ``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``, ``D`` end in ``_b``
-    (Vim's names). ``d_inner = expand · dim``, ``d_state`` = SSM state ``N``; ``dt_rank=None``: ``ceil(dim / 16)``.
+    Shared ``in_proj``, ``out_proj``; backward ``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``, ``D`` end in ``_b``.
     """
 
     def __init__(

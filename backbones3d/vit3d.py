@@ -9,8 +9,7 @@ The paper's "ViT" baseline (Dosovitskiy et al., 2021; DESIGN.md §9) with ``p_D 
 Shapes: ``(N, C, D, H, W) -> tokens (N, 1 + L, embed_dim) -> (N, num_classes)``; each axis a positive multiple of
 its patch (``ValueError`` otherwise). The blocks are timm's ``Block``; parameter names are timm's.
 
-- *(ours)* another grid than ``img_size``'s resamples the patch position embedding trilinearly
-  (``align_corners=False``; 3-D has no bicubic mode); the class token's entry is kept.
+- *(ours)* a grid other than ``img_size``'s resamples the position embedding trilinearly (no 3-D bicubic); class kept.
 - *(ours)* ``global_pool``: ``"token"`` (timm's default), ``"avg"`` / ``"max"`` over patch tokens, or ``""``
   (``(N, 1 + L, num_classes)``); the final ``norm`` precedes every pooling (timm: ``fc_norm`` for ``"avg"``).
 - *(ours)* ``forward`` returns a tensor, never a tuple (MONAI's 3-D ViT returns one).
