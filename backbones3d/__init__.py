@@ -1,13 +1,11 @@
 """backbones3d: whole 3D networks and a timm-style registry (DESIGN.md §1, §2, §5–§9).
 
-Importing the package imports every model file, which registers its models here and in timm's
-registry (``timm.create_model("mambaout_femto_3d")`` works after ``import backbones3d``).
+Importing the package registers every model here and in timm's registry.
 
 Example::
 
     >>> import torch, backbones3d
-    >>> model = backbones3d.create_model("test_mambaout_3d")
-    >>> model(torch.randn(1, 3, 16, 16, 16)).shape
+    >>> backbones3d.create_model("test_mambaout_3d")(torch.randn(1, 3, 16, 16, 16)).shape
     torch.Size([1, 2])
 """
 

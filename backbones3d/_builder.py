@@ -1,31 +1,10 @@
 """Building registered models: ``create_model``, ``build_model_with_cfg`` and local-weights loading.
 
-``create_model(name, ...)`` calls the entry point registered under ``name``; every entry point
-ends in ``build_model_with_cfg(model_cls, variant, pretrained, **kwargs)``, which
+Every entry point ends in ``build_model_with_cfg``: the class (no injected defaults), ``model.pretrained_cfg`` (config,
+overlays, ``architecture``, what was built) and, with ``pretrained=True``, the local ``file``; loading adapts
+``in_chans``, drops a classifier of another shape (as timm), and raises on any other missing or mis-shaped key.
 
-1. instantiates ``model_cls(**kwargs)`` (no defaults are injected: class defaults equal the
-   default variant's config, docs/CONTRIBUTING.md);
-2. attaches ``model.pretrained_cfg``: the variant's complete config (``_registry``), merged with
-   ``pretrained_cfg`` / ``pretrained_cfg_overlay`` if given, plus ``architecture`` (the variant
-   name, as timm records it), with ``input_size[0]``,
-   ``num_classes`` (and ``sequences`` / ``num_tabular`` for multi-sequence models) set to what
-   was actually built;
-3. with ``pretrained=True``, loads the local file named by the config's ``file`` key.
-
-Weights never come from the network and never silently stay random *(ours: timm downloads, and
-MONAI's 3D nets ignore ``pretrained=True``)*: without a ``file`` the call raises. Loading adapts,
-like timm:
-
-- ``in_chans``: a first-conv weight ``(O, I, *k)`` becomes ``(O, C, *k)``. ``C = 1`` sums over
-  the ``I`` input channels; otherwise the channels are tiled ``ceil(C / I)`` times, cut to ``C``
-  and scaled by ``I / C``, which keeps the response to an input constant across channels;
-- ``num_classes``: classifier weights of another shape (or a model built with
-  ``num_classes=0``) are dropped and the fresh head keeps its initialisation;
-
-and otherwise loads strictly: any other missing, unexpected or mis-shaped key raises.
-
-timm's ``create_model`` passes keyword arguments our models do not take (``pretrained_cfg``,
-``cache_dir``); the builder consumes them, so ``timm.create_model("desamba_spine_tiny")`` works.
+- *(ours)* weights never come from the network and never silently stay random: without a ``file`` the call raises.
 """
 
 from __future__ import annotations
@@ -60,25 +39,15 @@ def create_model(
 
     Args:
         model_name: a name from :func:`backbones3d.list_models`.
-        pretrained: load the weights file given by ``pretrained_cfg_overlay=dict(file=...)``
-            (``.safetensors``, or a torch file read with ``weights_only=True``), adapting
-            ``in_chans`` and ``num_classes``; without a file this raises.
-        pretrained_cfg_overlay: keys that override the model's config (``file``, ...).
-        **kwargs: constructor arguments (``in_chans``, ``num_classes``, ``drop_path_rate``, ...).
-            Arguments set to ``None`` are dropped, as timm does, so the model's default applies.
-
-    Returns:
-        The model, with ``model.pretrained_cfg`` attached.
+        pretrained, pretrained_cfg_overlay: load the local ``file`` (:func:`load_pretrained`); config overrides.
+        **kwargs: constructor arguments; those set to ``None`` are dropped, as timm does.
 
     Raises:
-        ValueError: unknown name (the message suggests close names); ``pretrained=True`` without a
-            weights file.
+        ValueError: unknown name (the message suggests close names); ``pretrained=True`` without a file.
 
     Example::
 
-        >>> import torch, backbones3d
-        >>> model = backbones3d.create_model("test_mambaout_3d", num_classes=3)
-        >>> model(torch.randn(1, 3, 16, 16, 16)).shape
+        >>> create_model("test_mambaout_3d", num_classes=3)(torch.randn(1, 3, 16, 16, 16)).shape
         torch.Size([1, 3])
     """
     if not is_model(model_name):
@@ -113,27 +82,19 @@ def build_model_with_cfg(
     pretrained_filter_fn: Callable[[StateDict, nn.Module], StateDict] | None = None,
     **kwargs: Any,
 ) -> M:
-    """Instantiate ``model_cls(**kwargs)``, attach its config and optionally load local weights.
+    """Instantiate ``model_cls(**kwargs)``, attach its config (``pretrained_cfg``, alias ``default_cfg``), load weights.
 
     Args:
         model_cls: the model class (or any callable returning an ``nn.Module``).
         variant: the registered name whose config applies.
-        pretrained: load ``cfg["file"]`` (see :func:`load_pretrained`); raises without one.
-        pretrained_cfg_overlay: keys overriding the variant's config (e.g. ``file``).
-        pretrained_filter_fn: ``fn(state_dict, model) -> state_dict`` applied to a loaded file
-            before adaptation (a family's ``checkpoint_filter_fn``).
-        **kwargs: constructor arguments. ``pretrained_cfg`` (a timm tag, dict or
-            ``PretrainedCfg``) is merged under the overlay; ``cache_dir`` is dropped.
-
-    Returns:
-        The model with ``model.pretrained_cfg`` (also as ``model.default_cfg``, timm's alias).
+        pretrained, pretrained_cfg_overlay: as in :func:`create_model`.
+        pretrained_filter_fn: ``fn(state_dict, model) -> state_dict`` applied to a loaded file before adaptation.
+        **kwargs: constructor arguments; timm's ``pretrained_cfg`` is merged under the overlay, ``cache_dir`` dropped.
 
     Example::
 
-        >>> from backbones3d._builder import build_model_with_cfg
         >>> from backbones3d.mambaout3d import MambaOut3d
-        >>> model = build_model_with_cfg(MambaOut3d, "test_mambaout_3d", depths=(1, 1, 1, 1),
-        ...                              dims=(8, 16, 24, 32), in_chans=2)
+        >>> model = build_model_with_cfg(MambaOut3d, "test_mambaout_3d", depths=(1,) * 4, dims=(8,) * 4, in_chans=2)
         >>> model.pretrained_cfg["input_size"][0]
         2
     """
@@ -162,19 +123,7 @@ def build_model_with_cfg(
 
 
 def load_state_dict_file(path: str | Path) -> StateDict:
-    """Read a state dict from ``.safetensors`` or a torch file (``weights_only=True``), on CPU.
-
-    A torch file holding ``{"state_dict": ...}`` or ``{"model": ...}`` is unwrapped.
-
-    Example::
-
-        >>> import tempfile, torch, safetensors.torch
-        >>> from backbones3d._builder import load_state_dict_file
-        >>> path = tempfile.mkdtemp() + "/w.safetensors"
-        >>> safetensors.torch.save_file({"w": torch.ones(2)}, path)
-        >>> load_state_dict_file(path)["w"]
-        tensor([1., 1.])
-    """
+    """Read a state dict (unwrapping ``{"state_dict"|"model": ...}``) from ``.safetensors`` or a torch file, on CPU."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {str(path)!r}")
@@ -195,19 +144,8 @@ def load_state_dict_file(path: str | Path) -> StateDict:
 
 
 def adapt_input_conv_3d(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
-    """Adapt a first-conv weight ``(O, I, *kernel)`` to ``in_chans`` input channels.
-
-    ``in_chans == 1`` sums the ``I`` channels; otherwise the channels are tiled, cut to
-    ``in_chans`` and scaled by ``I / in_chans`` (timm's ``adapt_input_conv`` rule, any kernel rank).
-    The dtype is kept; the arithmetic runs in at least float32.
-
-    Example::
-
-        >>> import torch
-        >>> from backbones3d._builder import adapt_input_conv_3d
-        >>> adapt_input_conv_3d(5, torch.randn(8, 3, 3, 3, 3)).shape
-        torch.Size([8, 5, 3, 3, 3])
-    """
+    """Adapt a first-conv weight ``(O, I, *kernel)`` to ``in_chans`` (timm's rule: 1 sums over ``I``; else tile, cut,
+    scale by ``I / in_chans``)."""
     if in_chans < 1:
         raise ValueError(f"in_chans: expected a positive channel count, got {in_chans}")
     if weight.ndim < 3:
@@ -243,16 +181,14 @@ def load_pretrained(
         filter_fn: ``fn(state_dict, model) -> state_dict`` applied first.
 
     Raises:
-        ValueError: no ``file`` in the config; a first-conv weight that cannot be adapted.
+        ValueError: no ``file`` in the config, or a first-conv weight that cannot be adapted.
         RuntimeError: missing, unexpected or mis-shaped keys other than the adapted ones.
 
     Example::
 
-        >>> import tempfile, torch, backbones3d
-        >>> path = tempfile.mkdtemp() + "/w.pth"
-        >>> torch.save(backbones3d.create_model("test_mambaout_3d").state_dict(), path)
-        >>> model = backbones3d.create_model("test_mambaout_3d", pretrained=True, in_chans=1,
-        ...                                  pretrained_cfg_overlay=dict(file=path))
+        >>> import tempfile
+        >>> path = tempfile.mkdtemp() + "/w.pth"; torch.save(create_model("test_mambaout_3d").state_dict(), path)
+        >>> model = create_model("test_mambaout_3d", pretrained=True, in_chans=1, pretrained_cfg_overlay={"file": path})
     """
     cfg = dict(pretrained_cfg if pretrained_cfg is not None else getattr(model, "pretrained_cfg", {}))
     file = cfg.get("file")

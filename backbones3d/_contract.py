@@ -1,28 +1,15 @@
 """timm's model contract, written once for the networks of ``backbones3d`` (docs/CONTRIBUTING.md, "Networks").
 
-Three base classes carry the methods every model would otherwise repeat:
+Three base classes give ``forward(x) = forward_head(forward_features(x))`` and ``set_grad_checkpointing``:
 
-- :class:`HeadContract`: the classifier is a head module ``self.head``
-  (:class:`spectral3d.layers.heads.ClassifierHead3d` or :class:`~spectral3d.layers.heads.MlpHead`) with
-  ``reset(num_classes, pool_type)``, ``fc`` and ``forward(x, pre_logits)`` (ConvNeXt V2, SwinV2, SAMNet,
-  MambaOut, DeSamba). A ``features_only`` encoder (``self.features_only = True``, ``self.head = None``)
-  returns ``forward_stages(x)`` from ``forward`` and raises ``RuntimeError`` from the classifier methods.
-- :class:`FlatHeadContract`: timm's flat names, ``head_drop`` and the classifier on the model itself
-  (``fc`` ResNet, ``classifier`` DenseNet/EfficientNet, ``head`` ViT/Vim) with ``global_pool`` an
-  attribute: pool → dropout → Linear, the Linear applied per voxel when ``global_pool=""``.
+- :class:`HeadContract`: the classifier is the head module ``self.head`` (ConvNeXt V2, SwinV2, SAMNet, MambaOut,
+  DeSamba); a ``features_only`` encoder (``self.head = None``) returns ``forward_stages(x)`` from ``forward``.
+- :class:`FlatHeadContract`: timm's flat names, pool → ``head_drop`` → Linear on the model itself (``fc`` ResNet,
+  ``classifier`` DenseNet/EfficientNet, ``head`` ViT/Vim).
+- :class:`StagedContract`: a :class:`HeadContract` built as ``stem`` → ``stages`` (ConvNeXt V2, SAMNet, MambaOut)
+  gets ``forward_stages`` and ``forward_features``.
 
-- :class:`StagedContract`: a :class:`HeadContract` model built as ``stem`` → ``stages`` (ConvNeXt V2,
-  SAMNet, MambaOut) gets ``forward_stages`` (the stage outputs DeSamba fuses) and ``forward_features``
-  from its ``_check_input(x)``.
-
-All give ``forward(x) = forward_head(forward_features(x))`` and ``set_grad_checkpointing``, which sets
-``grad_checkpointing`` on the model and on every submodule that has that flag (the stages read it).
-The subclass writes ``forward_features`` and, where its pooling differs (class tokens), ``forward_head``.
-
-:func:`linear_drop_path_rates` is the stochastic-depth schedule (plain Python floats, so models build
-under ``with torch.device("meta")``; it validates the rate); :func:`check_int` and :func:`check_rate`
-(``spectral3d.checks``, shared with the layers) validate constructor arguments with the messages of
-docs/CONTRIBUTING.md.
+- *(ours)* ``global_pool=""`` keeps the map: classifier at every voxel (ViT/Vim: token), ``(N, num_classes, d, h, w)``.
 """
 
 from __future__ import annotations
@@ -49,15 +36,7 @@ __all__ = [
 
 
 def linear_drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> list[list[float]]:
-    """Stochastic depth rising linearly from 0 (first block) to ``drop_path_rate`` (last block), split per stage.
-
-    The values of timm's ``torch.linspace(0, rate, sum(depths)).split(depths)``, as plain floats.
-
-    Example::
-
-        >>> linear_drop_path_rates(0.2, (1, 2))
-        [[0.0], [0.1, 0.2]]
-    """
+    """timm's ``torch.linspace(0, drop_path_rate, sum(depths)).split(depths)`` as plain floats (meta-device safe)."""
     check_rate(drop_path_rate, "drop_path_rate")
     total = sum(depths)
     flat = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
@@ -66,8 +45,7 @@ def linear_drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> list
 
 
 def run_blocks(blocks: nn.Module, x: torch.Tensor, grad_checkpointing: bool) -> torch.Tensor:
-    """``x`` through each block in turn; with ``grad_checkpointing`` (and grad enabled) each block is
-    recomputed in the backward instead of keeping its activations (``use_reentrant=False``)."""
+    """``x`` through each block; with ``grad_checkpointing`` (and grad on) each block is recomputed in the backward."""
     checkpointed = grad_checkpointing and torch.is_grad_enabled()
     for block in blocks:
         x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False) if checkpointed else block(x)
@@ -77,12 +55,22 @@ def run_blocks(blocks: nn.Module, x: torch.Tensor, grad_checkpointing: bool) -> 
 class HeadContract(nn.Module):
     """timm's classifier methods for a model whose head is the module ``self.head`` (module docstring).
 
+    Common arguments of the model classes (each model's Args lists only the others):
+        in_chans: input channels (the MRI sequences, fused early).
+        num_classes: classifier outputs; 0 replaces the classifier by ``nn.Identity`` (a feature extractor).
+        global_pool: ``"avg"``, ``"max"``, ``"token"`` (ViT, Vim) or ``""`` (no pooling: per voxel / token).
+        depths, dims: blocks and channels per stage; ``depth``, ``embed_dim`` for the isotropic ViT/Vim.
+        patch_size, kernel_size, mlp_ratio: stem patch (unpadded), depthwise kernel, MLP width multiple.
+        drop_rate: dropout before the classifier.
+        pos_drop_rate, proj_drop_rate, attn_drop_rate: dropout after position embedding / projections, on attention.
+        drop_path_rate: stochastic depth, rising linearly from 0 at the first block to this value at the last.
+        head_init_scale: multiplies the classifier's initial weights and bias (ConvNeXt V2, SAMNet).
+        features_only: build no head (``head = None``); ``forward`` returns the stage outputs (DeSamba's use).
+
     Example::
 
         >>> from backbones3d.convnextv2_3d import ConvNeXtV2_3d
-        >>> model = ConvNeXtV2_3d(depths=(1, 1), dims=(8, 16))
-        >>> model.reset_classifier(5)
-        >>> model.get_classifier()
+        >>> model = ConvNeXtV2_3d(depths=(1, 1), dims=(8, 16)); model.reset_classifier(5); model.get_classifier()
         Linear(in_features=16, out_features=5, bias=True)
     """
 
@@ -124,20 +112,7 @@ class HeadContract(nn.Module):
 
 
 class FlatHeadContract(HeadContract):
-    """timm's classifier methods for flat head names: ``head_drop`` and the Linear ``classifier_name``.
-
-    Class attributes: ``classifier_name`` (the classifier's attribute, the cfg's ``classifier``) and
-    ``global_pools`` (the accepted ``global_pool`` values). ``_init_classifier`` initialises a new
-    classifier (default: zero bias, weights as ``nn.Linear``).
-
-    Example::
-
-        >>> from backbones3d.resnet3d import ResNet3d
-        >>> model = ResNet3d(layers=(1, 1, 1, 1), stem_width=8)
-        >>> model.reset_classifier(0, global_pool="max")
-        >>> model.forward_head(torch.randn(2, 256, 1, 2, 2)).shape
-        torch.Size([2, 256])
-    """
+    """timm's flat head: ``head_drop``, the Linear ``classifier_name`` (subclasses set it and ``global_pools``)."""
 
     classifier_name: ClassVar[str] = "fc"
     global_pools: ClassVar[tuple[str, ...]] = POOL_TYPES
@@ -164,28 +139,13 @@ class FlatHeadContract(HeadContract):
         setattr(self, self.classifier_name, fc)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout and classify; ``pre_logits=True`` stops before the classifier.
-
-        Returns ``(N, num_classes)`` logits, or ``(N, num_features)`` with ``pre_logits``; with
-        ``global_pool=""`` the same per voxel, ``(N, ·, d, h, w)``.
-        """
+        """Pool, dropout, classify: ``(N, num_classes)``; ``pre_logits``: ``(N, num_features)``; ``""``: per voxel."""
         x = self.head_drop(global_pool_3d(x, self.global_pool))
         return x if pre_logits else channel_linear(x, getattr(self, self.classifier_name))
 
 
 class StagedContract(HeadContract):
-    """A :class:`HeadContract` model made of ``self.stem`` and the ``nn.Sequential`` ``self.stages``.
-
-    The subclass defines ``_check_input(x)`` (shape, dtype and size checks, raising ``ValueError`` or
-    ``TypeError``).
-
-    Example::
-
-        >>> from backbones3d.samnet import SAMNet
-        >>> model = SAMNet(depths=(1, 1), dims=(8, 16))
-        >>> [tuple(f.shape) for f in model.forward_stages(torch.randn(1, 3, 8, 8, 16))]
-        [(1, 8, 2, 2, 4), (1, 16, 1, 1, 2)]
-    """
+    """A :class:`HeadContract` of ``self.stem`` and the ``nn.Sequential`` ``self.stages``; defines ``_check_input``."""
 
     def _check_input(self, x: torch.Tensor) -> None:
         raise NotImplementedError(f"{type(self).__name__} must define _check_input(x)")

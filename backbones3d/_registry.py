@@ -1,23 +1,8 @@
 """The model registry: names → entry points and pretrained configs, mirrored into timm's registry.
 
-A model file defines ``default_cfgs`` (a dict keyed by registered name) and one-line entry points
-decorated with :func:`register_model` (docs/CONTRIBUTING.md). Registration does two things:
-
-1. it records the entry point, its family (the last component of the defining module's name, e.g.
-   ``"mambaout3d"``) and a complete copy of its config in this module's tables, which
-   :func:`list_models`, :func:`is_model`, :func:`list_modules` and :func:`get_pretrained_cfg`
-   read;
-2. it registers the same entry point with :func:`timm.models.register_model`, so that after
-   ``import backbones3d`` the names work through ``timm.create_model`` and ``timm.list_models``.
-
-timm turns a dict config into ``timm.models.PretrainedCfg(**cfg)``, which rejects keys it does not
-know (``sequences``, ``num_tabular``). timm therefore receives a copy holding only the keys
-``PretrainedCfg`` declares, through a small proxy module named after the family *(ours)*; the
-complete config stays here, and the builder (``_builder.build_model_with_cfg``) reads it from here
-whichever ``create_model`` was called, so nothing is lost on the timm path.
-
-A config must hold ``input_size`` ``(C, D, H, W)``, ``num_classes``, ``first_conv`` and
-``classifier``; a missing config or key raises at import time, not at first use.
+:func:`register_model` records an entry point, its family (its module's last name) and ``default_cfgs`` entry here
+and in timm; a missing config or key raises at import time. *(ours)* timm's ``PretrainedCfg`` rejects our extra keys
+(``sequences``, ``num_tabular``): timm gets a copy of its own keys through a proxy module named after the family.
 """
 
 from __future__ import annotations
@@ -105,26 +90,12 @@ def _register_with_timm(fn: Callable[..., nn.Module], family: str, cfg: dict[str
 def register_model(fn: F) -> F:
     """Register a model entry point under its function name, here and in timm's registry.
 
-    The config is ``default_cfgs[fn.__name__]`` of the module defining ``fn``; the model's family
-    (what :func:`list_modules` lists and ``list_models(module=...)`` selects) is that module's last
-    name component.
-
     Args:
-        fn: an entry point ``fn(pretrained=False, **kwargs) -> nn.Module``.
-
-    Returns:
-        ``fn`` unchanged.
+        fn: ``fn(pretrained=False, **kwargs) -> nn.Module``, returned unchanged; config ``default_cfgs[fn.__name__]``.
 
     Raises:
-        ValueError: the module has no ``default_cfgs`` entry for ``fn.__name__``, the entry lacks one
-            of ``input_size``, ``num_classes``, ``first_conv``, ``classifier``, or the name is already
-            registered by another module.
-
-    Example::
-
-        >>> import backbones3d
-        >>> backbones3d.is_model("mambaout_femto_3d")
-        True
+        ValueError: no config, a config lacking ``input_size``, ``num_classes``, ``first_conv`` or ``classifier``,
+            or a name already registered by another module.
     """
     name = fn.__name__
     module = sys.modules[fn.__module__]
@@ -178,21 +149,14 @@ def list_models(
     """Registered model names, naturally sorted (``test_2`` before ``test_10``); timm's signature.
 
     Args:
-        filter: fnmatch pattern(s) a name must match (any of them), e.g. ``"desamba*"``.
+        filter, exclude_filters: fnmatch pattern(s) a name must match (any, e.g. ``"desamba*"``), then not match.
         module: family/families to list from (``"mambaout3d"``); see :func:`list_modules`.
         pretrained: only models whose config names weights (``file``, ``url``, ``hf_hub_id``).
-        exclude_filters: fnmatch pattern(s) removed after ``filter``.
-        name_matches_cfg: only names with their own config — every name here has one, so this
-            changes nothing; accepted for timm compatibility.
-        include_tags: accepted for timm compatibility; no model here has pretrained tags.
-
-    Returns:
-        The matching names.
+        name_matches_cfg, include_tags: accepted for timm compatibility (every name has its config; no tags).
 
     Example::
 
-        >>> import backbones3d
-        >>> backbones3d.list_models(["mambaout_femto*", "mambaout_kobe*"])
+        >>> list_models(["mambaout_femto*", "mambaout_kobe*"])
         ['mambaout_femto_3d', 'mambaout_kobe_3d']
     """
     del name_matches_cfg, include_tags  # every model has exactly one config and no tags
@@ -216,8 +180,7 @@ def list_modules() -> list[str]:
 
     Example::
 
-        >>> import backbones3d
-        >>> "mambaout3d" in backbones3d.list_modules()
+        >>> "mambaout3d" in list_modules()
         True
     """
     return sorted(_module_to_models)
@@ -228,8 +191,7 @@ def is_model(model_name: str) -> bool:
 
     Example::
 
-        >>> import backbones3d
-        >>> backbones3d.is_model("mambaout_femto_3d"), backbones3d.is_model("mambaout_femto")
+        >>> is_model("mambaout_femto_3d"), is_model("mambaout_femto")
         (True, False)
     """
     return model_name in _model_entrypoints
@@ -253,20 +215,12 @@ def model_entrypoint(model_name: str) -> Callable[..., nn.Module]:
 
 
 def get_pretrained_cfg(model_name: str) -> dict[str, Any]:
-    """A copy of a registered model's config.
-
-    Returns:
-        A dict with at least ``input_size`` ``(C, D, H, W)``, ``num_classes``, ``first_conv``,
-        ``classifier``; multi-sequence models add ``sequences`` and ``num_tabular``. Changing it
-        does not change the registry.
-
-    Raises:
-        ValueError: the name is not registered (the message suggests close names).
+    """A copy of a registered model's config: ``input_size`` ``(C, D, H, W)``, ``num_classes``, ``first_conv``,
+    ``classifier`` (and ``sequences``, ``num_tabular`` for multi-sequence models); unknown names raise ``ValueError``.
 
     Example::
 
-        >>> import backbones3d
-        >>> backbones3d.get_pretrained_cfg("mambaout_femto_3d")["classifier"]
+        >>> get_pretrained_cfg("mambaout_femto_3d")["classifier"]
         'head.fc'
     """
     if model_name not in _model_cfgs:

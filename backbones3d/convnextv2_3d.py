@@ -1,9 +1,7 @@
 """ConvNeXt V2 in 3D: timm's ``convnextv2_*`` layer for layer, with one more spatial axis.
 
-ConvNeXt V2 (Woo et al., 2023) is ConvNeXt with a Global Response Normalisation (GRN) layer in
-every block's MLP and no layer scale. This file follows timm's ``convnext.py`` with the V2
-settings (``use_grn=True``, ``ls_init_value=None``); the paper compares against it as
-"ConvNeXtV2" (DESIGN.md §9). Per block, on ``x`` of shape ``(N, C, D, H, W)``:
+The paper's "ConvNeXtV2" baseline (Woo et al., 2023; DESIGN.md §9): timm's ``convnext.py`` with ``use_grn=True``
+and no layer scale. Per block, on ``x`` of shape ``(N, C, D, H, W)``::
 
     y = x + DropPath(fc2(GRN(GELU(fc1(LN(DWConv_7x7x7(x)))))))
 
@@ -17,27 +15,10 @@ Shapes through the network (input ``(N, C_in, D, H, W)``, every axis a multiple 
               then depths[i] blocks
     head      global pool -> LN -> dropout -> Linear  -> (N, num_classes)
 
-Parameter names are timm's (``stem.0``, ``stages.i.downsample.{0,1}``,
-``stages.i.blocks.j.{conv_dw, norm, mlp.fc1, mlp.grn, mlp.fc2}``, ``head.norm``, ``head.fc``) and
-so are the per-variant layouts: the small variants (atto, femto, pico, nano) use timm's
-``conv_mlp=True`` layout (channels-first LayerNorm, 1x1x1 convolutions for ``fc1``/``fc2``, GRN over
-channels-first maps), tiny and base the channels-last one (``nn.LayerNorm`` and ``nn.Linear``
-after a permute). The two are the same function; keeping timm's per-variant choice gives every
-weight the shape of its 2-D counterpart plus a unit depth axis, so ``inflate_2d`` matches a timm
-checkpoint key for key. The stem and the downsampling convolutions are unpadded and strided: an
-input axis that is not a positive multiple of ``patch_size * 2**(len(depths) - 1)`` (32 for the
-registered models) is rejected with a ``ValueError`` naming the axis, instead of being truncated
-(DESIGN.md §2). The block is :class:`spectral3d.layers.samblock.ConvNeXtV2Block3d` (SAMNet's
-ConvNeXtV2 block, in either layout) and the head :class:`spectral3d.layers.heads.ClassifierHead3d`
-with a LayerNorm (eps 1e-6).
+timm's names and per-variant layouts (``inflate_2d`` key for key: benchmarks/results/model_notes.md#convnextv2_3d);
+an axis not a positive multiple of ``patch_size * 2**(len(depths) - 1)`` raises ``ValueError`` (DESIGN.md §2).
 
-Choices that are ours:
-
-- *(ours)* ``global_pool=""`` keeps the map: the head's norm and classifier then act at every
-  voxel and ``forward_head`` returns ``(N, num_classes, d, h, w)`` (timm's 2-D head does the same
-  with a 1x1 convolution).
-- *(ours)* the class defaults are ``convnextv2_tiny_3d`` with ``in_chans=3``, ``num_classes=2`` and
-  input ``(3, 64, 96, 96)``.
+- *(ours)* class defaults are ``convnextv2_tiny_3d`` with ``in_chans=3``, ``num_classes=2``, input ``(3, 64, 96, 96)``.
 """
 
 from __future__ import annotations
@@ -62,25 +43,7 @@ __all__ = ["ConvNeXtStage3d", "ConvNeXtV2_3d"]
 
 
 class ConvNeXtStage3d(nn.Module):
-    """Optional downsampling (LayerNorm + 2x2x2 stride-2 conv) followed by ConvNeXt V2 blocks.
-
-    Args:
-        in_chs: input channels.
-        out_chs: output channels.
-        depth: number of blocks.
-        stride: 2 to downsample (unpadded, so each axis must be even), 1 otherwise.
-        kernel_size: depthwise kernel of the blocks.
-        mlp_ratio: MLP width multiple.
-        conv_mlp: channels-first block layout (see :class:`spectral3d.layers.samblock.ConvNeXtV2Body3d`).
-        drop_path_rates: one stochastic-depth rate per block (zeros if ``None``).
-
-    Example::
-
-        >>> import torch
-        >>> from backbones3d.convnextv2_3d import ConvNeXtStage3d
-        >>> ConvNeXtStage3d(8, 16, depth=2, stride=2)(torch.randn(1, 8, 4, 6, 8)).shape
-        torch.Size([1, 16, 2, 3, 4])
-    """
+    """``stride=2``: LayerNorm + 2x2x2 stride-2 conv (unpadded: even axes); then ``depth`` ConvNeXt V2 blocks."""
 
     def __init__(
         self,
@@ -119,31 +82,15 @@ class ConvNeXtV2_3d(StagedContract):
     """ConvNeXt V2 for volumes (timm's ``ConvNeXt`` with ``use_grn=True``, no layer scale).
 
     Args:
-        in_chans: input channels (the MRI sequences, early fusion).
-        num_classes: classifier outputs; 0 for a feature extractor.
-        global_pool: ``"avg"``, ``"max"`` or ``""``.
-        depths: blocks per stage.
-        dims: channels per stage.
-        kernel_size: depthwise kernel, an int or ``(D, H, W)``.
-        patch_size: stem kernel and stride (unpadded).
-        mlp_ratio: MLP width multiple.
-        conv_mlp: timm's channels-first block layout (the small timm variants use it).
-        head_init_scale: multiplies the classifier's initial weights and bias.
-        drop_rate: dropout before the classifier.
-        drop_path_rate: stochastic depth, rising linearly over all blocks to this value.
-
-    Shapes: ``(N, in_chans, D, H, W) -> (N, num_classes)``; every axis a positive multiple of
-    ``patch_size * 2**(len(depths) - 1)``.
+        conv_mlp: timm's channels-first block layout (atto–nano); tiny/base are channels-last.
+        in_chans, num_classes, global_pool, depths, dims, kernel_size, patch_size, mlp_ratio, head_init_scale,
+            drop_rate, drop_path_rate: see :class:`~backbones3d._contract.HeadContract`.
 
     Example::
 
-        >>> import torch
-        >>> from backbones3d.convnextv2_3d import ConvNeXtV2_3d
-        >>> model = ConvNeXtV2_3d(in_chans=2, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))
-        >>> model(torch.randn(1, 2, 32, 32, 64)).shape
-        torch.Size([1, 2])
-        >>> model.forward_features(torch.randn(1, 2, 32, 32, 64)).shape
-        torch.Size([1, 32, 1, 1, 2])
+        >>> model, x = ConvNeXtV2_3d(in_chans=2, depths=(1,) * 4, dims=(8, 16, 24, 32)), torch.randn(1, 2, 32, 32, 64)
+        >>> model(x).shape, model.forward_features(x).shape
+        (torch.Size([1, 2]), torch.Size([1, 32, 1, 1, 2]))
     """
 
     def __init__(

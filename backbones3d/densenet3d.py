@@ -1,7 +1,6 @@
 """3D DenseNet-121: the paper's DenseNet121 baseline (DESIGN.md §9).
 
-A densely connected network (Huang et al. 2017) with 3D operators. For an input ``x`` of shape
-``(N, in_chans, D, H, W)``::
+A densely connected network (Huang et al. 2017) with 3D operators, on ``x`` of shape ``(N, in_chans, D, H, W)``::
 
     stem:        conv0 7³ (stride 2, pad 3) → norm0 → ReLU → pool0 max 3³ (stride 2, pad 1)
     dense block: x ← [x, H_l(x)] for l = 1 … L (channel concatenation); each layer adds k channels
@@ -9,29 +8,12 @@ A densely connected network (Huang et al. 2017) with 3D operators. For an input 
     transition:  norm → ReLU → conv 1³ (C → C/2) → avg-pool 2³ (stride 2)
     end:         norm5 → ReLU → global pool → dropout(``drop_rate``) → classifier
 
-DenseNet-121 is ``k = 32`` (``growth_rate``), blocks of 6-12-24-16 layers, ``bn_size = 4`` and 64
-stem features, as MONAI's ``DenseNet121``; ``forward_features`` returns ``(N, 1024, ⌈D/4⌉/8,
-⌈H/4⌉/8, ⌈W/4⌉/8)``.
+DenseNet-121 is ``k = 32`` (``growth_rate``), blocks 6-12-24-16, ``bn_size = 4`` and 64 stem features, as MONAI's
+``DenseNet121`` (same parameter count); timm's ``densenet121`` names and initialisation
+(benchmarks/results/model_notes.md#densenet3d). ``forward_features``: ``(N, 1024, ⌈D/4⌉/8, ⌈H/4⌉/8, ⌈W/4⌉/8)``.
 
-Reference parity (checked by ``tests/test_baselines_cnn.py``): the parameter count equals MONAI's
-``DenseNet121(spatial_dims=3, in_channels=in_chans, out_channels=num_classes)``; parameter names
-are timm's ``densenet121`` (``features.conv0``, ``features.denseblock1.denselayer1.norm1``,
-``features.transition1.conv``, ``features.norm5``, ``classifier``), so a timm checkpoint inflates
-key for key. Initialisation as both: Kaiming-normal convolutions (fan-in, ReLU gain), BatchNorm
-γ = 1 and β = 0, zero classifier bias.
-
-Choices the references leave open:
-
-* Input sizes: the stem is padded (``n → ⌈n / 4⌉``), but each transition's 2³ average pool is
-  not, and would silently drop the last slice of an odd extent (MONAI and torchvision do). Sizes
-  are therefore checked: ``⌈n / 4⌉`` must be a multiple of ``2^(number of transitions)`` (8 for
-  DenseNet-121, e.g. any multiple of 32), else a ``ValueError`` names the axis, the size and the
-  transition that would truncate it *(ours, DESIGN.md §2)*.
-* ``drop_path_rate`` *(ours)*: DenseNet has no residual sum, so stochastic depth drops a dense
-  layer's new features (per sample, rescaled by ``1/(1-p)``, as ``DropPath``), the rate growing
-  linearly from 0 at the first layer to ``drop_path_rate`` at the last. ``proj_drop_rate`` is the
-  paper's (and MONAI's ``dropout_prob``) element-wise dropout on those features.
-* ``global_pool=""`` keeps the map: ``forward_head`` then applies ``classifier`` at every voxel.
+- *(ours)* ``⌈n / 4⌉`` must be a multiple of ``2^transitions`` (unpadded 2³ pools), else ``ValueError`` (DESIGN.md §2).
+- *(ours)* ``drop_path_rate`` drops a dense layer's new features per sample (rescaled, linear from 0).
 """
 
 from __future__ import annotations
@@ -52,20 +34,7 @@ __all__ = ["DenseBlock3d", "DenseLayer3d", "DenseNet3d", "DenseTransition3d"]
 
 
 class DenseLayer3d(nn.Module):
-    """One dense layer: BN-ReLU-conv 1³ bottleneck, BN-ReLU-conv 3³, concatenated to its input.
-
-    Args:
-        in_chs: Input channels ``C``; the layer returns ``C + growth_rate`` channels.
-        growth_rate: New channels ``k``.
-        bn_size: Bottleneck width factor (``bn_size * k`` channels after the 1³ conv).
-        proj_drop_rate: Element-wise dropout on the new features.
-        drop_path: Probability of dropping the new features of a whole sample.
-
-    Example::
-
-        >>> DenseLayer3d(16, growth_rate=8, bn_size=4)(torch.randn(2, 16, 4, 4, 4)).shape
-        torch.Size([2, 24, 4, 4, 4])
-    """
+    """Dense layer ``H_l`` (module docstring), its ``k = growth_rate`` new channels concatenated: ``C → C + k``."""
 
     def __init__(
         self, in_chs: int, growth_rate: int, bn_size: int, proj_drop_rate: float = 0.0, drop_path: float = 0.0
@@ -88,13 +57,7 @@ class DenseLayer3d(nn.Module):
 
 
 class DenseBlock3d(nn.Sequential):
-    """``num_layers`` dense layers ``denselayer1`` …; ``C`` input channels become ``C + num_layers·k``.
-
-    Example::
-
-        >>> DenseBlock3d(2, 16, growth_rate=8, bn_size=4)(torch.randn(2, 16, 4, 4, 4)).shape
-        torch.Size([2, 32, 4, 4, 4])
-    """
+    """``num_layers`` dense layers ``denselayer1`` …; ``C`` input channels become ``C + num_layers·k``."""
 
     def __init__(
         self,
@@ -113,13 +76,7 @@ class DenseBlock3d(nn.Sequential):
 
 
 class DenseTransition3d(nn.Sequential):
-    """BN-ReLU-conv 1³ then a 2³ average pool of stride 2 (halves channels and every extent).
-
-    Example::
-
-        >>> DenseTransition3d(16, 8)(torch.randn(2, 16, 4, 6, 8)).shape
-        torch.Size([2, 8, 2, 3, 4])
-    """
+    """BN-ReLU-conv 1³ then a 2³ average pool of stride 2 (halves channels and every extent)."""
 
     def __init__(self, in_chs: int, out_chs: int) -> None:
         super().__init__()
@@ -134,24 +91,16 @@ class DenseNet3d(FlatHeadContract):
 
     Args:
         block_config: Dense layers per block (DenseNet-121: ``(6, 12, 24, 16)``).
-        growth_rate: Channels each dense layer adds (``k``).
-        bn_size: Bottleneck factor of a dense layer.
+        growth_rate, bn_size: channels ``k`` each dense layer adds; its bottleneck width factor (``bn_size · k``).
         num_init_features: Stem channels.
-        in_chans: Input channels (the MRI sequences, fused early).
-        num_classes: Classifier outputs; 0 replaces ``classifier`` by ``nn.Identity``.
-        global_pool: ``"avg"``, ``"max"`` or ``""`` (keep the map; the classifier is applied per voxel).
-        drop_rate: Dropout before the classifier.
-        proj_drop_rate: Dropout on every dense layer's new features (MONAI's ``dropout_prob``).
-        drop_path_rate: Stochastic depth of the last dense layer's features (linear from 0).
+        proj_drop_rate: the paper's element-wise dropout on each dense layer's new features (MONAI's ``dropout_prob``).
+        in_chans, num_classes, global_pool, drop_rate, drop_path_rate: see :class:`~backbones3d._contract.HeadContract`.
 
     Example::
 
         >>> model = DenseNet3d(block_config=(1, 1), growth_rate=8, num_init_features=16, in_chans=2, num_classes=3)
-        >>> x = torch.randn(2, 2, 8, 16, 24)
-        >>> model(x).shape
-        torch.Size([2, 3])
-        >>> model.forward_features(x).shape
-        torch.Size([2, 20, 1, 2, 3])
+        >>> x = torch.randn(2, 2, 8, 16, 24); model(x).shape, model.forward_features(x).shape
+        (torch.Size([2, 3]), torch.Size([2, 20, 1, 2, 3]))
     """
 
     classifier_name = "classifier"
@@ -230,13 +179,9 @@ class DenseNet3d(FlatHeadContract):
 
         Example::
 
-            >>> model = DenseNet3d()
-            >>> model.check_input_size((64, 96, 96))
-            >>> try:
-            ...     model.check_input_size((64, 96, 80))
-            ... except ValueError as err:
-            ...     print(str(err).split(" (its")[0])
-            input size (64, 96, 80): size 80 on axis W would be truncated by transition3
+            >>> DenseNet3d().check_input_size((64, 96, 80))
+            Traceback (most recent call last):
+            ValueError: input size (64, 96, 80): size 80 on axis W would be truncated by transition3...
         """
         for axis, n in zip(AXES, size):
             reached = -(-n // 4)  # the padded stride-2 conv and max pool map n → ⌈n / 2⌉ each

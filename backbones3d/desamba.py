@@ -1,8 +1,7 @@
 """DeSamba: the decoupled spectral-adaptive multi-sequence classifier (paper Fig. 1, Fig. 4, Eq. 5; DESIGN.md §6–§8).
 
-Input: S MRI sequences of one lesion, ``x: (N, S, D, H, W)`` or a dict ``{name: (N, D, H, W) or
-(N, 1, D, H, W)}`` holding exactly the model's sequence names, and optionally clinical features
-``tabular: (N, F)`` (NaN = missing; ``None`` = all missing). Per sequence ``i`` (late fusion):
+Input: ``x: (N, S, D, H, W)`` or a dict ``{name: (N, D, H, W) or (N, 1, D, H, W)}`` holding exactly the model's
+sequence names, and optionally ``tabular: (N, F)`` (NaN = missing; ``None`` = all missing). Per sequence ``i``::
 
     a_i = SAMNet_i(x_i).stages        four maps, CNN encoder (CE); SAMBlocks with FP, ConvNeXtV2 blocks without
     b_i = MambaOut3d_i(x_i).stages    four maps, Mamba encoder (ME)
@@ -10,42 +9,18 @@ Input: S MRI sequences of one lesion, ``x: (N, S, D, H, W)`` or a dict ``{name: 
     r   = DRLM(f_1..f_S).representation  with De, else concat[f_1..f_S]
     t   = TabularEncoder(tabular)                             with TE
     logits = head(concat[r, t])       head = LayerNorm → dropout → Linear
+    L = CE(logits, y) + 0.5 L_self + 0.5 L_cross              (Eq. 5, DeSambaLoss)
 
-Loss (Eq. 5, :class:`DeSambaLoss`): ``L = CE(logits, y) + 0.5 L_self + 0.5 L_cross``, the
-reconstruction terms coming from :meth:`DeSamba.forward_with_aux`.
+:class:`DeSambaConfig` holds Table 3's seven flags; the model and its ten ablation rows are registered per dataset
+(``desamba_spine_ablation_<row>``). Entry points take ``scale="paper" | "small" | "tiny"`` (``"small"``: SAMNet-Tiny,
+MambaOut-Femto; ``"tiny"``: one block per stage, widths 16-128, input (S, 32, 32, 32)) and ``literal=True`` (the
+paper's reading wherever it gives one, docs/paper_literal.md). With CE every axis must be a positive multiple of 32.
 
-One :class:`DeSambaConfig` with the seven flags of the paper's Table 3 (TE, CE, FP, ME, De, C, S)
-builds the full model and all ten ablation rows (``desamba_spine_ablation_<row>`` and, for the
-two-sequence cohort, ``desamba_spondylitis_ablation_<row>``). Every entry
-point takes ``scale="paper" | "small" | "tiny"``:
-
-- ``"paper"`` *(ours: the paper gives no widths)* is sized against the paper's 433.82 M parameters
-  and 308.32 G "FLOPs" at (3, 64, 96, 96), read as multiply-adds without the FFT: per sequence a
-  SAMNet of widths 192-384-544-640 (depths 3-4-6-3, the paper's) and a MambaOut3d of depths
-  6-6-9-3, widths 256-352-384-448; feature_dim 512, tabular_dim 128. MACs go with resolution and
-  parameters with width, so wide early stages and moderate late ones meet both targets: measured
-  on the meta device with ``torch.utils.flop_counter.FlopCounterMode`` (batch 1, MACs = FLOPs / 2,
-  FFT not counted, elementwise ops and norms not counted) ``desamba_spine`` has 430.69 M
-  parameters (−0.7 %) and 305.29 G MACs (−1.0 %): ``PAPER_SCALE_MEASURED``.
-- ``"small"``: SAMNet-Tiny widths and MambaOut-Femto per sequence (a single GPU trains it).
-- ``"tiny"``: one block per stage, widths 16-32-64-128, SAMBlock's identity skip
-  (``samblock_residual="identity"``: at the demo's lr 1e-3 the paper's 0.5-weighted skip keeps SAMNet
-  from learning), input (S, 32, 32, 32): CPU-trainable in minutes, used by the tests
-  (``desamba_spine_tiny``, ``desamba_spondylitis_tiny``, and ``test_desamba_3d``, the registry's
-  test model: ``desamba_spine_tiny`` with ``share_encoders=True``).
-
-Every entry point also takes ``literal=False``; ``literal=True`` applies ``LITERAL``, the paper's
-reading wherever it gives one: channel ``f_m`` without band embedding, SAMBlock's 0.5-weighted skip,
-the fusion over all stages, one ``Enc_u`` shared by the sequences and non-detached DRLM targets
-(what changes and what stays *(ours)*: ``docs/paper_literal.md``).
-
-Choices *(ours)*: the fusion block (:mod:`spectral3d.layers.fusion`), the tabular encoder
-(:mod:`spectral3d.layers.tabular`), DRLM's encoder/decoder forms (:mod:`spectral3d.layers.drlm`),
-the LayerNorm in the classifier head, ``share_encoders`` (one encoder for every sequence, run as
-one batch), and that rows without TE accept and ignore ``tabular`` (one training loop serves
-every row). Input sizes: with CE every axis must be a positive multiple of 32 (SAMNet's unpadded
-stride-4 stem and three stride-2 downsamplings; a ``ValueError`` names the axis); MambaOut alone
-accepts any size.
+- *(ours)* ``"paper"`` widths (the paper gives none) fit its 433.82 M parameters and 308.32 G MACs
+  (``PAPER_SCALE_MEASURED``); evidence: benchmarks/results/model_notes.md#desamba
+- *(ours)* ``"tiny"`` uses SAMBlock's identity skip; evidence: benchmarks/results/fusion_ablation.md
+- *(ours)* the fusion block, tabular encoder, DRLM's encoder/decoder forms (their modules) and the head's LayerNorm.
+- *(ours)* rows without TE accept and ignore ``tabular`` (one training loop serves every row).
 """
 
 from __future__ import annotations
@@ -79,49 +54,28 @@ FLAGS = ("tabular_encoder", "cnn_encoder", "frequency_pathway", "mamba_encoder",
 class DeSambaConfig:
     """Everything that defines a DeSamba network; the defaults are ``desamba_spine`` at paper scale.
 
-    The seven flags are the columns of the paper's Table 3:
-
-    ============  =====================  ===============================================
-    Table 3       field                  what it switches on
-    ============  =====================  ===============================================
-    TE            ``tabular_encoder``    :class:`TabularEncoder` on clinical features
-    CE            ``cnn_encoder``        a SAMNet per sequence
-    FP            ``frequency_pathway``  SAMBlocks in that SAMNet (else ConvNeXtV2 blocks)
-    ME            ``mamba_encoder``      a MambaOut3d per sequence
-    De            ``decouple``           :class:`DRLM` on the fused sequence features
-    C             ``cross_loss``         DRLM's cross-reconstruction decoders and loss
-    S             ``self_loss``          DRLM's self-reconstruction decoders and loss
-    ============  =====================  ===============================================
+    Table 3's flags: TE ``tabular_encoder``, CE ``cnn_encoder`` (a SAMNet per sequence), FP ``frequency_pathway``
+    (SAMBlocks, else ConvNeXtV2 blocks), ME ``mamba_encoder``, De ``decouple``, C ``cross_loss``, S ``self_loss``.
 
     Attributes:
         sequences: sequence names, in the order of the input's axis 1.
-        num_classes: classes K.
-        num_tabular: clinical features F.
-        cnn_depths, cnn_dims: SAMNet stages.
-        mamba_depths, mamba_dims: MambaOut3d stages.
-        feature_dim: width d of each fused sequence feature ``f_i``.
-        tabular_dim: width of the tabular embedding ``t``.
-        drlm_dim: width of DRLM's unique and shared vectors (default ``feature_dim``).
-        drlm_hidden_dim: hidden width of DRLM's MLPs (default ``feature_dim``).
-        fm_mode, num_bands: SAMB's modulation form and radial bands.
-        band_embedding: SAMB's learned band embedding (``False``: the paper's form).
-        spectral_stem: SAMNet's band-energy front end (:class:`~backbones3d.samnet.SAMNet`; needs FP).
-        samblock_residual: SAMBlock's skip, ``"paper"`` (``0.5·x + 0.5·F_out``, default) or
-            ``"identity"`` (``x + F_out``); see :mod:`spectral3d.layers.samblock`.
-        fusion_stages: the fusion block pools ``"all"`` stage outputs of both branches or only the
-            ``"last"`` one of each (:class:`~spectral3d.layers.fusion.MultiScaleFusion`).
+        num_classes, num_tabular: classes K, clinical features F.
+        cnn_depths, cnn_dims, mamba_depths, mamba_dims: SAMNet and MambaOut3d stages.
+        feature_dim, tabular_dim: widths of each fused sequence feature ``f_i`` (d) and of the tabular embedding ``t``.
+        drlm_dim, drlm_hidden_dim: width of DRLM's unique/shared vectors and of its MLPs (default ``feature_dim``).
+        fm_mode, num_bands, band_embedding: SAMB's modulation form, radial bands, band embedding (``False``: paper).
+        spectral_stem: SAMNet's band-energy front end (needs FP).
+        samblock_residual: SAMBlock's skip, ``"paper"`` (``0.5·x + 0.5·F_out``) or ``"identity"`` (``x + F_out``).
+        fusion_stages: the fusion pools ``"all"`` stage outputs of both branches or only the ``"last"`` one of each.
         drlm_share_unique_encoder: one ``Enc_u`` for every sequence (the paper's notation).
         drlm_detach_targets: DRLM reconstructs ``f_i.detach()`` (``False``: ``f_i``, the paper's form).
-        share_encoders: one CNN/Mamba/fusion encoder for every sequence.
+        share_encoders: *(ours)* one CNN/Mamba/fusion encoder for every sequence, run as one batch.
         global_pool: fusion pooling, ``"avg"`` or ``"max"``.
-        drop_rate: dropout before the classifier (and in the tabular MLP).
-        drop_path_rate: stochastic depth of the encoders.
+        drop_rate, drop_path_rate: dropout before the classifier (and in the tabular MLP), encoders' stochastic depth.
 
     Example::
 
-        >>> cfg = DeSambaConfig(sequences=("t1", "t2fs"), num_classes=2, decouple=False,
-        ...                     cross_loss=False, self_loss=False)
-        >>> cfg.flags
+        >>> DeSambaConfig(sequences=("t1", "t2"), decouple=False, cross_loss=False, self_loss=False).flags
         {'TE': True, 'CE': True, 'FP': True, 'ME': True, 'De': False, 'C': False, 'S': False}
     """
 
@@ -185,21 +139,7 @@ class DeSambaConfig:
 
 
 class SequenceEncoder(nn.Module):
-    """One sequence's image encoder: SAMNet and/or MambaOut3d stages fused into a vector (paper Fig. 4).
-
-    Args:
-        config: the network's :class:`DeSambaConfig` (its CE, FP, ME flags and sizes are used).
-
-    Shapes: ``(N, 1, D, H, W) -> (N, feature_dim)``.
-
-    Example::
-
-        >>> import torch
-        >>> cfg = DeSambaConfig(cnn_depths=(1,) * 4, cnn_dims=(8, 16, 24, 32), mamba_depths=(1,) * 4,
-        ...                     mamba_dims=(8, 16, 24, 32), feature_dim=16)
-        >>> SequenceEncoder(cfg)(torch.randn(2, 1, 32, 32, 32)).shape
-        torch.Size([2, 16])
-    """
+    """One sequence's encoder (CE, FP, ME of ``config``), fused (Fig. 4): ``(N, 1, D, H, W) -> (N, feature_dim)``."""
 
     def __init__(self, config: DeSambaConfig) -> None:
         super().__init__()
@@ -256,27 +196,15 @@ class DeSamba(HeadContract):
 
     Args:
         config: a :class:`DeSambaConfig` (default: ``desamba_spine`` at paper scale).
-        **kwargs: :class:`DeSambaConfig` fields overriding ``config`` (``num_classes=...``,
-            ``decouple=False``, ...). timm's ``in_chans`` is accepted and must equal the number of
-            sequences (each sequence has its own one-channel encoder).
+        **kwargs: :class:`DeSambaConfig` fields overriding ``config``; timm's ``in_chans`` must equal S.
 
-    Attributes:
-        config, sequences, num_classes, num_tabular, in_chans (= S), num_features.
-
-    Shapes: ``forward(x, tabular=None)`` with ``x: (N, S, D, H, W)`` or a dict of ``(N, D, H, W)``
-    / ``(N, 1, D, H, W)`` per sequence name, ``tabular: (N, num_tabular)`` → ``(N, num_classes)``.
+    Shapes: ``forward(x, tabular=None)``, ``x`` as in the module docstring, ``tabular: (N, F)`` → ``(N, K)``.
 
     Example::
 
-        >>> import torch
-        >>> from backbones3d.desamba import desamba_spine_tiny
-        >>> model = desamba_spine_tiny()
-        >>> x = torch.randn(2, 3, 32, 32, 32)
-        >>> model(x).shape
-        torch.Size([2, 6])
-        >>> logits, aux = model.forward_with_aux(x, tabular=torch.randn(2, 8))
-        >>> sorted(aux)
-        ['cross', 'self']
+        >>> model, x = desamba_spine_tiny(), torch.randn(2, 3, 32, 32, 32)
+        >>> model(x).shape, sorted(model.forward_with_aux(x, tabular=torch.randn(2, 8))[1])
+        (torch.Size([2, 6]), ['cross', 'self'])
     """
 
     def __init__(self, config: DeSambaConfig | None = None, **kwargs: Any) -> None:
@@ -451,23 +379,15 @@ class DeSambaLoss(nn.Module):
     """Paper Eq. 5: ``L = CE(logits, y) + self_weight * L_self + cross_weight * L_cross``.
 
     Args:
-        self_weight: weight of DRLM's self-reconstruction loss (paper: 0.5).
-        cross_weight: weight of DRLM's cross-reconstruction loss (paper: 0.5).
-        label_smoothing: passed to the cross-entropy.
-        weight: optional per-class weights ``(K,)`` of the cross-entropy (e.g. inverse frequencies).
+        self_weight, cross_weight: weights of DRLM's self- and cross-reconstruction losses (paper: 0.5, 0.5).
+        label_smoothing, weight: passed to the cross-entropy (``weight``: per-class ``(K,)``, e.g. inverse frequencies).
 
-    ``forward(logits, target, aux)`` returns ``(total, parts)``: ``parts`` holds the detached
-    ``"cls"`` term and each aux term present, for logging. Terms absent from ``aux`` (rows
-    without De, C or S) contribute nothing.
+    ``forward(logits, target, aux)`` returns ``(total, parts)`` (detached terms for logging); absent aux terms add 0.
 
     Example::
 
-        >>> import torch
-        >>> from backbones3d.desamba import desamba_spine_tiny
-        >>> model, criterion = desamba_spine_tiny(), DeSambaLoss()
-        >>> logits, aux = model.forward_with_aux(torch.randn(2, 3, 32, 32, 32))
-        >>> total, parts = criterion(logits, torch.tensor([0, 5]), aux)
-        >>> sorted(parts)
+        >>> logits, aux = desamba_spine_tiny().forward_with_aux(torch.randn(2, 3, 32, 32, 32))
+        >>> sorted(DeSambaLoss()(logits, torch.tensor([0, 5]), aux)[1])
         ['cls', 'cross', 'self']
     """
 

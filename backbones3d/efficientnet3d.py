@@ -1,7 +1,6 @@
 """3D EfficientNet-B0 … B3: the paper's EfficientNet baseline (DESIGN.md §9).
 
-EfficientNet (Tan & Le 2019) with every 2D operator replaced by its 3D counterpart. For an input
-``x`` of shape ``(N, in_chans, D, H, W)``::
+EfficientNet (Tan & Le 2019) with 3D operators, on ``x`` of shape ``(N, in_chans, D, H, W)``::
 
     stem:   conv_stem 3³ (stride 2) → bn1 → SiLU
     stages: seven stages of MBConv blocks (table below), the first of each possibly strided
@@ -18,26 +17,11 @@ EfficientNet (Tan & Le 2019) with every 2D operator replaced by its 3D counterpa
     C'      16   24   40   80   112  192  320
     repeats 1    2    2    3    3    4    1
 
-B1–B3 scale the widths by ``channel_multiplier`` (rounded to a multiple of 8, never below 90 % of
-the scaled value) and the repeats by ``depth_multiplier`` (rounded up), exactly as timm: (1.0, 1.1),
-(1.1, 1.2), (1.2, 1.4). ``forward_features`` returns ``(N, num_features, ⌈D/32⌉, ⌈H/32⌉,
-⌈W/32⌉)``: every convolution is padded symmetrically (``k // 2``), so each stride-2 layer maps
-``n → ⌈n / 2⌉`` and any size ≥ 1 works on every axis.
+B1–B3 scale widths and repeats with timm's rounding. Every conv pads ``k // 2``: any size ≥ 1, ``forward_features``
+``(N, num_features, ⌈D/32⌉, ⌈H/32⌉, ⌈W/32⌉)``. timm's ``efficientnet_b*`` module tree, names and initialisation
+(``inflate_2d`` matches every key; benchmarks/results/model_notes.md#efficientnet3d).
 
-The stride-1 depthwise convolutions are :class:`spectral3d.layers.DepthwiseConv3d` (an ``nn.Conv3d``).
-
-Reference parity (checked by ``tests/test_baselines_cnn.py``): the module tree and parameter
-names are timm's ``efficientnet_b0`` … ``b3`` (``conv_stem``, ``bn1``, ``blocks.i.j.conv_dw`` /
-``se.conv_reduce`` / ``conv_pwl`` / ``bn3``, ``conv_head``, ``bn2``, ``classifier``); every 3D
-tensor is its 2D counterpart with one more kernel axis, so ``inflate_2d`` matches every key.
-Stochastic depth grows linearly with the block index ``i`` as ``drop_path_rate · i / n_blocks``
-(timm's rule). Initialisation is timm's (TensorFlow's): convolutions ``N(0, 2 / fan_out)`` with
-``fan_out = k³ · C_out / groups``, zero biases, BatchNorm γ = 1 and β = 0, classifier
-``U(±1 / √num_classes)``.
-
-Choices the references leave open: ``drop_rate`` defaults to 0 like timm's constructor (the paper
-of EfficientNet trains B0 with 0.2; pass it); ``global_pool=""`` keeps the map and applies the
-classifier at every voxel *(ours)*.
+- *(ours)* ``drop_rate`` defaults to 0, like timm's constructor (EfficientNet trains B0 with 0.2).
 """
 
 from __future__ import annotations
@@ -77,17 +61,7 @@ def _depthwise(chs: int, kernel_size: int, stride: int) -> nn.Conv3d:
 
 
 class SqueezeExcite3d(nn.Module):
-    """Squeeze-and-excitation: rescale each channel by a gate computed from the global mean.
-
-    Args:
-        chs: Channels of the tensor being gated.
-        rd_chs: Channels of the squeeze (hidden) layer.
-
-    Example::
-
-        >>> SqueezeExcite3d(16, 4)(torch.randn(2, 16, 3, 4, 5)).shape
-        torch.Size([2, 16, 3, 4, 5])
-    """
+    """Squeeze-and-excitation (module docstring's ``SE``): ``chs → rd_chs → chs`` gates on the global mean."""
 
     def __init__(self, chs: int, rd_chs: int) -> None:
         super().__init__()
@@ -102,21 +76,7 @@ class SqueezeExcite3d(nn.Module):
 
 
 class DepthwiseSeparable3d(nn.Module):
-    """Depthwise k³ conv → BN → SiLU → SE → pointwise 1³ conv → BN (EfficientNet's first stage).
-
-    Args:
-        in_chs: Input channels.
-        out_chs: Output channels.
-        kernel_size: Depthwise kernel size.
-        stride: Depthwise stride.
-        se_ratio: Squeeze channels as a fraction of ``in_chs``.
-        drop_path: Stochastic-depth probability (used when the block has a residual).
-
-    Example::
-
-        >>> DepthwiseSeparable3d(32, 16)(torch.randn(2, 32, 4, 5, 6)).shape
-        torch.Size([2, 16, 4, 5, 6])
-    """
+    """Depthwise k³ conv → BN → SiLU → SE (``se_ratio · in_chs``) → pointwise 1³ conv → BN (stage 1)."""
 
     def __init__(
         self,
@@ -144,22 +104,7 @@ class DepthwiseSeparable3d(nn.Module):
 
 
 class InvertedResidual3d(nn.Module):
-    """MBConv: pointwise expansion → depthwise k³ conv → SE → pointwise projection, residual when shapes agree.
-
-    Args:
-        in_chs: Input channels.
-        out_chs: Output channels.
-        kernel_size: Depthwise kernel size.
-        stride: Depthwise stride.
-        exp_ratio: Expansion of the hidden width (``make_divisible(in_chs · exp_ratio, 8)``).
-        se_ratio: Squeeze channels as a fraction of ``in_chs`` (timm computes it from the block input).
-        drop_path: Stochastic-depth probability (used when the block has a residual).
-
-    Example::
-
-        >>> InvertedResidual3d(16, 24, kernel_size=5, stride=2)(torch.randn(2, 16, 5, 6, 7)).shape
-        torch.Size([2, 24, 3, 3, 4])
-    """
+    """MBConv (module docstring); hidden width ``make_divisible(in_chs · exp_ratio, 8)``, residual when shapes agree."""
 
     def __init__(
         self,
@@ -196,25 +141,17 @@ class EfficientNet3d(FlatHeadContract):
     """3D EfficientNet with the timm model contract and timm's parameter names.
 
     Args:
-        channel_multiplier: Width scale (B0/B1: 1.0, B2: 1.1, B3: 1.2).
-        depth_multiplier: Depth scale (B0: 1.0, B1: 1.1, B2: 1.2, B3: 1.4).
-        in_chans: Input channels (the MRI sequences, fused early).
-        num_classes: Classifier outputs; 0 replaces ``classifier`` by ``nn.Identity``.
-        stem_size: Stem channels before width scaling.
-        head_size: ``conv_head`` channels (``num_features``) before width scaling.
+        channel_multiplier, depth_multiplier: width, depth scales (B0 1.0, 1.0; B1 1.0, 1.1; B2 1.1, 1.2; B3 1.2, 1.4).
+        stem_size, head_size: stem and ``conv_head`` (``num_features``) channels before width scaling.
         se_ratio: Squeeze-excitation ratio relative to each block's input channels.
-        global_pool: ``"avg"``, ``"max"`` or ``""`` (keep the map; the classifier is applied per voxel).
-        drop_rate: Dropout before the classifier.
-        drop_path_rate: Stochastic depth, ``drop_path_rate · i / n_blocks`` for block ``i``.
+        drop_path_rate: Stochastic depth ``drop_path_rate · i / n_blocks`` of block ``i`` (timm's rule).
+        in_chans, num_classes, global_pool, drop_rate: see :class:`~backbones3d._contract.HeadContract`.
 
     Example::
 
         >>> model = EfficientNet3d(channel_multiplier=0.25, depth_multiplier=0.25, in_chans=2, num_classes=3)
-        >>> x = torch.randn(2, 2, 16, 20, 40)
-        >>> model(x).shape
-        torch.Size([2, 3])
-        >>> model.forward_features(x).shape
-        torch.Size([2, 320, 1, 1, 2])
+        >>> x = torch.randn(2, 2, 16, 20, 40); model(x).shape, model.forward_features(x).shape
+        (torch.Size([2, 3]), torch.Size([2, 320, 1, 1, 2]))
     """
 
     classifier_name = "classifier"

@@ -1,29 +1,12 @@
-"""2D → 3D weight inflation: load a 2-D timm model's weights into the matching 3-D model.
+"""2D → 3D weight inflation: load a 2-D timm model's weights into the matching 3-D model, key by name.
 
-Keys are matched by name (the 3-D families keep timm's parameter names, DESIGN.md §2). For each
-key of the 3-D model that the source holds:
+Equal shapes are copied; a 2-D kernel ``(O, I, kh, kw)`` meets a 3-D one ``(O, I, kd, kh, kw)`` as
+``mode="center"`` (on slice ``kd // 2``, zeros elsewhere: a depth-1 volume reproduces the 2-D network) or
+``mode="mean"`` (repeated over depth, ÷ ``kd``: I3D's inflation); any other shape difference is mis-shaped.
+The :class:`InflationReport` lists every key. Zero biases the source lacks and a classifier of another class
+count are left at initialisation, as timm does; anything else raises with ``strict=True``.
 
-- equal shapes (linear layers, norms, biases, embeddings) are copied;
-- a 2-D convolution kernel ``(O, I, kh, kw)`` meets a 3-D one ``(O, I, kd, kh, kw)``:
-  ``mode="center"`` puts it on the centre depth slice ``kd // 2`` with zeros elsewhere
-  (the 3-D layer then acts on every depth slice exactly as the 2-D layer does, so a depth-1
-  volume reproduces the 2-D network); ``mode="mean"`` repeats it over depth and divides by
-  ``kd`` (I3D's inflation: a volume constant along depth gives the 2-D response away from the
-  depth borders, where zero padding differs);
-- any other shape difference is *mis-shaped*.
-
-Nothing is skipped silently: the returned :class:`InflationReport` lists matched, unmatched (both
-sides) and mis-shaped keys. Two differences are reported but not fatal, as timm does them:
-
-- a 3-D parameter the source lacks that is the identity at initialisation — a bias that is all zeros
-  (``resnet50_3d``'s MONAI-compatible shortcut-conv biases): ``left_at_init``;
-- the classifier (``pretrained_cfg["classifier"]``) when its class count differs from the source's:
-  left at its initialisation, as ``timm.create_model(..., num_classes=K)`` does (``classifier``).
-
-With ``strict=True`` (default) any other difference raises, listing the offending keys, as
-``load_state_dict(strict=True)`` does *(ours: a 3-D parameter left at its random init is as much a
-surprise as a mis-shape)*; with ``strict=False`` the matched keys are loaded and the report says
-what was left. A parameter on the meta device cannot be seen to be zero and counts as unmatched.
+- *(ours)* default ``strict=True``: a parameter left at random init is as bad as a mis-shape; meta ones are unmatched.
 """
 
 from __future__ import annotations
@@ -50,8 +33,7 @@ class InflationReport:
         unmatched_2d: source keys the 3-D model lacks (ignored).
         mis_shaped: ``(key, source shape, 3-D shape)`` for keys whose shapes do not fit.
         left_at_init: 3-D keys the source lacks that are the identity at initialisation (zero biases).
-        classifier: ``(key, source shape, 3-D shape)`` of the classifier, left at initialisation
-            because the class counts differ.
+        classifier: ``(key, source shape, 3-D shape)`` of the classifier, left at init (class counts differ).
     """
 
     matched: list[str] = field(default_factory=list)
@@ -107,11 +89,7 @@ def inflate_2d(
         model3d: the 3-D model to fill (in place), e.g. ``mambaout_femto_3d``.
         source: the 2-D model (e.g. ``timm.create_model("mambaout_femto")``) or its state dict.
         mode: ``"center"`` (kernel on the centre depth slice) or ``"mean"`` (replicated, ÷ depth).
-        strict: raise ``RuntimeError`` unless every key matches on both sides (but for the reported
-            zero biases and classifier); else load what matches.
-
-    Returns:
-        The :class:`InflationReport`.
+        strict: raise ``RuntimeError`` unless every key matches (but for the reported zero biases and classifier).
 
     Raises:
         ValueError: unknown ``mode``.
@@ -123,8 +101,7 @@ def inflate_2d(
         >>> import timm, backbones3d
         >>> model3d = backbones3d.create_model("test_mambaout_3d", num_classes=10)
         >>> model2d = timm.models.mambaout.MambaOut(depths=(1, 1, 1, 1), dims=(16, 32, 48, 64), num_classes=10)
-        >>> report = backbones3d.inflate_2d(model3d, model2d)
-        >>> report.complete, len(report.inflated)
+        >>> report = inflate_2d(model3d, model2d); report.complete, len(report.inflated)
         (True, 9)
     """
     if mode not in _MODES:

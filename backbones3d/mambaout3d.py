@@ -1,28 +1,16 @@
 """MambaOut3d: MambaOut ("Do We Really Need Mamba for Vision?", Yu & Wang 2024) over volumes.
 
-DeSamba's MambaOut encoder (paper Fig. 1; DESIGN.md §5) and the ``mambaout_*_3d`` baselines. The
-2-D reference is timm's ``mambaout.py``, followed layer for layer with 3-D convolutions:
+DeSamba's MambaOut encoder (paper Fig. 1; DESIGN.md §5) and the ``mambaout_*_3d`` baselines: timm's
+``mambaout.py`` layer for layer with 3-D convolutions and timm's parameter names (``inflate_2d`` key for key)::
 
     stem:        Conv3d k3 s2 p1 (in → C0/2) → LN → GELU → Conv3d k3 s2 p1 (→ C0) → LN      stride 4
     stage i:     [i > 0: Conv3d k3 s2 p1 (C(i−1) → Ci) → LN]  →  depths[i] × GatedCNNBlock3d(Ci)
     head:        global average pool → LN → Linear Ci → 4Ci → GELU → LN → Linear 4Ci → K   (MlpHead)
 
-Shapes: ``(N, in_chans, D, H, W) → (N, num_classes)``; stage ``i`` runs at stride ``4·2^i`` with
-``dims[i]`` channels, every axis of size ``n`` becoming ``⌈n/2⌉`` per stride-2 convolution, so every
-size ≥ 1 is accepted and no voxel is dropped (DESIGN.md §2). ``forward_features`` returns the last
-map ``(N, dims[-1], d, h, w)``; ``forward_stages`` the four maps, all channels-first. ``features_only=True``
-builds no head and makes ``forward`` return the four maps (DeSamba's encoder).
+Shapes: ``(N, in_chans, D, H, W) → (N, num_classes)``; ``forward_stages``: ``(N, dims[i], ⌈D/(4·2^i)⌉, ...)``, any size.
 
-Parameter names equal timm's (``stem.conv1``, ``stages.1.downsample.conv``,
-``stages.0.blocks.2.fc1``, ``head.pre_logits.fc``, ``head.fc``, ...), so a timm ``mambaout_*``
-model inflates into the matching ``mambaout_*_3d`` key for key (``backbones3d.inflate_2d``); with
-centre-slice inflation a depth-1 volume gives timm's logits.
-
-Choices *(ours)*: activations stay channels-first between stages (timm keeps NHWC; the blocks
-permute internally, and their channels-first output is a view of channels-last memory, so the
-permutes are free); ``global_pool="max"`` is offered; ``num_classes=2`` and input
-``(3, 64, 96, 96)`` are the defaults of the baselines (DESIGN.md §9); the configs' widths and depths
-are timm's.
+- *(ours)* activations stay channels-first between stages (timm: NHWC); the blocks' permutes are views.
+- *(ours)* ``global_pool="max"`` is offered; defaults ``num_classes=2``, input ``(3, 64, 96, 96)`` (DESIGN.md §9).
 """
 
 from __future__ import annotations
@@ -46,15 +34,7 @@ __all__ = ["MambaOut3d"]
 
 
 class MambaOutStem3d(nn.Module):
-    """Two stride-2 3×3×3 convolutions with LayerNorms between: ``(N, in, D, H, W) → (N, C, ⌈D/4⌉, ⌈H/4⌉, ⌈W/4⌉)``.
-
-    Example::
-
-        >>> import torch
-        >>> from backbones3d.mambaout3d import MambaOutStem3d
-        >>> MambaOutStem3d(1, 16)(torch.randn(1, 1, 9, 8, 1)).shape
-        torch.Size([1, 16, 3, 2, 1])
-    """
+    """Two stride-2 3×3×3 convs, LayerNorms between: ``(N, in, D, H, W) → (N, C, ⌈D/4⌉, ⌈H/4⌉, ⌈W/4⌉)``."""
 
     def __init__(
         self, in_chans: int, out_chans: int, mid_norm: bool = True, act_layer: Callable[[], nn.Module] = nn.GELU
@@ -71,15 +51,7 @@ class MambaOutStem3d(nn.Module):
 
 
 class MambaOutDownsample3d(nn.Module):
-    """Stride-2 3×3×3 convolution then LayerNorm: ``(N, C_in, D, H, W) → (N, C_out, ⌈D/2⌉, ⌈H/2⌉, ⌈W/2⌉)``.
-
-    Example::
-
-        >>> import torch
-        >>> from backbones3d.mambaout3d import MambaOutDownsample3d
-        >>> MambaOutDownsample3d(8, 16)(torch.randn(1, 8, 5, 4, 1)).shape
-        torch.Size([1, 16, 3, 2, 1])
-    """
+    """Stride-2 3×3×3 conv then LayerNorm: ``(N, C_in, D, H, W) → (N, C_out, ⌈D/2⌉, ⌈H/2⌉, ⌈W/2⌉)``."""
 
     def __init__(self, in_chans: int, out_chans: int) -> None:
         super().__init__()
@@ -91,15 +63,7 @@ class MambaOutDownsample3d(nn.Module):
 
 
 class MambaOutStage3d(nn.Module):
-    """An optional downsampling layer followed by ``depth`` Gated CNN blocks (channels-first).
-
-    Example::
-
-        >>> import torch
-        >>> from backbones3d.mambaout3d import MambaOutStage3d
-        >>> MambaOutStage3d(8, 16, depth=2, downsample=True)(torch.randn(1, 8, 4, 4, 4)).shape
-        torch.Size([1, 16, 2, 2, 2])
-    """
+    """An optional downsampling layer followed by ``depth`` Gated CNN blocks (channels-first)."""
 
     def __init__(
         self,
@@ -129,37 +93,24 @@ class MambaOut3d(StagedContract):
     """MambaOut over volumes, with timm's model contract and DeSamba's ``forward_stages``.
 
     Args:
-        in_chans: input channels (sequences, for the early-fusion baselines).
         num_classes: classes K; 0 makes the head return pre-logits ``(N, head_hidden_size)``.
-        global_pool: ``"avg"``, ``"max"`` or ``""`` (per-voxel logits, channels-first).
-        depths: blocks per stage.
-        dims: channels per stage.
         expansion_ratio: Gated CNN hidden width as a multiple of the stage width.
-        kernel_size: depthwise kernel of the blocks (int or ``(D, H, W)``, odd).
         conv_ratio: fraction of channels the blocks convolve.
-        stem_mid_norm: LayerNorm after the stem's first convolution (timm's default).
-        ls_init_value: LayerScale init of the blocks; ``None`` for none (timm's default).
-        drop_rate: dropout before the classifier.
-        drop_path_rate: stochastic depth, rising linearly from 0 over all blocks to this value.
+        stem_mid_norm, ls_init_value: LayerNorm after the stem's first conv; blocks' LayerScale init (timm's: none).
         act_layer: activation class of stem, blocks and head.
-        features_only: build no head (``head = None``); ``forward`` returns the list of stage outputs
-            (timm's ``features_only``; how DeSamba uses MambaOut3d).
+        in_chans, global_pool, depths, dims, kernel_size (odd), features_only, drop_rate, drop_path_rate:
+            see :class:`~backbones3d._contract.HeadContract`.
 
     Attributes:
         num_features: ``dims[-1]``, the channels of ``forward_features``.
-        head_hidden_size: width of ``forward_head(x, pre_logits=True)`` (``4 · dims[-1]``; ``dims[-1]``
-            without a head).
+        head_hidden_size: width of ``forward_head(x, pre_logits=True)`` (``4 · dims[-1]``; ``dims[-1]`` headless).
         feature_info: per stage ``dict(num_chs, reduction, module)``.
 
     Example::
 
-        >>> import torch
-        >>> from backbones3d.mambaout3d import MambaOut3d
         >>> model = MambaOut3d(in_chans=2, num_classes=3, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))
-        >>> model(torch.randn(1, 2, 9, 16, 1)).shape
-        torch.Size([1, 3])
-        >>> [tuple(f.shape) for f in model.forward_stages(torch.randn(1, 2, 32, 32, 32))][-1]
-        (1, 32, 1, 1, 1)
+        >>> model(torch.randn(1, 2, 9, 16, 1)).shape, model.forward_stages(torch.randn(1, 2, 32, 32, 32))[-1].shape
+        (torch.Size([1, 3]), torch.Size([1, 32, 1, 1, 1]))
     """
 
     def __init__(

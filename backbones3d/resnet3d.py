@@ -1,7 +1,6 @@
 """3D ResNet-50 and ResNeXt-50 (32x4d): the paper's ResNet50 and ResNeXt baselines (DESIGN.md §9).
 
-A bottleneck residual network (He et al. 2016; ResNeXt: Xie et al. 2017) with every 2D operator
-replaced by its 3D counterpart. For an input ``x`` of shape ``(N, in_chans, D, H, W)``::
+A bottleneck residual network (He et al. 2016; ResNeXt: Xie et al. 2017) in 3D, on ``x: (N, in_chans, D, H, W)``::
 
     stem:    conv1 7³ (stride ``stem_stride``, pad 3) → bn1 → ReLU → maxpool 3³ (stride 2, pad 1)
     stage i: layer_i = [Bottleneck3d] × layers[i], the first one strided (2 for i ≥ 2) with a
@@ -11,37 +10,11 @@ replaced by its 3D counterpart. For an input ``x`` of shape ``(N, in_chans, D, H
              w = ⌊planes · base_width / 64⌋ · cardinality, x' = x or downsample(x)
     head:    global pool → dropout(``drop_rate``) → fc
 
-``forward_features`` returns ``(N, 2048, d, h, w)`` with ``d = ⌈D / (16·s)⌉`` (``s = stem_stride``
-on that axis; likewise ``h``, ``w``): every convolution and pooling layer is padded, each stride-2
-layer maps ``n → ⌈n / 2⌉``, so any size ≥ 1 works on every axis and no voxel is dropped.
+``forward_features`` returns ``(N, 2048, ⌈D / (16·s)⌉, ...)`` (``s = stem_stride``); every layer is padded, so any
+size ≥ 1 works. timm's names, MONAI's parameter count (``downsample_bias``); benchmarks/results/model_notes.md#resnet3d
 
-Reference parity (checked by ``tests/test_baselines_cnn.py``):
-
-* **Parameter names** are timm's ``resnet50`` / ``resnext50_32x4d`` (``conv1``, ``bn1``,
-  ``layer1.0.conv1`` … ``layer4.2.bn3``, ``layer1.0.downsample.0/1``, ``fc``), so
-  ``backbones3d.inflate.inflate_2d`` maps a timm checkpoint onto this model key for key.
-* **Parameter counts** equal MONAI's ``monai.networks.nets.resnet50(spatial_dims=3,
-  n_input_channels=in_chans, num_classes=...)``: a 7³ stem conv without bias and — MONAI's
-  default ``bias_downsample=True`` — a bias on each 1³ shortcut conv (``downsample_bias=True``,
-  3,840 parameters; timm's 2D ResNets have none). The biases start at zero, so a model inflated
-  from timm computes exactly the inflated 2D function; pass ``downsample_bias=False`` for timm's
-  key set exactly.
-
-Choices the references leave open:
-
-* ``stem_stride`` defaults to **2** *(ours)*: the stride of He et al.'s ResNet-50, timm,
-  torchvision and MONAI's own ``ResNetFeatures`` (MedicalNet). MONAI's ``resnet50`` defaults to a
-  stride-1 stem (``conv1_t_stride=1``), which runs every stage at twice the resolution per axis:
-  8× the MACs and activation memory for the same parameters. ``stem_stride=1`` reproduces
-  MONAI's default; the parameter count does not depend on it.
-* Initialisation follows both references: Kaiming-normal (fan-out, ReLU gain) convolutions,
-  BatchNorm γ = 1 and β = 0, zero classifier and shortcut biases. The last BN of a block is not
-  zero-initialised (timm's ``zero_init_last``) *(ours, as MONAI)*: every weight then receives
-  gradient from the first step.
-* Stochastic depth (``drop_path_rate``) grows linearly from 0 at the first block to
-  ``drop_path_rate`` at the last, as timm does.
-* ``global_pool=""`` keeps the map: ``forward_head`` then applies ``fc`` at every voxel and
-  returns ``(N, num_classes, d, h, w)`` *(ours)*.
+- *(ours)* ``stem_stride`` defaults to 2 (He et al., timm, torchvision); 1 is MONAI's ``resnet50`` default (8× MACs).
+- *(ours)* the last BN of a block is not zero-initialised (as MONAI, unlike timm's ``zero_init_last``).
 """
 
 from __future__ import annotations
@@ -62,23 +35,7 @@ __all__ = ["Bottleneck3d", "ResNet3d"]
 
 
 class Bottleneck3d(nn.Module):
-    """Bottleneck residual block (1³ → 3³ grouped → 1³ convolutions) with an optional strided shortcut.
-
-    Args:
-        in_chs: Input channels ``C``.
-        planes: Bottleneck base width; the block outputs ``4 * planes`` channels.
-        stride: Stride of the 3³ convolution (and of the shortcut conv).
-        downsample: Shortcut branch (``Sequential(conv 1³, BN)``) when the shape changes, else ``None``.
-        cardinality: Groups of the 3³ convolution (ResNeXt); 1 for ResNet.
-        base_width: Width per group; the inner width is ``⌊planes · base_width / 64⌋ · cardinality``.
-        drop_path: Stochastic-depth probability of the residual branch.
-
-    Example::
-
-        >>> block = Bottleneck3d(64, 64, downsample=nn.Sequential(nn.Conv3d(64, 256, 1), nn.BatchNorm3d(256)))
-        >>> block(torch.randn(1, 64, 4, 6, 6)).shape
-        torch.Size([1, 256, 4, 6, 6])
-    """
+    """Bottleneck block (module docstring's ``block``): ``C → 4 · planes``, stride on the 3³ conv and ``downsample``."""
 
     expansion = 4
 
@@ -120,26 +77,17 @@ class ResNet3d(FlatHeadContract):
 
     Args:
         layers: Blocks per stage, e.g. ``(3, 4, 6, 3)`` for ResNet-50.
-        in_chans: Input channels (the MRI sequences, fused early).
-        num_classes: Classifier outputs; 0 replaces ``fc`` by ``nn.Identity``.
-        cardinality: Groups of every 3³ convolution (32 for ResNeXt-50 32x4d).
-        base_width: Width per group (4 for ResNeXt-50 32x4d, 64 for ResNet).
+        cardinality, base_width: groups of every 3³ conv and width per group (ResNeXt-50 32x4d: 32, 4; ResNet: 1, 64).
         stem_width: Channels of the stem and width of the first stage's ``planes``.
-        stem_stride: Stride of the 7³ stem convolution, an int or ``(D, H, W)``; 2 by default,
-            1 reproduces MONAI's default stem (8× the MACs). See the module docstring.
+        stem_stride: Stride of the 7³ stem convolution, an int or ``(D, H, W)``; 1 is MONAI's default stem.
         downsample_bias: Give each 1³ shortcut conv a bias (MONAI's default, zero-initialised).
-        global_pool: ``"avg"``, ``"max"`` or ``""`` (keep the map; ``fc`` is applied per voxel).
-        drop_rate: Dropout before ``fc``.
-        drop_path_rate: Stochastic depth of the last block (linear from 0 at the first).
+        in_chans, num_classes, global_pool, drop_rate, drop_path_rate: see :class:`~backbones3d._contract.HeadContract`.
 
     Example::
 
         >>> model = ResNet3d(layers=(1, 1, 1, 1), stem_width=8, in_chans=2, num_classes=3)
-        >>> x = torch.randn(2, 2, 16, 20, 40)
-        >>> model(x).shape
-        torch.Size([2, 3])
-        >>> model.forward_features(x).shape
-        torch.Size([2, 256, 1, 1, 2])
+        >>> x = torch.randn(2, 2, 16, 20, 40); model(x).shape, model.forward_features(x).shape
+        (torch.Size([2, 3]), torch.Size([2, 256, 1, 1, 2]))
     """
 
     def __init__(

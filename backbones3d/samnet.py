@@ -1,28 +1,17 @@
 """SAMNet: the spectral-adaptive CNN branch of DeSamba (paper Fig. 2a; DESIGN.md §5).
 
-A ConvNeXtV2-shaped hierarchy whose blocks are SAMBlocks (paper Eq. 1, :mod:`spectral3d.layers.samblock`):
+A ConvNeXtV2-shaped hierarchy whose blocks are SAMBlocks (paper Eq. 1, :mod:`spectral3d.layers.samblock`)::
 
     stem      Conv 4x4x4 stride 4 → LayerNorm                    → (N, dims[0], D/4,  H/4,  W/4)
     stage 0   depths[0] SAMBlocks                                → (N, dims[0], D/4,  H/4,  W/4)
     stage i   LayerNorm → Conv 2x2x2 stride 2, depths[i] blocks  → (N, dims[i], D/2^(i+2), ...)   i = 1, 2, 3
     head      global pool → LayerNorm → dropout → Linear         → (N, num_classes)
 
-The paper fixes the depths (3, 4, 6, 3); the widths are ours *(ours)*: ``samnet_tiny``
-48-96-192-384 and ``samnet_small`` 96-192-384-768 (the class defaults). ``frequency=False``
-replaces every SAMBlock by its spatial branch alone as a residual block (a 3D ConvNeXtV2 block),
-which is DeSamba's CNN encoder without the frequency pathway (ablation row ``cnv2``).
+Every axis must be a positive multiple of ``4 * 2**(len(depths) - 1)`` (``ValueError`` otherwise). ``frequency=False``
+replaces every SAMBlock by its spatial branch, a 3D ConvNeXtV2 block (ablation row ``cnv2``). timm's ConvNeXt
+parameter names and head (benchmarks/results/model_notes.md#samnet); ``features_only=True`` is DeSamba's use.
 
-The stem and the downsampling layers are unpadded and strided: every input axis must be a positive
-multiple of ``4 * 2**(len(depths) - 1)`` (32 for four stages), else a ``ValueError`` names the axis
-and the multiple (DESIGN.md §2). Parameter names are timm's ConvNeXt ones (``stem.0``, ``stem.1``,
-``stages.i.downsample.{0,1}``, ``stages.i.blocks.j``, ``head.norm``, ``head.fc``); the head is
-:class:`spectral3d.layers.heads.ClassifierHead3d` with a LayerNorm (eps 1e-6), as ConvNeXt V2's.
-Weight init: truncated normal (std 0.02)
-for the stem, the downsampling convolutions and the classifier; every block initialises itself
-(SAMB starts as the identity, DESIGN.md §3).
-
-``features_only=True`` builds no head and makes ``forward`` return the four stage outputs
-(timm's ``features_only``), which is how DeSamba uses SAMNet.
+- *(ours)* widths (paper: depths 3-4-6-3): ``samnet_tiny`` 48-96-192-384, ``samnet_small`` (default) 96-192-384-768.
 """
 
 from __future__ import annotations
@@ -60,23 +49,7 @@ class _SpectralPatchStem(nn.Sequential):
 
 
 class SAMNetStage(nn.Module):
-    """Optional downsampling (LayerNorm → Conv 2x2x2 stride 2) followed by SAMBlocks.
-
-    Args:
-        in_chs: input channels.
-        out_chs: output channels.
-        depth: number of blocks.
-        downsample: downsample by 2 first (every stage but the first).
-        drop_path_rates: one stochastic-depth rate per block.
-        frequency: SAMBlocks (True) or ConvNeXtV2 blocks (False, no frequency pathway).
-        **block_kwargs: passed to :class:`SAMBlock` (``fm_mode``, ``num_bands``, ...).
-
-    Example::
-
-        >>> import torch
-        >>> SAMNetStage(8, 16, depth=1, downsample=True)(torch.randn(1, 8, 4, 6, 8)).shape
-        torch.Size([1, 16, 2, 3, 4])
-    """
+    """Optional LayerNorm → Conv 2x2x2 stride 2, then ``depth`` SAMBlocks (ConvNeXtV2 blocks without ``frequency``)."""
 
     def __init__(
         self,
@@ -114,40 +87,20 @@ class SAMNet(StagedContract):
     """SAMNet (paper Fig. 2): a four-stage 3D CNN of SAMBlocks, spatial and spectral branches in every block.
 
     Args:
-        in_chans: input channels.
-        num_classes: classifier outputs; 0 for a feature extractor.
-        global_pool: ``"avg"``, ``"max"`` or ``""`` (see :class:`spectral3d.layers.heads.ClassifierHead3d`).
-        depths: blocks per stage (paper: 3, 4, 6, 3).
-        dims: channels per stage.
         frequency: SAMBlocks (the frequency pathway) or plain ConvNeXtV2 blocks.
-        spectral_stem: add the band energies of the input's full-resolution spectrum to the stem's
-            output (:class:`~spectral3d.layers.spectral_stem.SpectralStem3d`, ``stem.spectral``);
-            part of the frequency pathway, so it needs ``frequency=True``.
-        fm_mode: SAMB's modulation form (``"band"``, ``"channel"``, ``"spectral"``).
-        num_bands: SAMB's radial frequency bands.
-        enh_kernel_size: SAMB's enhancement kernel.
-        band_embedding: SAMB's learned band embedding (``False``: the paper's form).
-        residual: SAMBlock's skip, ``"paper"`` (``0.5·x + 0.5·F_out``) or ``"identity"`` (``x + F_out``;
-            trains at learning rates where the paper form does not, see :mod:`spectral3d.layers.samblock`).
-        kernel_size: depthwise kernel of the block bodies (7).
+        spectral_stem: add the input's band energies (``SpectralStem3d``) to the stem output; needs ``frequency``.
+        fm_mode, num_bands, enh_kernel_size, band_embedding: SAMB's modulation form, radial bands, enhancement kernel,
+            learned band embedding (``False``: the paper's form).
+        residual: SAMBlock's skip, ``"paper"`` (``0.5·x + 0.5·F_out``) or ``"identity"`` (``x + F_out``).
         freq_kernel_size: depthwise kernel after SAMB (3).
-        mlp_ratio: MLP expansion of the block bodies (4).
-        head_init_scale: multiplies the classifier's initial weights and bias.
-        drop_rate: dropout before the classifier.
-        drop_path_rate: stochastic depth, rising linearly over all blocks to this value.
-        features_only: build no head; ``forward`` returns the list of stage outputs.
-
-    Shapes: ``(N, in_chans, D, H, W) -> (N, num_classes)``, every axis a positive multiple of
-    ``4 * 2**(len(depths) - 1)``.
+        in_chans, num_classes, global_pool, depths, dims, kernel_size, mlp_ratio, head_init_scale, features_only,
+            drop_rate, drop_path_rate: see :class:`~backbones3d._contract.HeadContract`.
 
     Example::
 
-        >>> import torch
         >>> model = SAMNet(in_chans=2, depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))
-        >>> model(torch.randn(1, 2, 32, 32, 64)).shape
-        torch.Size([1, 2])
-        >>> [f.shape[1] for f in model.forward_stages(torch.randn(1, 2, 32, 32, 32))]
-        [8, 16, 24, 32]
+        >>> x = torch.randn(1, 2, 32, 32, 64); model(x).shape, [f.shape[1] for f in model.forward_stages(x)]
+        (torch.Size([1, 2]), [8, 16, 24, 32])
     """
 
     def __init__(

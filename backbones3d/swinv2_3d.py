@@ -1,10 +1,7 @@
 """Swin Transformer V2 for volumes: shifted 3-D windows, cosine attention, continuous position bias.
 
-Swin V2 (Liu et al., 2022), the paper's "Swin-TransformerV2" baseline (DESIGN.md §9), with
-cuboid windows. It follows timm's ``swin_transformer_v2.py`` and keeps its parameter names
-(``patch_embed.{proj, norm}``, ``layers.i.downsample.{reduction, norm}``,
-``layers.i.blocks.j.{attn.{qkv, q_bias, v_bias, logit_scale, cpb_mlp, proj}, norm1, mlp, norm2}``,
-``norm``, ``head.fc``). Per block, on channels-last tokens ``x`` of shape ``(N, D, H, W, C)``:
+The paper's "Swin-TransformerV2" baseline (DESIGN.md §9): timm's ``swin_transformer_v2.py`` with cuboid windows,
+keeping its parameter names. Per block, on channels-last tokens ``x`` of shape ``(N, D, H, W, C)``::
 
     x = x + DropPath(LN_1(W-MSA(x)))          (res-post-norm: the norm follows the branch)
     x = x + DropPath(LN_2(MLP(x)))
@@ -15,11 +12,8 @@ cuboid windows. It follows timm's ``swin_transformer_v2.py`` and keeps its param
     B(Δ) = 16 * sigmoid(MLP_cpb(Δ̂)),  Δ̂ = sign(Δ') * log2(1 + |Δ'|) / log2(8),
            Δ' = 8 * Δ / max(w - 1, 1)  per axis                    (log-spaced continuous bias)
 
-Every other block shifts its windows by ``w // 2`` (cyclically, with the mask ``M`` keeping
-attention inside regions that were contiguous before the roll). The ``max(w - 1, 1)`` is timm's
-guard: a window of 1 on an axis has only the offset 0 there, and no division by zero.
-
-Shapes through the network (input ``(N, C_in, D, H, W)``, each axis a multiple of ``patch_size``)::
+Every other block shifts its windows by ``w // 2`` (cyclic roll; the mask ``M`` keeps attention inside regions that
+were contiguous before the roll). Shapes (input ``(N, C_in, D, H, W)``, each axis a multiple of ``patch_size``)::
 
     patch_embed  Conv 4x4x4 stride 4 + LN          -> (N, D/4, H/4, W/4, C)       C = embed_dim
     layers.0     depths[0] blocks                  -> (N, D/4, H/4, W/4, C)
@@ -28,37 +22,15 @@ Shapes through the network (input ``(N, C_in, D, H, W)``, each axis a multiple o
     norm, (N, d, h, w, 8C) -> channels-first        -> forward_features: (N, 8C, d, h, w)
     head         global pool -> dropout -> Linear  -> (N, num_classes)
 
-Patch merging concatenates each 2x2x2 neighbourhood (``8C``, in ``(d, h, w)`` offset order), maps it
-with ``reduction`` (Linear ``8C -> 2C``, no bias) and then normalises (SwinV2's order: reduce,
-then LN); an odd extent is zero-padded by one first, as timm does in 2-D.
+Per forward pass, an axis no longer than the window gets a window of its extent and no shift; otherwise the map is
+zero-padded to a window multiple and cropped after the attention. Reasons: benchmarks/results/model_notes.md#swinv2_3d
 
-Input sizes: every size that the unpadded stride-4 patch embedding tiles (each axis a positive
-multiple of ``patch_size``; ``ValueError`` otherwise). Inside, everything adapts per forward pass,
-so one model takes any such size:
-
-- a stage whose extent on an axis is at most the window uses a window of that extent on that
-  axis and no shift there (as timm does at construction, here at run time);
-- otherwise the map is zero-padded at the end of each axis to a window multiple and cropped after
-  the attention.
-
-Choices that are ours:
-
-- *(ours)* padded tokens are masked out as keys (timm and Video Swin let them attend as zero
-  tokens), so a real token's output does not depend on how much padding its window got.
-- *(ours)* masked logits get ``-1e4`` instead of timm's ``-100``: with ``tau`` up to 100 and
-  ``B`` up to 16, ``-100`` does not mask. ``-1e4`` underflows to exactly zero weight in
-  fp16/bf16/fp32 and, unlike ``-inf``, keeps a fully masked (padding-only) row finite.
-- *(ours)* when a window shrinks to a stage's extent, the offsets are still normalised by the
-  configured window (``max(w - 1, 1)``), so an offset of one voxel gets the same bias whatever the
-  input size; the bias MLP is evaluated once on the configured window's offset table.
-- *(ours)* attention runs through ``scaled_dot_product_attention`` (``q`` normalised and scaled by
-  ``tau``, ``scale=1``, bias + mask as an additive mask); ``FlopCounterMode`` counts it.
-- *(ours)* default window ``(4, 6, 6)`` for the default input ``(64, 96, 96)``: stage grids are
-  ``16x24x24``, ``8x12x12``, ``4x6x6`` and ``2x3x3``, so stages 1-2 tile exactly into 64 and 8
-  windows of 144 tokens (2-D SwinV2 uses 8x8 = 64 or 16x16 = 256), stage 3 is one window and stage
-  4 shrinks to ``2x3x3``; the window covers the same fraction of each axis.
-- *(ours)* ``drop_path_rate`` defaults to 0 (timm's SwinV2 uses 0.1), like the other baselines here;
-  ``forward_features`` returns a channels-first map (DESIGN.md §2), timm's returns NHWC.
+- *(ours)* padded tokens are masked out as keys (timm lets them attend as zero tokens).
+- *(ours)* masked logits get ``-1e4`` (timm's ``-100`` does not mask when ``tau`` reaches 100).
+- *(ours)* a shrunk window keeps the configured window's offset normalisation ``max(w - 1, 1)``.
+- *(ours)* attention runs through ``scaled_dot_product_attention`` (``scale=1``, bias + mask additive).
+- *(ours)* default window ``(4, 6, 6)`` for the default input ``(64, 96, 96)``.
+- *(ours)* ``drop_path_rate`` defaults to 0 (timm: 0.1); ``forward_features`` is channels-first (timm: NHWC).
 """
 
 from __future__ import annotations
@@ -94,23 +66,7 @@ Size3 = tuple[int, int, int]
 
 
 def relative_coords_table_3d(window_size: Sequence[int], device: torch.device | None = None) -> torch.Tensor:
-    """Log-spaced relative offsets ``Δ̂`` of a window, the input of the continuous position bias.
-
-    Args:
-        window_size: ``(w_D, w_H, w_W)``.
-        device: where to build the table.
-
-    Returns:
-        ``((2 w_D - 1) * (2 w_H - 1) * (2 w_W - 1), 3)`` float32 log-spaced offsets in ``(D, H, W)``
-        order, ``±log2(9) / log2(8) ≈ ±1.06`` at ``±(w - 1)``; all zero on an axis with ``w = 1``.
-
-    Example::
-
-        >>> from backbones3d.swinv2_3d import relative_coords_table_3d
-        >>> t = relative_coords_table_3d((1, 2, 3))
-        >>> t.shape, float(t[:, 0].abs().max()), round(float(t[:, 2].abs().max()), 4)
-        (torch.Size([15, 3]), 0.0, 1.0566)
-    """
+    """Offsets ``Δ̂`` (module docstring) of a window: ``((2w_D-1)(2w_H-1)(2w_W-1), 3)`` float32, 0 where ``w = 1``."""
     axes = []
     for w in window_size:
         offsets = torch.arange(-(w - 1), w, device=device, dtype=torch.float32) * (8.0 / max(w - 1, 1))
@@ -146,11 +102,7 @@ def _window_reverse(windows: torch.Tensor, window: Size3, size: Size3) -> torch.
 
 
 def _window_mask(size: Size3, padded: Size3, window: Size3, shift: Size3, device: torch.device) -> torch.Tensor:
-    """Additive ``(num_windows, n, n)`` mask for shifted and/or padded windows.
-
-    Works on the padded, rolled grid: a key is allowed when it lies in the same pre-roll region as
-    the query (Swin's shifted-window mask) and is a real (not padded) token.
-    """
+    """Additive ``(num_windows, n, n)`` mask on the padded, rolled grid: same pre-roll region and a real key."""
     labels, valid = [], []
     for s, p, w, sh in zip(size, padded, window, shift):
         idx = torch.arange(p, device=device)
@@ -166,27 +118,7 @@ def _window_mask(size: Size3, padded: Size3, window: Size3, shift: Size3, device
 
 
 class WindowAttention3d(nn.Module):
-    """SwinV2 window attention: scaled cosine attention plus a continuous relative position bias.
-
-    Args:
-        dim: channels C.
-        window_size: the configured ``(w_D, w_H, w_W)``; a window passed to ``forward`` may be smaller.
-        num_heads: attention heads.
-        qkv_bias: learn query and value biases (the key bias is fixed at zero, as in SwinV2).
-        attn_drop: dropout on the attention weights.
-        proj_drop: dropout after the output projection.
-        cpb_hidden: hidden width of the position-bias MLP (512 in SwinV2).
-
-    Shapes: ``(B, num_windows, n, C) -> (B, num_windows, n, C)``, ``n`` the window's token count.
-
-    Example::
-
-        >>> import torch
-        >>> from backbones3d.swinv2_3d import WindowAttention3d
-        >>> attn = WindowAttention3d(16, (2, 3, 3), num_heads=2)
-        >>> attn(torch.randn(2, 4, 18, 16)).shape
-        torch.Size([2, 4, 18, 16])
-    """
+    """SwinV2 W-MSA (module docstring), ``(B, num_windows, n, C)``; ``qkv_bias``: q, v only (k bias 0, as SwinV2)."""
 
     def __init__(
         self,
@@ -237,13 +169,7 @@ class WindowAttention3d(nn.Module):
         return table[index.reshape(-1)].view(n, n, self.num_heads).permute(2, 0, 1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, window: Size3 | None = None) -> torch.Tensor:
-        """Attend within windows.
-
-        Args:
-            x: ``(B, num_windows, n, C)``.
-            mask: optional additive ``(num_windows, n, n)`` mask.
-            window: the window the ``n`` tokens form (default: the configured one).
-        """
+        """``x: (B, num_windows, n, C)``, additive ``mask: (num_windows, n, n)``, ``window`` (default: configured)."""
         b, nw, n, c = x.shape
         h = self.num_heads
         bias = None if self.q_bias is None else torch.cat((self.q_bias, self.k_bias, self.v_bias))
@@ -269,29 +195,7 @@ class WindowAttention3d(nn.Module):
 
 
 class SwinTransformerV2Block3d(nn.Module):
-    """A SwinV2 block: (shifted) window attention and MLP, each with res-post-norm.
-
-    Args:
-        dim: channels C.
-        num_heads: attention heads.
-        window_size: configured window ``(w_D, w_H, w_W)`` (or int).
-        shifted: shift the windows by ``window_size // 2`` (odd blocks of a stage).
-        mlp_ratio: MLP hidden width multiple.
-        qkv_bias: query/value biases.
-        proj_drop: dropout after projections.
-        attn_drop: dropout on attention weights.
-        drop_path: stochastic-depth probability.
-
-    Shapes: ``(N, D, H, W, C) -> (N, D, H, W, C)``, any extent ≥ 1 (windows shrink or pad).
-
-    Example::
-
-        >>> import torch
-        >>> from backbones3d.swinv2_3d import SwinTransformerV2Block3d
-        >>> block = SwinTransformerV2Block3d(16, 2, window_size=4, shifted=True)
-        >>> block(torch.randn(1, 3, 5, 9, 16)).shape
-        torch.Size([1, 3, 5, 9, 16])
-    """
+    """SwinV2 block (module docstring), windows shifted by ``w // 2`` if ``shifted``; ``(N, D, H, W, C)``, any size."""
 
     def __init__(
         self,
@@ -316,8 +220,7 @@ class SwinTransformerV2Block3d(nn.Module):
         self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def window_and_shift(self, size: Sequence[int]) -> tuple[Size3, Size3]:
-        """The window and shift used for a map of extent ``size``: an axis no longer than the window
-        gets a window of its extent and no shift."""
+        """Window and shift for extent ``size``: an axis no longer than the window gets its extent and no shift."""
         window = tuple(min(w, s) for w, s in zip(self.window_size, size))
         shift = tuple(0 if s <= w else sh for s, w, sh in zip(size, self.window_size, self.shift_size))
         return window, shift  # type: ignore[return-value]
@@ -346,22 +249,7 @@ class SwinTransformerV2Block3d(nn.Module):
 
 
 class PatchMerging3d(nn.Module):
-    """Merge each 2x2x2 neighbourhood: concatenate (8C), reduce (Linear, no bias), then LayerNorm.
-
-    Args:
-        dim: input channels C.
-        out_dim: output channels (default ``2 * dim``).
-
-    Shapes: ``(N, D, H, W, C) -> (N, ceil(D/2), ceil(H/2), ceil(W/2), out_dim)`` (odd extents are
-    zero-padded by one).
-
-    Example::
-
-        >>> import torch
-        >>> from backbones3d.swinv2_3d import PatchMerging3d
-        >>> PatchMerging3d(8)(torch.randn(1, 4, 5, 6, 8)).shape
-        torch.Size([1, 2, 3, 3, 16])
-    """
+    """2x2x2 concat (8C) → Linear (no bias) → LN: ``(N, D, H, W, C) -> (N, ⌈D/2⌉, ⌈H/2⌉, ⌈W/2⌉, out_dim or 2C)``."""
 
     def __init__(self, dim: int, out_dim: int | None = None) -> None:
         super().__init__()
@@ -380,28 +268,7 @@ class PatchMerging3d(nn.Module):
 
 
 class SwinTransformerV2Stage3d(nn.Module):
-    """Optional patch merging, then ``depth`` blocks alternating plain and shifted windows.
-
-    Args:
-        dim: input channels.
-        out_dim: output channels (``2 * dim`` when merging).
-        depth: number of blocks.
-        num_heads: attention heads.
-        window_size: configured window.
-        downsample: start with :class:`PatchMerging3d`.
-        mlp_ratio, qkv_bias, proj_drop, attn_drop: as in :class:`SwinTransformerV2Block3d`.
-        drop_path: one rate per block, or one for all.
-
-    Shapes: ``(N, D, H, W, dim) -> (N, D', H', W', out_dim)``.
-
-    Example::
-
-        >>> import torch
-        >>> from backbones3d.swinv2_3d import SwinTransformerV2Stage3d
-        >>> stage = SwinTransformerV2Stage3d(8, 16, depth=2, num_heads=2, window_size=2, downsample=True)
-        >>> stage(torch.randn(1, 4, 6, 8, 8)).shape
-        torch.Size([1, 2, 3, 4, 16])
-    """
+    """``downsample``: :class:`PatchMerging3d`; then ``depth`` blocks, plain/shifted: ``(N, D', H', W', out_dim)``."""
 
     def __init__(
         self,
@@ -441,33 +308,18 @@ class SwinTransformerV2_3d(HeadContract):
     """Swin Transformer V2 for volumes (timm's ``SwinTransformerV2`` with cuboid windows).
 
     Args:
-        in_chans: input channels (the MRI sequences, early fusion).
-        num_classes: classifier outputs; 0 for a feature extractor.
-        global_pool: ``"avg"``, ``"max"`` or ``""`` (no pooling: ``(N, num_classes, d, h, w)``).
-        patch_size: patch-embedding kernel and stride, an int or ``(D, H, W)``.
         embed_dim: channels of the first stage (doubled at each merging).
-        depths: blocks per stage.
         num_heads: attention heads per stage.
         window_size: the window, an int or ``(D, H, W)``, shared by all stages.
-        mlp_ratio: MLP hidden width multiple.
         qkv_bias: query/value biases.
-        drop_rate: dropout before the classifier.
-        proj_drop_rate: dropout after projections.
-        attn_drop_rate: dropout on attention weights.
-        drop_path_rate: stochastic depth, rising linearly over all blocks to this value.
-
-    Shapes: ``(N, in_chans, D, H, W) -> (N, num_classes)``; each axis a positive multiple of
-    ``patch_size``.
+        in_chans, num_classes, global_pool, patch_size, depths, mlp_ratio, drop_rate, proj_drop_rate, attn_drop_rate,
+            drop_path_rate: see :class:`~backbones3d._contract.HeadContract`.
 
     Example::
 
-        >>> import torch
-        >>> from backbones3d.swinv2_3d import SwinTransformerV2_3d
         >>> model = SwinTransformerV2_3d(embed_dim=16, depths=(1, 1), num_heads=(1, 2), window_size=2)
-        >>> model(torch.randn(1, 3, 16, 20, 24)).shape
-        torch.Size([1, 2])
-        >>> model.forward_features(torch.randn(1, 3, 16, 20, 24)).shape
-        torch.Size([1, 32, 2, 3, 3])
+        >>> x = torch.randn(1, 3, 16, 20, 24); model(x).shape, model.forward_features(x).shape
+        (torch.Size([1, 2]), torch.Size([1, 32, 2, 3, 3]))
     """
 
     def __init__(

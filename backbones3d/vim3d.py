@@ -1,49 +1,23 @@
 """Vision Mamba (Vim) for volumes: bidirectional selective-scan blocks over the flattened 3-D patch tokens.
 
-Zhu et al., "Vision Mamba: Efficient Visual Representation Learning with Bidirectional State Space
-Model" (ICML 2024), the released ``vim_*_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2``
-configuration, with 3-D patches:
+Zhu et al. (ICML 2024), released ``vim_*_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2``, 3-D patches::
 
-1. Patch embedding: a strided ``Conv3d`` (patch 16³ by default, per-axis allowed) turns
-   ``(N, in_chans, D, H, W)`` into ``L = (D/p_d)(H/p_h)(W/p_w)`` tokens flattened in ``D, H, W``
-   order; a size the patch does not tile raises ``ValueError`` naming the axis, the size and the patch.
-2. A learned class token is inserted in the *middle* of the sequence, at index ``L // 2``, and a
-   learned absolute position embedding ``(1, L + 1, C)`` is added (its class-token entry sits at the
-   same index, as in Vim).
-3. ``depth`` pre-norm residual blocks ``r ← r + DropPath(Mixer(Norm(r)))``. Vim writes them with a
-   fused add-and-norm that adds each block's output at the start of the next block; the two
-   orderings compute the same function. The residual stream ``r`` is kept in at least float32
-   (``residual_in_fp32``), so bf16/fp16 weights or autocast never round the running sum; Norm is
-   ``RMSNorm`` (``rms_norm=True``, Vim's choice) or ``LayerNorm``, eps 1e-5.
-4. The mixer is Mamba with Vim's "bimamba v2": ``x, z = in_proj(h)``; the forward direction runs
-   causal depthwise ``conv1d`` → SiLU → ``x_proj`` → (Δ, B, C) → ``dt_proj`` → selective scan with
-   ``A = -exp(A_log)``, skip ``D`` and gate ``silu(z)``; the backward direction does the same with
-   its own ``conv1d_b``, ``x_proj_b``, ``dt_proj_b``, ``A_b_log``, ``D_b`` on the token-reversed
-   ``x, z`` and is reversed back; ``out_proj`` maps the *average* of the two (Vim's ``if_devide_out``).
-   The scan is :func:`spectral3d.ops.selective_scan.selective_scan` (the fused ``mamba_ssm`` kernel
-   on CUDA when it imports, a chunked pure-PyTorch scan otherwise).
-5. Final norm ``norm_f``, then the head on the class token.
+    tokens = PatchEmbed(x) (strided Conv3d, L = (D/p_d)(H/p_h)(W/p_w), flattened in D, H, W order)
+    r      = insert(tokens, cls, at L // 2) + pos_embed                                  (N, L + 1, C)
+    r      ← r + DropPath(BiMamba(Norm(r)))     depth times, r in >= float32, Norm = RMSNorm or LN
+    BiMamba(h) = out_proj((y_fwd(x, z) + flip(y_bwd(flip(x), flip(z)))) / 2),  x, z = in_proj(h)
+    u      = SiLU(conv1d_causal(x)),  Δ, B, C from x_proj(u) (Δ through dt_proj and softplus)
+    y_dir  = selective_scan(u, Δ, A = -exp(A_log), B, C, D) * silu(z)
+    logits = head(norm_f(r)[:, L // 2])                    (global_pool="token")
 
-Shapes: ``forward_features``: ``(N, in_chans, D, H, W) -> (N, L + 1, embed_dim)`` with the class
-token at index ``L // 2``; ``forward``: ``(N, num_classes)``.
+Shapes: ``forward_features`` ``(N, in_chans, D, H, W) -> (N, L + 1, embed_dim)``, ``forward`` ``(N, num_classes)``.
+Scan: :func:`spectral3d.ops.selective_scan.selective_scan`; Vim's init (benchmarks/results/model_notes.md#vim3d).
 
-Initialisation follows Vim: position embedding and class token ``trunc_normal(std=0.02)``; the patch
-conv LeCun-normal; the head ``trunc_normal(0.02)``; Linear biases zero (except ``dt_proj``, whose bias
-is the inverse softplus of Δ drawn log-uniformly in ``[1e-3, 0.1]``); ``dt_proj`` weights uniform in
-``±dt_rank^-0.5``; ``A_log = log(1..d_state)``, ``D = 1``; ``out_proj`` Kaiming-uniform divided by
-``sqrt(depth)``; other Linear/Conv1d weights PyTorch's defaults.
-
-Choices Vim leaves open for volumes *(ours)*:
-
-- tokens are flattened in ``D, H, W`` order (a raster scan of the volume, as Vim scans ``H, W``);
-- for a grid other than ``img_size``'s, the patch part of the position embedding is resampled
-  trilinearly (``align_corners=False``) and the class-token entry re-inserted at the new middle;
-- ``global_pool`` takes ``"token"`` (default, Vim's), ``"avg"`` / ``"max"`` over the patch tokens
-  (class token excluded), or ``""`` (no pooling: the head maps every token), as ``vit3d``;
-- stochastic depth rates rise linearly from 0 to ``drop_path_rate`` over the blocks (Vim's schedule
-  after re-associating its add-and-norm); ``drop_rate`` is dropout before the head;
-- class defaults are ``vim_tiny_3d`` with ``in_chans=3``, ``num_classes=2``, ``img_size=(64, 96, 96)``
-  (a 4 × 6 × 6 grid, 144 patch tokens + the class token).
+- *(ours)* tokens are flattened in ``D, H, W`` order (a raster scan, as Vim scans ``H, W``).
+- *(ours)* another grid resamples the patch position embedding trilinearly; the class entry moves to the middle.
+- *(ours)* ``global_pool``: ``"token"`` (Vim's), ``"avg"`` / ``"max"`` over patch tokens, or ``""``, as ``vit3d``.
+- *(ours)* stochastic depth rises linearly to ``drop_path_rate``; ``drop_rate`` is dropout before the head.
+- *(ours)* class defaults are ``vim_tiny_3d`` at ``img_size=(64, 96, 96)`` (4 × 6 × 6 = 144 patch tokens).
 """
 
 from __future__ import annotations
@@ -69,30 +43,9 @@ __all__ = ["BiMambaMixer", "VimBlock3d", "VisionMamba3d"]
 
 
 class BiMambaMixer(nn.Module):
-    """Mamba mixer with two scan directions over the token sequence (Vim's "bimamba v2").
+    """Vim's "bimamba v2" mixer (module docstring): ``(N, L, dim)``; ``dt_rank=None`` gives ``ceil(dim / 16)``.
 
-    ``in_proj`` and ``out_proj`` are shared; each direction has its own causal depthwise ``conv1d``,
-    ``x_proj``, ``dt_proj``, ``A_log`` and ``D`` (the backward direction's carry the suffix ``_b``, Vim's
-    parameter names). The output is ``out_proj((y_fwd + flip(y_bwd(flip(x, z)))) / 2)``.
-
-    Args:
-        dim: token width ``d_model``.
-        d_state: SSM state size ``N`` per channel.
-        d_conv: kernel of the causal depthwise convolution.
-        expand: inner width ``d_inner = expand · dim``.
-        dt_rank: rank of the Δ projection; ``None`` gives Mamba's ``ceil(dim / 16)``.
-        dt_min: smallest initial step size Δ.
-        dt_max: largest initial step size Δ.
-        dt_init_floor: lower clamp of the initial Δ.
-        chunk_size: tokens per chunk of the pure-PyTorch scan.
-
-    Shapes: ``(N, L, dim) -> (N, L, dim)``.
-
-    Example::
-
-        >>> mixer = BiMambaMixer(32, d_state=8)
-        >>> mixer(torch.randn(2, 10, 32)).shape
-        torch.Size([2, 10, 32])
+    Shared ``in_proj``, ``out_proj``; backward ``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``, ``D`` end in ``_b``.
     """
 
     def __init__(
@@ -176,24 +129,7 @@ class BiMambaMixer(nn.Module):
 
 
 class VimBlock3d(nn.Module):
-    """Pre-norm residual Vim block ``r ← r + DropPath(BiMambaMixer(Norm(r)))`` on a float32+ residual.
-
-    Args:
-        dim: token width.
-        d_state: SSM state size.
-        d_conv: causal conv kernel.
-        expand: mixer expansion.
-        rms_norm: ``RMSNorm`` (Vim) instead of ``LayerNorm``.
-        norm_eps: epsilon of the norm.
-        drop_path: stochastic-depth rate of the mixer branch.
-
-    Shapes: ``(N, L, dim) -> (N, L, dim)``; the output dtype is ``promote_types(input, float32)``.
-
-    Example::
-
-        >>> VimBlock3d(32, d_state=8)(torch.randn(2, 10, 32)).shape
-        torch.Size([2, 10, 32])
-    """
+    """Vim block ``r ← r + DropPath(BiMambaMixer(Norm(r)))``: ``(N, L, dim)``, dtype ``promote_types(x, float32)``."""
 
     def __init__(
         self,
@@ -219,30 +155,18 @@ class VisionMamba3d(FlatHeadContract):
     """Vision Mamba (Vim, bimamba v2) over 3-D patch tokens with a middle class token (module docstring).
 
     Args:
-        img_size: the ``(D, H, W)`` (or int) the position embedding is stored for; any other size the
-            patch tiles works too (the embedding is resampled).
-        patch_size: an int or ``(D, H, W)``.
-        in_chans: input channels (the MRI sequences, early fusion).
-        num_classes: classes of the head; 0 gives no head.
-        global_pool: ``"token"`` (middle class token), ``"avg"``, ``"max"`` or ``""``.
-        embed_dim: token width.
-        depth: number of Vim blocks.
-        d_state: SSM state size per channel.
-        d_conv: kernel of the mixer's causal depthwise convolution.
-        expand: mixer expansion (``d_inner = expand · embed_dim``).
+        img_size: the ``(D, H, W)`` (or int) the position embedding is stored for; other tiled sizes resample it.
+        d_state, d_conv, expand: as in :class:`BiMambaMixer`.
         rms_norm: ``RMSNorm`` (Vim) rather than ``LayerNorm`` in the blocks and the final norm.
         norm_eps: epsilon of the norms.
-        drop_rate: dropout before the head.
-        pos_drop_rate: dropout after adding the position embedding.
-        drop_path_rate: stochastic depth, rising linearly to this rate over the blocks.
+        in_chans, num_classes, global_pool, patch_size, embed_dim, depth, drop_rate, pos_drop_rate, drop_path_rate:
+            see :class:`~backbones3d._contract.HeadContract`.
 
     Example::
 
         >>> model = VisionMamba3d(img_size=32, patch_size=8, embed_dim=32, depth=2, d_state=8)
-        >>> model(torch.randn(2, 3, 32, 32, 32)).shape
-        torch.Size([2, 2])
-        >>> model.forward_features(torch.randn(1, 3, 16, 32, 48)).shape  # 2·4·6 = 48 tokens + class token
-        torch.Size([1, 49, 32])
+        >>> model(torch.randn(2, 3, 32, 32, 32)).shape, model.forward_features(torch.randn(1, 3, 16, 32, 48)).shape
+        (torch.Size([2, 2]), torch.Size([1, 49, 32]))
     """
 
     classifier_name = "head"
@@ -319,11 +243,7 @@ class VisionMamba3d(FlatHeadContract):
         return dict(stem=r"^cls_token|^pos_embed|^patch_embed", blocks=blocks)
 
     def position_embedding(self, grid: Sequence[int]) -> torch.Tensor:
-        """The ``(1, prod(grid) + 1, embed_dim)`` position embedding for a patch grid ``(d, h, w)``.
-
-        Unchanged for the stored grid; otherwise the patch entries are resampled trilinearly and the
-        class-token entry is re-inserted at the middle index ``prod(grid) // 2``.
-        """
+        """``(1, prod(grid) + 1, embed_dim)`` for a patch grid ``(d, h, w)``, class entry at ``prod(grid) // 2``."""
         grid = tuple(grid)
         if grid == self.grid_size:
             return self.pos_embed

@@ -1,36 +1,19 @@
 """Vision Transformer (ViT) for volumes: cubic patches, a class token and a resizable position embedding.
 
-ViT (Dosovitskiy et al., 2021) extended to 3D, the paper's "ViT" baseline (DESIGN.md §9). The
-volume is cut into non-overlapping ``p_D x p_H x p_W`` patches (16³ by default), each linearly
-embedded; a learned class token is prepended and a learned position embedding added:
+The paper's "ViT" baseline (Dosovitskiy et al., 2021; DESIGN.md §9) with ``p_D x p_H x p_W`` patches (16³ default)::
 
     z_0 = [cls; E x_1; ...; E x_L] + P,     L = (D/p_D)(H/p_H)(W/p_W)
     z_l = z_{l-1}' + MLP(LN(z_{l-1}')),  z_{l-1}' = z_{l-1} + MSA(LN(z_{l-1}))     l = 1..depth
     y   = head(pool(LN(z_depth)))
 
-Shapes: ``(N, C, D, H, W) -> tokens (N, 1 + L, embed_dim) -> (N, num_classes)``. The transformer
-blocks are timm's ``Block`` (pre-norm attention + MLP, fused SDPA attention): attention over a
-token sequence does not care about the dimensionality the tokens came from. Parameter names are
-timm's (``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.i.{norm1, attn.qkv, attn.proj,
-norm2, mlp.fc1, mlp.fc2}``, ``norm``, ``head``).
+Shapes: ``(N, C, D, H, W) -> tokens (N, 1 + L, embed_dim) -> (N, num_classes)``; each axis a positive multiple of
+its patch (``ValueError`` otherwise). The blocks are timm's ``Block``; parameter names are timm's.
 
-Input sizes: any ``(D, H, W)`` that the patch tiles exactly (each axis a positive multiple of its
-patch size) runs without rebuilding the model. The position embedding is stored for the grid of
-``img_size`` and, for another grid, its patch part is resampled *(ours: trilinear, as 3-D has no
-bicubic mode; ``align_corners=False``)*; the class token's embedding is kept. A size the patch
-cannot tile raises a ``ValueError`` naming the axis, the size and the patch (DESIGN.md §2), rather
-than silently dropping the remainder as a strided convolution would.
-
-Choices that are ours:
-
-- *(ours)* ``global_pool`` takes ``"token"`` (the class token, timm's ViT default), ``"avg"`` or
-  ``"max"`` (over the patch tokens, class token excluded) or ``""`` (no pooling: the head maps
-  every token, ``(N, 1 + L, num_classes)``). The final ``norm`` is applied whatever the pooling
-  (timm moves it after pooling, as ``fc_norm``, for ``"avg"``); one layout keeps the parameter
-  names fixed.
+- *(ours)* a grid other than ``img_size``'s resamples the position embedding trilinearly (no 3-D bicubic); class kept.
+- *(ours)* ``global_pool``: ``"token"`` (timm's default), ``"avg"`` / ``"max"`` over patch tokens, or ``""``
+  (``(N, 1 + L, num_classes)``); the final ``norm`` precedes every pooling (timm: ``fc_norm`` for ``"avg"``).
 - *(ours)* ``forward`` returns a tensor, never a tuple (MONAI's 3-D ViT returns one).
-- *(ours)* class defaults are ``vit_base_patch16_3d`` with ``in_chans=3``, ``num_classes=2``,
-  ``img_size=(64, 96, 96)`` (a 4 x 6 x 6 grid, 144 patch tokens).
+- *(ours)* class defaults are ``vit_base_patch16_3d`` at ``img_size=(64, 96, 96)`` (4 x 6 x 6 = 144 patch tokens).
 """
 
 from __future__ import annotations
@@ -59,34 +42,17 @@ class VisionTransformer3d(FlatHeadContract):
     """ViT over 3-D patches with a class token and a position embedding resampled to the input grid.
 
     Args:
-        img_size: the ``(D, H, W)`` (or int) the position embedding is stored for; other sizes
-            divisible by the patch work too.
-        patch_size: an int or ``(D, H, W)``.
-        in_chans: input channels (the MRI sequences, early fusion).
-        num_classes: classifier outputs; 0 for a feature extractor.
-        global_pool: ``"token"``, ``"avg"``, ``"max"`` or ``""``.
-        embed_dim: token width.
-        depth: number of transformer blocks.
+        img_size: the ``(D, H, W)`` (or int) the position embedding is stored for; other tiled sizes resample it.
         num_heads: attention heads.
-        mlp_ratio: MLP hidden width as a multiple of ``embed_dim``.
         qkv_bias: bias in the query/key/value projection.
-        drop_rate: dropout before the classifier.
-        pos_drop_rate: dropout after adding the position embedding.
-        proj_drop_rate: dropout after the attention and MLP projections.
-        attn_drop_rate: dropout on the attention weights.
-        drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
-
-    Shapes: ``(N, in_chans, D, H, W) -> (N, num_classes)``.
+        in_chans, num_classes, global_pool, patch_size, embed_dim, depth, mlp_ratio, drop_rate, pos_drop_rate,
+            proj_drop_rate, attn_drop_rate, drop_path_rate: see :class:`~backbones3d._contract.HeadContract`.
 
     Example::
 
-        >>> import torch
-        >>> from backbones3d.vit3d import VisionTransformer3d
         >>> model = VisionTransformer3d(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
-        >>> model(torch.randn(1, 3, 32, 32, 32)).shape
-        torch.Size([1, 2])
-        >>> model.forward_features(torch.randn(1, 3, 16, 24, 40)).shape  # another size, same model
-        torch.Size([1, 31, 32])
+        >>> model(torch.randn(1, 3, 32, 32, 32)).shape, model.forward_features(torch.randn(1, 3, 16, 24, 40)).shape
+        (torch.Size([1, 2]), torch.Size([1, 31, 32]))
     """
 
     classifier_name = "head"
@@ -166,11 +132,7 @@ class VisionTransformer3d(FlatHeadContract):
         return {"pos_embed", "cls_token"}
 
     def position_embedding(self, grid: Sequence[int]) -> torch.Tensor:
-        """The ``(1, 1 + prod(grid), embed_dim)`` position embedding for a patch grid ``(d, h, w)``.
-
-        The stored embedding is returned unchanged for its own grid; otherwise the patch part is
-        resampled trilinearly and the class-token part kept.
-        """
+        """``(1, 1 + prod(grid), embed_dim)`` for a patch grid ``(d, h, w)`` (trilinear), class-token part kept."""
         if tuple(grid) == self.grid_size:
             return self.pos_embed
         cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
