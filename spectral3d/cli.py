@@ -1,7 +1,7 @@
 """The ``spectral3d`` command line: synth, train, evaluate, predict, gradcam, compare, ablate, demo, models.
 
 Every command is a thin layer over a Python function (``spectral3d.data.write_synthetic_cohort``,
-``spectral3d.train.workflow``, ``spectral3d.gradcam.gradcam_case``, ``spectral3d.train.compare``,
+``spectral3d.train.workflow``, ``spectral3d.train.explain.gradcam_case``, ``spectral3d.train.compare``,
 ``spectral3d.train.ablate``, ``spectral3d.demo.run_demo``)
 and owns two functions here: ``_add_<command>_parser(sub)`` (its flags) and ``_<command>(args)``
 (its work). Flags carry the library's argument names as ``dest``, so a library error about an
@@ -358,8 +358,8 @@ def _add_gradcam_parser(sub: argparse._SubParsersAction) -> None:
 
 def _gradcam(args: argparse.Namespace) -> int:
     _require("matplotlib", "the Grad-CAM figure (PNG)")
-    from spectral3d.gradcam import gradcam_case
     from spectral3d.train.checkpoint import check_writable_dir
+    from spectral3d.train.explain import gradcam_case
 
     check_writable_dir(args.out, "out")
     result = gradcam_case(

@@ -55,7 +55,8 @@ from spectral3d.data import (
     synthetic,
     write_synthetic_cohort,
 )
-from spectral3d.gradcam import GradCAM3d, peak_hit_rates
+from spectral3d.gradcam import GradCAM3d
+from spectral3d.metrics import peak_hit_rates
 from spectral3d.train import TrainConfig, fit
 from spectral3d.train.trainer import batch_bounds
 

@@ -96,7 +96,8 @@ import torch
 import backbones3d
 from backbones3d.desamba import DeSambaLoss
 from spectral3d.data import Cohort, PreprocessConfig, TabularStats, synthetic, write_synthetic_cohort
-from spectral3d.gradcam import GradCAM3d, peak_hit_rates
+from spectral3d.gradcam import GradCAM3d
+from spectral3d.metrics import peak_hit_rates
 
 MARGIN = 3
 
