@@ -60,6 +60,7 @@ def gradcam_case(
     """
     import nibabel as nib
 
+    from backbones3d import is_multi_sequence
     from spectral3d.data import PreprocessConfig, TabularStats, find_case_files, load_case, read_clinical_table
     from spectral3d.train.workflow import load_checkpoint_model
 
@@ -73,7 +74,7 @@ def gradcam_case(
 
     x = torch.from_numpy(np.ascontiguousarray(loaded.volume, dtype=np.float32)).unsqueeze(0)
     tabular, from_csv = None, False
-    if "sequences" in getattr(model, "pretrained_cfg", {}) and config.get("clinical_columns"):
+    if is_multi_sequence(model) and config.get("clinical_columns"):
         stats = TabularStats.from_dict(config["tabular_stats"])
         columns = config["clinical_columns"]
         table = read_clinical_table(tabular_csv, columns) if tabular_csv is not None else {}

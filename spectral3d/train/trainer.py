@@ -99,7 +99,9 @@ class _TaskModule(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.multi_sequence = hasattr(model, "forward_with_aux")
+        from backbones3d import is_multi_sequence
+
+        self.multi_sequence = is_multi_sequence(model)
 
     def forward(self, x: torch.Tensor, tabular: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.multi_sequence:

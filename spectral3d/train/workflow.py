@@ -74,12 +74,6 @@ __all__ = [
 ]
 
 
-def _is_multi_sequence(model_name: str) -> bool:
-    from backbones3d import get_pretrained_cfg
-
-    return "sequences" in get_pretrained_cfg(model_name)
-
-
 def build_model_for_cohort(
     model_name: str,
     sequences: Sequence[str],
@@ -88,10 +82,10 @@ def build_model_for_cohort(
     model_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Create ``model_name`` for a cohort; returns the model and the kwargs it was built with."""
-    from backbones3d import create_model
+    from backbones3d import create_model, is_multi_sequence
 
     kwargs: dict[str, Any] = dict(model_kwargs or {})
-    if _is_multi_sequence(model_name):
+    if is_multi_sequence(model_name):
         kwargs.update(sequences=list(sequences), num_classes=num_classes, num_tabular=num_tabular)
     else:
         kwargs.update(in_chans=len(sequences), num_classes=num_classes)
@@ -217,8 +211,10 @@ def train_on_cohort(
         sequences: the sequences to use, in channel order (default :func:`cohort_sequences`).
         stop_when: passed to :func:`spectral3d.train.fit` (stop after a given optimizer step).
     """
+    from backbones3d import is_multi_sequence
+
     cfg = cfg or TrainConfig()
-    _is_multi_sequence(model_name)  # an unknown name fails here, suggesting close names, before any data is read
+    is_multi_sequence(model_name)  # an unknown name fails here, suggesting close names, before any data is read
     pre = PreprocessConfig(spacing=spacing, volume_index=volume_index, nan_policy=nan_policy)
     check_run_dir(out, resume, overwrite, name="out")
     if cache_dir is not None:
