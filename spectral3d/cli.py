@@ -148,22 +148,30 @@ _TRAIN_FLAGS = {
 }
 
 
-def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+def _add_config_flags(
+    parser: argparse.ArgumentParser, names: Sequence[str], seed_group: argparse._MutuallyExclusiveGroup | None = None
+) -> None:
+    """A flag per :class:`TrainConfig` field in ``names`` (:data:`_TRAIN_FLAGS`), its default and type the field's."""
     from spectral3d.train.config import TrainConfig
 
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for name in names:
+        flag, text = _TRAIN_FLAGS[name]
+        default = defaults[name]
+        kind = _class_weights if name == "class_weights" else type(default)
+        metavar = flag[2:].upper().replace("-", "_")
+        (seed_group if name == "seed" and seed_group is not None else parser).add_argument(
+            flag, dest=name, type=kind, default=default, metavar=metavar, help=f"{text} (default {default})"
+        )
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a registered model on a NIfTI cohort")
     t.add_argument("--model", required=True, help="registered name, e.g. desamba_spine_tiny or resnet50_3d")
     t.add_argument("--data", required=True, type=Path, help="cohort folder (cases.csv + case folders)")
     t.add_argument("--out", required=True, type=Path, help="run directory for checkpoints and logs")
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     seeds = t.add_mutually_exclusive_group()
-    for name, (flag, text) in _TRAIN_FLAGS.items():
-        default = defaults[name]
-        kind = _class_weights if name == "class_weights" else type(default)
-        metavar = flag[2:].upper().replace("-", "_")
-        (seeds if name == "seed" else t).add_argument(
-            flag, dest=name, type=kind, default=default, metavar=metavar, help=f"{text} (default {default})"
-        )
+    _add_config_flags(t, list(_TRAIN_FLAGS), seed_group=seeds)
     seeds.add_argument(
         "--seeds", type=_int_at_least(0), nargs="+", default=None, help="one run per seed, in OUT/seed_<k>/"
     )
@@ -449,8 +457,6 @@ _ABLATE_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", 
 
 
 def _add_ablate_parser(sub: argparse._SubParsersAction) -> None:
-    from spectral3d.train.config import TrainConfig
-
     a = sub.add_parser("ablate", help="train the Table 3 ablation rows with one recipe; Table 3 and Fig. 5")
     a.add_argument("--data", required=True, type=Path, help="cohort folder (train/val/test splits)")
     a.add_argument("--out", required=True, type=Path, help="ablation folder; rerun the same command to resume")
@@ -459,11 +465,7 @@ def _add_ablate_parser(sub: argparse._SubParsersAction) -> None:
         "--rows", nargs="+", default=None, help="rows among cnv2 samnet mo desn demo samba tf de_c de_s full (all)"
     )
     a.add_argument("--seeds", type=_int_at_least(0), nargs="+", default=[0], help="one run per row and seed")
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    for name in _ABLATE_FLAGS:
-        flag, text = _TRAIN_FLAGS[name]
-        default = defaults[name]
-        a.add_argument(flag, dest=name, type=type(default), default=default, help=f"{text} (default {default})")
+    _add_config_flags(a, _ABLATE_FLAGS)
     a.add_argument("--drop-rate", type=float, default=0.0, help="dropout before the classifier")
     a.add_argument("--input-size", type=_size, default=None, help="model grid (default: the preset's)")
     a.add_argument("--split", default="test", choices=["train", "val", "test"], help="the split Table 3 reports")

@@ -36,11 +36,13 @@ import json
 import math
 import os
 import pickle
+import random
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -49,6 +51,7 @@ __all__ = [
     "CHECKPOINT_FILES",
     "RUN_PATTERNS",
     "CheckpointError",
+    "capture_rng_state",
     "check_resume",
     "check_run_dir",
     "check_writable_dir",
@@ -58,6 +61,7 @@ __all__ = [
     "load_training_state",
     "load_weights",
     "resolve_checkpoint",
+    "restore_rng_state",
     "run_contents",
     "save_checkpoint",
     "strict_json",
@@ -252,6 +256,35 @@ def load_training_state(ckpt: str | os.PathLike) -> dict[str, Any]:
     except Exception as e:  # a truncated zip archive, an empty file, ...
         first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else ""
         raise CheckpointError(f"checkpoint: {path} is corrupt or truncated ({type(e).__name__}: {first})") from None
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The torch, NumPy, Python (and CUDA) RNG states as tensors and plain data (``weights_only`` loads them)."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached": float(np_state[4]),
+        },
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Set the RNGs to a :func:`capture_rng_state` result."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def load_weights(model: nn.Module, ckpt: str | os.PathLike, model_name: str = "") -> None:

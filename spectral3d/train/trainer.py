@@ -65,12 +65,14 @@ from spectral3d.data import collate
 from spectral3d.data.errors import DataError
 from spectral3d.metrics import classification_metrics
 from spectral3d.train.checkpoint import (
+    capture_rng_state,
     check_resume,
     check_run_dir,
     clear_run,
     load_training_state,
     load_weights,
     resolve_checkpoint,
+    restore_rng_state,
     save_checkpoint,
     strict_json,
     update_pointer,
@@ -206,33 +208,6 @@ def _dist_info() -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached": float(np_state[4]),
-        },
-        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -366,6 +341,47 @@ def _better(auc: float, loss: float, best: tuple[float, float] | None) -> bool:
     return auc > best_auc or (auc == best_auc and loss < best[1])
 
 
+@dataclass
+class _Run:
+    """What one :func:`fit` call trains with, built by :func:`_setup`."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    model: nn.Module  # the module whose state dict the checkpoints hold
+    task: _TaskModule
+    ddp_task: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    criterion: nn.Module
+    device: torch.device
+    rank: int
+    world: int
+    config: dict[str, Any]  # each checkpoint's config.json
+    class_names: Sequence[str] | None
+
+
+@dataclass
+class _RunState:
+    """Where a run stands (saved in every checkpoint): the next epoch and batch, the loss sums of a
+    part-done epoch, the history and the early-stopping bookkeeping."""
+
+    epoch: int = 0
+    batch: int = 0
+    partial_sums: dict[str, float] = field(default_factory=dict)
+    partial_seen: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: tuple[float, float] | None = None  # (val AUC, val loss) of the best epoch
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+
+
+@dataclass
+class _Stop:
+    """Why training should stop after the current optimizer step: a signal number, ``"stop_when"`` or None."""
+
+    reason: int | str | None = None
+
+
 def fit(
     model: nn.Module,
     train_set: Dataset,
@@ -407,14 +423,50 @@ def fit(
         >>> from spectral3d.train import TrainConfig, fit  # doctest: +SKIP
         >>> fit(model, train_ds, val_ds, TrainConfig(epochs=2), "runs/demo")  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-
     run_dir = Path(run_dir)
     rank, world, device = _dist_info()
     run_config = dict(run_config or {})
     class_names = class_names or run_config.get("class_names")
     if num_classes is None:
         num_classes = getattr(model, "num_classes", None) or model.pretrained_cfg["num_classes"]
+    _check_run(train_set, run_dir, run_config, resume, overwrite, num_classes, class_names, rank)
+    run = _setup(model, train_set, cfg, run_dir, run_config, num_classes, class_names, (rank, world, device))
+    state = _restore(run, run_config.get("model", "")) if resume else _RunState()
+    result = FitResult(run_dir, state.epoch, state.best_epoch, state.best[0] if state.best else None, state.history)
+    with _stop_on_signal(enabled=rank == 0 or world == 1) as stop:
+        for epoch in range(state.epoch, cfg.epochs):
+            t0 = time.time()
+            sums, seen, done, n_batches = _train_epoch(run, train_set, epoch, state, stop, stop_when)
+            _agree_on_stop(run, stop)
+            if stop.reason is not None and done < n_batches:
+                _save_interrupted(run, state, epoch, done, sums, seen)
+                result.interrupted = True
+                break
+            _end_epoch(run, val_set, state, epoch, sums, seen, t0)
+            result.epochs_done = epoch + 1
+            if cfg.patience and state.bad_epochs >= cfg.patience:
+                result.stopped_early = True
+                break
+            if stop.reason is not None:
+                result.interrupted = True
+                break
+    result.history, result.best_epoch = state.history, state.best_epoch
+    result.best_auc = state.best[0] if state.best else None
+    return result
+
+
+def _check_run(
+    train_set: Dataset,
+    run_dir: Path,
+    run_config: dict[str, Any],
+    resume: bool,
+    overwrite: bool,
+    num_classes: int,
+    class_names: Sequence[str] | None,
+    rank: int,
+) -> None:
+    """Refuse an empty training set or a run directory that cannot be used; warn about classes without a
+    training case; clear the run in ``run_dir`` with ``overwrite``."""
     if len(train_set) == 0:
         raise ValueError("train_set: the training split is empty")
     check_run_dir(run_dir, resume, overwrite)
@@ -424,13 +476,27 @@ def fit(
     if counts is not None and (counts == 0).any():
         names = class_names or [str(i) for i in range(num_classes)]
         empty = [names[i] for i in (counts == 0).nonzero().flatten().tolist()]
-        warnings.warn(f"classes {empty} have no training case: the model cannot learn them", stacklevel=2)
+        warnings.warn(f"classes {empty} have no training case: the model cannot learn them", stacklevel=3)
     if overwrite and rank == 0:
         clear_run(run_dir)
+
+
+def _setup(
+    model: nn.Module,
+    train_set: Dataset,
+    cfg: TrainConfig,
+    run_dir: Path,
+    run_config: dict[str, Any],
+    num_classes: int,
+    class_names: Sequence[str] | None,
+    dist_info: tuple[int, int, torch.device],
+) -> _Run:
+    """Seed the RNGs, then build the task (compiled, DDP-wrapped), AdamW, the warm-up + cosine schedule
+    (per optimizer step) and the Eq. 5 loss."""
+    rank, world, device = dist_info
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
-
     model.to(device)
     task = _TaskModule(model)
     model = getattr(model, "_orig_mod", model)  # a torch.compile-d model: checkpoints hold its module's state
@@ -448,159 +514,189 @@ def fit(
     warmup = min(total_steps, max(1, round(cfg.warmup_epochs * steps_per_epoch))) if cfg.warmup_epochs > 0 else 0
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, warmup, cfg.min_lr_ratio))
     criterion = _loss_fn(cfg, _class_weights(cfg, train_set, num_classes, class_names)).to(device)
+    config = {**run_config, "train": asdict(cfg), "world_size": world}
+    return _Run(
+        cfg, run_dir, model, task, ddp_task, optimizer, scheduler, criterion, device, rank, world, config, class_names
+    )
 
-    start_epoch, skip_batches, history = 0, 0, []
-    partial_sums: dict[str, float] = {}  # loss sums of an epoch interrupted part-way
-    partial_seen = 0
-    best: tuple[float, float] | None = None
-    best_epoch: int | None = None
-    bad_epochs = 0
-    if resume:
-        ckpt = resolve_checkpoint(run_dir / "last")
-        load_weights(model, ckpt, run_config.get("model", ""))
-        state = load_training_state(ckpt)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, skip_batches = state["epoch"], state["batch_in_epoch"]
-        partial_sums, partial_seen = state.get("partial_sums", {}), state.get("partial_seen", 0)
-        history = json.loads(state["history"])
-        best = tuple(state["best"]) if state["best"] is not None else None
-        best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
-        _set_rng_state(state["rng"])
 
-    stop: dict[str, Any] = {"signal": None}
-    handlers = {}
-    if rank == 0 or world == 1:
+def _restore(run: _Run, model_name: str) -> _RunState:
+    """Load ``run_dir/last`` (an epoch or an interrupted checkpoint) into the model, optimizer, scheduler
+    and RNGs; return where that run stood."""
+    ckpt = resolve_checkpoint(run.run_dir / "last")
+    load_weights(run.model, ckpt, model_name)
+    saved = load_training_state(ckpt)
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    restore_rng_state(saved["rng"])
+    return _RunState(
+        epoch=saved["epoch"],
+        batch=saved["batch_in_epoch"],
+        partial_sums=saved.get("partial_sums", {}),
+        partial_seen=saved.get("partial_seen", 0),
+        history=json.loads(saved["history"]),
+        best=tuple(saved["best"]) if saved["best"] is not None else None,
+        best_epoch=saved["best_epoch"],
+        bad_epochs=saved["bad_epochs"],
+    )
 
-        def _on_signal(signum: int, _frame: Any) -> None:
-            stop["signal"] = signum
+
+def _training_state(
+    run: _Run, state: _RunState, epoch: int, batch_in_epoch: int, sums: dict[str, float] | None = None, seen: int = 0
+) -> dict[str, Any]:
+    """A checkpoint's ``training_state.pt``: resuming from it continues at ``(epoch, batch_in_epoch)``."""
+    return {
+        "partial_sums": dict(sums or {}),
+        "partial_seen": seen,
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "rng": capture_rng_state(),
+        "epoch": epoch,
+        "batch_in_epoch": batch_in_epoch,
+        "history": json.dumps(state.history),
+        "best": list(state.best) if state.best is not None else None,
+        "best_epoch": state.best_epoch,
+        "bad_epochs": state.bad_epochs,
+    }
+
+
+@contextlib.contextmanager
+def _stop_on_signal(enabled: bool) -> Iterator[_Stop]:
+    """While open (and ``enabled``), SIGINT/SIGTERM set ``stop.reason`` instead of raising, so the loop
+    saves and stops; the previous handlers come back on exit."""
+    stop, handlers = _Stop(), {}
+    if enabled:
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            stop.reason = signum
 
         for s in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError):  # not in the main thread
-                handlers[s] = signal.signal(s, _on_signal)
-
-    def _state(epoch: int, batch_in_epoch: int, sums: dict[str, float] | None = None, seen: int = 0) -> dict[str, Any]:
-        return {
-            "partial_sums": dict(sums or {}),
-            "partial_seen": seen,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(),
-            "epoch": epoch,
-            "batch_in_epoch": batch_in_epoch,
-            "history": json.dumps(history),
-            "best": list(best) if best is not None else None,
-            "best_epoch": best_epoch,
-            "bad_epochs": bad_epochs,
-        }
-
-    full_config = {**run_config, "train": asdict(cfg), "world_size": world}
-    result = FitResult(run_dir, start_epoch, best_epoch, best[0] if best else None, history)
+                handlers[s] = signal.signal(s, on_signal)
     try:
-        for epoch in range(start_epoch, cfg.epochs):
-            if hasattr(train_set, "set_epoch"):
-                train_set.set_epoch(epoch)
-            loader = _loader(
-                train_set,
-                cfg.num_workers,
-                batch_sampler=_EpochBatches(len(train_set), cfg.batch_size, cfg.seed, epoch, rank, world, skip_batches),
-                # its own generator: worker seeds must not draw from the global RNG that dropout uses
-                generator=torch.Generator().manual_seed(cfg.seed + epoch),
-            )
-            task.train()
-            sums: dict[str, float] = dict(partial_sums)
-            n_seen, t0 = partial_seen, time.time()
-            partial_sums, partial_seen = {}, 0
-            bar = tqdm(
-                _batches(loader),
-                total=len(loader),
-                desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                disable=not (cfg.progress and rank == 0),
-                leave=False,
-            )
-            batch_idx = skip_batches
-            skip_batches = 0
-            n_batches = batch_idx + len(loader)
-            for batch in bar:
-                x, tab, y = batch.volume.to(device), batch.tabular.to(device), batch.label.to(device)
-                last_micro = (batch_idx + 1) % cfg.grad_accum == 0 or batch_idx + 1 == n_batches
-                sync = contextlib.nullcontext() if (last_micro or world == 1) else ddp_task.no_sync()
-                with sync:
-                    with _autocast(device, cfg.amp):
-                        logits, aux = ddp_task(x, tab)
-                    loss, parts = criterion(logits.float(), y, aux)
-                    (loss / cfg.grad_accum).backward()
-                if last_micro:
-                    if cfg.clip_grad_norm:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    scheduler.step()
-                    if stop_when is not None and stop_when(scheduler.last_epoch):
-                        stop["signal"] = "stop_when"
-                batch_idx += 1
-                n_seen += len(y)
-                for k, v in {"loss": loss.detach(), **parts}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) * len(y)
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-                if stop["signal"] is not None and last_micro:
-                    break
-            if world > 1:  # every rank learns whether rank 0 was signalled
-                flag = torch.tensor([1 if stop["signal"] is not None else 0], device=device)
-                dist.broadcast(flag, 0)
-                if flag.item():
-                    stop["signal"] = stop["signal"] or signal.SIGTERM
-            if stop["signal"] is not None and batch_idx < n_batches:
-                if rank == 0:
-                    save_checkpoint(
-                        run_dir, "interrupted", model.state_dict(), _state(epoch, batch_idx, sums, n_seen), full_config
-                    )
-                    update_pointer(run_dir, "last", "interrupted")
-                result.interrupted = True
-                break
-
-            record: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "lr": scheduler.get_last_lr()[0],
-                "time_s": round(time.time() - t0, 2),
-            }
-            record.update({f"train_{k}": v / max(1, n_seen) for k, v in sums.items()})
-            improved = True
-            if val_set is not None and len(val_set):
-                val = _validate(task, val_set, cfg, device, rank, world, class_names)
-                record.update({f"val_{k}": val[k] for k in ("loss", "accuracy", "auc", "f1")})
-                improved = _better(val["auc"], val["loss"], best)
-                if improved:
-                    best, best_epoch, bad_epochs = (val["auc"], val["loss"]), epoch + 1, 0
-                else:
-                    bad_epochs += 1
-            else:
-                best_epoch = epoch + 1
-            history.append(record)
-            name = f"epoch_{epoch + 1:04d}"
-            if rank == 0:
-                save_checkpoint(run_dir, name, model.state_dict(), _state(epoch + 1, 0), full_config, record)
-                update_pointer(run_dir, "last", name)
-                if improved:
-                    update_pointer(run_dir, "best", name)
-                with open(run_dir / "log.jsonl", "a") as fh:
-                    fh.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
-                _prune(run_dir, cfg.keep_last)
-                msg = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
-                tqdm.write(msg)
-            result.epochs_done = epoch + 1
-            if cfg.patience and bad_epochs >= cfg.patience:
-                result.stopped_early = True
-                break
-            if stop["signal"] is not None:
-                result.interrupted = True
-                break
+        yield stop
     finally:
         for s, h in handlers.items():
             signal.signal(s, h)
-    result.history, result.best_epoch = history, best_epoch
-    result.best_auc = best[0] if best else None
-    return result
+
+
+def _agree_on_stop(run: _Run, stop: _Stop) -> None:
+    """Under DDP, every rank learns whether rank 0 was signalled."""
+    if run.world > 1:
+        flag = torch.tensor([1 if stop.reason is not None else 0], device=run.device)
+        dist.broadcast(flag, 0)
+        if flag.item():
+            stop.reason = stop.reason or signal.SIGTERM
+
+
+def _train_epoch(
+    run: _Run, train_set: Dataset, epoch: int, state: _RunState, stop: _Stop, stop_when: Callable[[int], bool] | None
+) -> tuple[dict[str, float], int, int, int]:
+    """One epoch from batch ``state.batch`` on (the sums of a part-done epoch carried on), up to the end or
+    the optimizer step after which ``stop`` is set.
+
+    Returns:
+        ``(loss sums over cases, cases seen, batches done, batches in the epoch)``.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = run.cfg
+    if hasattr(train_set, "set_epoch"):
+        train_set.set_epoch(epoch)
+    batches = _EpochBatches(len(train_set), cfg.batch_size, cfg.seed, epoch, run.rank, run.world, state.batch)
+    # its own generator: worker seeds must not draw from the global RNG that dropout uses
+    loader = _loader(
+        train_set, cfg.num_workers, batch_sampler=batches, generator=torch.Generator().manual_seed(cfg.seed + epoch)
+    )
+    run.task.train()
+    sums, n_seen, batch_idx = dict(state.partial_sums), state.partial_seen, state.batch
+    state.partial_sums, state.partial_seen, state.batch = {}, 0, 0
+    n_batches = batch_idx + len(loader)
+    show = cfg.progress and run.rank == 0
+    bar = tqdm(
+        _batches(loader), total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False
+    )
+    for batch in bar:
+        last_micro = (batch_idx + 1) % cfg.grad_accum == 0 or batch_idx + 1 == n_batches
+        loss, parts = _train_step(run, batch, last_micro)
+        if last_micro and stop_when is not None and stop_when(run.scheduler.last_epoch):
+            stop.reason = "stop_when"
+        batch_idx += 1
+        n_seen += len(batch.label)
+        for k, v in {"loss": loss.detach(), **parts}.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * len(batch.label)
+        bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
+        if stop.reason is not None and last_micro:
+            break
+    return sums, n_seen, batch_idx, n_batches
+
+
+def _train_step(run: _Run, batch: Any, last_micro: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Forward, Eq. 5 loss and backward of one batch (``1 / grad_accum`` of the step); the optimizer and
+    scheduler step (after clipping) on the last batch of a step. Returns the loss and its terms."""
+    cfg = run.cfg
+    x, tab, y = batch.volume.to(run.device), batch.tabular.to(run.device), batch.label.to(run.device)
+    sync = contextlib.nullcontext() if (last_micro or run.world == 1) else run.ddp_task.no_sync()
+    with sync:
+        with _autocast(run.device, cfg.amp):
+            logits, aux = run.ddp_task(x, tab)
+        loss, parts = run.criterion(logits.float(), y, aux)
+        (loss / cfg.grad_accum).backward()
+    if last_micro:
+        if cfg.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad_norm)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scheduler.step()
+    return loss, parts
+
+
+def _save_interrupted(run: _Run, state: _RunState, epoch: int, batch: int, sums: dict[str, float], seen: int) -> None:
+    """The ``interrupted`` checkpoint at ``(epoch, batch)``, with the epoch's sums so far; ``last`` points at it."""
+    if run.rank == 0:
+        training_state = _training_state(run, state, epoch, batch, sums, seen)
+        save_checkpoint(run.run_dir, "interrupted", run.model.state_dict(), training_state, run.config)
+        update_pointer(run.run_dir, "last", "interrupted")
+
+
+def _end_epoch(
+    run: _Run, val_set: Dataset | None, state: _RunState, epoch: int, sums: dict[str, float], seen: int, t0: float
+) -> None:
+    """Validation, the epoch's record in ``state.history`` and ``log.jsonl``, its checkpoint, the ``last``
+    and ``best`` pointers, pruning."""
+    from tqdm.auto import tqdm
+
+    record: dict[str, Any] = {
+        "epoch": epoch + 1,
+        "lr": run.scheduler.get_last_lr()[0],
+        "time_s": round(time.time() - t0, 2),
+    }
+    record.update({f"train_{k}": v / max(1, seen) for k, v in sums.items()})
+    improved = True
+    if val_set is not None and len(val_set):
+        val = _validate(run.task, val_set, run.cfg, run.device, run.rank, run.world, run.class_names)
+        record.update({f"val_{k}": val[k] for k in ("loss", "accuracy", "auc", "f1")})
+        improved = _better(val["auc"], val["loss"], state.best)
+        if improved:
+            state.best, state.best_epoch, state.bad_epochs = (val["auc"], val["loss"]), epoch + 1, 0
+        else:
+            state.bad_epochs += 1
+    else:
+        state.best_epoch = epoch + 1
+    state.history.append(record)
+    if run.rank != 0:
+        return
+    name = f"epoch_{epoch + 1:04d}"
+    save_checkpoint(
+        run.run_dir, name, run.model.state_dict(), _training_state(run, state, epoch + 1, 0), run.config, record
+    )
+    update_pointer(run.run_dir, "last", name)
+    if improved:
+        update_pointer(run.run_dir, "best", name)
+    with open(run.run_dir / "log.jsonl", "a") as fh:
+        fh.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
+    _prune(run.run_dir, run.cfg.keep_last)
+    tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
 
 
 def _prune(run_dir: Path, keep_last: int) -> None:
