@@ -431,23 +431,7 @@ def compare_models(
 
         >>> compare_models(["runs/desamba", "runs/resnet"], ["internal", "external"], "cmp")  # doctest: +SKIP
     """
-    if len(models) < 2:
-        raise ValueError(f"models: expected at least 2 models to compare, got {len(models)}")
-    if not data:
-        raise ValueError("data: expected at least one cohort folder")
-    if figure_metric not in ("auc", "accuracy"):
-        raise ValueError(f"figure_metric: expected 'auc' or 'accuracy', got {figure_metric!r}")
-    out = Path(out)
-    if (out / "compare.json").exists() and not overwrite:
-        raise FileExistsError(f"out: {out} already holds a compare.json; pass --overwrite or another --out")
-    if figure:
-        require_matplotlib()
-    runs = [load_model_run(m) for m in models]
-    for run in runs[1:]:
-        _same_task(run.config, runs[0].config, str(run.path), f"the reference {runs[0].path}")
-    _label_runs(runs)
-    _check_data(data, runs[0], split, fold)
-
+    runs = _checked_runs(models, data, Path(out), split, fold, figure, figure_metric, overwrite)
     costs = {r.label: model_cost(r.config) for r in runs}
     result: dict[str, Any] = {
         "reference": runs[0].label,
@@ -465,17 +449,55 @@ def compare_models(
         "cohorts": [],
         "notes": TEST_NOTE,
     }
-    names = _cohort_names(data)
-    for name, d in zip(names, data):
+    for name, d in zip(_cohort_names(data), data):
         table = evaluate_runs(runs, d, split, fold, n_bootstrap, batch_size)
         result["cohorts"].append({"name": name, **table})
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "compare.json", result)
-    sections = []
+    _write_report(result, costs, out, n_bootstrap, figure_metric if figure else None)
+    return result
+
+
+def _checked_runs(
+    models: Sequence[str | os.PathLike],
+    data: Sequence[str | os.PathLike],
+    out: Path,
+    split: str,
+    fold: int | None,
+    figure: bool,
+    figure_metric: str,
+    overwrite: bool,
+) -> list[ModelRun]:
+    """The labelled runs, once the arguments, ``out``, matplotlib, the runs' task (class names/order,
+    sequences) and every cohort's split are checked."""
+    if len(models) < 2:
+        raise ValueError(f"models: expected at least 2 models to compare, got {len(models)}")
+    if not data:
+        raise ValueError("data: expected at least one cohort folder")
+    if figure_metric not in ("auc", "accuracy"):
+        raise ValueError(f"figure_metric: expected 'auc' or 'accuracy', got {figure_metric!r}")
+    if (out / "compare.json").exists() and not overwrite:
+        raise FileExistsError(f"out: {out} already holds a compare.json; pass --overwrite or another --out")
+    if figure:
+        require_matplotlib()
+    runs = [load_model_run(m) for m in models]
+    for run in runs[1:]:
+        _same_task(run.config, runs[0].config, str(run.path), f"the reference {runs[0].path}")
+    _label_runs(runs)
+    _check_data(data, runs[0], split, fold)
+    return runs
+
+
+def _write_report(
+    result: dict[str, Any], costs: dict[str, dict[str, Any]], out: Path, n_bootstrap: int, figure_metric: str | None
+) -> None:
+    """``out/compare.md`` (a table per cohort) and, with a ``figure_metric``, ``out/fig5_<cohort>.png``."""
+    split, sections = result["split"], []
     for cohort in result["cohorts"]:
         head = f"## {cohort['name']} ({split} split, n = {cohort['n']}; reference {result['reference']})"
         sections.append(f"{head}\n\n{comparison_table(cohort, with_ci=n_bootstrap > 0)}")
-        if figure:
+        if figure_metric is not None:
             points = [
                 {"label": label, **costs[label], "value": 100 * entry["metrics"][figure_metric]}
                 for label, entry in cohort["models"].items()
@@ -483,7 +505,6 @@ def compare_models(
             ylabel = "AUC (%)" if figure_metric == "auc" else "accuracy (%)"
             efficiency_figure(points, out / f"fig5_{cohort['name']}.png", ylabel, f"{cohort['name']}, {split} split")
     (out / "compare.md").write_text("\n\n".join(sections) + f"\n\n{TEST_NOTE}\n")
-    return result
 
 
 def _cohort_names(data: Sequence[str | os.PathLike]) -> list[str]:

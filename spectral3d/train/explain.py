@@ -12,12 +12,15 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from spectral3d.gradcam import METHOD_LABELS, GradCAM3d, Method
+
+if TYPE_CHECKING:
+    from spectral3d.data import LoadedCase
 
 __all__ = ["gradcam_case", "render_gradcam_figure"]
 
@@ -58,33 +61,16 @@ def gradcam_case(
         >>> res["predicted"], [Path(f).name for f in res["files"]]               # doctest: +SKIP
         ('tuberculous', ['gradcam_t1.nii.gz', 'gradcam_t2fs.nii.gz', 'gradcam.png', 'gradcam.json'])
     """
-    import nibabel as nib
-
-    from backbones3d import is_multi_sequence
-    from spectral3d.data import PreprocessConfig, TabularStats, find_case_files, load_case, read_clinical_table
     from spectral3d.train.workflow import load_checkpoint_model
 
     model, config = load_checkpoint_model(checkpoint)
     class_names: list[str] = list(config["class_names"])
     sequences: list[str] = list(config["sequences"])
-    case_dir = Path(case_dir)
-    case_id = case_dir.name
-    files, roi = find_case_files(case_dir, sequences)
-    loaded = load_case(files, roi=roi, config=PreprocessConfig.from_dict(config["preprocess"]), case_id=case_id)
-
-    x = torch.from_numpy(np.ascontiguousarray(loaded.volume, dtype=np.float32)).unsqueeze(0)
-    tabular, from_csv = None, False
-    if is_multi_sequence(model) and config.get("clinical_columns"):
-        stats = TabularStats.from_dict(config["tabular_stats"])
-        columns = config["clinical_columns"]
-        table = read_clinical_table(tabular_csv, columns) if tabular_csv is not None else {}
-        values, from_csv = table.get(case_id, [math.nan] * len(columns)), case_id in table
-        tabular = torch.from_numpy(stats.transform(values)).unsqueeze(0)
-    class_idx = None
-    if target_class is not None:
-        if target_class not in class_names:
-            raise ValueError(f"target_class: expected one of {class_names}, got {target_class!r}")
-        class_idx = class_names.index(target_class)
+    case_id = Path(case_dir).name
+    loaded, x, tabular, from_csv = _case_inputs(model, config, Path(case_dir), tabular_csv)
+    if target_class is not None and target_class not in class_names:
+        raise ValueError(f"target_class: expected one of {class_names}, got {target_class!r}")
+    class_idx = class_names.index(target_class) if target_class is not None else None
 
     result = GradCAM3d(model, method=method, min_grid=min_grid)(x, tabular, class_idx)
     probs = result.probs[0]
@@ -94,20 +80,12 @@ def gradcam_case(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written: list[str] = []
-    for seq, cam in per_sequence.items():
-        path = out / f"gradcam_{seq}.nii.gz"
-        img = loaded.to_source_nifti(cam, seq)
-        img.header.set_intent("estimate", name="Grad-CAM")
-        nib.save(img, path)
-        written.append(str(path))
+    written = _write_source_maps(loaded, per_sequence, out)
     label = METHOD_LABELS[method]
-    fused = "input" in result.maps  # early fusion: one map for all sequences
-    title = (
-        f"{case_id}: predicted {class_names[pred]} (p = {float(probs[pred]):.2f}); "
-        f"{label} for {explained} — {config['model']}"
-        + (f"\none {label} map for the fused input (early fusion), the same in every row" if fused else "")
-    )
+    title = f"{case_id}: predicted {class_names[pred]} (p = {float(probs[pred]):.2f}); {label} for {explained} — "
+    title += config["model"]
+    if "input" in result.maps:  # early fusion: one map for all sequences
+        title += f"\none {label} map for the fused input (early fusion), the same in every row"
     png = out / "gradcam.png"
     render_gradcam_figure(loaded.volume, per_sequence, sequences, loaded.roi, title, png, map_label=label)
     written.append(str(png))
@@ -126,6 +104,43 @@ def gradcam_case(
     (out / "gradcam.json").write_text(json.dumps(summary, indent=2) + "\n")
     written.append(str(out / "gradcam.json"))
     return {**summary, "files": written}
+
+
+def _case_inputs(
+    model: torch.nn.Module, config: dict[str, Any], case_dir: Path, tabular_csv: str | os.PathLike | None
+) -> tuple[LoadedCase, torch.Tensor, torch.Tensor | None, bool]:
+    """The case loaded with the checkpoint's preprocessing, its ``(1, S, D, H, W)`` volume, its standardised
+    clinical values ``(1, F)`` (a multi-sequence model; NaN when ``tabular_csv`` lacks the case) and whether
+    they came from the CSV."""
+    from backbones3d import is_multi_sequence
+    from spectral3d.data import PreprocessConfig, TabularStats, find_case_files, load_case, read_clinical_table
+
+    case_id = case_dir.name
+    files, roi = find_case_files(case_dir, list(config["sequences"]))
+    loaded = load_case(files, roi=roi, config=PreprocessConfig.from_dict(config["preprocess"]), case_id=case_id)
+    x = torch.from_numpy(np.ascontiguousarray(loaded.volume, dtype=np.float32)).unsqueeze(0)
+    tabular, from_csv = None, False
+    if is_multi_sequence(model) and config.get("clinical_columns"):
+        stats = TabularStats.from_dict(config["tabular_stats"])
+        columns = config["clinical_columns"]
+        table = read_clinical_table(tabular_csv, columns) if tabular_csv is not None else {}
+        values, from_csv = table.get(case_id, [math.nan] * len(columns)), case_id in table
+        tabular = torch.from_numpy(stats.transform(values)).unsqueeze(0)
+    return loaded, x, tabular, from_csv
+
+
+def _write_source_maps(loaded: LoadedCase, maps: Mapping[str, np.ndarray], out: Path) -> list[str]:
+    """``out/gradcam_<sequence>.nii.gz``: each model-grid map on its sequence's source grid (shape, affine)."""
+    import nibabel as nib
+
+    written = []
+    for seq, cam in maps.items():
+        path = out / f"gradcam_{seq}.nii.gz"
+        img = loaded.to_source_nifti(cam, seq)
+        img.header.set_intent("estimate", name="Grad-CAM")
+        nib.save(img, path)
+        written.append(str(path))
+    return written
 
 
 def render_gradcam_figure(
@@ -163,11 +178,7 @@ def render_gradcam_figure(
     if volume.ndim != 4 or volume.shape[0] != len(sequences):
         raise ValueError(f"volume: expected (S={len(sequences)}, D, H, W), got {volume.shape}")
     if centre is None:
-        if roi is not None and roi.any():
-            centre = tuple(int(round(c)) for c in np.argwhere(roi).mean(0))
-        else:
-            mean_map = np.mean([maps[s] for s in sequences], axis=0)
-            centre = tuple(int(i) for i in np.unravel_index(int(np.argmax(mean_map)), mean_map.shape))
+        centre = _slice_centre(roi, [maps[s] for s in sequences])
     d, h, w = centre
     planes = [  # name, slicer, (vertical, horizontal) axis labels
         ("axial", lambda v: v[d], ("P", "A", "L", "R")),
@@ -179,35 +190,19 @@ def render_gradcam_figure(
     grid = fig.add_gridspec(n_rows, n_cols, wspace=0.04, hspace=0.1, left=0.06, right=0.93, top=0.8, bottom=0.02)
     mappable = None
     for r, seq in enumerate(sequences):
-        img, cam = volume[r], maps[seq]
-        lo, hi = np.percentile(img, (1, 99))
-        for p, (plane, cut, (v0, v1, h0, h1)) in enumerate(planes):
-            img2, cam2 = cut(img), cut(cam)
-            roi2 = cut(roi) if roi is not None else None
+        lo, hi = np.percentile(volume[r], (1, 99))
+        for p, (plane, cut, corners) in enumerate(planes):
+            img2, cam2, roi2 = cut(volume[r]), cut(maps[seq]), (cut(roi) if roi is not None else None)
             for k, kind in enumerate(("image", map_label, "overlay")):
                 ax = fig.add_subplot(grid[r, 3 * p + k])
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if kind != map_label:
-                    ax.imshow(img2, cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
-                if kind != "image":
-                    shown = ax.imshow(
-                        cam2,
-                        cmap="jet",
-                        vmin=0,
-                        vmax=1,
-                        origin="lower",
-                        alpha=0.45 if kind == "overlay" else 1.0,
-                        interpolation="bilinear",
-                    )
-                    mappable = shown if kind == map_label else mappable
-                if roi2 is not None and roi2.any() and kind != map_label:
-                    ax.contour(roi2.astype(float), levels=[0.5], colors="lime", linewidths=1.0, origin="lower")
+                shown = _draw_panel(ax, kind, map_label, img2, cam2, roi2, (lo, hi))
+                mappable = shown if kind == map_label else mappable
                 if r == 0:
                     ax.set_title(f"{plane}\n{kind}" if k == 1 else kind, fontsize=8)
                 if k == 0 and p == 0:
                     ax.set_ylabel(seq, fontsize=10, fontweight="bold")
                 if k == 0 and r == n_rows - 1:
+                    v0, v1, h0, h1 = corners
                     ax.text(0.02, 0.02, f"{h0}→{h1}, {v0}→{v1}", transform=ax.transAxes, fontsize=6, color="yellow")
     if mappable is not None:
         cax = fig.add_axes((0.945, 0.1, 0.012, 0.6))
@@ -217,3 +212,35 @@ def render_gradcam_figure(
     FigureCanvasAgg(fig)
     fig.savefig(path)
     return tuple(centre)  # type: ignore[return-value]
+
+
+def _slice_centre(roi: np.ndarray | None, maps: Sequence[np.ndarray]) -> tuple[int, int, int]:
+    """The ROI centroid, else the maximum of the mean map."""
+    if roi is not None and roi.any():
+        return tuple(int(round(c)) for c in np.argwhere(roi).mean(0))  # type: ignore[return-value]
+    mean_map = np.mean(maps, axis=0)
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(mean_map)), mean_map.shape))  # type: ignore[return-value]
+
+
+def _draw_panel(
+    ax: Any,
+    kind: str,
+    map_label: str,
+    img: np.ndarray,
+    cam: np.ndarray,
+    roi: np.ndarray | None,
+    window: tuple[float, float],
+) -> Any:
+    """One slice: the image (``"image"``), the map (``map_label``) or the map over the image
+    (``"overlay"``), with the ROI contour on the image panels; returns the map's image, if drawn."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    shown = None
+    if kind != map_label:
+        ax.imshow(img, cmap="gray", vmin=window[0], vmax=window[1], origin="lower", interpolation="nearest")
+    if kind != "image":
+        alpha = 0.45 if kind == "overlay" else 1.0
+        shown = ax.imshow(cam, cmap="jet", vmin=0, vmax=1, origin="lower", alpha=alpha, interpolation="bilinear")
+    if roi is not None and roi.any() and kind != map_label:
+        ax.contour(roi.astype(float), levels=[0.5], colors="lime", linewidths=1.0, origin="lower")
+    return shown

@@ -184,11 +184,10 @@ def train_on_cohort(
 ) -> FitResult:
     """Train ``model_name`` on the cohort folder ``data``; checkpoints go to ``out``.
 
-    Everything that can be checked without the voxel data is checked before any case is loaded:
-    the model name, ``out`` (writable; a run there needs ``resume`` or ``overwrite``), ``cache_dir``,
-    the cohort table and files, the labels (every label has training cases, two classes or more),
-    the class weights, the input size (a meta-device forward) and, with ``resume``, that the run
-    was of the same model, classes and sequences. Nothing is written before that.
+    Checked before any case is loaded or anything written: the model name, ``out`` (writable; a run
+    there needs ``resume`` or ``overwrite``), ``cache_dir``, the cohort table and files, the labels
+    (training cases for every label, two classes or more), the class weights, the input size (a
+    meta-device forward) and, with ``resume``, that the run was of the same model, classes and sequences.
 
     Args:
         model_name: a registered model (``backbones3d.list_models()``).
@@ -219,60 +218,17 @@ def train_on_cohort(
     check_run_dir(out, resume, overwrite, name="out")
     if cache_dir is not None:
         check_writable_dir(cache_dir, "cache_dir")
-    cohort = Cohort.from_folder(data, sequences=cohort_sequences(model_name, sequences), skip_bad=skip_bad)
-    check_training_labels(cohort, fold)
-    if isinstance(cfg.class_weights, Sequence) and not isinstance(cfg.class_weights, str):
-        if len(cfg.class_weights) != cohort.num_classes:
-            raise ValueError(
-                f"class_weights: expected {cohort.num_classes} values, one per class {list(cohort.classes)}, "
-                f"got {len(cfg.class_weights)}"
-            )
-    # the initial weights depend on cfg.seed alone, not on what this process ran before
-    # (the demo trains two models in a row; without this the baseline's start depended on DeSamba's run)
-    torch.manual_seed(cfg.seed)
-    model, kwargs = build_model_for_cohort(
-        model_name, cohort.sequences, cohort.num_classes, cohort.num_tabular, model_kwargs
-    )
-    pre = dataclasses.replace(pre, input_size=_input_size(model, input_size))
-    check_input_size(model_name, kwargs, pre.input_size, len(cohort.sequences), cohort.num_tabular)
-    run_config = {
-        "model": model_name,
-        "model_kwargs": kwargs,
-        "class_names": list(cohort.classes),
-        "sequences": list(cohort.sequences),
-        "clinical_columns": list(cohort.clinical_columns),
-        "preprocess": pre.to_dict(),
-        "data": str(Path(data).resolve()),
-        "fold": fold,
-        "spectral3d_version": _version(),
-        "torch_version": torch.__version__,
-    }
+    cohort = _checked_cohort(model_name, data, cfg, fold, sequences, skip_bad)
+    model, kwargs, pre = _model_for_cohort(model_name, model_kwargs, cohort, pre, input_size, cfg.seed)
+    run_config = _run_config(model_name, kwargs, cohort, pre, data, fold)
     if resume:
         check_resume(out, run_config)
     if skip_bad:
         cohort = cohort.verify(pre, skip_bad=True, progress=cfg.progress)
         check_training_labels(cohort, fold)
-    train_cases = cohort.split("train", fold)
-    val_cases = _split_or_empty(cohort, "val", fold)
-    if not val_cases:
-        warnings.warn(
-            f"{Path(data) / 'cases.csv'}: no validation cases"
-            + (f" in fold {fold}" if fold is not None else "")
-            + ": 'best' is the last epoch and early stopping is off",
-            stacklevel=2,
-        )
-    out = Path(out)
-    if overwrite:
-        clear_run(out)
-    if cohort.skipped:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "skipped.json", [str(s) for s in cohort.skipped])
-    train_set = MRIDataset(cohort, train_cases, pre, augment=augment, cache_dir=cache_dir, seed=cfg.seed)
-    val_set = (
-        MRIDataset(cohort, val_cases, pre, tabular_stats=train_set.tabular_stats, cache_dir=cache_dir)
-        if val_cases
-        else None
-    )
+    cases = _training_cases(cohort, fold, Path(data))
+    out = _clear_out(Path(out), overwrite, cohort.skipped)
+    train_set, val_set = _training_datasets(cohort, cases, pre, augment, cache_dir, cfg.seed)
     run_config["tabular_stats"] = train_set.tabular_stats.to_dict()
     return fit(
         model,
@@ -286,6 +242,114 @@ def train_on_cohort(
         class_names=cohort.classes,
         stop_when=stop_when,
     )
+
+
+def _checked_cohort(
+    model_name: str,
+    data: str | os.PathLike,
+    cfg: TrainConfig,
+    fold: int | None,
+    sequences: Sequence[str] | None,
+    skip_bad: bool,
+) -> Cohort:
+    """The cohort's table and files, its labels (every label has training cases, two classes or more) and
+    the class weights against it, all checked before any voxel is read."""
+    cohort = Cohort.from_folder(data, sequences=cohort_sequences(model_name, sequences), skip_bad=skip_bad)
+    check_training_labels(cohort, fold)
+    if isinstance(cfg.class_weights, Sequence) and not isinstance(cfg.class_weights, str):
+        if len(cfg.class_weights) != cohort.num_classes:
+            raise ValueError(
+                f"class_weights: expected {cohort.num_classes} values, one per class {list(cohort.classes)}, "
+                f"got {len(cfg.class_weights)}"
+            )
+    return cohort
+
+
+def _run_config(
+    model_name: str,
+    model_kwargs: dict[str, Any],
+    cohort: Cohort,
+    pre: PreprocessConfig,
+    data: str | os.PathLike,
+    fold: int | None,
+) -> dict[str, Any]:
+    """The entries of each checkpoint's ``config.json`` that describe the model and the data."""
+    return {
+        "model": model_name,
+        "model_kwargs": model_kwargs,
+        "class_names": list(cohort.classes),
+        "sequences": list(cohort.sequences),
+        "clinical_columns": list(cohort.clinical_columns),
+        "preprocess": pre.to_dict(),
+        "data": str(Path(data).resolve()),
+        "fold": fold,
+        "spectral3d_version": _version(),
+        "torch_version": torch.__version__,
+    }
+
+
+def _model_for_cohort(
+    model_name: str,
+    model_kwargs: Mapping[str, Any] | None,
+    cohort: Cohort,
+    pre: PreprocessConfig,
+    input_size: int | Sequence[int] | None,
+    seed: int,
+) -> tuple[nn.Module, dict[str, Any], PreprocessConfig]:
+    """The model for the cohort, its kwargs, and ``pre`` at its input size (checked by a meta-device forward)."""
+    # the initial weights depend on the seed alone, not on what this process ran before
+    # (the demo trains two models in a row; without this the baseline's start depended on DeSamba's run)
+    torch.manual_seed(seed)
+    model, kwargs = build_model_for_cohort(
+        model_name, cohort.sequences, cohort.num_classes, cohort.num_tabular, model_kwargs
+    )
+    pre = dataclasses.replace(pre, input_size=_input_size(model, input_size))
+    check_input_size(model_name, kwargs, pre.input_size, len(cohort.sequences), cohort.num_tabular)
+    return model, kwargs, pre
+
+
+def _training_cases(cohort: Cohort, fold: int | None, data: Path) -> tuple[list[CaseRecord], list[CaseRecord]]:
+    """The training and validation cases; a warning when there is no validation split."""
+    train_cases = cohort.split("train", fold)
+    val_cases = _split_or_empty(cohort, "val", fold)
+    if not val_cases:
+        warnings.warn(
+            f"{data / 'cases.csv'}: no validation cases"
+            + (f" in fold {fold}" if fold is not None else "")
+            + ": 'best' is the last epoch and early stopping is off",
+            stacklevel=3,
+        )
+    return train_cases, val_cases
+
+
+def _clear_out(out: Path, overwrite: bool, skipped: Sequence[Any]) -> Path:
+    """With ``overwrite``, remove the run in ``out``; list the skipped cases in ``out/skipped.json``."""
+    if overwrite:
+        clear_run(out)
+    if skipped:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "skipped.json", [str(s) for s in skipped])
+    return out
+
+
+def _training_datasets(
+    cohort: Cohort,
+    cases: tuple[list[CaseRecord], list[CaseRecord]],
+    pre: PreprocessConfig,
+    augment: bool,
+    cache_dir: str | os.PathLike | None,
+    seed: int,
+) -> tuple[MRIDataset, MRIDataset | None]:
+    """The training and validation datasets; validation standardises clinical values with the training
+    split's statistics."""
+    train_cases, val_cases = cases
+    train_set = MRIDataset(cohort, train_cases, pre, augment=augment, cache_dir=cache_dir, seed=seed)
+    val_set = (
+        MRIDataset(cohort, val_cases, pre, tabular_stats=train_set.tabular_stats, cache_dir=cache_dir)
+        if val_cases
+        else None
+    )
+    return train_set, val_set
 
 
 def _version() -> str:
