@@ -1,20 +1,14 @@
 """The ``spectral3d`` command line: synth, train, evaluate, predict, gradcam, compare, ablate, demo, models.
 
-Every command is a thin layer over a Python function (``spectral3d.data.write_synthetic_cohort``,
-``spectral3d.train.workflow``, ``spectral3d.train.explain.gradcam_case``, ``spectral3d.train.compare``,
-``spectral3d.train.ablate``, ``spectral3d.demo.run_demo``)
-and owns two functions here: ``_add_<command>_parser(sub)`` (its flags) and ``_<command>(args)``
-(its work). Flags carry the library's argument names as ``dest``, so a library error about an
-argument (``patience: ...``, ``pass overwrite=True``) is shown with the flag (``--patience: ...``,
-``pass --overwrite``).
+Each command is a thin layer over a Python function (``spectral3d.train.workflow``, ``.explain``,
+``.compare``, ``.ablate``, ``spectral3d.data``, ``spectral3d.demo``) and owns two functions here:
+``_add_<command>_parser(sub)`` (its flags) and ``_<command>(args)`` (its work). Flags carry the
+library's argument names as ``dest``, so a library error (``patience: ...``) is shown with the flag.
 
 A mistake (a bad flag value, a missing or corrupt file, a reused run directory, an unwritable output,
-a missing optional package) is reported as one line naming the flag or the file, with exit status 2
-and no traceback, before any work starts; ``--skip-bad`` turns data problems into a report of every
-skipped case instead. Warnings are one line each. ``SPECTRAL3D_DEBUG=1`` shows tracebacks.
-``spectral3d --help`` and ``spectral3d COMMAND --help`` import no torch.
-
-Run ``spectral3d COMMAND --help`` for the options of each command.
+a missing optional package) is one line naming the flag or the file, exit status 2, no traceback,
+before any work starts (``--skip-bad`` reports bad cases instead). ``SPECTRAL3D_DEBUG=1`` shows
+tracebacks. ``--help`` imports no torch.
 """
 
 from __future__ import annotations

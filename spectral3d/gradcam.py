@@ -1,48 +1,32 @@
 """3D Grad-CAM, Grad-CAM++ and LayerCAM for any model; one map per MRI sequence for DeSamba (paper Fig. 6, 7).
 
-For a target layer with activations ``A`` of shape ``(N, C, d, h, w)`` and the gradient ``G`` of the
-chosen class score ``y_c`` (the logit, before softmax) with respect to ``A``:
+For a target layer with activations ``A`` ``(N, C, d, h, w)`` and the gradient ``G`` of the class
+logit ``y_c`` with respect to ``A``:
 
 - Grad-CAM (Selvaraju et al. 2017): ``w_k = mean_{d,h,w} G_k``, ``M = ReLU(Σ_k w_k A_k)``.
-- Grad-CAM++ (Chattopadhay et al. 2018), with the exponential-score closed form:
+- Grad-CAM++ (Chattopadhay et al. 2018), exponential-score closed form:
   ``α_k = G_k² / (2 G_k² + Σ_{dhw} A_k G_k³)`` (0 where the denominator is 0),
   ``w_k = Σ_{dhw} α_k ReLU(G_k)``, ``M = ReLU(Σ_k w_k A_k)``.
-- LayerCAM (Jiang et al. 2021): ``M = ReLU(Σ_k ReLU(G_k) ⊙ A_k)``, a weight per position (``method="layercam"``).
+- LayerCAM (Jiang et al. 2021): ``M = ReLU(Σ_k ReLU(G_k) ⊙ A_k)``, a weight per position.
 
 Each map is upsampled trilinearly (``align_corners=False``) to the input's ``(D, H, W)`` and scaled to
-[0, 1] per case (a map that is zero everywhere stays zero). When a level has several layers (DeSamba's
-SAMNet and MambaOut3d stages of one sequence), their normalised maps are averaged.
+[0, 1] per case (an all-zero map stays zero); the maps of a level's layers are averaged.
 
-**The model's hooks** (all optional; the models of ``backbones3d`` define the first two as needed):
+A model may define (``backbones3d``'s models do, as needed):
 
 - ``gradcam_target_layers() -> {name: [level, ...]}``: per map name (a sequence, or ``"input"`` for
-  early fusion), the candidate levels deepest first, a level being a list of modules (a module or a
-  flat list of modules stands for one level). Without it: the model's ``stages`` / ``layers`` /
-  ``blocks`` / ``features`` (else ``layer4``), deepest first, keyed ``"input"``.
-- ``gradcam_reshape(tensor, size) -> (N, C, d, h, w)``: a hooked output (channels-last, tokens) on the
-  grid of an input of ``size`` ``(D, H, W)``.
-- ``gradcam_rows() -> {name: (i, step)}``: rows ``i::step`` of a hooked activation belong to ``name``
-  (one encoder run over a batch of ``N·S`` volumes, :func:`shared_encoder_rows`).
+  early fusion) the candidate levels deepest first, a level being a list of modules (a module or a
+  flat list is one level). Default: ``stages`` / ``layers`` / ``blocks`` / ``features`` (else
+  ``layer4``), keyed ``"input"``.
+- ``gradcam_reshape(tensor, size) -> (N, C, d, h, w)``: a hooked output (channels-last, tokens) laid
+  on the grid of an input of ``size`` ``(D, H, W)``.
+- ``gradcam_rows() -> {name: (i, step)}``: rows ``i::step`` of a hooked activation belong to ``name``.
 
-*(ours)* At call time every candidate is hooked and the deepest level whose map has at least
-``min_grid`` cells on every axis and a gradient that is not identically zero is explained: the
-paper's last stage is 1 × 1 × 1 at 32³, a constant, and a class-token head gives the last block's
-patch tokens no gradient. ``min_grid=1`` restores "always the last stage". :attr:`CAMResult.layers`
-names the modules used.
-
-*(ours)* Hooks rather than ``pytorch-grad-cam``: its Grad-CAM++ reduces over two spatial axes, it
-needs OpenCV, and it assumes single-input models (DeSamba takes ``(x, tabular)``).
-Whole cases from a checkpoint: :func:`spectral3d.train.explain.gradcam_case`.
-
-Example::
-
-    >>> import torch, backbones3d
-    >>> from spectral3d.gradcam import GradCAM3d
-    >>> model = backbones3d.create_model("test_resnet_3d").eval()
-    >>> cam = GradCAM3d(model)
-    >>> out = cam(torch.randn(1, 3, 32, 32, 32))
-    >>> out.maps["input"].shape, out.layers["input"]
-    (torch.Size([1, 32, 32, 32]), ['layer2'])
+*(ours)* The deepest level whose map has at least ``min_grid`` cells per axis and a non-zero gradient
+is explained (the last stage is 1³ at 32³, and a class-token head gives the last block's patch tokens
+no gradient); ``min_grid=1`` restores "always the last stage". *(ours)* Hooks rather than
+``pytorch-grad-cam``: its Grad-CAM++ reduces over two spatial axes, it needs OpenCV, and it takes
+single-input models. Whole cases from a checkpoint: :func:`spectral3d.train.explain.gradcam_case`.
 """
 
 from __future__ import annotations
@@ -87,10 +71,8 @@ class CAMResult:
     """Maps ``name -> (N, D, H, W)`` in [0, 1] on the model grid, with the logits and chosen classes.
 
     Attributes:
-        maps: per name (a sequence name for DeSamba, ``"input"`` for early-fusion models).
-        logits: ``(N, K)``.
-        class_idx: ``(N,)`` the explained class of each case.
-        layers: per name, the qualified names of the modules whose maps were averaged.
+        maps: per name (a sequence for DeSamba, ``"input"`` for early fusion); ``logits``: ``(N, K)``;
+        class_idx: ``(N,)`` the explained classes; layers: per name, the modules averaged.
     """
 
     maps: dict[str, torch.Tensor]
@@ -154,8 +136,7 @@ def _as_levels(v: nn.Module | Sequence[nn.Module] | Sequence[Sequence[nn.Module]
 def candidate_target_layers(model: nn.Module) -> dict[str, list[list[nn.Module]]]:
     """Per name, the candidate levels deepest first; each level is a list of modules averaged together.
 
-    The model's ``gradcam_target_layers()``, else its stages (module docstring). Raises ``ValueError``
-    for a model with neither.
+    The model's ``gradcam_target_layers()``, else its stages; ``ValueError`` for neither.
 
     Example::
 
@@ -181,8 +162,7 @@ def candidate_target_layers(model: nn.Module) -> dict[str, list[list[nn.Module]]
 
 
 def shared_encoder_rows(model: nn.Module) -> dict[str, tuple[int, int]]:
-    """The model's ``gradcam_rows()``: ``{name: (i, step)}``, rows ``i::step`` of a hooked activation belong
-    to ``name`` (a DeSamba whose one encoder runs its ``S`` sequences as ``N·S`` volumes); else ``{}``.
+    """The model's ``gradcam_rows()`` (e.g. a DeSamba with one shared encoder), else ``{}``.
 
     Example::
 

@@ -1,12 +1,9 @@
 """``spectral3d ablate``: the paper's Table 3 (ablation) and Fig. 5 on your cohort, resumable row by row.
 
-Every requested row of Table 3 (``backbones3d.desamba.ABLATION_ROWS``; registered as
-``desamba_spine_ablation_<row>``, or ``desamba_spondylitis_ablation_<row>`` for a two-sequence
-cohort) is trained with one recipe (one :class:`spectral3d.train.TrainConfig`, one scale, one
-input size) for every seed, then evaluated on the cohort's test split; the table gives the
-TE/CE/FP/ME/De/C/S flags, parameters, MACs, ACC, F1, Top-3, AUC with 95 % CIs and the p-values
-against ``full`` (DeLong or paired bootstrap for AUC, McNemar for accuracy, Holm-adjusted across
-rows; :mod:`spectral3d.train.compare`).
+Every requested row (``backbones3d.desamba.ABLATION_ROWS``, registered as ``desamba_spine_ablation_<row>``
+or, for two sequences, ``desamba_spondylitis_ablation_<row>``) is trained with one recipe (config, scale,
+input size) per seed and evaluated on the test split: flags, parameters, MACs, ACC, F1, Top-3, AUC with
+95 % CIs and p-values against ``full`` (as :mod:`spectral3d.train.compare`, Holm-adjusted across rows).
 
 Layout of ``OUT``::
 
@@ -15,10 +12,8 @@ Layout of ``OUT``::
     cache/                           preprocessed volumes, shared by the rows (default --cache-dir)
     table3.md  table3.json  fig5.png
 
-Resuming *(ours)*: a row-seed with ``done.json`` is skipped; one with a ``last`` checkpoint resumes
-from it (an interrupted epoch from its exact batch, ``spectral3d.train.fit``); the rest start. The
-model is built for the cohort (its sequences, classes and clinical columns), as ``train`` does.
-Several seeds: mean ± sd over seeds, tests on the mean of the seeds' probabilities (as ``compare``).
+Resuming *(ours)*: a row-seed with ``done.json`` is skipped, one with a ``last`` checkpoint resumes from
+it (to the exact batch), the rest start.
 """
 
 from __future__ import annotations
@@ -154,8 +149,7 @@ def run_ablation(
 ) -> AblationResult:
     """Train the ablation rows on the cohort ``data`` and write Table 3 and Fig. 5 into ``out``.
 
-    Everything is checked before training starts: rows, seeds, scale, the cohort (TE rows need
-    clinical columns, De rows two sequences), the split, an earlier recipe in ``out``, matplotlib.
+    Everything is checked before training (TE rows need clinical columns, De rows two sequences).
 
     Args:
         data: the cohort folder (train/val/test splits in ``cases.csv``).
@@ -218,8 +212,7 @@ def _check_ablation(
     figure_metric: str,
     stop_after_steps: int | None,
 ) -> tuple[list[str], list[int], Cohort]:
-    """Check the arguments and the cohort against the rows (TE rows need clinical columns, De rows two
-    sequences; the training and reported splits exist); returns the rows, the seeds and the cohort."""
+    """The rows, seeds and cohort, once the arguments and the cohort are checked against the rows."""
     from backbones3d.desamba import ABLATION_ROWS, SCALES
     from spectral3d.data import Cohort
 

@@ -36,10 +36,9 @@ def gradcam_case(
 ) -> dict[str, Any]:
     """Grad-CAM of one case folder with a checkpoint: NIfTI maps on the source grids, a PNG and a JSON.
 
-    The case is loaded with the checkpoint's preprocessing (its sequences, ROI crop when the folder has
-    ``roi.nii.gz``); clinical values come from ``tabular_csv`` (standardised with the checkpoint's
-    statistics) or are all missing. DeSamba gives one map per sequence; an early-fusion baseline gives
-    one map for the fused input, written for every sequence, and the figure says so.
+    The case is loaded with the checkpoint's preprocessing; clinical values come from ``tabular_csv`` or
+    are all missing. DeSamba gives one map per sequence; an early-fusion model one map for the fused
+    input, written for every sequence (the figure says so).
 
     Args:
         checkpoint: a checkpoint directory or a run directory (its best, else last checkpoint).
@@ -51,9 +50,8 @@ def gradcam_case(
         min_grid: see :class:`GradCAM3d`.
 
     Returns:
-        ``{"case_id", "predicted", "probability", "explained_class", "probabilities", "layers", "files"}``;
-        ``files`` lists ``out/gradcam_<sequence>.nii.gz`` (each on that sequence's original grid: same
-        shape and affine as its file), ``out/gradcam.png`` and ``out/gradcam.json``.
+        The summary in ``gradcam.json`` plus ``files``: ``out/gradcam_<sequence>.nii.gz`` (on that
+        sequence's source grid), ``out/gradcam.png`` and ``out/gradcam.json``.
 
     Example::
 
@@ -109,9 +107,7 @@ def gradcam_case(
 def _case_inputs(
     model: torch.nn.Module, config: dict[str, Any], case_dir: Path, tabular_csv: str | os.PathLike | None
 ) -> tuple[LoadedCase, torch.Tensor, torch.Tensor | None, bool]:
-    """The case loaded with the checkpoint's preprocessing, its ``(1, S, D, H, W)`` volume, its standardised
-    clinical values ``(1, F)`` (a multi-sequence model; NaN when ``tabular_csv`` lacks the case) and whether
-    they came from the CSV."""
+    """The loaded case, ``x`` ``(1, S, D, H, W)``, standardised clinical values ``(1, F)`` or None, from CSV?"""
     from backbones3d import is_multi_sequence
     from spectral3d.data import PreprocessConfig, TabularStats, find_case_files, load_case, read_clinical_table
 
@@ -155,9 +151,8 @@ def render_gradcam_figure(
 ) -> tuple[int, int, int]:
     """Save the figure of paper Fig. 6/7: per sequence, three planes × (image, map, overlay), ROI contour.
 
-    Everything is on the model grid ``(D, H, W)`` = (inferior→superior, posterior→anterior,
-    left→right), shown in neurological convention (patient's right on the right). The slices cross
-    at ``centre``: default the ROI centroid, else the maximum of the mean map.
+    On the model grid ``(D, H, W)`` = (inferior→superior, posterior→anterior, left→right), in
+    neurological convention (patient's right on the right).
 
     Args:
         volume: ``(S, D, H, W)`` the preprocessed images.
@@ -166,7 +161,7 @@ def render_gradcam_figure(
         roi: ``(D, H, W)`` bool or ``None``.
         title: the figure title.
         path: the PNG to write.
-        centre: ``(d, h, w)`` to cut through.
+        centre: ``(d, h, w)`` to cut through; default the ROI centroid, else the mean map's maximum.
         map_label: the method's name, over the map columns (``METHOD_LABELS``).
 
     Returns:
@@ -231,8 +226,7 @@ def _draw_panel(
     roi: np.ndarray | None,
     window: tuple[float, float],
 ) -> Any:
-    """One slice: the image (``"image"``), the map (``map_label``) or the map over the image
-    (``"overlay"``), with the ROI contour on the image panels; returns the map's image, if drawn."""
+    """One slice panel: ``"image"``, the map (``map_label``) or ``"overlay"``; returns the map's image."""
     ax.set_xticks([])
     ax.set_yticks([])
     shown = None

@@ -1,43 +1,30 @@
 """The training loop behind ``spectral3d train``: Eq. 5, AdamW, warm-up + cosine, checkpoints, DDP.
 
-Data contract: a dataset item is a :class:`spectral3d.data.Sample` ``(volume, tabular, label,
-case_id)`` — ``(S, D, H, W)`` float32, ``(F,)`` float32 with NaN for missing values (``F`` may be 0),
-an int64 class index and the case id — batched by :func:`spectral3d.data.collate`. Datasets may offer
-``set_epoch(epoch)`` (augmentations seeded per epoch and item) and ``labels`` (class indices, used for
-class weights without loading volumes); :class:`spectral3d.data.MRIDataset` does.
+Data: a dataset item is a :class:`spectral3d.data.Sample` ``(volume (S, D, H, W), tabular (F,) with NaN
+for missing values, label, case_id)``, batched by :func:`spectral3d.data.collate`; a dataset may offer
+``set_epoch(epoch)`` (augmentation seeded per epoch and item) and ``labels`` (class weights without
+loading volumes). Model: a multi-sequence model (``backbones3d.is_multi_sequence``) is called as
+``forward_with_aux(x, tabular) -> (logits, {"self", "cross"})``, any other as ``model(x)`` (the S
+sequences as channels). Loss (Eq. 5): ``CE(logits, y; class weights) + self_weight·L_self +
+cross_weight·L_cross`` (``backbones3d.desamba.DeSambaLoss``; both weights 0.5 as in the paper).
 
-Model contract: multi-sequence models (DeSamba) take ``(x, tabular)`` and provide
-``forward_with_aux`` returning ``(logits, {"self": ..., "cross": ...})``; any other registered model
-takes ``x`` alone (early fusion, the S sequences as channels) and has no auxiliary terms.
-
-Loss (Eq. 5): ``L = CE(logits, y; class weights) + self_weight·L_self + cross_weight·L_cross`` through
-``backbones3d.desamba.DeSambaLoss``; both weights 0.5 as in the paper.
-
-Choices *(ours)*, each a ``TrainConfig`` field:
-- AdamW (lr 3e-4, weight decay 0.05, no decay on biases/norm parameters), linear warm-up for
-  ``warmup_epochs`` then cosine to ``min_lr_ratio · lr``, stepped per optimizer step; gradient
-  clipping at norm 1.0; gradient accumulation over ``grad_accum`` batches.
+Choices *(ours)*, each a ``TrainConfig`` field where it has one:
+- AdamW (no decay on biases/norm parameters), linear warm-up for ``warmup_epochs`` then cosine to
+  ``min_lr_ratio · lr``, stepped per optimizer step; gradient clipping; ``grad_accum``.
 - bf16 autocast on CUDA (the spectral ops keep their FFTs in float32); float32 on CPU.
-- Shuffling: one permutation per epoch from ``seed + epoch`` (the same permutation on every rank,
-  sharded ``rank::world_size``), so a resumed run sees exactly the batches an uninterrupted one would.
-  A last batch of one case joins the batch before it (:func:`batch_bounds`): BatchNorm cannot train on
-  one case, and dropping it would lose that case every epoch.
-- A run directory holds one run: ``fit`` refuses one that holds another unless ``resume`` (same model,
-  classes and sequences) or ``overwrite``.
-- Early stopping on validation macro AUC (``patience`` epochs without improvement; 0 disables);
-  ``best`` is the epoch with the highest validation AUC (ties: lower validation loss).
-- SIGINT/SIGTERM: the current optimizer step finishes, a checkpoint named ``interrupted`` is written
-  with the position inside the epoch, ``last`` points at it, and training stops; ``resume`` continues
-  from that exact batch (or from the last complete epoch), reaching the same weights as an
-  uninterrupted run on CPU.
-- ``compile``: the training step's forward (model and auxiliary terms) runs through
-  ``torch.compile`` with that backend (``nn.Module.compile`` in place), validation too; checkpoints
-  hold the model's own state dict (no ``_orig_mod.`` prefix, also when a ``torch.compile``-d model is
-  passed), so a run resumes into a compiled or an eager model alike.
-- DDP: ``torchrun`` sets ``WORLD_SIZE``/``RANK``; the loop initialises the process group (NCCL on
-  CUDA, gloo on CPU), wraps the model in ``DistributedDataParallel``, shards batches and validation,
-  gathers validation predictions and lets rank 0 alone write checkpoints and logs. With the global
-  batch fixed (``batch_size`` per process × processes), the optimizer steps equal one process's.
+- One permutation per epoch from ``seed + epoch``, sharded ``rank::world_size``, so a resumed run sees
+  the batches an uninterrupted one would; a last batch of one case joins the one before
+  (:func:`batch_bounds`).
+- A run directory holds one run: refused unless ``resume`` (same model, classes, sequences) or ``overwrite``.
+- Early stopping on validation macro AUC (``patience``); ``best`` is the highest validation AUC (ties:
+  lower validation loss).
+- SIGINT/SIGTERM (or ``stop_when``): the optimizer step finishes, an ``interrupted`` checkpoint holds the
+  position inside the epoch, ``last`` points at it; ``resume`` continues from that batch and reaches the
+  weights of an uninterrupted run on CPU.
+- ``compile``: the task's forward and validation run through ``torch.compile``; checkpoints hold the
+  model's own state dict (no ``_orig_mod.`` prefix), so a run resumes compiled or eager alike.
+- DDP (``torchrun``): NCCL on CUDA, gloo on CPU; batches and validation sharded, predictions gathered,
+  rank 0 alone writes. The global batch is ``batch_size`` × processes.
 """
 
 from __future__ import annotations
@@ -131,9 +118,8 @@ class _EpochSampler(Sampler[int]):
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` of each batch of ``n`` items: batches of ``batch_size``, except that a last
-    batch of one item joins the batch before it *(ours)*, so that BatchNorm never trains on a batch
-    of one and no item is dropped.
+    """``(start, stop)`` of each batch of ``batch_size`` of ``n`` items; *(ours)* a last batch of one item
+    joins the one before (BatchNorm never trains on one case, and no case is dropped).
 
     Example::
 
@@ -147,8 +133,7 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 class _EpochBatches(Sampler[list[int]]):
-    """The batches of one epoch: :class:`_EpochSampler`'s order cut by :func:`batch_bounds`, minus the
-    first ``skip`` batches (those done before an interruption)."""
+    """One epoch's batches (:class:`_EpochSampler` cut by :func:`batch_bounds`), minus the first ``skip``."""
 
     def __init__(self, n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int, skip: int = 0) -> None:
         order = _EpochSampler(n, seed, epoch, rank, world).indices
@@ -162,8 +147,7 @@ class _EpochBatches(Sampler[list[int]]):
 
 
 class _ErrorsAsItems(Dataset):
-    """Returns an item's :class:`DataError` instead of raising it: a DataLoader worker then hands the
-    error to the main process as it was (a raised one arrives wrapped in the worker's traceback)."""
+    """Returns an item's :class:`DataError` (a worker would wrap a raised one in its traceback)."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -362,8 +346,7 @@ class _Run:
 
 @dataclass
 class _RunState:
-    """Where a run stands (saved in every checkpoint): the next epoch and batch, the loss sums of a
-    part-done epoch, the history and the early-stopping bookkeeping."""
+    """Where a run stands (saved in every checkpoint): next epoch and batch, part-done sums, early stopping."""
 
     epoch: int = 0
     batch: int = 0
@@ -395,25 +378,18 @@ def fit(
     overwrite: bool = False,
     stop_when: Callable[[int], bool] | None = None,
 ) -> FitResult:
-    """Train ``model`` and write checkpoints into ``run_dir``.
-
-    Every epoch trains on every case of ``train_set``: batches of ``cfg.batch_size``, a last batch of
-    one case joined to the one before (:func:`batch_bounds`).
+    """Train ``model`` and write checkpoints into ``run_dir`` (module docstring).
 
     Args:
         model: any registered model (DeSamba gets Eq. 5's auxiliary terms).
         train_set, val_set: datasets of ``(volume, tabular, label)`` items; ``val_set`` may be None.
         cfg: hyper-parameters.
-        run_dir: output directory (created). One that holds a run is refused unless ``resume`` or
-            ``overwrite`` (:func:`~spectral3d.train.checkpoint.check_run_dir`).
-        run_config: extra JSON-serialisable entries for each checkpoint's ``config.json`` (model name
-            and kwargs, class names, sequences, preprocessing, tabular statistics).
-        resume: continue from ``run_dir/last`` (an epoch or an interrupted checkpoint) of the same
-            model, classes and sequences.
+        run_dir: output directory (created); one holding a run needs ``resume`` or ``overwrite``.
+        run_config: extra JSON entries for each checkpoint's ``config.json`` (model, classes, ...).
+        resume: continue from ``run_dir/last`` (an epoch or an interrupted checkpoint).
         num_classes: K (default: the model's ``num_classes`` attribute or ``pretrained_cfg``).
         class_names: names for the metrics (default: ``run_config["class_names"]``).
-        overwrite: remove the run in ``run_dir`` (its checkpoints, pointers and logs:
-            :data:`~spectral3d.train.checkpoint.RUN_PATTERNS`) before training.
+        overwrite: remove the run in ``run_dir`` (:data:`~spectral3d.train.checkpoint.RUN_PATTERNS`) first.
         stop_when: called after every optimizer step with the run's optimizer-step count (a resumed
             run goes on counting); ``True`` stops training as SIGINT does (an ``interrupted``
             checkpoint at that batch, ``FitResult.interrupted``), e.g. ``lambda step: step >= k``.
@@ -465,8 +441,7 @@ def _check_run(
     class_names: Sequence[str] | None,
     rank: int,
 ) -> None:
-    """Refuse an empty training set or a run directory that cannot be used; warn about classes without a
-    training case; clear the run in ``run_dir`` with ``overwrite``."""
+    """Refuse an empty training set or an unusable ``run_dir``; warn about classes without a training case."""
     if len(train_set) == 0:
         raise ValueError("train_set: the training split is empty")
     check_run_dir(run_dir, resume, overwrite)
@@ -491,8 +466,7 @@ def _setup(
     class_names: Sequence[str] | None,
     dist_info: tuple[int, int, torch.device],
 ) -> _Run:
-    """Seed the RNGs, then build the task (compiled, DDP-wrapped), AdamW, the warm-up + cosine schedule
-    (per optimizer step) and the Eq. 5 loss."""
+    """Seed the RNGs; build the task (compiled, DDP-wrapped), AdamW, the schedule and the Eq. 5 loss."""
     rank, world, device = dist_info
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -521,8 +495,7 @@ def _setup(
 
 
 def _restore(run: _Run, model_name: str) -> _RunState:
-    """Load ``run_dir/last`` (an epoch or an interrupted checkpoint) into the model, optimizer, scheduler
-    and RNGs; return where that run stood."""
+    """Load ``run_dir/last`` into the model, optimizer, scheduler and RNGs; return where that run stood."""
     ckpt = resolve_checkpoint(run.run_dir / "last")
     load_weights(run.model, ckpt, model_name)
     saved = load_training_state(ckpt)
@@ -562,8 +535,7 @@ def _training_state(
 
 @contextlib.contextmanager
 def _stop_on_signal(enabled: bool) -> Iterator[_Stop]:
-    """While open (and ``enabled``), SIGINT/SIGTERM set ``stop.reason`` instead of raising, so the loop
-    saves and stops; the previous handlers come back on exit."""
+    """While open (and ``enabled``), SIGINT/SIGTERM set ``stop.reason``: the loop then saves and stops."""
     stop, handlers = _Stop(), {}
     if enabled:
 
@@ -592,12 +564,7 @@ def _agree_on_stop(run: _Run, stop: _Stop) -> None:
 def _train_epoch(
     run: _Run, train_set: Dataset, epoch: int, state: _RunState, stop: _Stop, stop_when: Callable[[int], bool] | None
 ) -> tuple[dict[str, float], int, int, int]:
-    """One epoch from batch ``state.batch`` on (the sums of a part-done epoch carried on), up to the end or
-    the optimizer step after which ``stop`` is set.
-
-    Returns:
-        ``(loss sums over cases, cases seen, batches done, batches in the epoch)``.
-    """
+    """One epoch from batch ``state.batch``; returns ``(loss sums, cases seen, batches done, batches)``."""
     from tqdm.auto import tqdm
 
     cfg = run.cfg
@@ -632,8 +599,7 @@ def _train_epoch(
 
 
 def _train_step(run: _Run, batch: Any, last_micro: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Forward, Eq. 5 loss and backward of one batch (``1 / grad_accum`` of the step); the optimizer and
-    scheduler step (after clipping) on the last batch of a step. Returns the loss and its terms."""
+    """Forward, Eq. 5 loss and backward of one batch; clip and step on the last batch of a step."""
     cfg = run.cfg
     x, tab, y = batch.volume.to(run.device), batch.tabular.to(run.device), batch.label.to(run.device)
     sync = contextlib.nullcontext() if (last_micro or run.world == 1) else run.ddp_task.no_sync()
@@ -662,8 +628,7 @@ def _save_interrupted(run: _Run, state: _RunState, epoch: int, batch: int, sums:
 def _end_epoch(
     run: _Run, val_set: Dataset | None, state: _RunState, epoch: int, sums: dict[str, float], seen: int, t0: float
 ) -> None:
-    """Validation, the epoch's record in ``state.history`` and ``log.jsonl``, its checkpoint, the ``last``
-    and ``best`` pointers, pruning."""
+    """Validation, the epoch's record (history, ``log.jsonl``), checkpoint, pointers and pruning."""
     from tqdm.auto import tqdm
 
     record: dict[str, Any] = {

@@ -1,22 +1,11 @@
-"""The Python API behind ``spectral3d train | evaluate | predict | demo``.
+"""The Python API behind ``spectral3d train | evaluate | predict | demo``: paths and plain options in,
+plain data out (the CLI and ``examples/train_on_nifti.py`` call the same code).
 
-Each function takes paths and plain options and returns plain data, so the CLI is a thin argparse
-layer over it and ``examples/train_on_nifti.py`` can call the same code.
-
-- :func:`train_on_cohort` — build a registered model sized for a cohort (sequences, classes,
-  clinical columns), train it with :func:`spectral3d.train.fit`, write checkpoints whose
-  ``config.json`` holds everything the other commands need.
-- :func:`load_checkpoint_model` — rebuild the model of a checkpoint and load its weights
-  (safetensors; no pickle).
-- :func:`evaluate_checkpoint` — the paper's metrics on a split, as JSON and a markdown table.
-- :func:`predict_cases` — class probabilities for case folders outside any cohort table.
-
-Model sizing *(ours)*: a multi-sequence model (its ``pretrained_cfg`` names ``sequences``: DeSamba
-and its presets) is built with the cohort's ``sequences``, ``num_classes`` and ``num_tabular``; any
-other model gets ``in_chans = S`` (early fusion) and ``num_classes``. The sequences are the
-``sequences`` argument, else the model's ``pretrained_cfg["sequences"]``, else those of every case
-(:func:`cohort_sequences`). The model grid defaults to the model's ``pretrained_cfg["input_size"]``
-(``(D, H, W)`` part) and 1 mm spacing.
+Model sizing *(ours)*: a multi-sequence model (``backbones3d.is_multi_sequence``) is built with the
+cohort's ``sequences``, ``num_classes`` and ``num_tabular``; any other model gets ``in_chans = S``
+(early fusion) and ``num_classes``. The sequences are the ``sequences`` argument, else the model's
+``pretrained_cfg["sequences"]``, else those of every case (:func:`cohort_sequences`). The model grid
+defaults to the ``(D, H, W)`` of the model's ``pretrained_cfg["input_size"]`` and 1 mm spacing.
 """
 
 from __future__ import annotations
@@ -112,8 +101,7 @@ def cohort_sequences(model_name: str, sequences: Sequence[str] | None = None) ->
 
 
 def check_training_labels(cohort: Cohort, fold: int | None = None) -> None:
-    """Refuse a cohort whose training split lacks a label of the cohort (a label only in val/test: a
-    typo, or a class that cannot be learned) or holds a single class, naming labels and counts.
+    """Refuse a cohort whose training split lacks one of its labels or holds a single class.
 
     Raises:
         DataError: naming ``cases.csv``.
@@ -184,10 +172,8 @@ def train_on_cohort(
 ) -> FitResult:
     """Train ``model_name`` on the cohort folder ``data``; checkpoints go to ``out``.
 
-    Checked before any case is loaded or anything written: the model name, ``out`` (writable; a run
-    there needs ``resume`` or ``overwrite``), ``cache_dir``, the cohort table and files, the labels
-    (training cases for every label, two classes or more), the class weights, the input size (a
-    meta-device forward) and, with ``resume``, that the run was of the same model, classes and sequences.
+    Checked before any case is loaded or anything written: the name, ``out``, ``cache_dir``, the cohort,
+    its labels, the class weights, the input size (meta-device forward), and the run resumed.
 
     Args:
         model_name: a registered model (``backbones3d.list_models()``).
@@ -252,8 +238,7 @@ def _checked_cohort(
     sequences: Sequence[str] | None,
     skip_bad: bool,
 ) -> Cohort:
-    """The cohort's table and files, its labels (every label has training cases, two classes or more) and
-    the class weights against it, all checked before any voxel is read."""
+    """The cohort, its labels and the class weights checked before any voxel is read."""
     cohort = Cohort.from_folder(data, sequences=cohort_sequences(model_name, sequences), skip_bad=skip_bad)
     check_training_labels(cohort, fold)
     if isinstance(cfg.class_weights, Sequence) and not isinstance(cfg.class_weights, str):
@@ -340,8 +325,7 @@ def _training_datasets(
     cache_dir: str | os.PathLike | None,
     seed: int,
 ) -> tuple[MRIDataset, MRIDataset | None]:
-    """The training and validation datasets; validation standardises clinical values with the training
-    split's statistics."""
+    """The datasets; validation standardises clinical values with the training split's statistics."""
     train_cases, val_cases = cases
     train_set = MRIDataset(cohort, train_cases, pre, augment=augment, cache_dir=cache_dir, seed=seed)
     val_set = (
@@ -378,8 +362,7 @@ def predict_split(
     skip_bad: bool = False,
     progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, Any], list[str]]:
-    """A checkpoint's class probabilities on a split of a cohort, read with the checkpoint's classes,
-    sequences, clinical columns, preprocessing and tabular statistics.
+    """A checkpoint's class probabilities on a split of a cohort, read with the checkpoint's settings.
 
     Returns ``(labels (n,), probs (n, K), case_ids, config, skipped)``.
     """
@@ -415,10 +398,8 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """The paper's metrics for a checkpoint on a split of a cohort.
 
-    Writes ``metrics.json`` (strict JSON: an undefined metric is ``null``), ``metrics.md`` (paper
-    Table 1 layout) and ``predictions.csv`` into ``out`` when given; ``out`` is checked to be
-    writable before anything is computed. Returns the metrics dict (see
-    :func:`spectral3d.metrics.classification_metrics`).
+    Writes ``metrics.json`` (strict JSON), ``metrics.md`` (Table 1 layout) and ``predictions.csv`` into
+    ``out`` when given. Returns :func:`spectral3d.metrics.classification_metrics`' dict.
     """
     if out is not None:
         check_writable_dir(out, "out")
@@ -460,9 +441,8 @@ def predict_cases(
 ) -> list[dict[str, Any]]:
     """Class probabilities for case folders (each holding one NIfTI per sequence, optional ROI).
 
-    Clinical values come from ``tabular_csv`` (a ``case_id`` column named as the folder, plus every
-    clinical column of the checkpoint; a case absent from it is an error). Without a CSV they are
-    all missing, and a warning says so (as for a case whose values are all empty).
+    Clinical values come from ``tabular_csv`` (``case_id`` = the folder's name, plus the checkpoint's
+    clinical columns; a case absent from it is an error), else are all missing (with a warning).
     Returns one dict per case: ``case_id``, ``predicted``, ``probabilities`` (class → p).
     """
     model, config = load_checkpoint_model(checkpoint)
