@@ -10,7 +10,14 @@ Example::
 """
 
 from backbones3d._builder import create_model
-from backbones3d._registry import get_pretrained_cfg, is_model, list_models, list_modules, register_model
+from backbones3d._registry import (
+    get_pretrained_cfg,
+    is_model,
+    is_multi_sequence,
+    list_models,
+    list_modules,
+    register_model,
+)
 from backbones3d.inflate import InflationReport, inflate_2d
 
 # Model files: one import line each (after the registry), so that their models register.
@@ -32,6 +39,7 @@ __all__ = [
     "get_pretrained_cfg",
     "inflate_2d",
     "is_model",
+    "is_multi_sequence",
     "list_models",
     "list_modules",
     "register_model",

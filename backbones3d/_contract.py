@@ -164,3 +164,7 @@ class StagedContract(HeadContract):
         """``(N, in_chans, D, H, W) -> (N, num_features, d, h, w)``: the last stage's unpooled map."""
         self._check_input(x)
         return self.stages(self.stem(x))
+
+    def gradcam_target_layers(self) -> dict[str, list[list[nn.Module]]]:
+        """Grad-CAM candidate layers (``spectral3d.gradcam``): the stages, deepest first."""
+        return {"input": [[m] for m in reversed(self.stages)]}

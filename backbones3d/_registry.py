@@ -16,7 +16,7 @@ import re
 import sys
 import types
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import timm.models
@@ -25,6 +25,7 @@ from torch import nn
 __all__ = [
     "get_pretrained_cfg",
     "is_model",
+    "is_multi_sequence",
     "list_models",
     "list_modules",
     "model_entrypoint",
@@ -226,3 +227,28 @@ def get_pretrained_cfg(model_name: str) -> dict[str, Any]:
     if model_name not in _model_cfgs:
         raise unknown_model_error(model_name)
     return copy.deepcopy(_model_cfgs[model_name])
+
+
+def is_multi_sequence(model: nn.Module | str | Mapping[str, Any]) -> bool:
+    """Whether ``model`` is a multi-sequence model (DeSamba): one input channel per named MRI sequence,
+    called as ``model(x, tabular)``, with ``forward_with_aux(x, tabular)`` for Eq. 5's auxiliary terms.
+
+    The one rule: the model names its ``sequences`` (a key of its config, an attribute of the module).
+
+    Args:
+        model: a registered name, a config (``model.pretrained_cfg``) or a model.
+
+    Raises:
+        ValueError: the name is not registered (the message suggests close names).
+
+    Example::
+
+        >>> import backbones3d
+        >>> backbones3d.is_multi_sequence("desamba_spine_tiny"), backbones3d.is_multi_sequence("test_resnet_3d")
+        (True, False)
+    """
+    if isinstance(model, str):
+        model = get_pretrained_cfg(model)
+    if isinstance(model, Mapping):
+        return model.get("sequences") is not None
+    return getattr(model, "sequences", None) is not None

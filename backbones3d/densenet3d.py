@@ -174,6 +174,10 @@ class DenseNet3d(FlatHeadContract):
     def extra_repr(self) -> str:
         return f"global_pool={self.global_pool!r}, drop_rate={self.drop_rate}"
 
+    def gradcam_target_layers(self) -> dict[str, list[list[nn.Module]]]:
+        """Grad-CAM candidate layers (``spectral3d.gradcam``): the children of ``features``, deepest first."""
+        return {"input": [[m] for m in reversed(list(self.features))]}
+
     def check_input_size(self, size: Sequence[int]) -> None:
         """Raise ``ValueError`` if a transition's unpadded 2³ pool would drop voxels of ``(D, H, W)``.
 

@@ -270,6 +270,24 @@ class DeSamba(HeadContract):
         self.num_classes = num_classes
         self._init_classifier()
 
+    def gradcam_target_layers(self) -> dict[str, list[list[nn.Module]]]:
+        """Grad-CAM candidates per sequence (``spectral3d.gradcam``), deepest first: level ``k`` holds stage ``k``
+        of the CNN and of the Mamba encoder (those the ablation row has), averaged into one map per sequence."""
+        levels = {}
+        for name in self.sequences:
+            encoder = self.encoders["shared" if self.config.share_encoders else name]
+            stage_lists = [list(branch.stages) for branch in (encoder.cnn, encoder.mamba) if branch is not None]
+            depth = min(len(s) for s in stage_lists)
+            levels[name] = [[s[len(s) - depth + k] for s in stage_lists] for k in reversed(range(depth))]
+        return levels
+
+    def gradcam_rows(self) -> dict[str, tuple[int, int]]:
+        """``{sequence: (i, S)}`` with ``share_encoders`` (else ``{}``): the one encoder runs
+        ``x.reshape(N * S, 1, D, H, W)``, so rows ``i::S`` of its activations belong to sequence ``i``."""
+        if not self.config.share_encoders:
+            return {}
+        return {name: (i, len(self.sequences)) for i, name in enumerate(self.sequences)}
+
     # ----- input handling ------------------------------------------------------------------------
     def _stack(self, x: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
         s = len(self.sequences)

@@ -244,6 +244,10 @@ class EfficientNet3d(FlatHeadContract):
     def _init_classifier(self, fc: nn.Linear) -> None:
         self._init_weights(fc)
 
+    def gradcam_target_layers(self) -> dict[str, list[list[nn.Module]]]:
+        """Grad-CAM candidate layers (``spectral3d.gradcam``): the stages of ``blocks``, deepest first."""
+        return {"input": [[m] for m in reversed(self.blocks)]}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_chans, D, H, W)`` → the unpooled map after ``conv_head``-BN-SiLU, ``(N, num_features, d, h, w)``."""
         check_ndim(x, 5)

@@ -177,6 +177,10 @@ class ResNet3d(FlatHeadContract):
     def extra_repr(self) -> str:
         return f"stem_stride={self.stem_stride}, global_pool={self.global_pool!r}, drop_rate={self.drop_rate}"
 
+    def gradcam_target_layers(self) -> dict[str, list[list[nn.Module]]]:
+        """Grad-CAM candidate layers (``spectral3d.gradcam``): the stages ``layer4`` … ``layer1``, deepest first."""
+        return {"input": [[m] for m in reversed(self.stages)]}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_chans, D, H, W)`` → the unpooled last map ``(N, num_features, d, h, w)``."""
         check_ndim(x, 5)

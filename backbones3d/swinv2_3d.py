@@ -397,6 +397,14 @@ class SwinTransformerV2_3d(HeadContract):
         """Parameters timm's optimiser factory keeps out of weight decay: the position-bias MLPs and logit scales."""
         return {n for n, _ in self.named_parameters() if ".cpb_mlp." in n or n.endswith("logit_scale")}
 
+    def gradcam_target_layers(self) -> dict[str, list[list[nn.Module]]]:
+        """Grad-CAM candidate layers (``spectral3d.gradcam``): the stages, deepest first."""
+        return {"input": [[m] for m in reversed(self.layers)]}
+
+    def gradcam_reshape(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """A stage's channels-last output ``(N, d, h, w, C)`` -> ``(N, C, d, h, w)`` (``size`` unused)."""
+        return x.permute(0, 4, 1, 2, 3) if x.ndim == 5 else x
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_chans, D, H, W) -> (N, num_features, d, h, w)``, after the final norm."""
         check_ndim(x, 5)

@@ -280,6 +280,23 @@ class VisionMamba3d(FlatHeadContract):
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
+    def gradcam_target_layers(self) -> dict[str, list[list[nn.Module]]]:
+        """Grad-CAM candidate layers (``spectral3d.gradcam``): the blocks, deepest first."""
+        return {"input": [[block] for block in reversed(self.layers)]}
+
+    def gradcam_reshape(self, tokens: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """A block's tokens ``(N, L + 1, C)`` for an input of ``size`` ``(D, H, W)`` -> ``(N, C, d, h, w)``
+        on the patch grid, the middle class token (index ``L // 2``) dropped."""
+        grid = self.patch_embed.grid_size(size)
+        n_patch = math.prod(grid)
+        if tokens.ndim != 3 or tokens.shape[1] != n_patch + 1:
+            raise ValueError(
+                f"tokens: expected (N, {n_patch} + 1, C) for the patch grid {tuple(grid)}, got {tuple(tokens.shape)}"
+            )
+        mid = n_patch // 2
+        patches = torch.cat([tokens[:, :mid], tokens[:, mid + 1 :]], dim=1)
+        return patches.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
+
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
     return {

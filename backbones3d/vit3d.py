@@ -161,6 +161,22 @@ class VisionTransformer3d(FlatHeadContract):
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
+    def gradcam_target_layers(self) -> dict[str, list[list[nn.Module]]]:
+        """Grad-CAM candidate layers (``spectral3d.gradcam``): the blocks, deepest first."""
+        return {"input": [[block] for block in reversed(self.blocks)]}
+
+    def gradcam_reshape(self, tokens: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """A block's tokens ``(N, 1 + L, C)`` for an input of ``size`` ``(D, H, W)`` -> ``(N, C, d, h, w)``
+        on the patch grid, class token dropped."""
+        grid = self.patch_embed.grid_size(size)
+        n_patch = grid[0] * grid[1] * grid[2]
+        if tokens.ndim != 3 or tokens.shape[1] != self.num_prefix_tokens + n_patch:
+            raise ValueError(
+                f"tokens: expected (N, {self.num_prefix_tokens} + {n_patch}, C) for the patch grid {tuple(grid)}, "
+                f"got {tuple(tokens.shape)}"
+            )
+        return tokens[:, self.num_prefix_tokens :].transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
+
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
     return {

@@ -453,11 +453,10 @@ def build_workload(
     ``backend="compile"``: ``torch.compile(..., backend=compile_backend)`` after a Dynamo reset
     (``compile_counts.fresh``), so ``compile_counts.counts()`` afterwards describes this workload.
     """
+    import backbones3d
     from spectral3d.flops import model_inputs
 
     if isinstance(model, str):
-        import backbones3d
-
         name = name or model
         model = backbones3d.create_model(model)
     name = name or type(model).__name__
@@ -478,7 +477,7 @@ def build_workload(
         # a fresh Dynamo cache per workload: models of one class share their forward's code object,
         # and past Dynamo's recompile limit a "compiled" call silently runs eager
         compile_counts.fresh()
-    eq5 = _desamba_loss() if hasattr(model, "forward_with_aux") else None
+    eq5 = _desamba_loss() if backbones3d.is_multi_sequence(model) else None
     forward_aux = compile_fn(model.forward_with_aux) if eq5 is not None else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     return Workload(name, model, args, target, settings, compile_fn(model), forward_aux, optimizer, eq5)

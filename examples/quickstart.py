@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     x = torch.randn(1, c, d, h, w)  # (N, C, D, H, W); for DeSamba C = number of sequences
     with torch.no_grad():
-        if "sequences" in cfg:
+        if backbones3d.is_multi_sequence(model):
             # DeSamba also takes clinical features (N, F); NaN marks a missing value, None = all missing.
             tabular = torch.randn(1, cfg["num_tabular"])
             tabular[0, 0] = float("nan")

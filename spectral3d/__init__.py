@@ -1,12 +1,8 @@
 """spectral3d: spectral adaptive 3D layers and ops for multi-sequence MRI lesion classification.
 
-``import spectral3d`` imports nothing heavy: the ops and layers below are loaded on first access
-(PEP 562), so ``spectral3d --help`` and ``spectral3d.__version__`` need no torch. The custom ops
-``torch.ops.spectral3d.*`` are registered when :mod:`spectral3d.ops` is imported (any op or layer
-access, or ``import backbones3d``, does it). The applications (``spectral3d.data``,
-``spectral3d.train``, ``spectral3d.cli``, ``spectral3d.gradcam``, ``spectral3d.metrics``,
-``spectral3d.flops``) and the networks (``backbones3d``) are imported on demand; there is no cycle
-with ``backbones3d``.
+``import spectral3d`` imports nothing heavy: layers and ops load on first access (PEP 562); the custom
+ops ``torch.ops.spectral3d.*`` register when :mod:`spectral3d.ops` is imported. The applications
+(``data``, ``train``, ``cli``, ``gradcam``, ``metrics``, ``flops``) and ``backbones3d`` load on demand.
 
 Example::
 

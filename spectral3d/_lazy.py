@@ -1,5 +1,4 @@
-"""PEP 562 lazy exports: a package names what it exports and from which module, and imports that
-module on first access, so importing the package itself costs nothing (no torch).
+"""PEP 562 lazy exports: a package imports the module defining a name on first access (no torch at import).
 
 Example::
 

@@ -1,20 +1,14 @@
 """The ``spectral3d`` command line: synth, train, evaluate, predict, gradcam, compare, ablate, demo, models.
 
-Every command is a thin layer over a Python function (``spectral3d.data.write_synthetic_cohort``,
-``spectral3d.train.workflow``, ``spectral3d.gradcam.gradcam_case``, ``spectral3d.train.compare``,
-``spectral3d.train.ablate``, ``spectral3d.demo.run_demo``)
-and owns two functions here: ``_add_<command>_parser(sub)`` (its flags) and ``_<command>(args)``
-(its work). Flags carry the library's argument names as ``dest``, so a library error about an
-argument (``patience: ...``, ``pass overwrite=True``) is shown with the flag (``--patience: ...``,
-``pass --overwrite``).
+Each command is a thin layer over a Python function (``spectral3d.train.workflow``, ``.explain``,
+``.compare``, ``.ablate``, ``spectral3d.data``, ``spectral3d.demo``) and owns two functions here:
+``_add_<command>_parser(sub)`` (its flags) and ``_<command>(args)`` (its work). Flags carry the
+library's argument names as ``dest``, so a library error (``patience: ...``) is shown with the flag.
 
 A mistake (a bad flag value, a missing or corrupt file, a reused run directory, an unwritable output,
-a missing optional package) is reported as one line naming the flag or the file, with exit status 2
-and no traceback, before any work starts; ``--skip-bad`` turns data problems into a report of every
-skipped case instead. Warnings are one line each. ``SPECTRAL3D_DEBUG=1`` shows tracebacks.
-``spectral3d --help`` and ``spectral3d COMMAND --help`` import no torch.
-
-Run ``spectral3d COMMAND --help`` for the options of each command.
+a missing optional package) is one line naming the flag or the file, exit status 2, no traceback,
+before any work starts (``--skip-bad`` reports bad cases instead). ``SPECTRAL3D_DEBUG=1`` shows
+tracebacks. ``--help`` imports no torch.
 """
 
 from __future__ import annotations
@@ -148,22 +142,30 @@ _TRAIN_FLAGS = {
 }
 
 
-def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+def _add_config_flags(
+    parser: argparse.ArgumentParser, names: Sequence[str], seed_group: argparse._MutuallyExclusiveGroup | None = None
+) -> None:
+    """A flag per :class:`TrainConfig` field in ``names`` (:data:`_TRAIN_FLAGS`), its default and type the field's."""
     from spectral3d.train.config import TrainConfig
 
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for name in names:
+        flag, text = _TRAIN_FLAGS[name]
+        default = defaults[name]
+        kind = _class_weights if name == "class_weights" else type(default)
+        metavar = flag[2:].upper().replace("-", "_")
+        (seed_group if name == "seed" and seed_group is not None else parser).add_argument(
+            flag, dest=name, type=kind, default=default, metavar=metavar, help=f"{text} (default {default})"
+        )
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a registered model on a NIfTI cohort")
     t.add_argument("--model", required=True, help="registered name, e.g. desamba_spine_tiny or resnet50_3d")
     t.add_argument("--data", required=True, type=Path, help="cohort folder (cases.csv + case folders)")
     t.add_argument("--out", required=True, type=Path, help="run directory for checkpoints and logs")
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     seeds = t.add_mutually_exclusive_group()
-    for name, (flag, text) in _TRAIN_FLAGS.items():
-        default = defaults[name]
-        kind = _class_weights if name == "class_weights" else type(default)
-        metavar = flag[2:].upper().replace("-", "_")
-        (seeds if name == "seed" else t).add_argument(
-            flag, dest=name, type=kind, default=default, metavar=metavar, help=f"{text} (default {default})"
-        )
+    _add_config_flags(t, list(_TRAIN_FLAGS), seed_group=seeds)
     seeds.add_argument(
         "--seeds", type=_int_at_least(0), nargs="+", default=None, help="one run per seed, in OUT/seed_<k>/"
     )
@@ -358,8 +360,8 @@ def _add_gradcam_parser(sub: argparse._SubParsersAction) -> None:
 
 def _gradcam(args: argparse.Namespace) -> int:
     _require("matplotlib", "the Grad-CAM figure (PNG)")
-    from spectral3d.gradcam import gradcam_case
     from spectral3d.train.checkpoint import check_writable_dir
+    from spectral3d.train.explain import gradcam_case
 
     check_writable_dir(args.out, "out")
     result = gradcam_case(
@@ -449,8 +451,6 @@ _ABLATE_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", 
 
 
 def _add_ablate_parser(sub: argparse._SubParsersAction) -> None:
-    from spectral3d.train.config import TrainConfig
-
     a = sub.add_parser("ablate", help="train the Table 3 ablation rows with one recipe; Table 3 and Fig. 5")
     a.add_argument("--data", required=True, type=Path, help="cohort folder (train/val/test splits)")
     a.add_argument("--out", required=True, type=Path, help="ablation folder; rerun the same command to resume")
@@ -459,11 +459,7 @@ def _add_ablate_parser(sub: argparse._SubParsersAction) -> None:
         "--rows", nargs="+", default=None, help="rows among cnv2 samnet mo desn demo samba tf de_c de_s full (all)"
     )
     a.add_argument("--seeds", type=_int_at_least(0), nargs="+", default=[0], help="one run per row and seed")
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    for name in _ABLATE_FLAGS:
-        flag, text = _TRAIN_FLAGS[name]
-        default = defaults[name]
-        a.add_argument(flag, dest=name, type=type(default), default=default, help=f"{text} (default {default})")
+    _add_config_flags(a, _ABLATE_FLAGS)
     a.add_argument("--drop-rate", type=float, default=0.0, help="dropout before the classifier")
     a.add_argument("--input-size", type=_size, default=None, help="model grid (default: the preset's)")
     a.add_argument("--split", default="test", choices=["train", "val", "test"], help="the split Table 3 reports")

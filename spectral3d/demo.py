@@ -1,20 +1,13 @@
 """``spectral3d demo``: the whole path on a synthetic cohort, in a few minutes on a laptop CPU.
 
-1. Write a synthetic spine cohort (``spectral3d.data.write_synthetic_cohort``: six lesion classes
-   that differ mainly by the radial frequency band of the lesion texture, three sequences on
-   different grids, ROIs and eight clinical columns).
-2. Train ``desamba_spine_tiny`` and one early-fusion baseline (default ``convnextv2_atto_3d``, the
-   paper's closest CNN baseline) with the same recipe, on 32³ crops around the ROI, caching the
-   preprocessed volumes once for both.
-3. Evaluate both checkpoints (``best`` by validation AUC) on the test split with the paper's
-   metrics and print a Table-1-style comparison; everything lands in ``OUT``
-   (``cohort/``, ``runs/<model>/``, ``eval/<model>/``, ``results.md``, ``results.json``).
+1. Write a synthetic spine cohort (``spectral3d.data.write_synthetic_cohort``).
+2. Train ``desamba_spine_tiny`` and one early-fusion baseline (default ``convnextv2_atto_3d``, the paper's
+   closest CNN baseline) with one recipe on 32³ crops around the ROI, sharing one volume cache.
+3. Evaluate both ``best`` checkpoints on the test split and print a Table-1-style comparison. Everything
+   lands in ``OUT`` (``cohort/``, ``runs/<model>/``, ``eval/<model>/``, ``results.md``, ``results.json``).
 
-``quick=True`` is a seconds-long smoke run (few cases, one epoch): it checks the path, not the
-accuracy. A rerun into the same ``OUT`` reuses its cohort and resumes each run from its last
-checkpoint (a finished run is only evaluated again), so an interrupted demo loses no work.
-
-Needs no optional package (the metrics are NumPy; no figure is drawn).
+``quick=True`` is a seconds-long smoke run. A rerun into the same ``OUT`` reuses its cohort and resumes
+each run. Needs no optional package.
 """
 
 from __future__ import annotations

@@ -372,6 +372,8 @@ def model_inputs(
         >>> tuple(args[0].shape)
         (1, 3, 32, 32, 32)
     """
+    from backbones3d import is_multi_sequence
+
     if "input_size" not in cfg:
         raise ValueError(f"cfg: expected an 'input_size' key (C, D, H, W), got keys {sorted(cfg)}")
     if not isinstance(batch, int) or batch < 1:
@@ -391,7 +393,7 @@ def model_inputs(
         )
     x = torch.randn(batch, *size, device=device, dtype=dtype)
     args: tuple[torch.Tensor, ...] = (x,)
-    if cfg.get("sequences") is not None and int(cfg.get("num_tabular", 0) or 0) > 0:
+    if is_multi_sequence(cfg) and int(cfg.get("num_tabular", 0) or 0) > 0:
         args = (x, torch.randn(batch, int(cfg["num_tabular"]), device=device, dtype=dtype))
     return args, {}
 

@@ -615,3 +615,49 @@ def holm_adjust(p_values: Any) -> np.ndarray:
     m = len(order)
     out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
     return out
+
+
+__all__ += ["peak_hit_rates"]
+
+
+def peak_hit_rates(maps: Any, masks: Any) -> dict[str, float]:
+    """How often a map's maximum falls inside its own case's mask, against two baselines.
+
+    Args:
+        maps: ``(N, D, H, W)`` saliency maps, arrays or CPU tensors (e.g. one name's
+            :attr:`spectral3d.gradcam.CAMResult.maps`), ``N >= 2``.
+        masks: ``(N, D, H, W)`` booleans, the region that counts as a hit for each case (e.g. the
+            lesion ROI, dilated by the tolerance you allow).
+
+    Returns:
+        ``{"hit": ..., "other_cases": ..., "random": ...}``: the share of cases whose map maximum
+        lies in their own mask; the share of (case, other case) pairs whose maximum lies in the
+        *other* case's mask — what any fixed spatial bias of the maps (towards the centre, the
+        border, an organ) scores, so only maps that follow each case's lesion beat it; and the
+        mean mask volume fraction — what a uniformly random maximum scores.
+
+    Example::
+
+        >>> masks = np.zeros((2, 4, 4, 4), dtype=bool)
+        >>> masks[0, :2], masks[1, 2:] = True, True
+        >>> maps = masks + 0.1 * np.random.default_rng(0).random((2, 4, 4, 4))
+        >>> peak_hit_rates(maps, masks)
+        {'hit': 1.0, 'other_cases': 0.0, 'random': 0.5}
+    """
+    maps_np, masks_np = np.asarray(maps), np.asarray(masks)
+    if maps_np.ndim != 4 or masks_np.shape != maps_np.shape:
+        raise ValueError(
+            f"maps, masks: expected two arrays of one shape (N, D, H, W), got {maps_np.shape} and {masks_np.shape}"
+        )
+    if masks_np.dtype != np.bool_:
+        raise TypeError(f"masks: expected booleans, got dtype {masks_np.dtype}")
+    n = len(maps_np)
+    if n < 2:
+        raise ValueError(f"maps: expected at least 2 cases (the second baseline pairs cases), got {n}")
+    peaks = [np.unravel_index(int(np.argmax(m)), m.shape) for m in maps_np]
+    hits = np.array([[bool(masks_np[j][peaks[i]]) for j in range(n)] for i in range(n)])
+    return {
+        "hit": float(np.diag(hits).mean()),
+        "other_cases": float(hits[~np.eye(n, dtype=bool)].mean()),
+        "random": float(masks_np.reshape(n, -1).mean(1).mean()),
+    }

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spectral3d.gradcam import GradCAM3d, cam_from_activations, peak_hit_rates
+from spectral3d.gradcam import GradCAM3d, cam_from_activations
+from spectral3d.metrics import peak_hit_rates
 
 
 class _GapNet(nn.Module):
@@ -177,3 +178,60 @@ def test_peak_hit_rates_separates_following_maps_from_a_fixed_bias() -> None:
         peak_hit_rates(noise, masks.astype(np.float32))
     with pytest.raises(ValueError, match="at least 2 cases"):
         peak_hit_rates(noise[:1], masks[:1])
+
+
+def test_gradcam_module_holds_cam_maths_only() -> None:
+    """``spectral3d/gradcam.py`` imports nothing from ``backbones3d`` and names no model class: models own
+    their Grad-CAM layers and layouts; the moved application names still import from the old place."""
+    import ast
+    from pathlib import Path
+
+    import spectral3d.gradcam as gradcam
+
+    root = Path(gradcam.__file__).parents[1]
+    model_classes = {
+        node.name
+        for path in (root / "backbones3d").glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef)
+    }
+    tree = ast.parse(Path(gradcam.__file__).read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(node) is not None
+    }
+    imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in imported if m.split(".")[0] == "backbones3d"]
+    named = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    named |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    strings = [
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings
+    ]
+    assert len(model_classes) > 20 and not named & model_classes
+    assert not [(c, s) for c in model_classes for s in strings if c in s]
+
+    from spectral3d.gradcam import gradcam_case, peak_hit_rates, render_gradcam_figure
+    from spectral3d.metrics import peak_hit_rates as moved_rates
+    from spectral3d.train.explain import gradcam_case as moved_case
+    from spectral3d.train.explain import render_gradcam_figure as moved_figure
+
+    assert (gradcam_case, peak_hit_rates, render_gradcam_figure) == (moved_case, moved_rates, moved_figure)
+
+
+@pytest.mark.parametrize("name", ["test_vit_3d", "test_vim_3d"])
+def test_token_models_reshape_their_patch_tokens_onto_the_grid(name: str) -> None:
+    import backbones3d
+
+    model = backbones3d.create_model(name)
+    n, c = 2, model.embed_dim
+    grid = torch.randn(n, c, 2, 3, 4)  # the patch grid of a 16 x 24 x 32 input (patch 8)
+    tokens = grid.flatten(2).transpose(1, 2)
+    cls_at = 0 if name == "test_vit_3d" else 24 // 2
+    tokens = torch.cat([tokens[:, :cls_at], torch.randn(n, 1, c), tokens[:, cls_at:]], dim=1)
+    torch.testing.assert_close(model.gradcam_reshape(tokens, (16, 24, 32)), grid, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="tokens: expected"):
+        model.gradcam_reshape(tokens[:, 1:], (16, 24, 32))

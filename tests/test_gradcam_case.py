@@ -23,8 +23,8 @@ import torch
 import backbones3d
 from backbones3d.desamba import DeSambaLoss
 from spectral3d.data import Cohort, PreprocessConfig, TabularStats, write_synthetic_cohort
-from spectral3d.gradcam import gradcam_case
 from spectral3d.train.checkpoint import save_checkpoint, update_pointer
+from spectral3d.train.explain import gradcam_case
 
 MARGIN = 3  # voxels beyond the lesion radius that still count as "at the lesion"
 MODEL = "desamba_spondylitis_tiny"

@@ -1,41 +1,11 @@
 """Does a briefly trained DeSamba look at the lesion? Grad-CAM maxima against two baselines.
 
-Synthetic spondylitis cases cropped at the field-of-view centre, so each lesion sits anywhere in the
-32³ volume, at the position ``lesions.json`` records. ``desamba_spondylitis_tiny`` with
-``share_encoders=True`` (1.46 M parameters: one encoder for t1 and t2fs) is trained with the
-library's own :func:`~spectral3d.train.fit` on the train + val split (160 cases, cached after one
-load; 3 epochs of batch 4 = 120 optimizer steps, lr 6e-4 with warm-up and cosine, gradient clipping,
-random flips on every axis), then explained on the 39 test cases with Grad-CAM at the 8³ stage; a
-case's map is the mean of its two sequence maps. A *hit* is a map maximum within the lesion radius
-+ 3 voxels. Two baselines:
-
-* a uniformly random maximum: that ball's share of the grid (about 0.09);
-* the same maxima scored against the *other* test cases' lesions — what any fixed spatial bias of
-  the maps (towards the centre, the border, the column) scores. Only maps that follow the lesion
-  beat it.
-
-Cost is bounded by the step count (120) and one intra-op thread (set inside, restored after): with
-two threads on a loaded 2-core machine one epoch took 131 s of CPU instead of 14 s (spinning
-threads). Measured as CPU time (``time.process_time``, what an idle machine's wall time would be
-with one thread, the machine being shared): about 60 s for the whole test.
-
-Measured 2026-11-28 (2-core CPU VM, shared, torch 2.14.1, one thread), n = 39 test cases:
-
-| recipe | steps | accuracy | hits on the lesion | at other cases' lesions | random |
-|---|---:|---:|---:|---:|---:|
-| this test: 3 epochs, lr 6e-4, seed 0 | 120 | 0.97 | 0.49 | 0.20 | 0.086 |
-| the same, seed 1 | 120 | 1.00 | 0.56 | 0.19 | 0.086 |
-| the same, seed 2 | 120 | 1.00 | 0.31 | 0.25 | 0.086 |
-| 3 epochs, lr 3e-4 (the former lr), seed 0 | 120 | 1.00 | 0.31 | 0.17 | 0.086 |
-| 3 epochs, lr 1e-3, seed 0 | 120 | 0.97 | 0.44 | 0.13 | 0.086 |
-| 2 epochs, lr 1e-3, seed 0 / 1 | 80 | 0.97 / 0.69 | 0.56 / 0.21 | 0.24 / 0.07 | 0.086 |
-| the former test: 6 epochs, lr 3e-4, seed 0 / 1 (2026-11-26) | 240 | 1.00 | 0.97 / 0.59 | 0.34 | 0.086 |
-
-So the maps come onto the lesion some steps *after* the classes are separated, and twice the steps
-localise much better; this test keeps the cheapest recipe that still beats the other-cases baseline
-clearly for its seed. The per-sequence maps alone, and ``desamba_spondylitis_tiny`` trained on 48
-cases, stay at the second baseline (``benchmarks/diagnostics/gradcam_localisation.py``, which also
-measures Grad-CAM++, LayerCAM, the input gradient and occlusion).
+``desamba_spondylitis_tiny`` (``share_encoders=True``) is trained with :func:`~spectral3d.train.fit` on
+synthetic spondylitis cases (the lesion anywhere in the 32³ volume) and explained on the test cases at
+the 8³ stage (the mean of the two sequence maps). A hit is a map maximum within the lesion radius + 3
+voxels, against a uniformly random maximum and the same maxima scored against the other cases' lesions
+(:func:`spectral3d.metrics.peak_hit_rates`). One intra-op thread bounds the cost. Recipe choice and
+measurements: ``benchmarks/results/gradcam_localisation.md``.
 """
 
 from __future__ import annotations
@@ -55,7 +25,8 @@ from spectral3d.data import (
     synthetic,
     write_synthetic_cohort,
 )
-from spectral3d.gradcam import GradCAM3d, peak_hit_rates
+from spectral3d.gradcam import GradCAM3d
+from spectral3d.metrics import peak_hit_rates
 from spectral3d.train import TrainConfig, fit
 from spectral3d.train.trainer import batch_bounds
 

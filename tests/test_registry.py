@@ -281,3 +281,24 @@ def test_layers_check_their_rates():
     ):
         with pytest.raises(ValueError, match=rf"^{arg}: expected a probability"):
             build()
+
+
+def test_is_multi_sequence_gives_one_answer_for_a_name_its_config_and_its_model():
+    """The one rule (the model names its ``sequences``) agrees with what DeSamba alone has: ``forward_with_aux``."""
+    names = [n for n in backbones3d.list_models() if n.startswith("test_") or n.endswith("_tiny")]
+    seen = set()
+    for name in names:
+        with torch.device("meta"):
+            model = backbones3d.create_model(name)
+        answers = {
+            backbones3d.is_multi_sequence(name),
+            backbones3d.is_multi_sequence(model.pretrained_cfg),
+            backbones3d.is_multi_sequence(model),
+            hasattr(model, "forward_with_aux"),
+        }
+        assert len(answers) == 1, name
+        seen |= answers
+    assert seen == {True, False}
+    assert not backbones3d.is_multi_sequence({"input_size": (3, 8, 8, 8)})
+    with pytest.raises(ValueError, match="desamba_spine_tiny"):
+        backbones3d.is_multi_sequence("desamba_spine_tinny")

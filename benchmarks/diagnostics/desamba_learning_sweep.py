@@ -129,10 +129,12 @@ def build(spec: dict) -> nn.Module:
 
 
 def run(name: str, data: dict, device: torch.device, epochs: int, batch: int = 8, seed: int = 0) -> list[dict]:
+    import backbones3d
+
     spec = VARIANTS[name]
     torch.manual_seed(seed)
     model = build(spec).to(device)
-    multi = getattr(model, "sequences", None) is not None
+    multi = backbones3d.is_multi_sequence(model)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.get("lr", 1e-3), weight_decay=0.05)
     xs, ts, ys = data["train"]
     steps_per_epoch = math.ceil(len(ys) / batch)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+import backbones3d
 from spectral3d.data import FREQUENCY_ONLY, Cohort, MRIDataset, PreprocessConfig, collate, write_synthetic_cohort
 
 Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -64,7 +65,7 @@ def load(
 
 
 def _logits(model: nn.Module, x: torch.Tensor, tab: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    if hasattr(model, "forward_with_aux"):
+    if backbones3d.is_multi_sequence(model):
         return model.forward_with_aux(x, tab)
     return model(x), {}
 

@@ -21,67 +21,7 @@ random flips, Eq. 5 loss, seed 0) and is then measured on the rest:
     python benchmarks/diagnostics/gradcam_localisation.py --lr 3e-4
     python benchmarks/diagnostics/gradcam_localisation.py --lr 3e-4 --ablation cnv2   # no frequency pathway
 
-Measured 2026-11-26 (2-core CPU VM, 48 train / 40 held-out cases, 12 epochs, batch 8), with the
-cohort's current form (the lesion replaces the tissue; ``spectral3d.data.synthetic``):
-
-Hit rates as own lesion (other cases' lesions), t1/t2fs:
-
-| run | acc | blanked | Grad-CAM | LayerCAM 8³ | input gradient |
-|---|---:|---:|---|---|---|
-| tiny, lr 1e-3 | 0.60 | 0.60 | 0.20 / 0.00 | 0.23 / 0.10 | — |
-| tiny, lr 3e-4 | 0.78 | 0.58 | 0.07 (0.19) / 0.12 (0.07) | 0.38 (0.45) / 0.17 (0.16) | 0.03 (0.03) / 0.00 (0.06) |
-| radius 0.25·size | 1.00 | 0.48 | 0.23 (0.16) / 0.25 (0.14) | 0.55 (0.56) / 0.20 (0.32) | 0.07 (0.07) / 0.05 (0.06) |
-| ``cnv2`` abl. | 0.80 | 0.50 | 0.03 (0.05) / 0.00 (0.06) | 0.10 (0.08) / 0.03 (0.02) | 0.07 (0.07) / 0.00 (0.02) |
-| ``samnet`` abl. | 0.83 | 0.43 | 0.15 (0.11) / 0.03 (0.05) | 0.10 (0.08) / 0.12 (0.11) | 0.05 (0.03) / 0.00 (0.06) |
-
-(random map: 0.083, 0.164 at radius 0.25.) The models classify from the lesion — blanking it takes
-them towards chance, while blanking a ball of the same size elsewhere does not (tiny, lr 3e-4: 0.78 →
-0.58 vs 0.83) — but no map follows it: hits and the map's mean inside the lesion are at the level
-of the other cases' lesions (mass ratio 0.9–1.6 in both), with the spectral pathway and without
-it, for all three CAM methods, the plain input gradient, and occlusion (8³ cubes set to 0, stride
-4: hit 0.38 (0.38) / 0.23 (0.15)). The maxima are not mostly on the border either (7–68 % within 2
-voxels of it; 40 % at random). The ``LayerCAM`` hit rates of 0.4–0.55 that look good against the
-random map are a spatial bias (towards the middle of the volume, where lesions are placed), as the
-second baseline shows. A texture-only cohort (``--intensity-cue 0 --texture 0.5 --lr 3e-4``) is not
-learnt in this budget (0.58), nor is a lesion mean kept off the anatomy's levels
-(``--intensity-cue 0.6``: 0.2 / 0.8 of the range, 0.58). Our reading of these short runs: the lesion's
-class is its mean intensity, which lies inside the anatomy's range by design (so that it does not
-move the z-score statistics) — for the two spondylitis classes it is exactly the background's and
-the column's own level (0 and 1 of the range) — so a network can count "column-bright voxels" over
-the whole volume, a global histogram feature to which the lesion adds 2.5 % of the voxels; its
-gradient lies wherever the count can change (the column's edges) as much as at the lesion, and
-occlusion (which writes the volume mean, a mid-range value) perturbs it everywhere. A cue that is
-local and leaves the histogram alone is the texture, which these budgets do not learn. A lesion
-whose two classes have the same histogram (tried with a core/shell pattern: a bright core in a dark
-shell of equal volume or the reverse, both beyond the anatomy's range; code not kept) was learnt to
-0.88 at radius 0.25 (blanked 0.50) and its maps did not follow it either (Grad-CAM 8³ t2fs 0.33 vs
-0.31 at the other cases' lesions); there the input gradient was *weaker* inside the lesion than on
-average (mass 0.77–0.80), which the per-voxel LayerNorm of the ConvNeXt-style blocks would produce
-(it divides each voxel's gradient by the spread of that voxel's channels, largest where features
-fire). Not verified.
-
-**Longer training does move LayerCAM onto the lesion** (``--lr 3e-4 --train 200 --test 60 --epochs
-15``, 4.5 min): held-out 0.93, lesion blanked 0.43, a ball elsewhere blanked 0.90; LayerCAM at 8³
-hits 0.52 / 0.52 (t1 / t2fs) against 0.35 / 0.37 at the other cases' lesions and 0.084 at random
-(31 of 60 cases; one-sided binomial p ≈ 0.004 against the 0.35), at 4³ 0.40 / 0.33 against 0.30 /
-0.24; Grad-CAM stays at its baseline (0.12–0.18 against 0.10–0.18), Grad-CAM++ likewise. With 100
-cases × 10 epochs training collapsed to one class (0.35). An early-fusion ``test_resnet_3d``
-(BatchNorm; ``--model test_resnet_3d``, 48 × 12): 0.65 held out, Grad-CAM at 8³ 0.35 against 0.23.
-
-**What does localise: the mean of the sequence maps, after enough steps.** ``--lr 3e-4 --train
-160 --test 40 --epochs 12 --tiny-model test_desamba_3d`` (1.5 M parameters, one shared encoder;
-Grad-CAM of a shared encoder takes each sequence's rows of its batch): held-out 1.00; Grad-CAM at 8³
-on the mean of the two sequence maps hits 0.30 (seed 0) and 0.60 (``--seed 1``, peak-lesion
-distance median 3.6 voxels) against 0.09 / 0.21 at the other cases' lesions, while each sequence's
-own map stays near its baseline (0.12–0.23 against 0.05–0.11). With the library's
-:func:`~spectral3d.train.fit` instead of this script's loop (warm-up + cosine, gradient clipping;
-6 epochs at batch 4) the mean map hits 0.97 / 0.59 (seeds 0 / 1) against 0.34 — the recipe of
-``tests/test_gradcam_localisation.py``, which asserts it.
-
-Before the cohort's current form (the lesion added to the anatomy, intensity cue raised to 2.0):
-97.5 % held-out accuracy, 82.5 % with the lesion blanked — the class leaked into the z-score
-statistics (t2fs 99th percentile 2.4 vs 6.1 between the classes) — and Grad-CAM maxima on the
-volume border (hit rates 3–25 %). Now the 99th percentiles differ by 0.15–0.2 between the classes.
+Measurements and their reading: ``benchmarks/results/gradcam_localisation.md``.
 """
 
 from __future__ import annotations
@@ -96,7 +36,8 @@ import torch
 import backbones3d
 from backbones3d.desamba import DeSambaLoss
 from spectral3d.data import Cohort, PreprocessConfig, TabularStats, synthetic, write_synthetic_cohort
-from spectral3d.gradcam import GradCAM3d, peak_hit_rates
+from spectral3d.gradcam import GradCAM3d
+from spectral3d.metrics import peak_hit_rates
 
 MARGIN = 3
 

@@ -25,5 +25,5 @@ __getattr__, __dir__ = lazy_exports(
         **dict.fromkeys(_TRAINER, "spectral3d.train.trainer"),
         "TrainConfig": "spectral3d.train.config",
     },
-    submodules=("checkpoint", "config", "trainer", "workflow"),
+    submodules=("checkpoint", "config", "explain", "trainer", "workflow"),
 )

@@ -1,12 +1,9 @@
 """``spectral3d ablate``: the paper's Table 3 (ablation) and Fig. 5 on your cohort, resumable row by row.
 
-Every requested row of Table 3 (``backbones3d.desamba.ABLATION_ROWS``; registered as
-``desamba_spine_ablation_<row>``, or ``desamba_spondylitis_ablation_<row>`` for a two-sequence
-cohort) is trained with one recipe (one :class:`spectral3d.train.TrainConfig`, one scale, one
-input size) for every seed, then evaluated on the cohort's test split; the table gives the
-TE/CE/FP/ME/De/C/S flags, parameters, MACs, ACC, F1, Top-3, AUC with 95 % CIs and the p-values
-against ``full`` (DeLong or paired bootstrap for AUC, McNemar for accuracy, Holm-adjusted across
-rows; :mod:`spectral3d.train.compare`).
+Every requested row (``backbones3d.desamba.ABLATION_ROWS``, registered as ``desamba_spine_ablation_<row>``
+or, for two sequences, ``desamba_spondylitis_ablation_<row>``) is trained with one recipe (config, scale,
+input size) per seed and evaluated on the test split: flags, parameters, MACs, ACC, F1, Top-3, AUC with
+95 % CIs and p-values against ``full`` (as :mod:`spectral3d.train.compare`, Holm-adjusted across rows).
 
 Layout of ``OUT``::
 
@@ -15,10 +12,8 @@ Layout of ``OUT``::
     cache/                           preprocessed volumes, shared by the rows (default --cache-dir)
     table3.md  table3.json  fig5.png
 
-Resuming *(ours)*: a row-seed with ``done.json`` is skipped; one with a ``last`` checkpoint resumes
-from it (an interrupted epoch from its exact batch, ``spectral3d.train.fit``); the rest start. The
-model is built for the cohort (its sequences, classes and clinical columns), as ``train`` does.
-Several seeds: mean ± sd over seeds, tests on the mean of the seeds' probabilities (as ``compare``).
+Resuming *(ours)*: a row-seed with ``done.json`` is skipped, one with a ``last`` checkpoint resumes from
+it (to the exact batch), the rest start.
 """
 
 from __future__ import annotations
@@ -27,9 +22,9 @@ import dataclasses
 import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spectral3d.train.checkpoint import write_json
 from spectral3d.train.compare import (
@@ -44,6 +39,9 @@ from spectral3d.train.compare import (
     require_matplotlib,
 )
 from spectral3d.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from spectral3d.data import Cohort
 
 __all__ = ["ROW_LABELS", "AblationResult", "ablation_model_name", "run_ablation"]
 
@@ -151,8 +149,7 @@ def run_ablation(
 ) -> AblationResult:
     """Train the ablation rows on the cohort ``data`` and write Table 3 and Fig. 5 into ``out``.
 
-    Everything is checked before training starts: rows, seeds, scale, the cohort (TE rows need
-    clinical columns, De rows two sequences), the split, an earlier recipe in ``out``, matplotlib.
+    Everything is checked before training (TE rows need clinical columns, De rows two sequences).
 
     Args:
         data: the cohort folder (train/val/test splits in ``cases.csv``).
@@ -178,9 +175,46 @@ def run_ablation(
 
         >>> run_ablation("cohort", "ablation", scale="tiny", rows=["cnv2", "full"])  # doctest: +SKIP
     """
+    cfg = cfg or TrainConfig()
+    model_kwargs = dict(model_kwargs or {})
+    data, out = Path(data).resolve(), Path(out)
+    rows, seeds, cohort = _check_ablation(data, rows, seeds, scale, split, figure, figure_metric, stop_after_steps)
+    recipe = _recipe(data, scale, cfg, model_kwargs, input_size)
+    _check_recipe(out, recipe)
+
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "ablation.json", recipe)
+    cache_dir = Path(cache_dir) if cache_dir is not None else out / "cache"
+    result = AblationResult(out, rows, seeds)
+    stop_when = _step_budget(stop_after_steps)
+    for seed in seeds:  # seed-major: a run cut short still leaves whole tables for its first seeds
+        for row in rows:
+            run = _RowRun(ablation_model_name(cohort.sequences, row), row, seed, out / "runs" / row / f"seed_{seed}")
+            if not _train_row(run, result, data, scale, cfg, model_kwargs, input_size, cache_dir, stop_when):
+                result.interrupted = True
+                return result
+    result.results = _evaluate(data, out, rows, seeds, split, n_bootstrap)
+    result.table = table3(result.results, with_ci=n_bootstrap > 0)
+    write_json(out / "table3.json", result.results)
+    (out / "table3.md").write_text(result.table + "\n\n" + result.results["note"] + "\n")
+    if figure:
+        _write_figure(result.results, out / "fig5.png", figure_metric, f"ablation rows, {split} split of {data.name}")
+    return result
+
+
+def _check_ablation(
+    data: Path,
+    rows: Sequence[str] | None,
+    seeds: Sequence[int],
+    scale: str,
+    split: str,
+    figure: bool,
+    figure_metric: str,
+    stop_after_steps: int | None,
+) -> tuple[list[str], list[int], Cohort]:
+    """The rows, seeds and cohort, once the arguments and the cohort are checked against the rows."""
     from backbones3d.desamba import ABLATION_ROWS, SCALES
     from spectral3d.data import Cohort
-    from spectral3d.train.workflow import train_on_cohort
 
     rows, seeds = _check_rows(rows), _check_seeds(seeds)
     if scale not in SCALES:
@@ -189,9 +223,6 @@ def run_ablation(
         raise ValueError(f"figure_metric: expected 'auc' or 'accuracy', got {figure_metric!r}")
     if stop_after_steps is not None and stop_after_steps < 1:
         raise ValueError(f"stop_after_steps: expected a positive int or None, got {stop_after_steps}")
-    cfg = cfg or TrainConfig()
-    model_kwargs = dict(model_kwargs or {})
-    data, out = Path(data).resolve(), Path(out)
     cohort = Cohort.from_folder(data)
     need_te = [r for r in rows if ABLATION_ROWS[r][0]]
     if need_te and cohort.num_tabular == 0:
@@ -203,64 +234,83 @@ def run_ablation(
         cohort.split(name)
     if figure:
         require_matplotlib()
-    recipe = _recipe(data, scale, cfg, model_kwargs, input_size)
-    _check_recipe(out, recipe)
+    return rows, seeds, cohort
 
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "ablation.json", recipe)
-    cache_dir = Path(cache_dir) if cache_dir is not None else out / "cache"
-    result = AblationResult(out, rows, seeds)
+
+def _step_budget(stop_after_steps: int | None) -> Callable[[int], bool] | None:
+    """``stop_when`` for :func:`~spectral3d.train.fit`: true at the ``stop_after_steps``-th step of this call."""
+    if stop_after_steps is None:
+        return None
     steps = [0]
 
     def stop_when(_step: int) -> bool:
         steps[0] += 1
-        return steps[0] >= stop_after_steps  # type: ignore[operator]
+        return steps[0] >= stop_after_steps
 
-    for seed in seeds:  # seed-major: a run cut short still leaves whole tables for its first seeds
-        for row in rows:
-            name = ablation_model_name(cohort.sequences, row)
-            run_dir = out / "runs" / row / f"seed_{seed}"
-            tag = f"{row}/seed_{seed}"
-            if (run_dir / "done.json").is_file():
-                result.skipped.append(tag)
-                continue
-            resume = (run_dir / "last").exists()
-            if run_dir.exists() and not resume:  # a start that saved nothing: ours to clear
-                shutil.rmtree(run_dir)
-            print(f"ablate: {'resuming' if resume else 'training'} {tag} ({name}, scale {scale})", flush=True)
-            fit = train_on_cohort(
-                name,
-                data,
-                run_dir,
-                dataclasses.replace(cfg, seed=seed),
-                model_kwargs={"scale": scale, **model_kwargs},
-                input_size=input_size,
-                cache_dir=cache_dir,
-                resume=resume,
-                stop_when=stop_when if stop_after_steps is not None else None,
-            )
-            if fit.interrupted:
-                result.interrupted = True
-                return result
-            _write_json(
-                run_dir / "done.json",
-                {"epochs_done": fit.epochs_done, "best_epoch": fit.best_epoch, "best_val_auc": fit.best_auc},
-            )
-            result.trained.append(tag)
+    return stop_when
 
-    result.results = _evaluate(data, out, rows, seeds, split, n_bootstrap)
-    result.table = table3(result.results, with_ci=n_bootstrap > 0)
-    write_json(out / "table3.json", result.results)
-    (out / "table3.md").write_text(result.table + "\n\n" + result.results["note"] + "\n")
-    if figure:
-        key = figure_metric
-        points = [
-            {"label": ROW_LABELS[r], "params": e["params"], "macs": e["macs"], "value": 100 * e["metrics"][key]}
-            for r, e in result.results["rows"].items()
-        ]
-        ylabel = "AUC (%)" if key == "auc" else "accuracy (%)"
-        efficiency_figure(points, out / "fig5.png", ylabel, f"ablation rows, {split} split of {data.name}")
-    return result
+
+@dataclasses.dataclass
+class _RowRun:
+    """One (row, seed) run: the registered model name and the run directory."""
+
+    model: str
+    row: str
+    seed: int
+    run_dir: Path
+
+    @property
+    def tag(self) -> str:
+        return f"{self.row}/seed_{self.seed}"
+
+
+def _train_row(
+    run: _RowRun,
+    result: AblationResult,
+    data: Path,
+    scale: str,
+    cfg: TrainConfig,
+    model_kwargs: dict[str, Any],
+    input_size: int | Sequence[int] | None,
+    cache_dir: Path,
+    stop_when: Callable[[int], bool] | None,
+) -> bool:
+    """Train (or resume, or skip when done) one run; ``False`` when it was interrupted."""
+    from spectral3d.train.workflow import train_on_cohort
+
+    if (run.run_dir / "done.json").is_file():
+        result.skipped.append(run.tag)
+        return True
+    resume = (run.run_dir / "last").exists()
+    if run.run_dir.exists() and not resume:  # a start that saved nothing: ours to clear
+        shutil.rmtree(run.run_dir)
+    print(f"ablate: {'resuming' if resume else 'training'} {run.tag} ({run.model}, scale {scale})", flush=True)
+    fit = train_on_cohort(
+        run.model,
+        data,
+        run.run_dir,
+        dataclasses.replace(cfg, seed=run.seed),
+        model_kwargs={"scale": scale, **model_kwargs},
+        input_size=input_size,
+        cache_dir=cache_dir,
+        resume=resume,
+        stop_when=stop_when,
+    )
+    if fit.interrupted:
+        return False
+    done = {"epochs_done": fit.epochs_done, "best_epoch": fit.best_epoch, "best_val_auc": fit.best_auc}
+    _write_json(run.run_dir / "done.json", done)
+    result.trained.append(run.tag)
+    return True
+
+
+def _write_figure(results: dict[str, Any], path: Path, metric: str, title: str) -> None:
+    """Fig. 5: each row's ``metric`` (%) against its parameters and MACs."""
+    points = [
+        {"label": ROW_LABELS[r], "params": e["params"], "macs": e["macs"], "value": 100 * e["metrics"][metric]}
+        for r, e in results["rows"].items()
+    ]
+    efficiency_figure(points, path, "AUC (%)" if metric == "auc" else "accuracy (%)", title)
 
 
 def _evaluate(data: Path, out: Path, rows: list[str], seeds: list[int], split: str, n_bootstrap: int) -> dict[str, Any]:

@@ -9,25 +9,18 @@ A run directory holds one sub-directory per saved epoch and two pointers::
       best -> epoch_0001
       log.jsonl                 (one JSON line per epoch)
 
-- ``model.safetensors``: the model's state dict (tensors only; shared storage is cloned).
-- ``training_state.pt``: optimizer, scheduler, RNG states, epoch and step counters, early-stopping
-  state — only tensors, numbers, strings, lists and dicts, so ``torch.load(weights_only=True)``
-  reads it.
-- ``config.json``: everything ``evaluate``/``predict``/``gradcam`` need: model name and kwargs, class
-  names in order, sequence names, preprocessing, tabular statistics, training config, versions.
+- ``model.safetensors``: the model's state dict (shared storage cloned).
+- ``training_state.pt``: optimizer, scheduler, RNG states, counters, early-stopping state — tensors and
+  plain data only, read with ``torch.load(weights_only=True)``.
+- ``config.json``: what ``evaluate``/``predict``/``gradcam`` need (model name and kwargs, class names in
+  order, sequences, preprocessing, tabular statistics, training config, versions); strict JSON.
 
-Atomicity *(ours)*: a checkpoint is written into a hidden temporary directory inside RUN_DIR and
-``os.rename``-d into place (atomic on POSIX within one file system); pointers are symlinks created
-under a temporary name and ``os.replace``-d over the old ones. A crash leaves either the old or the
-new checkpoint, never a half-written one; stale temporaries are removed on the next save.
-Checkpoint directories and files get the permissions the umask gives new ones; JSON files are strict
-JSON (a NaN metric is written as ``null``).
+Atomicity *(ours)*: a checkpoint is written into a hidden temporary directory in RUN_DIR and
+``os.rename``-d into place; pointers are symlinks ``os.replace``-d over the old ones. A crash leaves
+the old or the new checkpoint, never half of one. Files get the umask's permissions.
 
-Reading: every problem with a checkpoint (a missing or truncated file, a ``config.json`` that is not
-JSON, weights that do not fit the model, a ``training_state.pt`` holding anything but tensors and
-plain data — never unpickled) raises :class:`CheckpointError`, a ``ValueError`` naming the file.
-:func:`run_contents` lists what of a run directory is spectral3d's (:data:`RUN_PATTERNS`), which
-:func:`clear_run` removes.
+Reading: every problem with a checkpoint raises :class:`CheckpointError`, a ``ValueError`` naming the
+file; a ``training_state.pt`` holding anything but tensors and plain data is never unpickled.
 """
 
 from __future__ import annotations
@@ -36,11 +29,13 @@ import json
 import math
 import os
 import pickle
+import random
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -49,6 +44,7 @@ __all__ = [
     "CHECKPOINT_FILES",
     "RUN_PATTERNS",
     "CheckpointError",
+    "capture_rng_state",
     "check_resume",
     "check_run_dir",
     "check_writable_dir",
@@ -58,6 +54,7 @@ __all__ = [
     "load_training_state",
     "load_weights",
     "resolve_checkpoint",
+    "restore_rng_state",
     "run_contents",
     "save_checkpoint",
     "strict_json",
@@ -86,8 +83,7 @@ def _json_default(obj: Any) -> Any:
 
 
 def strict_json(data: Any) -> Any:
-    """``data`` with every NaN or infinite float replaced by ``None``, so that ``json.dumps(...,
-    allow_nan=False)`` writes strict JSON (``null``, not ``NaN``).
+    """``data`` with every NaN or infinite float replaced by ``None`` (strict JSON: ``null``, not ``NaN``).
 
     Example::
 
@@ -127,11 +123,7 @@ def save_checkpoint(
     config: dict[str, Any],
     metrics: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``RUN_DIR/<name>/`` atomically and return its path.
-
-    An existing checkpoint of the same name is replaced (the new one is complete before the old one
-    is moved away).
-    """
+    """Write ``RUN_DIR/<name>/`` atomically (replacing one of that name) and return its path."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     for stale in run_dir.glob(".tmp-*"):
@@ -217,9 +209,7 @@ def load_config(ckpt: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_model_state(ckpt: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The model state dict of a checkpoint, read with safetensors (no pickle).
-
-    Keys saved from a ``torch.compile``-d module elsewhere (``_orig_mod.`` prefix) come back without it.
+    """The model state dict of a checkpoint, read with safetensors (no pickle; ``_orig_mod.`` prefix dropped).
 
     Raises:
         CheckpointError: the file is truncated or not a safetensors file.
@@ -238,8 +228,7 @@ def load_training_state(ckpt: str | os.PathLike) -> dict[str, Any]:
     """The training state of a checkpoint, read with ``torch.load(weights_only=True)``.
 
     Raises:
-        CheckpointError: the file is corrupt, or holds objects other than tensors and plain data
-            (it is then not unpickled: not a spectral3d training state).
+        CheckpointError: the file is corrupt, or holds objects other than tensors and plain data.
     """
     path = resolve_checkpoint(ckpt) / "training_state.pt"
     try:
@@ -252,6 +241,35 @@ def load_training_state(ckpt: str | os.PathLike) -> dict[str, Any]:
     except Exception as e:  # a truncated zip archive, an empty file, ...
         first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else ""
         raise CheckpointError(f"checkpoint: {path} is corrupt or truncated ({type(e).__name__}: {first})") from None
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The torch, NumPy, Python (and CUDA) RNG states as tensors and plain data (``weights_only`` loads them)."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached": float(np_state[4]),
+        },
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Set the RNGs to a :func:`capture_rng_state` result."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def load_weights(model: nn.Module, ckpt: str | os.PathLike, model_name: str = "") -> None:
@@ -301,10 +319,8 @@ def check_writable_dir(path: str | os.PathLike, name: str = "out") -> None:
 def check_run_dir(
     run_dir: str | os.PathLike, resume: bool = False, overwrite: bool = False, name: str = "run_dir"
 ) -> list[Path]:
-    """Refuse to mix two runs in one directory; returns what ``overwrite`` would remove.
-
-    A run directory that holds a run (:func:`run_contents`) is used only with ``resume`` (continue it;
-    it must have a ``last`` checkpoint) or ``overwrite`` (:func:`clear_run` before the first save).
+    """Refuse to mix two runs in one directory (a run there needs ``resume`` or ``overwrite``); returns
+    what ``overwrite`` would remove.
 
     Raises:
         FileExistsError: a run is there and neither flag is set (naming ``name``).

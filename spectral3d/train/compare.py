@@ -1,28 +1,17 @@
 """``spectral3d compare`` and multi-seed evaluation: the paper's Tables 1–2 with p-values, and Fig. 5.
 
-- :func:`load_model_run` — a model to compare: a checkpoint, a run directory (its ``best``) or a
-  multi-seed directory ``RUN/seed_<k>/`` (what ``spectral3d train --seeds`` writes), one checkpoint
-  per seed.
-- :func:`compare_models` — every model on the same cases of one or several cohorts (the first model
-  is the reference), written as ``compare.json``, ``compare.md`` (one table per cohort) and one
-  Fig. 5 PNG per cohort.
-- :func:`evaluate_seeds` — ``spectral3d evaluate`` on a multi-seed directory.
-
-Statistics (:mod:`spectral3d.metrics`): each model against the reference on the same cases; AUC by
-DeLong's test for two classes, by the paired bootstrap of the macro one-vs-rest AUC for more (the
-per-class one-vs-rest DeLong tests are in ``compare.json``); accuracy by McNemar's test. The
-p-values of one table are Holm-adjusted per metric (the m comparisons with the reference).
+A model is a checkpoint, a run directory (its ``best``) or a multi-seed directory ``RUN/seed_<k>/``
+(:func:`load_model_run`). Statistics (:mod:`spectral3d.metrics`), each model against the reference
+(the first) on the same cases: AUC by DeLong's test for two classes, else by the paired bootstrap of
+the macro one-vs-rest AUC; accuracy by McNemar's test; p-values Holm-adjusted per metric and table.
 
 Choices *(ours)*:
-- Several seeds: a metric is reported as the mean over the seeds (what the paper reports: the
-  mean of 3 runs) with the sample sd beside it; its 95 % CI is the percentile bootstrap of that
-  mean over resampled cases (the same resample for every seed). Paired tests use the mean of the
-  seeds' probabilities (one prediction per case and model).
-- Models must share class names, class order and sequences (else a ``ValueError`` names the
-  checkpoint and the difference); every model must predict the same case ids.
-- Fig. 5: x = GMACs (multiply-adds, ``spectral3d.flops.count_model`` on the meta device at the
-  checkpoint's input size, FFTs included, elementwise ops and norms not), y = AUC or accuracy in %,
-  marker area ∝ parameters.
+- Several seeds: a metric is the mean over seeds (as the paper's mean of 3 runs) ± sample sd; its
+  95 % CI is the percentile bootstrap of that mean over resampled cases (one resample for every
+  seed); paired tests use the mean of the seeds' probabilities.
+- Models must share class names, class order and sequences, and predict the same case ids.
+- Fig. 5: x = GMACs (``spectral3d.flops.count_model`` on the meta device at the checkpoint's input
+  size, FFTs included), y = AUC or accuracy in %, marker area ∝ parameters.
 """
 
 from __future__ import annotations
@@ -125,11 +114,8 @@ def _same_task(config: dict[str, Any], ref: dict[str, Any], where: str, ref_wher
 
 
 def load_model_run(path: str | os.PathLike, seeds: Sequence[int] | None = None) -> ModelRun:
-    """A checkpoint, a run directory or a multi-seed directory (``seeds``: only these ``seed_<k>``).
-
-    Raises ``FileNotFoundError`` for a missing checkpoint or seed, ``ValueError`` when the seeds'
-    models, classes or sequences differ.
-    """
+    """A checkpoint, a run directory or a multi-seed directory (``seeds``: only these ``seed_<k>``); raises
+    ``FileNotFoundError`` (missing checkpoint or seed) or ``ValueError`` (the seeds' tasks differ)."""
     path = Path(path)
     runs = seed_runs(path)
     if not runs:
@@ -197,13 +183,8 @@ def predict_run(
 def summarize(
     pred: Predictions, n_bootstrap: int = 1000, seed: int = 0, ci: float = 0.95, per_seed_ci: bool = False
 ) -> dict[str, Any]:
-    """The paper's metrics of a model (module docstring for several seeds).
-
-    One checkpoint: exactly :func:`spectral3d.metrics.classification_metrics` (what ``evaluate``
-    reports). Several seeds: every scalar metric is the mean over seeds, plus ``sd`` (metric → sample
-    sd), ``ci`` (bootstrap CI of the mean), ``per_seed`` (seed → its own metrics, with CIs when
-    ``per_seed_ci``) and ``seeds``.
-    """
+    """The paper's metrics of a model: :func:`spectral3d.metrics.classification_metrics` for one checkpoint;
+    for several seeds the means plus ``sd``, ``ci`` (of the mean), ``per_seed`` and ``seeds``."""
     names = list(pred.run.config["class_names"])
     if pred.probs.shape[0] == 1:
         return classification_metrics(pred.y, pred.probs[0], names, n_bootstrap=n_bootstrap, seed=seed, ci=ci)
@@ -223,12 +204,8 @@ def summarize(
 
 
 def paired_tests(pred: Predictions, ref: Predictions, n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """``pred`` against ``ref`` on the same cases (mean probabilities): ``auc`` and ``accuracy`` test dicts.
-
-    ``auc``: :func:`~spectral3d.metrics.delong_test` of class 1 for two classes, else
-    :func:`~spectral3d.metrics.paired_bootstrap_auc` plus ``per_class`` one-vs-rest DeLong results;
-    ``accuracy``: :func:`~spectral3d.metrics.mcnemar_test`. Each has ``method`` and ``p_value``.
-    """
+    """``pred`` against ``ref`` on the same cases: ``{"auc", "accuracy"}`` tests (module docstring), each
+    with ``method`` and ``p_value`` (``auc`` for K > 2 adds ``per_class`` one-vs-rest DeLong tests)."""
     if pred.case_ids != ref.case_ids:
         raise ValueError(f"{pred.run.label}: predicted other cases than the reference {ref.run.label}")
     y, pa, pb = ref.y, pred.mean_probs, ref.mean_probs
@@ -407,9 +384,8 @@ def compare_models(
 ) -> dict[str, Any]:
     """Evaluate ``models`` (the first is the reference) on the same cases of each cohort in ``data``.
 
-    Everything is checked before any prediction (paths, class names/order, sequences, splits, the
-    output folder, matplotlib). Writes ``out/compare.json``, ``out/compare.md`` and, with ``figure``,
-    ``out/fig5_<cohort>.png``.
+    Everything is checked before any prediction. Writes ``out/compare.json``, ``out/compare.md`` and,
+    with ``figure``, ``out/fig5_<cohort>.png``.
 
     Args:
         models: checkpoints, run directories or multi-seed directories; at least two.
@@ -431,23 +407,7 @@ def compare_models(
 
         >>> compare_models(["runs/desamba", "runs/resnet"], ["internal", "external"], "cmp")  # doctest: +SKIP
     """
-    if len(models) < 2:
-        raise ValueError(f"models: expected at least 2 models to compare, got {len(models)}")
-    if not data:
-        raise ValueError("data: expected at least one cohort folder")
-    if figure_metric not in ("auc", "accuracy"):
-        raise ValueError(f"figure_metric: expected 'auc' or 'accuracy', got {figure_metric!r}")
-    out = Path(out)
-    if (out / "compare.json").exists() and not overwrite:
-        raise FileExistsError(f"out: {out} already holds a compare.json; pass --overwrite or another --out")
-    if figure:
-        require_matplotlib()
-    runs = [load_model_run(m) for m in models]
-    for run in runs[1:]:
-        _same_task(run.config, runs[0].config, str(run.path), f"the reference {runs[0].path}")
-    _label_runs(runs)
-    _check_data(data, runs[0], split, fold)
-
+    runs = _checked_runs(models, data, Path(out), split, fold, figure, figure_metric, overwrite)
     costs = {r.label: model_cost(r.config) for r in runs}
     result: dict[str, Any] = {
         "reference": runs[0].label,
@@ -465,17 +425,54 @@ def compare_models(
         "cohorts": [],
         "notes": TEST_NOTE,
     }
-    names = _cohort_names(data)
-    for name, d in zip(names, data):
+    for name, d in zip(_cohort_names(data), data):
         table = evaluate_runs(runs, d, split, fold, n_bootstrap, batch_size)
         result["cohorts"].append({"name": name, **table})
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "compare.json", result)
-    sections = []
+    _write_report(result, costs, out, n_bootstrap, figure_metric if figure else None)
+    return result
+
+
+def _checked_runs(
+    models: Sequence[str | os.PathLike],
+    data: Sequence[str | os.PathLike],
+    out: Path,
+    split: str,
+    fold: int | None,
+    figure: bool,
+    figure_metric: str,
+    overwrite: bool,
+) -> list[ModelRun]:
+    """The labelled runs, once the arguments, ``out``, the runs' task and every cohort are checked."""
+    if len(models) < 2:
+        raise ValueError(f"models: expected at least 2 models to compare, got {len(models)}")
+    if not data:
+        raise ValueError("data: expected at least one cohort folder")
+    if figure_metric not in ("auc", "accuracy"):
+        raise ValueError(f"figure_metric: expected 'auc' or 'accuracy', got {figure_metric!r}")
+    if (out / "compare.json").exists() and not overwrite:
+        raise FileExistsError(f"out: {out} already holds a compare.json; pass --overwrite or another --out")
+    if figure:
+        require_matplotlib()
+    runs = [load_model_run(m) for m in models]
+    for run in runs[1:]:
+        _same_task(run.config, runs[0].config, str(run.path), f"the reference {runs[0].path}")
+    _label_runs(runs)
+    _check_data(data, runs[0], split, fold)
+    return runs
+
+
+def _write_report(
+    result: dict[str, Any], costs: dict[str, dict[str, Any]], out: Path, n_bootstrap: int, figure_metric: str | None
+) -> None:
+    """``out/compare.md`` (a table per cohort) and, with a ``figure_metric``, ``out/fig5_<cohort>.png``."""
+    split, sections = result["split"], []
     for cohort in result["cohorts"]:
         head = f"## {cohort['name']} ({split} split, n = {cohort['n']}; reference {result['reference']})"
         sections.append(f"{head}\n\n{comparison_table(cohort, with_ci=n_bootstrap > 0)}")
-        if figure:
+        if figure_metric is not None:
             points = [
                 {"label": label, **costs[label], "value": 100 * entry["metrics"][figure_metric]}
                 for label, entry in cohort["models"].items()
@@ -483,7 +480,6 @@ def compare_models(
             ylabel = "AUC (%)" if figure_metric == "auc" else "accuracy (%)"
             efficiency_figure(points, out / f"fig5_{cohort['name']}.png", ylabel, f"{cohort['name']}, {split} split")
     (out / "compare.md").write_text("\n\n".join(sections) + f"\n\n{TEST_NOTE}\n")
-    return result
 
 
 def _cohort_names(data: Sequence[str | os.PathLike]) -> list[str]:
@@ -500,11 +496,8 @@ def evaluate_seeds(
     n_bootstrap: int = 1000,
     batch_size: int = 4,
 ) -> dict[str, Any]:
-    """``evaluate`` on ``RUN/seed_<k>/``: each seed's metrics (with CIs), their mean ± sd, the mean's CI.
-
-    Writes ``metrics.json``, ``metrics.md`` (one row per seed, then the mean ± sd) and
-    ``predictions.csv`` (the mean of the seeds' probabilities, what paired tests use) into ``out``.
-    """
+    """``evaluate`` on ``RUN/seed_<k>/``: each seed's metrics, their mean ± sd and the mean's CI; writes
+    ``metrics.json``, ``metrics.md`` and ``predictions.csv`` (mean probabilities) into ``out``."""
     from spectral3d.train.workflow import write_predictions
 
     run = load_model_run(run_dir)

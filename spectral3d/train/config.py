@@ -14,9 +14,7 @@ __all__ = ["TrainConfig"]
 class TrainConfig:
     """Hyper-parameters of :func:`~spectral3d.train.fit` (all serialised into each checkpoint's ``config.json``).
 
-    Batches *(ours)*: each epoch is cut into batches of ``batch_size``; a last batch of a single case
-    joins the batch before it (one batch of ``batch_size + 1``), so a BatchNorm model never sees a
-    batch of one in training and no training case is dropped.
+    Batches *(ours)*: a last batch of one case joins the batch before it (``spectral3d.train.batch_bounds``).
 
     Example::
 

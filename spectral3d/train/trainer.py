@@ -1,43 +1,30 @@
 """The training loop behind ``spectral3d train``: Eq. 5, AdamW, warm-up + cosine, checkpoints, DDP.
 
-Data contract: a dataset item is a :class:`spectral3d.data.Sample` ``(volume, tabular, label,
-case_id)`` — ``(S, D, H, W)`` float32, ``(F,)`` float32 with NaN for missing values (``F`` may be 0),
-an int64 class index and the case id — batched by :func:`spectral3d.data.collate`. Datasets may offer
-``set_epoch(epoch)`` (augmentations seeded per epoch and item) and ``labels`` (class indices, used for
-class weights without loading volumes); :class:`spectral3d.data.MRIDataset` does.
+Data: a dataset item is a :class:`spectral3d.data.Sample` ``(volume (S, D, H, W), tabular (F,) with NaN
+for missing values, label, case_id)``, batched by :func:`spectral3d.data.collate`; a dataset may offer
+``set_epoch(epoch)`` (augmentation seeded per epoch and item) and ``labels`` (class weights without
+loading volumes). Model: a multi-sequence model (``backbones3d.is_multi_sequence``) is called as
+``forward_with_aux(x, tabular) -> (logits, {"self", "cross"})``, any other as ``model(x)`` (the S
+sequences as channels). Loss (Eq. 5): ``CE(logits, y; class weights) + self_weight·L_self +
+cross_weight·L_cross`` (``backbones3d.desamba.DeSambaLoss``; both weights 0.5 as in the paper).
 
-Model contract: multi-sequence models (DeSamba) take ``(x, tabular)`` and provide
-``forward_with_aux`` returning ``(logits, {"self": ..., "cross": ...})``; any other registered model
-takes ``x`` alone (early fusion, the S sequences as channels) and has no auxiliary terms.
-
-Loss (Eq. 5): ``L = CE(logits, y; class weights) + self_weight·L_self + cross_weight·L_cross`` through
-``backbones3d.desamba.DeSambaLoss``; both weights 0.5 as in the paper.
-
-Choices *(ours)*, each a ``TrainConfig`` field:
-- AdamW (lr 3e-4, weight decay 0.05, no decay on biases/norm parameters), linear warm-up for
-  ``warmup_epochs`` then cosine to ``min_lr_ratio · lr``, stepped per optimizer step; gradient
-  clipping at norm 1.0; gradient accumulation over ``grad_accum`` batches.
+Choices *(ours)*, each a ``TrainConfig`` field where it has one:
+- AdamW (no decay on biases/norm parameters), linear warm-up for ``warmup_epochs`` then cosine to
+  ``min_lr_ratio · lr``, stepped per optimizer step; gradient clipping; ``grad_accum``.
 - bf16 autocast on CUDA (the spectral ops keep their FFTs in float32); float32 on CPU.
-- Shuffling: one permutation per epoch from ``seed + epoch`` (the same permutation on every rank,
-  sharded ``rank::world_size``), so a resumed run sees exactly the batches an uninterrupted one would.
-  A last batch of one case joins the batch before it (:func:`batch_bounds`): BatchNorm cannot train on
-  one case, and dropping it would lose that case every epoch.
-- A run directory holds one run: ``fit`` refuses one that holds another unless ``resume`` (same model,
-  classes and sequences) or ``overwrite``.
-- Early stopping on validation macro AUC (``patience`` epochs without improvement; 0 disables);
-  ``best`` is the epoch with the highest validation AUC (ties: lower validation loss).
-- SIGINT/SIGTERM: the current optimizer step finishes, a checkpoint named ``interrupted`` is written
-  with the position inside the epoch, ``last`` points at it, and training stops; ``resume`` continues
-  from that exact batch (or from the last complete epoch), reaching the same weights as an
-  uninterrupted run on CPU.
-- ``compile``: the training step's forward (model and auxiliary terms) runs through
-  ``torch.compile`` with that backend (``nn.Module.compile`` in place), validation too; checkpoints
-  hold the model's own state dict (no ``_orig_mod.`` prefix, also when a ``torch.compile``-d model is
-  passed), so a run resumes into a compiled or an eager model alike.
-- DDP: ``torchrun`` sets ``WORLD_SIZE``/``RANK``; the loop initialises the process group (NCCL on
-  CUDA, gloo on CPU), wraps the model in ``DistributedDataParallel``, shards batches and validation,
-  gathers validation predictions and lets rank 0 alone write checkpoints and logs. With the global
-  batch fixed (``batch_size`` per process × processes), the optimizer steps equal one process's.
+- One permutation per epoch from ``seed + epoch``, sharded ``rank::world_size``, so a resumed run sees
+  the batches an uninterrupted one would; a last batch of one case joins the one before
+  (:func:`batch_bounds`).
+- A run directory holds one run: refused unless ``resume`` (same model, classes, sequences) or ``overwrite``.
+- Early stopping on validation macro AUC (``patience``); ``best`` is the highest validation AUC (ties:
+  lower validation loss).
+- SIGINT/SIGTERM (or ``stop_when``): the optimizer step finishes, an ``interrupted`` checkpoint holds the
+  position inside the epoch, ``last`` points at it; ``resume`` continues from that batch and reaches the
+  weights of an uninterrupted run on CPU.
+- ``compile``: the task's forward and validation run through ``torch.compile``; checkpoints hold the
+  model's own state dict (no ``_orig_mod.`` prefix), so a run resumes compiled or eager alike.
+- DDP (``torchrun``): NCCL on CUDA, gloo on CPU; batches and validation sharded, predictions gathered,
+  rank 0 alone writes. The global batch is ``batch_size`` × processes.
 """
 
 from __future__ import annotations
@@ -65,12 +52,14 @@ from spectral3d.data import collate
 from spectral3d.data.errors import DataError
 from spectral3d.metrics import classification_metrics
 from spectral3d.train.checkpoint import (
+    capture_rng_state,
     check_resume,
     check_run_dir,
     clear_run,
     load_training_state,
     load_weights,
     resolve_checkpoint,
+    restore_rng_state,
     save_checkpoint,
     strict_json,
     update_pointer,
@@ -99,7 +88,9 @@ class _TaskModule(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.multi_sequence = hasattr(model, "forward_with_aux")
+        from backbones3d import is_multi_sequence
+
+        self.multi_sequence = is_multi_sequence(model)
 
     def forward(self, x: torch.Tensor, tabular: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.multi_sequence:
@@ -127,9 +118,8 @@ class _EpochSampler(Sampler[int]):
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` of each batch of ``n`` items: batches of ``batch_size``, except that a last
-    batch of one item joins the batch before it *(ours)*, so that BatchNorm never trains on a batch
-    of one and no item is dropped.
+    """``(start, stop)`` of each batch of ``batch_size`` of ``n`` items; *(ours)* a last batch of one item
+    joins the one before (BatchNorm never trains on one case, and no case is dropped).
 
     Example::
 
@@ -143,8 +133,7 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 class _EpochBatches(Sampler[list[int]]):
-    """The batches of one epoch: :class:`_EpochSampler`'s order cut by :func:`batch_bounds`, minus the
-    first ``skip`` batches (those done before an interruption)."""
+    """One epoch's batches (:class:`_EpochSampler` cut by :func:`batch_bounds`), minus the first ``skip``."""
 
     def __init__(self, n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int, skip: int = 0) -> None:
         order = _EpochSampler(n, seed, epoch, rank, world).indices
@@ -158,8 +147,7 @@ class _EpochBatches(Sampler[list[int]]):
 
 
 class _ErrorsAsItems(Dataset):
-    """Returns an item's :class:`DataError` instead of raising it: a DataLoader worker then hands the
-    error to the main process as it was (a raised one arrives wrapped in the worker's traceback)."""
+    """Returns an item's :class:`DataError` (a worker would wrap a raised one in its traceback)."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -202,33 +190,6 @@ def _dist_info() -> tuple[int, int, torch.device]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world, device
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached": float(np_state[4]),
-        },
-        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -364,6 +325,46 @@ def _better(auc: float, loss: float, best: tuple[float, float] | None) -> bool:
     return auc > best_auc or (auc == best_auc and loss < best[1])
 
 
+@dataclass
+class _Run:
+    """What one :func:`fit` call trains with, built by :func:`_setup`."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    model: nn.Module  # the module whose state dict the checkpoints hold
+    task: _TaskModule
+    ddp_task: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    criterion: nn.Module
+    device: torch.device
+    rank: int
+    world: int
+    config: dict[str, Any]  # each checkpoint's config.json
+    class_names: Sequence[str] | None
+
+
+@dataclass
+class _RunState:
+    """Where a run stands (saved in every checkpoint): next epoch and batch, part-done sums, early stopping."""
+
+    epoch: int = 0
+    batch: int = 0
+    partial_sums: dict[str, float] = field(default_factory=dict)
+    partial_seen: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: tuple[float, float] | None = None  # (val AUC, val loss) of the best epoch
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+
+
+@dataclass
+class _Stop:
+    """Why training should stop after the current optimizer step: a signal number, ``"stop_when"`` or None."""
+
+    reason: int | str | None = None
+
+
 def fit(
     model: nn.Module,
     train_set: Dataset,
@@ -377,25 +378,18 @@ def fit(
     overwrite: bool = False,
     stop_when: Callable[[int], bool] | None = None,
 ) -> FitResult:
-    """Train ``model`` and write checkpoints into ``run_dir``.
-
-    Every epoch trains on every case of ``train_set``: batches of ``cfg.batch_size``, a last batch of
-    one case joined to the one before (:func:`batch_bounds`).
+    """Train ``model`` and write checkpoints into ``run_dir`` (module docstring).
 
     Args:
         model: any registered model (DeSamba gets Eq. 5's auxiliary terms).
         train_set, val_set: datasets of ``(volume, tabular, label)`` items; ``val_set`` may be None.
         cfg: hyper-parameters.
-        run_dir: output directory (created). One that holds a run is refused unless ``resume`` or
-            ``overwrite`` (:func:`~spectral3d.train.checkpoint.check_run_dir`).
-        run_config: extra JSON-serialisable entries for each checkpoint's ``config.json`` (model name
-            and kwargs, class names, sequences, preprocessing, tabular statistics).
-        resume: continue from ``run_dir/last`` (an epoch or an interrupted checkpoint) of the same
-            model, classes and sequences.
+        run_dir: output directory (created); one holding a run needs ``resume`` or ``overwrite``.
+        run_config: extra JSON entries for each checkpoint's ``config.json`` (model, classes, ...).
+        resume: continue from ``run_dir/last`` (an epoch or an interrupted checkpoint).
         num_classes: K (default: the model's ``num_classes`` attribute or ``pretrained_cfg``).
         class_names: names for the metrics (default: ``run_config["class_names"]``).
-        overwrite: remove the run in ``run_dir`` (its checkpoints, pointers and logs:
-            :data:`~spectral3d.train.checkpoint.RUN_PATTERNS`) before training.
+        overwrite: remove the run in ``run_dir`` (:data:`~spectral3d.train.checkpoint.RUN_PATTERNS`) first.
         stop_when: called after every optimizer step with the run's optimizer-step count (a resumed
             run goes on counting); ``True`` stops training as SIGINT does (an ``interrupted``
             checkpoint at that batch, ``FitResult.interrupted``), e.g. ``lambda step: step >= k``.
@@ -405,14 +399,49 @@ def fit(
         >>> from spectral3d.train import TrainConfig, fit  # doctest: +SKIP
         >>> fit(model, train_ds, val_ds, TrainConfig(epochs=2), "runs/demo")  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-
     run_dir = Path(run_dir)
     rank, world, device = _dist_info()
     run_config = dict(run_config or {})
     class_names = class_names or run_config.get("class_names")
     if num_classes is None:
         num_classes = getattr(model, "num_classes", None) or model.pretrained_cfg["num_classes"]
+    _check_run(train_set, run_dir, run_config, resume, overwrite, num_classes, class_names, rank)
+    run = _setup(model, train_set, cfg, run_dir, run_config, num_classes, class_names, (rank, world, device))
+    state = _restore(run, run_config.get("model", "")) if resume else _RunState()
+    result = FitResult(run_dir, state.epoch, state.best_epoch, state.best[0] if state.best else None, state.history)
+    with _stop_on_signal(enabled=rank == 0 or world == 1) as stop:
+        for epoch in range(state.epoch, cfg.epochs):
+            t0 = time.time()
+            sums, seen, done, n_batches = _train_epoch(run, train_set, epoch, state, stop, stop_when)
+            _agree_on_stop(run, stop)
+            if stop.reason is not None and done < n_batches:
+                _save_interrupted(run, state, epoch, done, sums, seen)
+                result.interrupted = True
+                break
+            _end_epoch(run, val_set, state, epoch, sums, seen, t0)
+            result.epochs_done = epoch + 1
+            if cfg.patience and state.bad_epochs >= cfg.patience:
+                result.stopped_early = True
+                break
+            if stop.reason is not None:
+                result.interrupted = True
+                break
+    result.history, result.best_epoch = state.history, state.best_epoch
+    result.best_auc = state.best[0] if state.best else None
+    return result
+
+
+def _check_run(
+    train_set: Dataset,
+    run_dir: Path,
+    run_config: dict[str, Any],
+    resume: bool,
+    overwrite: bool,
+    num_classes: int,
+    class_names: Sequence[str] | None,
+    rank: int,
+) -> None:
+    """Refuse an empty training set or an unusable ``run_dir``; warn about classes without a training case."""
     if len(train_set) == 0:
         raise ValueError("train_set: the training split is empty")
     check_run_dir(run_dir, resume, overwrite)
@@ -422,13 +451,26 @@ def fit(
     if counts is not None and (counts == 0).any():
         names = class_names or [str(i) for i in range(num_classes)]
         empty = [names[i] for i in (counts == 0).nonzero().flatten().tolist()]
-        warnings.warn(f"classes {empty} have no training case: the model cannot learn them", stacklevel=2)
+        warnings.warn(f"classes {empty} have no training case: the model cannot learn them", stacklevel=3)
     if overwrite and rank == 0:
         clear_run(run_dir)
+
+
+def _setup(
+    model: nn.Module,
+    train_set: Dataset,
+    cfg: TrainConfig,
+    run_dir: Path,
+    run_config: dict[str, Any],
+    num_classes: int,
+    class_names: Sequence[str] | None,
+    dist_info: tuple[int, int, torch.device],
+) -> _Run:
+    """Seed the RNGs; build the task (compiled, DDP-wrapped), AdamW, the schedule and the Eq. 5 loss."""
+    rank, world, device = dist_info
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
-
     model.to(device)
     task = _TaskModule(model)
     model = getattr(model, "_orig_mod", model)  # a torch.compile-d model: checkpoints hold its module's state
@@ -446,159 +488,180 @@ def fit(
     warmup = min(total_steps, max(1, round(cfg.warmup_epochs * steps_per_epoch))) if cfg.warmup_epochs > 0 else 0
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, warmup, cfg.min_lr_ratio))
     criterion = _loss_fn(cfg, _class_weights(cfg, train_set, num_classes, class_names)).to(device)
+    config = {**run_config, "train": asdict(cfg), "world_size": world}
+    return _Run(
+        cfg, run_dir, model, task, ddp_task, optimizer, scheduler, criterion, device, rank, world, config, class_names
+    )
 
-    start_epoch, skip_batches, history = 0, 0, []
-    partial_sums: dict[str, float] = {}  # loss sums of an epoch interrupted part-way
-    partial_seen = 0
-    best: tuple[float, float] | None = None
-    best_epoch: int | None = None
-    bad_epochs = 0
-    if resume:
-        ckpt = resolve_checkpoint(run_dir / "last")
-        load_weights(model, ckpt, run_config.get("model", ""))
-        state = load_training_state(ckpt)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, skip_batches = state["epoch"], state["batch_in_epoch"]
-        partial_sums, partial_seen = state.get("partial_sums", {}), state.get("partial_seen", 0)
-        history = json.loads(state["history"])
-        best = tuple(state["best"]) if state["best"] is not None else None
-        best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
-        _set_rng_state(state["rng"])
 
-    stop: dict[str, Any] = {"signal": None}
-    handlers = {}
-    if rank == 0 or world == 1:
+def _restore(run: _Run, model_name: str) -> _RunState:
+    """Load ``run_dir/last`` into the model, optimizer, scheduler and RNGs; return where that run stood."""
+    ckpt = resolve_checkpoint(run.run_dir / "last")
+    load_weights(run.model, ckpt, model_name)
+    saved = load_training_state(ckpt)
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    restore_rng_state(saved["rng"])
+    return _RunState(
+        epoch=saved["epoch"],
+        batch=saved["batch_in_epoch"],
+        partial_sums=saved.get("partial_sums", {}),
+        partial_seen=saved.get("partial_seen", 0),
+        history=json.loads(saved["history"]),
+        best=tuple(saved["best"]) if saved["best"] is not None else None,
+        best_epoch=saved["best_epoch"],
+        bad_epochs=saved["bad_epochs"],
+    )
 
-        def _on_signal(signum: int, _frame: Any) -> None:
-            stop["signal"] = signum
+
+def _training_state(
+    run: _Run, state: _RunState, epoch: int, batch_in_epoch: int, sums: dict[str, float] | None = None, seen: int = 0
+) -> dict[str, Any]:
+    """A checkpoint's ``training_state.pt``: resuming from it continues at ``(epoch, batch_in_epoch)``."""
+    return {
+        "partial_sums": dict(sums or {}),
+        "partial_seen": seen,
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "rng": capture_rng_state(),
+        "epoch": epoch,
+        "batch_in_epoch": batch_in_epoch,
+        "history": json.dumps(state.history),
+        "best": list(state.best) if state.best is not None else None,
+        "best_epoch": state.best_epoch,
+        "bad_epochs": state.bad_epochs,
+    }
+
+
+@contextlib.contextmanager
+def _stop_on_signal(enabled: bool) -> Iterator[_Stop]:
+    """While open (and ``enabled``), SIGINT/SIGTERM set ``stop.reason``: the loop then saves and stops."""
+    stop, handlers = _Stop(), {}
+    if enabled:
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            stop.reason = signum
 
         for s in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError):  # not in the main thread
-                handlers[s] = signal.signal(s, _on_signal)
-
-    def _state(epoch: int, batch_in_epoch: int, sums: dict[str, float] | None = None, seen: int = 0) -> dict[str, Any]:
-        return {
-            "partial_sums": dict(sums or {}),
-            "partial_seen": seen,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(),
-            "epoch": epoch,
-            "batch_in_epoch": batch_in_epoch,
-            "history": json.dumps(history),
-            "best": list(best) if best is not None else None,
-            "best_epoch": best_epoch,
-            "bad_epochs": bad_epochs,
-        }
-
-    full_config = {**run_config, "train": asdict(cfg), "world_size": world}
-    result = FitResult(run_dir, start_epoch, best_epoch, best[0] if best else None, history)
+                handlers[s] = signal.signal(s, on_signal)
     try:
-        for epoch in range(start_epoch, cfg.epochs):
-            if hasattr(train_set, "set_epoch"):
-                train_set.set_epoch(epoch)
-            loader = _loader(
-                train_set,
-                cfg.num_workers,
-                batch_sampler=_EpochBatches(len(train_set), cfg.batch_size, cfg.seed, epoch, rank, world, skip_batches),
-                # its own generator: worker seeds must not draw from the global RNG that dropout uses
-                generator=torch.Generator().manual_seed(cfg.seed + epoch),
-            )
-            task.train()
-            sums: dict[str, float] = dict(partial_sums)
-            n_seen, t0 = partial_seen, time.time()
-            partial_sums, partial_seen = {}, 0
-            bar = tqdm(
-                _batches(loader),
-                total=len(loader),
-                desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                disable=not (cfg.progress and rank == 0),
-                leave=False,
-            )
-            batch_idx = skip_batches
-            skip_batches = 0
-            n_batches = batch_idx + len(loader)
-            for batch in bar:
-                x, tab, y = batch.volume.to(device), batch.tabular.to(device), batch.label.to(device)
-                last_micro = (batch_idx + 1) % cfg.grad_accum == 0 or batch_idx + 1 == n_batches
-                sync = contextlib.nullcontext() if (last_micro or world == 1) else ddp_task.no_sync()
-                with sync:
-                    with _autocast(device, cfg.amp):
-                        logits, aux = ddp_task(x, tab)
-                    loss, parts = criterion(logits.float(), y, aux)
-                    (loss / cfg.grad_accum).backward()
-                if last_micro:
-                    if cfg.clip_grad_norm:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    scheduler.step()
-                    if stop_when is not None and stop_when(scheduler.last_epoch):
-                        stop["signal"] = "stop_when"
-                batch_idx += 1
-                n_seen += len(y)
-                for k, v in {"loss": loss.detach(), **parts}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) * len(y)
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-                if stop["signal"] is not None and last_micro:
-                    break
-            if world > 1:  # every rank learns whether rank 0 was signalled
-                flag = torch.tensor([1 if stop["signal"] is not None else 0], device=device)
-                dist.broadcast(flag, 0)
-                if flag.item():
-                    stop["signal"] = stop["signal"] or signal.SIGTERM
-            if stop["signal"] is not None and batch_idx < n_batches:
-                if rank == 0:
-                    save_checkpoint(
-                        run_dir, "interrupted", model.state_dict(), _state(epoch, batch_idx, sums, n_seen), full_config
-                    )
-                    update_pointer(run_dir, "last", "interrupted")
-                result.interrupted = True
-                break
-
-            record: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "lr": scheduler.get_last_lr()[0],
-                "time_s": round(time.time() - t0, 2),
-            }
-            record.update({f"train_{k}": v / max(1, n_seen) for k, v in sums.items()})
-            improved = True
-            if val_set is not None and len(val_set):
-                val = _validate(task, val_set, cfg, device, rank, world, class_names)
-                record.update({f"val_{k}": val[k] for k in ("loss", "accuracy", "auc", "f1")})
-                improved = _better(val["auc"], val["loss"], best)
-                if improved:
-                    best, best_epoch, bad_epochs = (val["auc"], val["loss"]), epoch + 1, 0
-                else:
-                    bad_epochs += 1
-            else:
-                best_epoch = epoch + 1
-            history.append(record)
-            name = f"epoch_{epoch + 1:04d}"
-            if rank == 0:
-                save_checkpoint(run_dir, name, model.state_dict(), _state(epoch + 1, 0), full_config, record)
-                update_pointer(run_dir, "last", name)
-                if improved:
-                    update_pointer(run_dir, "best", name)
-                with open(run_dir / "log.jsonl", "a") as fh:
-                    fh.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
-                _prune(run_dir, cfg.keep_last)
-                msg = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
-                tqdm.write(msg)
-            result.epochs_done = epoch + 1
-            if cfg.patience and bad_epochs >= cfg.patience:
-                result.stopped_early = True
-                break
-            if stop["signal"] is not None:
-                result.interrupted = True
-                break
+        yield stop
     finally:
         for s, h in handlers.items():
             signal.signal(s, h)
-    result.history, result.best_epoch = history, best_epoch
-    result.best_auc = best[0] if best else None
-    return result
+
+
+def _agree_on_stop(run: _Run, stop: _Stop) -> None:
+    """Under DDP, every rank learns whether rank 0 was signalled."""
+    if run.world > 1:
+        flag = torch.tensor([1 if stop.reason is not None else 0], device=run.device)
+        dist.broadcast(flag, 0)
+        if flag.item():
+            stop.reason = stop.reason or signal.SIGTERM
+
+
+def _train_epoch(
+    run: _Run, train_set: Dataset, epoch: int, state: _RunState, stop: _Stop, stop_when: Callable[[int], bool] | None
+) -> tuple[dict[str, float], int, int, int]:
+    """One epoch from batch ``state.batch``; returns ``(loss sums, cases seen, batches done, batches)``."""
+    from tqdm.auto import tqdm
+
+    cfg = run.cfg
+    if hasattr(train_set, "set_epoch"):
+        train_set.set_epoch(epoch)
+    batches = _EpochBatches(len(train_set), cfg.batch_size, cfg.seed, epoch, run.rank, run.world, state.batch)
+    # its own generator: worker seeds must not draw from the global RNG that dropout uses
+    loader = _loader(
+        train_set, cfg.num_workers, batch_sampler=batches, generator=torch.Generator().manual_seed(cfg.seed + epoch)
+    )
+    run.task.train()
+    sums, n_seen, batch_idx = dict(state.partial_sums), state.partial_seen, state.batch
+    state.partial_sums, state.partial_seen, state.batch = {}, 0, 0
+    n_batches = batch_idx + len(loader)
+    show = cfg.progress and run.rank == 0
+    bar = tqdm(
+        _batches(loader), total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False
+    )
+    for batch in bar:
+        last_micro = (batch_idx + 1) % cfg.grad_accum == 0 or batch_idx + 1 == n_batches
+        loss, parts = _train_step(run, batch, last_micro)
+        if last_micro and stop_when is not None and stop_when(run.scheduler.last_epoch):
+            stop.reason = "stop_when"
+        batch_idx += 1
+        n_seen += len(batch.label)
+        for k, v in {"loss": loss.detach(), **parts}.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * len(batch.label)
+        bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
+        if stop.reason is not None and last_micro:
+            break
+    return sums, n_seen, batch_idx, n_batches
+
+
+def _train_step(run: _Run, batch: Any, last_micro: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Forward, Eq. 5 loss and backward of one batch; clip and step on the last batch of a step."""
+    cfg = run.cfg
+    x, tab, y = batch.volume.to(run.device), batch.tabular.to(run.device), batch.label.to(run.device)
+    sync = contextlib.nullcontext() if (last_micro or run.world == 1) else run.ddp_task.no_sync()
+    with sync:
+        with _autocast(run.device, cfg.amp):
+            logits, aux = run.ddp_task(x, tab)
+        loss, parts = run.criterion(logits.float(), y, aux)
+        (loss / cfg.grad_accum).backward()
+    if last_micro:
+        if cfg.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad_norm)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scheduler.step()
+    return loss, parts
+
+
+def _save_interrupted(run: _Run, state: _RunState, epoch: int, batch: int, sums: dict[str, float], seen: int) -> None:
+    """The ``interrupted`` checkpoint at ``(epoch, batch)``, with the epoch's sums so far; ``last`` points at it."""
+    if run.rank == 0:
+        training_state = _training_state(run, state, epoch, batch, sums, seen)
+        save_checkpoint(run.run_dir, "interrupted", run.model.state_dict(), training_state, run.config)
+        update_pointer(run.run_dir, "last", "interrupted")
+
+
+def _end_epoch(
+    run: _Run, val_set: Dataset | None, state: _RunState, epoch: int, sums: dict[str, float], seen: int, t0: float
+) -> None:
+    """Validation, the epoch's record (history, ``log.jsonl``), checkpoint, pointers and pruning."""
+    from tqdm.auto import tqdm
+
+    record: dict[str, Any] = {
+        "epoch": epoch + 1,
+        "lr": run.scheduler.get_last_lr()[0],
+        "time_s": round(time.time() - t0, 2),
+    }
+    record.update({f"train_{k}": v / max(1, seen) for k, v in sums.items()})
+    improved = True
+    if val_set is not None and len(val_set):
+        val = _validate(run.task, val_set, run.cfg, run.device, run.rank, run.world, run.class_names)
+        record.update({f"val_{k}": val[k] for k in ("loss", "accuracy", "auc", "f1")})
+        improved = _better(val["auc"], val["loss"], state.best)
+        if improved:
+            state.best, state.best_epoch, state.bad_epochs = (val["auc"], val["loss"]), epoch + 1, 0
+        else:
+            state.bad_epochs += 1
+    else:
+        state.best_epoch = epoch + 1
+    state.history.append(record)
+    if run.rank != 0:
+        return
+    name = f"epoch_{epoch + 1:04d}"
+    save_checkpoint(
+        run.run_dir, name, run.model.state_dict(), _training_state(run, state, epoch + 1, 0), run.config, record
+    )
+    update_pointer(run.run_dir, "last", name)
+    if improved:
+        update_pointer(run.run_dir, "best", name)
+    with open(run.run_dir / "log.jsonl", "a") as fh:
+        fh.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
+    _prune(run.run_dir, run.cfg.keep_last)
+    tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
 
 
 def _prune(run_dir: Path, keep_last: int) -> None:

@@ -1,22 +1,11 @@
-"""The Python API behind ``spectral3d train | evaluate | predict | demo``.
+"""The Python API behind ``spectral3d train | evaluate | predict | demo``: paths and plain options in,
+plain data out (the CLI and ``examples/train_on_nifti.py`` call the same code).
 
-Each function takes paths and plain options and returns plain data, so the CLI is a thin argparse
-layer over it and ``examples/train_on_nifti.py`` can call the same code.
-
-- :func:`train_on_cohort` — build a registered model sized for a cohort (sequences, classes,
-  clinical columns), train it with :func:`spectral3d.train.fit`, write checkpoints whose
-  ``config.json`` holds everything the other commands need.
-- :func:`load_checkpoint_model` — rebuild the model of a checkpoint and load its weights
-  (safetensors; no pickle).
-- :func:`evaluate_checkpoint` — the paper's metrics on a split, as JSON and a markdown table.
-- :func:`predict_cases` — class probabilities for case folders outside any cohort table.
-
-Model sizing *(ours)*: a multi-sequence model (its ``pretrained_cfg`` names ``sequences``: DeSamba
-and its presets) is built with the cohort's ``sequences``, ``num_classes`` and ``num_tabular``; any
-other model gets ``in_chans = S`` (early fusion) and ``num_classes``. The sequences are the
-``sequences`` argument, else the model's ``pretrained_cfg["sequences"]``, else those of every case
-(:func:`cohort_sequences`). The model grid defaults to the model's ``pretrained_cfg["input_size"]``
-(``(D, H, W)`` part) and 1 mm spacing.
+Model sizing *(ours)*: a multi-sequence model (``backbones3d.is_multi_sequence``) is built with the
+cohort's ``sequences``, ``num_classes`` and ``num_tabular``; any other model gets ``in_chans = S``
+(early fusion) and ``num_classes``. The sequences are the ``sequences`` argument, else the model's
+``pretrained_cfg["sequences"]``, else those of every case (:func:`cohort_sequences`). The model grid
+defaults to the ``(D, H, W)`` of the model's ``pretrained_cfg["input_size"]`` and 1 mm spacing.
 """
 
 from __future__ import annotations
@@ -74,12 +63,6 @@ __all__ = [
 ]
 
 
-def _is_multi_sequence(model_name: str) -> bool:
-    from backbones3d import get_pretrained_cfg
-
-    return "sequences" in get_pretrained_cfg(model_name)
-
-
 def build_model_for_cohort(
     model_name: str,
     sequences: Sequence[str],
@@ -88,10 +71,10 @@ def build_model_for_cohort(
     model_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Create ``model_name`` for a cohort; returns the model and the kwargs it was built with."""
-    from backbones3d import create_model
+    from backbones3d import create_model, is_multi_sequence
 
     kwargs: dict[str, Any] = dict(model_kwargs or {})
-    if _is_multi_sequence(model_name):
+    if is_multi_sequence(model_name):
         kwargs.update(sequences=list(sequences), num_classes=num_classes, num_tabular=num_tabular)
     else:
         kwargs.update(in_chans=len(sequences), num_classes=num_classes)
@@ -118,8 +101,7 @@ def cohort_sequences(model_name: str, sequences: Sequence[str] | None = None) ->
 
 
 def check_training_labels(cohort: Cohort, fold: int | None = None) -> None:
-    """Refuse a cohort whose training split lacks a label of the cohort (a label only in val/test: a
-    typo, or a class that cannot be learned) or holds a single class, naming labels and counts.
+    """Refuse a cohort whose training split lacks one of its labels or holds a single class.
 
     Raises:
         DataError: naming ``cases.csv``.
@@ -190,11 +172,8 @@ def train_on_cohort(
 ) -> FitResult:
     """Train ``model_name`` on the cohort folder ``data``; checkpoints go to ``out``.
 
-    Everything that can be checked without the voxel data is checked before any case is loaded:
-    the model name, ``out`` (writable; a run there needs ``resume`` or ``overwrite``), ``cache_dir``,
-    the cohort table and files, the labels (every label has training cases, two classes or more),
-    the class weights, the input size (a meta-device forward) and, with ``resume``, that the run
-    was of the same model, classes and sequences. Nothing is written before that.
+    Checked before any case is loaded or anything written: the name, ``out``, ``cache_dir``, the cohort,
+    its labels, the class weights, the input size (meta-device forward), and the run resumed.
 
     Args:
         model_name: a registered model (``backbones3d.list_models()``).
@@ -217,66 +196,25 @@ def train_on_cohort(
         sequences: the sequences to use, in channel order (default :func:`cohort_sequences`).
         stop_when: passed to :func:`spectral3d.train.fit` (stop after a given optimizer step).
     """
+    from backbones3d import is_multi_sequence
+
     cfg = cfg or TrainConfig()
-    _is_multi_sequence(model_name)  # an unknown name fails here, suggesting close names, before any data is read
+    is_multi_sequence(model_name)  # an unknown name fails here, suggesting close names, before any data is read
     pre = PreprocessConfig(spacing=spacing, volume_index=volume_index, nan_policy=nan_policy)
     check_run_dir(out, resume, overwrite, name="out")
     if cache_dir is not None:
         check_writable_dir(cache_dir, "cache_dir")
-    cohort = Cohort.from_folder(data, sequences=cohort_sequences(model_name, sequences), skip_bad=skip_bad)
-    check_training_labels(cohort, fold)
-    if isinstance(cfg.class_weights, Sequence) and not isinstance(cfg.class_weights, str):
-        if len(cfg.class_weights) != cohort.num_classes:
-            raise ValueError(
-                f"class_weights: expected {cohort.num_classes} values, one per class {list(cohort.classes)}, "
-                f"got {len(cfg.class_weights)}"
-            )
-    # the initial weights depend on cfg.seed alone, not on what this process ran before
-    # (the demo trains two models in a row; without this the baseline's start depended on DeSamba's run)
-    torch.manual_seed(cfg.seed)
-    model, kwargs = build_model_for_cohort(
-        model_name, cohort.sequences, cohort.num_classes, cohort.num_tabular, model_kwargs
-    )
-    pre = dataclasses.replace(pre, input_size=_input_size(model, input_size))
-    check_input_size(model_name, kwargs, pre.input_size, len(cohort.sequences), cohort.num_tabular)
-    run_config = {
-        "model": model_name,
-        "model_kwargs": kwargs,
-        "class_names": list(cohort.classes),
-        "sequences": list(cohort.sequences),
-        "clinical_columns": list(cohort.clinical_columns),
-        "preprocess": pre.to_dict(),
-        "data": str(Path(data).resolve()),
-        "fold": fold,
-        "spectral3d_version": _version(),
-        "torch_version": torch.__version__,
-    }
+    cohort = _checked_cohort(model_name, data, cfg, fold, sequences, skip_bad)
+    model, kwargs, pre = _model_for_cohort(model_name, model_kwargs, cohort, pre, input_size, cfg.seed)
+    run_config = _run_config(model_name, kwargs, cohort, pre, data, fold)
     if resume:
         check_resume(out, run_config)
     if skip_bad:
         cohort = cohort.verify(pre, skip_bad=True, progress=cfg.progress)
         check_training_labels(cohort, fold)
-    train_cases = cohort.split("train", fold)
-    val_cases = _split_or_empty(cohort, "val", fold)
-    if not val_cases:
-        warnings.warn(
-            f"{Path(data) / 'cases.csv'}: no validation cases"
-            + (f" in fold {fold}" if fold is not None else "")
-            + ": 'best' is the last epoch and early stopping is off",
-            stacklevel=2,
-        )
-    out = Path(out)
-    if overwrite:
-        clear_run(out)
-    if cohort.skipped:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "skipped.json", [str(s) for s in cohort.skipped])
-    train_set = MRIDataset(cohort, train_cases, pre, augment=augment, cache_dir=cache_dir, seed=cfg.seed)
-    val_set = (
-        MRIDataset(cohort, val_cases, pre, tabular_stats=train_set.tabular_stats, cache_dir=cache_dir)
-        if val_cases
-        else None
-    )
+    cases = _training_cases(cohort, fold, Path(data))
+    out = _clear_out(Path(out), overwrite, cohort.skipped)
+    train_set, val_set = _training_datasets(cohort, cases, pre, augment, cache_dir, cfg.seed)
     run_config["tabular_stats"] = train_set.tabular_stats.to_dict()
     return fit(
         model,
@@ -290,6 +228,112 @@ def train_on_cohort(
         class_names=cohort.classes,
         stop_when=stop_when,
     )
+
+
+def _checked_cohort(
+    model_name: str,
+    data: str | os.PathLike,
+    cfg: TrainConfig,
+    fold: int | None,
+    sequences: Sequence[str] | None,
+    skip_bad: bool,
+) -> Cohort:
+    """The cohort, its labels and the class weights checked before any voxel is read."""
+    cohort = Cohort.from_folder(data, sequences=cohort_sequences(model_name, sequences), skip_bad=skip_bad)
+    check_training_labels(cohort, fold)
+    if isinstance(cfg.class_weights, Sequence) and not isinstance(cfg.class_weights, str):
+        if len(cfg.class_weights) != cohort.num_classes:
+            raise ValueError(
+                f"class_weights: expected {cohort.num_classes} values, one per class {list(cohort.classes)}, "
+                f"got {len(cfg.class_weights)}"
+            )
+    return cohort
+
+
+def _run_config(
+    model_name: str,
+    model_kwargs: dict[str, Any],
+    cohort: Cohort,
+    pre: PreprocessConfig,
+    data: str | os.PathLike,
+    fold: int | None,
+) -> dict[str, Any]:
+    """The entries of each checkpoint's ``config.json`` that describe the model and the data."""
+    return {
+        "model": model_name,
+        "model_kwargs": model_kwargs,
+        "class_names": list(cohort.classes),
+        "sequences": list(cohort.sequences),
+        "clinical_columns": list(cohort.clinical_columns),
+        "preprocess": pre.to_dict(),
+        "data": str(Path(data).resolve()),
+        "fold": fold,
+        "spectral3d_version": _version(),
+        "torch_version": torch.__version__,
+    }
+
+
+def _model_for_cohort(
+    model_name: str,
+    model_kwargs: Mapping[str, Any] | None,
+    cohort: Cohort,
+    pre: PreprocessConfig,
+    input_size: int | Sequence[int] | None,
+    seed: int,
+) -> tuple[nn.Module, dict[str, Any], PreprocessConfig]:
+    """The model for the cohort, its kwargs, and ``pre`` at its input size (checked by a meta-device forward)."""
+    # the initial weights depend on the seed alone, not on what this process ran before
+    # (the demo trains two models in a row; without this the baseline's start depended on DeSamba's run)
+    torch.manual_seed(seed)
+    model, kwargs = build_model_for_cohort(
+        model_name, cohort.sequences, cohort.num_classes, cohort.num_tabular, model_kwargs
+    )
+    pre = dataclasses.replace(pre, input_size=_input_size(model, input_size))
+    check_input_size(model_name, kwargs, pre.input_size, len(cohort.sequences), cohort.num_tabular)
+    return model, kwargs, pre
+
+
+def _training_cases(cohort: Cohort, fold: int | None, data: Path) -> tuple[list[CaseRecord], list[CaseRecord]]:
+    """The training and validation cases; a warning when there is no validation split."""
+    train_cases = cohort.split("train", fold)
+    val_cases = _split_or_empty(cohort, "val", fold)
+    if not val_cases:
+        warnings.warn(
+            f"{data / 'cases.csv'}: no validation cases"
+            + (f" in fold {fold}" if fold is not None else "")
+            + ": 'best' is the last epoch and early stopping is off",
+            stacklevel=3,
+        )
+    return train_cases, val_cases
+
+
+def _clear_out(out: Path, overwrite: bool, skipped: Sequence[Any]) -> Path:
+    """With ``overwrite``, remove the run in ``out``; list the skipped cases in ``out/skipped.json``."""
+    if overwrite:
+        clear_run(out)
+    if skipped:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "skipped.json", [str(s) for s in skipped])
+    return out
+
+
+def _training_datasets(
+    cohort: Cohort,
+    cases: tuple[list[CaseRecord], list[CaseRecord]],
+    pre: PreprocessConfig,
+    augment: bool,
+    cache_dir: str | os.PathLike | None,
+    seed: int,
+) -> tuple[MRIDataset, MRIDataset | None]:
+    """The datasets; validation standardises clinical values with the training split's statistics."""
+    train_cases, val_cases = cases
+    train_set = MRIDataset(cohort, train_cases, pre, augment=augment, cache_dir=cache_dir, seed=seed)
+    val_set = (
+        MRIDataset(cohort, val_cases, pre, tabular_stats=train_set.tabular_stats, cache_dir=cache_dir)
+        if val_cases
+        else None
+    )
+    return train_set, val_set
 
 
 def _version() -> str:
@@ -318,8 +362,7 @@ def predict_split(
     skip_bad: bool = False,
     progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, Any], list[str]]:
-    """A checkpoint's class probabilities on a split of a cohort, read with the checkpoint's classes,
-    sequences, clinical columns, preprocessing and tabular statistics.
+    """A checkpoint's class probabilities on a split of a cohort, read with the checkpoint's settings.
 
     Returns ``(labels (n,), probs (n, K), case_ids, config, skipped)``.
     """
@@ -355,10 +398,8 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """The paper's metrics for a checkpoint on a split of a cohort.
 
-    Writes ``metrics.json`` (strict JSON: an undefined metric is ``null``), ``metrics.md`` (paper
-    Table 1 layout) and ``predictions.csv`` into ``out`` when given; ``out`` is checked to be
-    writable before anything is computed. Returns the metrics dict (see
-    :func:`spectral3d.metrics.classification_metrics`).
+    Writes ``metrics.json`` (strict JSON), ``metrics.md`` (Table 1 layout) and ``predictions.csv`` into
+    ``out`` when given. Returns :func:`spectral3d.metrics.classification_metrics`' dict.
     """
     if out is not None:
         check_writable_dir(out, "out")
@@ -400,9 +441,8 @@ def predict_cases(
 ) -> list[dict[str, Any]]:
     """Class probabilities for case folders (each holding one NIfTI per sequence, optional ROI).
 
-    Clinical values come from ``tabular_csv`` (a ``case_id`` column named as the folder, plus every
-    clinical column of the checkpoint; a case absent from it is an error). Without a CSV they are
-    all missing, and a warning says so (as for a case whose values are all empty).
+    Clinical values come from ``tabular_csv`` (``case_id`` = the folder's name, plus the checkpoint's
+    clinical columns; a case absent from it is an error), else are all missing (with a warning).
     Returns one dict per case: ``case_id``, ``predicted``, ``probabilities`` (class → p).
     """
     model, config = load_checkpoint_model(checkpoint)
