@@ -1,11 +1,7 @@
 """Classifier heads and global pooling shared by every network (DESIGN.md §5, §9).
 
-``x: (N, C, *spatial)`` (``*spatial`` may be empty): ``p = pool(x)`` ``(N, C)``, ``h = pre_logits(norm(p))``
-``(N, num_features)``, ``logits = fc(Dropout(h))`` ``(N, num_classes)``. :class:`ClassifierHead3d` is timm's
-``ClassifierHead`` (no norm) or ``NormMlpClassifierHead`` without hidden layer (LayerNorm); :class:`MlpHead`
-is MambaOut's (timm's names, 2-D checkpoints load key for key); :func:`global_pool_3d` and
-:func:`channel_linear` serve the models with timm's flat head names (ResNet, DenseNet, EfficientNet).
-
+``x: (N, C, *spatial)``: ``p = pool(x)`` ``(N, C)``, ``h = pre_logits(norm(p))`` ``(N, num_features)``,
+``logits = fc(Dropout(h))`` ``(N, num_classes)``; timm's ``ClassifierHead``/``NormMlpClassifierHead`` names.
 *(ours)*: ``"max"`` pooling besides ``"avg"`` and ``""``; with ``""`` every position is classified,
 channels-first ``(N, K, *spatial)``; ``reset`` builds the classifier on the head's device and dtype.
 """
@@ -35,11 +31,6 @@ def check_global_pool(pool_type: str, name: str = "global_pool", allowed: Sequen
 
         >>> check_global_pool("max")
         'max'
-        >>> try:
-        ...     check_global_pool("mean")
-        ... except ValueError as err:
-        ...     print(err)
-        global_pool: expected one of 'avg', 'max' or '' (no pooling), got 'mean'
     """
     if pool_type not in allowed:
         names = [repr(p) for p in allowed if p]
@@ -78,18 +69,12 @@ def channel_linear(x: torch.Tensor, fc: nn.Module) -> torch.Tensor:
 
 
 class ClassifierHead3d(nn.Module):
-    """Global pooling, optional norm, dropout and a Linear classifier.
+    """Pool, optional norm, dropout, Linear: ``(N, C, *spatial) → (N, K)`` (``(N, K, *spatial)`` if ``pool_type=""``).
 
     Args:
-        in_features: channels C of the incoming features.
-        num_classes: K; 0 makes ``fc`` the identity (the head returns ``(N, num_features)``).
-        pool_type: ``"avg"`` (default), ``"max"`` over every axis after the channel axis, or ``""``.
-        drop_rate: dropout before the classifier.
-        norm_layer: norm class over the last axis (e.g. ``nn.LayerNorm``), or ``None`` for none.
-        bias: whether the classifier has a bias.
-
-    Shapes: ``(N, C, *spatial) → (N, K)``, or ``(N, K, *spatial)`` with ``pool_type=""``;
-    ``num_features`` is the width of ``forward(x, pre_logits=True)``.
+        in_features, num_classes: C and K (0: ``fc`` is the identity, output ``(N, num_features)``).
+        pool_type: ``"avg"``, ``"max"`` over every axis after C, or ``""``.
+        norm_layer, bias: norm class over the last axis or ``None``; whether ``fc`` has a bias.
 
     Example::
 
@@ -151,19 +136,10 @@ class ClassifierHead3d(nn.Module):
 
 
 class MlpHead(ClassifierHead3d):
-    """Global pooling, LayerNorm and a two-layer MLP classifier (MambaOut's head).
+    """MambaOut's head: pool, LayerNorm, ``fc → act → norm`` hidden layer, dropout, Linear (timm's names).
 
-    Args:
-        in_features: channels C of the incoming features.
-        num_classes: K; 0 makes ``fc`` the identity (the head returns ``(N, num_features)``).
-        pool_type: ``"avg"`` (default), ``"max"`` over every axis after the channel axis, or ``""``.
-        mlp_ratio: hidden width ``int(mlp_ratio · C)``; ``None`` for no hidden layer (``h = LN(p)``, as timm).
-        act_layer: activation class (default ``nn.GELU``).
-        norm_layer: norm class over the last axis (default ``nn.LayerNorm`` with eps 1e-6).
-        drop_rate: dropout before the classifier.
-        bias: whether the classifier has a bias.
-
-    ``num_features``: the width of ``h`` (timm's ``head_hidden_size``).
+    Arguments as :class:`ClassifierHead3d`; ``mlp_ratio``: hidden width ``int(mlp_ratio · C)`` = ``num_features``,
+    ``None``: no hidden layer (``h = LN(p)``, as timm); ``act_layer``: GELU; ``norm_layer``: LayerNorm eps 1e-6.
 
     Example::
 

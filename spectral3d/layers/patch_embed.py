@@ -20,14 +20,8 @@ _FORMATS = ("NLC", "NDHWC")
 
 
 class PatchEmbed3d(nn.Module):
-    """Strided ``Conv3d`` patch embedding, optionally normalised (module docstring).
-
-    Args:
-        patch_size: kernel and stride, an int or ``(D, H, W)``.
-        in_chans: input channels.
-        embed_dim: token width.
-        norm_layer: applied to the tokens (e.g. ``nn.LayerNorm``); ``None`` for none.
-        output_fmt: ``"NLC"`` (flat tokens) or ``"NDHWC"`` (channels-last grid).
+    """``patch_size`` (kernel = stride, int or ``(D, H, W)``), ``in_chans``, ``embed_dim``, ``norm_layer`` on the
+    tokens or ``None``, ``output_fmt`` ``"NLC"`` or ``"NDHWC"`` (module docstring).
 
     Example::
 
