@@ -1,22 +1,18 @@
-"""DRLM, the Decoupled Representation Learning Module (paper Eq. 3–5, Fig. 4; DESIGN.md §7).
+"""DRLM, the Decoupled Representation Learning Module (paper Eq. 3–5, Fig. 4; DESIGN.md §7); no classifier.
 
-Input: S ≥ 2 vectors ``f_i: (N, d)`` (a list, or one ``(N, S, d)`` tensor). Output :class:`DRLMOutput`:
-``representation: (N, S * unique_dim + shared_dim)`` and the losses ``{"self": L_self, "cross": L_cross}``::
+S ≥ 2 vectors ``f_i: (N, d)`` (a list or ``(N, S, d)``) → :class:`DRLMOutput`::
 
     U_i    = Enc_u^i(f_i)                                  unique part of sequence i       (Eq. 3)
     S_ij   = Enc_s(f_i, f_j)            for i < j          shared part of a pair           (Eq. 3)
     SRF_i  = SDec_i(U_i, mean_{j != i} S_ij)               self-reconstruction             (Eq. 4)
     CRF_i  = CDec_i(U_i, mean_{j<k; j,k != i} S_jk)        cross-reconstruction            (Eq. 4)
     L_self = mean_i L1(SRF_i, f_i),   L_cross = mean_i L1(CRF_i, f_i)                      (Eq. 5)
-    representation = concat[U_1, ..., U_S, mean_{i<j} S_ij]
+    representation = concat[U_1, ..., U_S, mean_{i<j} S_ij]          (N, S * unique_dim + shared_dim)
 
-All *(ours)*: one ``Enc_u`` per sequence (``share_unique_encoder=True``: the paper's single one);
-``Enc_s(a, b) = fc2(GELU(fc1(a) + fc1(b)))`` is symmetric, so ``S_ij = S_ji``; decoders take the mean of
-their shared vectors (one width for any S); every encoder/decoder is Linear → GELU → Linear; with S = 2
-the cross path uses the other sequence's self-pair ``Enc_s(f_j, f_j)``; targets are ``f_i.detach()``
-(``detach_targets``), so the encoders cannot shrink ``f_i`` to lower the loss; only the decoders of the
-losses switched on are built (Table 3's rows). Early in training both losses equal ``mean_i |f_i|``
-(benchmarks/results/library_notes.md). DRLM has no classifier.
+All *(ours)*: one ``Enc_u`` per sequence (``share_unique_encoder=True``: the paper's one); ``Enc_s`` symmetric
+(``S_ij = S_ji``); decoders take the mean of their shared vectors; every MLP is Linear → GELU → Linear; S = 2:
+the cross path uses ``Enc_s(f_j, f_j)``; targets ``f_i.detach()`` (``detach_targets``); only the decoders of
+the losses switched on are built (Table 3). Notes: benchmarks/results/library_notes.md.
 """
 
 from __future__ import annotations
@@ -36,29 +32,18 @@ __all__ = ["DRLM", "DRLMOutput", "SymmetricPairEncoder"]
 
 
 class DRLMOutput(NamedTuple):
-    """What :class:`DRLM` returns.
-
-    Attributes:
-        representation: ``(N, S * unique_dim + shared_dim)``, ``concat[U_1..U_S, mean_ij S_ij]``.
-        losses: scalar L1 reconstruction losses, keys ``"self"`` and/or ``"cross"`` (Eq. 5).
-    """
+    """``representation`` ``(N, S * unique_dim + shared_dim)``; ``losses`` scalar L1, keys ``"self"``/``"cross"``."""
 
     representation: torch.Tensor
     losses: dict[str, torch.Tensor]
 
 
 class SymmetricPairEncoder(nn.Module):
-    """``Enc_s(a, b) = fc2(GELU(fc1(a) + fc1(b)))``: a two-layer MLP symmetric in its two inputs.
-
-    Args:
-        in_dim: width ``d`` of each input.
-        hidden_dim: width after ``fc1``.
-        out_dim: width of the shared vector.
+    """``Enc_s(a, b) = fc2(GELU(fc1(a) + fc1(b)))``, ``in_dim → hidden_dim → out_dim``, symmetric in a, b.
 
     Example::
 
-        >>> enc = SymmetricPairEncoder(16, 32, 8)
-        >>> a, b = torch.randn(2, 16), torch.randn(2, 16)
+        >>> enc, a, b = SymmetricPairEncoder(16, 32, 8), torch.randn(2, 16), torch.randn(2, 16)
         >>> torch.allclose(enc(a, b), enc(b, a))
         True
     """
@@ -74,20 +59,9 @@ class SymmetricPairEncoder(nn.Module):
 
 
 class DRLM(nn.Module):
-    """Decoupled Representation Learning Module (paper Eq. 3–5).
-
-    Args:
-        num_sequences: S ≥ 2, the number of feature vectors per sample.
-        dim: width ``d`` of every input feature ``f_i``.
-        unique_dim: width of each unique vector ``U_i`` (default ``dim``).
-        shared_dim: width of each shared vector ``S_ij`` (default ``dim``).
-        hidden_dim: hidden width of every encoder/decoder MLP (default ``dim``).
-        share_unique_encoder: one ``Enc_u`` for all sequences (the paper's literal notation).
-        detach_targets: reconstruct ``f_i.detach()`` (default) rather than ``f_i``.
-        self_reconstruction: build the self decoders and return ``losses["self"]``.
-        cross_reconstruction: build the cross decoders and return ``losses["cross"]``.
-
-    Shapes: S tensors ``(N, dim)`` or ``(N, S, dim)`` → ``representation: (N, S * unique_dim + shared_dim)``.
+    """DRLM (module docstring): ``num_sequences`` S, ``dim`` d; ``unique_dim``, ``shared_dim``, ``hidden_dim`` widths
+    of ``U_i``, ``S_ij`` and every MLP (default d); ``self_reconstruction``/``cross_reconstruction`` build the
+    decoders and return ``losses["self"]``/``losses["cross"]``.
 
     Example::
 
