@@ -1,10 +1,9 @@
-"""DeSamba's multi-scale feature-fusion block (paper Fig. 4; DESIGN.md §6); the design is *(ours)*::
+"""DeSamba's multi-scale feature-fusion block (paper Fig. 4; DESIGN.md §6), *(ours)*; ``pool``: global avg or max::
 
     z = concat[pool(F_1), ..., pool(F_K)]        F_k: (N, C_k, D_k, H_k, W_k) → z: (N, ΣC_k), K = 4 or 8
     f = proj(dropout(LN(z)))                     ΣC_k → d  (nn.Linear's default init)
 
-``pool``: global average or max, so any spatial sizes fuse; ``in_dims_b=None`` fuses one branch (Table 3's
-CE-only and ME-only rows). Measured alternatives: benchmarks/results/fusion_ablation.md.
+Measured alternatives: benchmarks/results/fusion_ablation.md.
 """
 
 from __future__ import annotations
@@ -31,19 +30,14 @@ def _check_dims(dims: Sequence[int] | None, name: str) -> tuple[int, ...]:
 
 
 class MultiScaleFusion(nn.Module):
-    """``forward(feats_a, feats_b=None)``: lists of ``(N, C_k, D_k, H_k, W_k)`` → ``(N, out_dim)``.
-
-    Args:
-        in_dims_a, in_dims_b: C_k of each stage of the first and second branch (``None``: one branch).
-        out_dim, global_pool: ``d`` (512 at paper scale); ``"avg"`` or ``"max"`` over ``(D, H, W)``.
-        stages: ``"all"`` stage outputs (default) or ``"last"`` of each branch.
+    """``forward(feats_a, feats_b=None)`` → ``(N, out_dim)``; ``in_dims_a``/``in_dims_b``: C_k per stage of each branch
+    (``in_dims_b=None``: one branch, Table 3's CE-/ME-only rows); ``out_dim`` d (paper: 512); ``global_pool``
+    ``"avg"``/``"max"``; ``stages``: ``"all"`` stage outputs or the ``"last"`` of each branch.
 
     Example::
 
-        >>> fuse = MultiScaleFusion((8, 16), (4, 8), out_dim=32)
-        >>> a = [torch.randn(2, 8, 8, 8, 8), torch.randn(2, 16, 4, 4, 4)]
-        >>> b = [torch.randn(2, 4, 8, 8, 8), torch.randn(2, 8, 4, 4, 4)]
-        >>> fuse(a, b).shape
+        >>> a = [torch.randn(2, 8, 4, 4, 4), torch.randn(2, 16, 2, 2, 2)]
+        >>> MultiScaleFusion((8, 16), (4, 8), out_dim=32)(a, [t[:, : t.shape[1] // 2] for t in a]).shape
         torch.Size([2, 32])
     """
 

@@ -1,10 +1,8 @@
-"""``GatedCNNBlock3d``: MambaOut's Gated CNN block over a volume (DESIGN.md §5), timm's
-``mambaout.GatedConvBlock`` with a 3-D depthwise conv and its parameter names (``inflate_2d`` maps 2-D
-checkpoints). ``hidden = int(expansion_ratio · C)``, ``c = int(conv_ratio · C)``::
+"""MambaOut's Gated CNN block over a volume (DESIGN.md §5): timm's ``mambaout.GatedConvBlock`` and parameter names
+with a 3-D depthwise conv; ``hidden = int(expansion_ratio · C)``, ``c = int(conv_ratio · C)``::
 
     z         = fc1(LN(x))                                     (N, D, H, W, 2·hidden)   channels-last
-    g, i, c_  = split(z, [hidden, hidden − c, c])
-    c_        = DWConv3d_k(c_)                                  depthwise, zero padding k // 2
+    g, i, c_  = split(z, [hidden, hidden − c, c]);   c_ = DWConv3d_k(c_)    (zero padding k // 2)
     y         = x + DropPath(LayerScale(fc2(GELU(g) ⊙ concat(i, c_))))     (N, C, D, H, W), channels-last memory
 
 *(ours)*: the kernel may differ per axis but is odd on each (size-preserving); LayerNorm eps 1e-6.
@@ -37,12 +35,8 @@ __all__ = ["GatedCNNBlock3d"]
 
 
 class GatedCNNBlock3d(nn.Module):
-    """MambaOut's Gated CNN block (module docstring; shared arguments: :mod:`spectral3d.layers`).
-
-    Args:
-        expansion_ratio, conv_ratio: ``hidden`` and ``c`` as fractions of C (``c`` at most ``hidden``).
-        ls_init_value: start of a per-channel LayerScale on the residual; ``None`` for none.
-        act_layer, norm_layer: gate activation (GELU); channels-last norm (LayerNorm, eps 1e-6).
+    """Module docstring; ``expansion_ratio``/``conv_ratio`` give ``hidden``/``c`` (``c`` ≤ ``hidden``);
+    ``ls_init_value``: LayerScale start or ``None``; ``act_layer`` GELU; ``norm_layer`` LayerNorm, eps 1e-6.
 
     Example::
 
