@@ -1,8 +1,6 @@
-"""DRLM, the Decoupled Representation Learning Module (paper Eq. 3–5, Fig. 4; DESIGN.md §7); no classifier.
+"""DRLM, the Decoupled Representation Learning Module (paper Eq. 3–5, Fig. 4; DESIGN.md §7); no classifier::
 
-S ≥ 2 vectors ``f_i: (N, d)`` (a list or ``(N, S, d)``) → :class:`DRLMOutput`::
-
-    U_i    = Enc_u^i(f_i)                                  unique part of sequence i       (Eq. 3)
+    U_i    = Enc_u^i(f_i)                                  f_i: (N, d), S ≥ 2 (a list or (N, S, d))     (Eq. 3)
     S_ij   = Enc_s(f_i, f_j)            for i < j          shared part of a pair           (Eq. 3)
     SRF_i  = SDec_i(U_i, mean_{j != i} S_ij)               self-reconstruction             (Eq. 4)
     CRF_i  = CDec_i(U_i, mean_{j<k; j,k != i} S_jk)        cross-reconstruction            (Eq. 4)
@@ -59,15 +57,12 @@ class SymmetricPairEncoder(nn.Module):
 
 
 class DRLM(nn.Module):
-    """DRLM (module docstring): ``num_sequences`` S, ``dim`` d; ``unique_dim``, ``shared_dim``, ``hidden_dim`` widths
-    of ``U_i``, ``S_ij`` and every MLP (default d); ``self_reconstruction``/``cross_reconstruction`` build the
-    decoders and return ``losses["self"]``/``losses["cross"]``.
+    """``num_sequences`` S, ``dim`` d; ``unique_dim``/``shared_dim``/``hidden_dim``: widths of ``U_i``, ``S_ij``, every
+    MLP (default d); ``self_reconstruction``/``cross_reconstruction``: build those decoders and losses.
 
     Example::
 
-        >>> drlm = DRLM(num_sequences=3, dim=32)
-        >>> out = drlm(torch.randn(4, 3, 32))
-        >>> out.representation.shape, sorted(out.losses)
+        >>> out = DRLM(num_sequences=3, dim=32)(torch.randn(4, 3, 32)); out.representation.shape, sorted(out.losses)
         (torch.Size([4, 128]), ['cross', 'self'])
     """
 
@@ -156,7 +151,6 @@ class DRLM(nn.Module):
         return list(features)
 
     def forward(self, features: torch.Tensor | Sequence[torch.Tensor]) -> DRLMOutput:
-        """Decouple, reconstruct and score; see the module docstring for the equations."""
         f = self._as_list(features)
         s = self.num_sequences
         unique = [self.unique_encoders[0 if self.share_unique_encoder else i](f[i]) for i in range(s)]

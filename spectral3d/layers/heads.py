@@ -1,9 +1,8 @@
-"""Classifier heads and global pooling shared by every network (DESIGN.md §5, §9).
+"""Classifier heads and global pooling shared by every network (DESIGN.md §5, §9), timm's names.
 
-``x: (N, C, *spatial)``: ``p = pool(x)`` ``(N, C)``, ``h = pre_logits(norm(p))`` ``(N, num_features)``,
-``logits = fc(Dropout(h))`` ``(N, num_classes)``; timm's ``ClassifierHead``/``NormMlpClassifierHead`` names.
-*(ours)*: ``"max"`` pooling besides ``"avg"`` and ``""``; with ``""`` every position is classified,
-channels-first ``(N, K, *spatial)``; ``reset`` builds the classifier on the head's device and dtype.
+``p = pool(x)`` ``(N, C)``, ``h = pre_logits(norm(p))`` ``(N, num_features)``, ``logits = fc(Dropout(h))`` ``(N, K)``.
+*(ours)*: ``"max"`` pooling besides ``"avg"`` and ``""`` (every position classified, ``(N, K, *spatial)``);
+``reset`` builds the classifier on the head's device and dtype.
 """
 
 from __future__ import annotations
@@ -69,20 +68,14 @@ def channel_linear(x: torch.Tensor, fc: nn.Module) -> torch.Tensor:
 
 
 class ClassifierHead3d(nn.Module):
-    """Pool, optional norm, dropout, Linear: ``(N, C, *spatial) → (N, K)`` (``(N, K, *spatial)`` if ``pool_type=""``).
-
-    Args:
-        in_features, num_classes: C and K (0: ``fc`` is the identity, output ``(N, num_features)``).
-        pool_type: ``"avg"``, ``"max"`` over every axis after C, or ``""``.
-        norm_layer, bias: norm class over the last axis or ``None``; whether ``fc`` has a bias.
+    """``in_features`` C, ``num_classes`` K (0: ``fc`` identity), ``pool_type`` ``"avg"``/``"max"`` over every axis
+    after C or ``""``, ``norm_layer`` over the last axis or ``None``, ``bias`` of ``fc``.
 
     Example::
 
-        >>> head = ClassifierHead3d(16, 3, norm_layer=nn.LayerNorm)
-        >>> head(torch.randn(2, 16, 2, 3, 3)).shape, head(torch.randn(2, 16)).shape
-        (torch.Size([2, 3]), torch.Size([2, 3]))
-        >>> ClassifierHead3d(16, 3, pool_type="")(torch.randn(2, 16, 2, 3, 3)).shape
-        torch.Size([2, 3, 2, 3, 3])
+        >>> head, x = ClassifierHead3d(16, 3, norm_layer=nn.LayerNorm), torch.randn(2, 16, 2, 3, 3)
+        >>> head(x).shape, head(x.mean((2, 3, 4))).shape, ClassifierHead3d(16, 3, pool_type="")(x).shape
+        (torch.Size([2, 3]), torch.Size([2, 3]), torch.Size([2, 3, 2, 3, 3]))
     """
 
     def __init__(
@@ -136,15 +129,12 @@ class ClassifierHead3d(nn.Module):
 
 
 class MlpHead(ClassifierHead3d):
-    """MambaOut's head: pool, LayerNorm, ``fc → act → norm`` hidden layer, dropout, Linear (timm's names).
-
-    Arguments as :class:`ClassifierHead3d`; ``mlp_ratio``: hidden width ``int(mlp_ratio · C)`` = ``num_features``,
-    ``None``: no hidden layer (``h = LN(p)``, as timm); ``act_layer``: GELU; ``norm_layer``: LayerNorm eps 1e-6.
+    """MambaOut's head, ``pre_logits = fc → act_layer (GELU) → norm_layer``, width ``int(mlp_ratio · C)`` (``None``:
+    none, ``h = LN(p)``); ``norm_layer`` LayerNorm eps 1e-6; other arguments as :class:`ClassifierHead3d`.
 
     Example::
 
-        >>> head = MlpHead(32, num_classes=3)
-        >>> head(torch.randn(2, 32, 4, 5, 6)).shape, head(torch.randn(2, 32, 4, 5, 6), pre_logits=True).shape
+        >>> head, x = MlpHead(32, 3), torch.randn(2, 32, 4, 5, 6); head(x).shape, head(x, pre_logits=True).shape
         (torch.Size([2, 3]), torch.Size([2, 128]))
     """
 
