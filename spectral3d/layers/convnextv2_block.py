@@ -1,8 +1,9 @@
-"""The 3-D ConvNeXtV2 block shared by SAMBlock and ``backbones3d.convnextv2_3d`` (timm's ``ConvNeXtBlock``,
-``use_grn=True``, its parameter names, no layer scale; init truncated normal std 0.02, zero biases)::
+"""The 3-D ConvNeXtV2 block of SAMBlock and ``backbones3d.convnextv2_3d``::
 
     Body_k(x) = fc2(GRN(GELU(fc1(LN(DWConv_k(x))))))     C → 4C → C, channels-last after the conv
     block(x)  = x + DropPath(Body_7(x))                  (N, C, D, H, W) → same
+
+timm's ``ConvNeXtBlock(use_grn=True)`` and its parameter names, no layer scale; init: :func:`init_conv_linear`.
 """
 
 from __future__ import annotations

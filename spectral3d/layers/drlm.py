@@ -41,8 +41,7 @@ class SymmetricPairEncoder(nn.Module):
 
     Example::
 
-        >>> enc, a, b = SymmetricPairEncoder(16, 32, 8), torch.randn(2, 16), torch.randn(2, 16)
-        >>> torch.allclose(enc(a, b), enc(b, a))
+        >>> enc, (a, b) = SymmetricPairEncoder(16, 32, 8), torch.randn(2, 2, 16); torch.allclose(enc(a, b), enc(b, a))
         True
     """
 

@@ -83,7 +83,6 @@ class GatedCNNBlock3d(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, C, D, H, W) → (N, C, D, H, W)``."""
         check_ndim(x, 5)
         check_channels(x, self.dim)
         check_floating(x)

@@ -1,17 +1,14 @@
-"""SAMB, the Spectral Adaptive Modulation Block (paper §3.2, Eq. 2; DESIGN.md §3). ``x: (N, C, D, H, W)`` real →
-same shape and dtype; ``t = promote_types(x.dtype, float32)`` (FFTs, Eq. 2), convs in the module's dtype::
+"""SAMB, the Spectral Adaptive Modulation Block (paper §3.2, Eq. 2; DESIGN.md §3), ``(N, C, D, H, W)`` → same::
 
     X = rfftn(x.to(t), norm="ortho")  (N, C, D, H, Wf), Wf = W // 2 + 1;   [R, I, phi] = spectral_features(X), phi = |X|
     f_e = fc2(GELU(fc1([R, I, phi]) + E[band]))         3C → C → C, kernel enh_kernel_size, E: (B, C) (ours)
     f_m = 2 sigmoid(Mod(LayerNorm(x)))                   (the 2·sigmoid range is ours)
     R' = R (1 + alpha (f_m - 1)) + beta f_e phi,   I' = I (1 + alpha (f_m - 1))     (Eq. 2, per-channel alpha, beta)
-    y = irfftn(R' + i I', s=(D, H, W), norm="ortho").to(x.dtype)
+    y = irfftn(R' + i I', s=(D, H, W), norm="ortho").to(x.dtype)        t = promote_types(x.dtype, float32)
 
 ``fm_mode``: ``"band"`` *(default, ours)*: avg pool → 1×1×1 conv C → C/r → GELU → 1×1×1 conv → C·B, ``f_m: (N, C, B)``;
 ``"channel"``: ``(N, C, 1, 1, 1)``; ``"spectral"``: ``(N, C, D, H, Wf)`` from 1×1×1 convs on ``log1p|rfftn(LN(x))|``.
-Bands: :func:`band_index`, cached per size as a non-persistent int32 buffer. Init ``alpha = 1``, ``beta = 0``, last
-modulator conv zero: the identity (:meth:`SAMB.reset_parameters`). ``spectral_features``/``spectral_modulation``:
-:mod:`spectral3d.ops` custom ops.
+Bands: :func:`band_index` (int32, cached); init: identity (:meth:`SAMB.reset_parameters`); convs: module dtype.
 """
 
 from __future__ import annotations
@@ -144,7 +141,6 @@ class SAMB(nn.Module):
         return 2 * torch.sigmoid(z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply SAMB to ``x: (N, C, D, H, W)``; returns the same shape and dtype."""
         check_ndim(x, 5)
         check_channels(x, self.dim)
         size = (x.shape[-3], x.shape[-2], x.shape[-1])

@@ -1,14 +1,12 @@
 """SAMBlock, the two-branch block of SAMNet (paper Fig. 2b, Eq. 1; DESIGN.md §4), ``(N, C, D, H, W)`` → same::
 
-    F1    = Body_7(x)                                       spatial branch (Body_k: convnextv2_block)
-    F2    = Body_7(DWConv_3(SAMB(x)))                       frequency branch
-    theta = sigmoid(Conv_1x1x1(concat[F1, F2]))             2C -> C, per voxel and channel
-    F_out = theta * (w1 * F1 + w2 * F2)                     Eq. 1
-    y     = 0.5 * x + 0.5 * DropPath(F_out)  (residual="paper", default)  or  x + DropPath(F_out)  ("identity")
+    F1, F2 = Body_7(x), Body_7(DWConv_3(SAMB(x)))           spatial, frequency branch (Body_k: convnextv2_block)
+    theta  = sigmoid(Conv_1x1x1(concat[F1, F2]))            2C -> C, per voxel and channel
+    F_out  = theta * (w1 * F1 + w2 * F2)                    Eq. 1
+    y      = 0.5 * x + 0.5 * DropPath(F_out)  (residual="paper", default)  or  x + DropPath(F_out)  ("identity")
 
-*(ours)*: the 3×3 conv after SAMB is depthwise; the gate is a 1×1×1 conv; ``branch_weights = (w1, w2)``
-learnable, 0.5 each; timm's ConvNeXt init, SAMB keeps its identity init. When ``"paper"`` trains poorly:
-benchmarks/results/fusion_ablation.md.
+*(ours)*: depthwise 3×3 conv after SAMB; 1×1×1 gate; learnable ``branch_weights = (w1, w2)`` (0.5); timm's ConvNeXt
+init, SAMB's identity init. ``"paper"`` vs ``"identity"``: benchmarks/results/fusion_ablation.md.
 """
 
 from __future__ import annotations
@@ -27,9 +25,8 @@ RESIDUALS = ("paper", "identity")
 
 
 class SAMBlock(nn.Module):
-    """SAMBlock (module docstring); ``kernel_size``/``freq_kernel_size``: DWConv of the bodies (7) / after SAMB (3);
-    ``fm_mode``, ``num_bands``, ``enh_kernel_size``, ``band_embedding`` go to :class:`SAMB`; ``residual``:
-    ``"paper"`` or ``"identity"``. Submodules ``spatial``, ``samb``, ``conv_freq``, ``frequency``, ``gate``.
+    """``kernel_size``/``freq_kernel_size``: DWConv of ``spatial``, ``frequency`` (7) / ``conv_freq`` (3); ``fm_mode``,
+    ``num_bands``, ``enh_kernel_size``, ``band_embedding``: :class:`SAMB`'s; ``residual``: ``"paper"``/``"identity"``.
 
     Example::
 

@@ -4,7 +4,7 @@
     z = concat[where(m, 0, x), m]      (N, 2F): the value (0 where missing) and whether it is missing
     t = fc2(GELU(norm(fc1(z))))        Linear 2F → hidden, LayerNorm, GELU, Linear hidden → dim
 
-Inputs should be standardised (the data pipeline does it); cast to the parameters' dtype.
+Inputs are standardised upstream and cast to the parameters' dtype.
 """
 
 from __future__ import annotations
