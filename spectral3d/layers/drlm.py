@@ -56,8 +56,7 @@ class SymmetricPairEncoder(nn.Module):
 
 
 class DRLM(nn.Module):
-    """``num_sequences`` S, ``dim`` d; ``unique_dim``/``shared_dim``/``hidden_dim``: widths of ``U_i``, ``S_ij``, every
-    MLP (default d); ``self_reconstruction``/``cross_reconstruction``: build those decoders and losses.
+    """``unique_dim``/``shared_dim``/``hidden_dim``: ``U_i``, ``S_ij``, MLP widths (d); ``*_reconstruction``: build it.
 
     Example::
 

@@ -35,8 +35,8 @@ __all__ = ["GatedCNNBlock3d"]
 
 
 class GatedCNNBlock3d(nn.Module):
-    """Module docstring; ``expansion_ratio``/``conv_ratio`` give ``hidden``/``c`` (``c`` ≤ ``hidden``);
-    ``ls_init_value``: LayerScale start or ``None``; ``act_layer`` GELU; ``norm_layer`` LayerNorm, eps 1e-6.
+    """``expansion_ratio``/``conv_ratio``: ``hidden``/``c`` (module docstring);
+    ``ls_init_value``: LayerScale or ``None``; ``act_layer``: the gate's GELU; ``norm_layer``: channels-last LN.
 
     Example::
 

@@ -32,15 +32,12 @@ _FFT_DIMS = (-3, -2, -1)
 def band_index(
     size: int | tuple[int, int, int], num_bands: int = 8, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    """Radial band ``min(B - 1, floor(B rho / rho_max))`` of every half-spectrum bin of a ``size = (D, H, W)`` volume.
-
-    ``rho = sqrt((k_d/D)^2 + (k_h/H)^2 + (k_w/W)^2)``, ``rho_max = sqrt(3)/2``, in float64 (device-independent);
-    returns int64 ``(D, H, W // 2 + 1)`` in ``[0, num_bands)``.
+    """Band ``min(B - 1, floor(B rho / rho_max))`` of rfftn bins, ``rho = |(k_d/D, k_h/H, k_w/W)|``, ``rho_max = √3/2``.
 
     Example::
 
-        >>> idx = band_index((4, 6, 8), num_bands=4); idx.shape, int(idx[0, 0, 0]), int(idx.max())
-        (torch.Size([4, 6, 5]), 0, 3)
+        >>> idx = band_index((4, 6, 8), num_bands=4); idx.shape, idx.dtype, int(idx.max())  # (D, H, W // 2 + 1)
+        (torch.Size([4, 6, 5]), torch.int64, 3)
     """
     D, H, W = to_3tuple_int(size, "size")
     check_int(num_bands, "num_bands", expected="an int >= 1")
@@ -58,8 +55,7 @@ class SAMB(nn.Module):
 
     Example::
 
-        >>> x = torch.randn(2, 16, 9, 10, 11); y = SAMB(16)(x)  # identity at init
-        >>> y.shape, bool(torch.allclose(y, x, atol=1e-5))
+        >>> x = torch.randn(2, 16, 9, 10, 11); y = SAMB(16)(x); y.shape, bool(torch.allclose(y, x, atol=1e-5))
         (torch.Size([2, 16, 9, 10, 11]), True)
     """
 

@@ -24,8 +24,7 @@ _FFT_DIMS = (-3, -2, -1)
 
 
 class SpectralStem3d(nn.Module):
-    """Band split, log band energy, BN, 1×1×1 projection (module docstring): ``in_chs`` C, ``out_chs``, ``stride`` s
-    (SAMNet: 4), ``num_bands`` B = K, ``eps`` inside the logarithm.
+    """``in_chs`` C → ``out_chs``; ``stride`` s (SAMNet: 4), ``num_bands`` K = B, ``eps`` in the log (module docstring).
 
     Example::
 

@@ -23,8 +23,7 @@ class TabularEncoder(nn.Module):
 
     Example::
 
-        >>> enc, x = TabularEncoder(num_features=8, dim=32), torch.randn(4, 8); x[0, 3] = float("nan")
-        >>> enc(x).shape, enc(None, batch_size=4).shape
+        >>> enc, x = TabularEncoder(8, 32), torch.randn(4, 8); x[0, 3] = float("nan"); enc(x).shape, enc(None, 4).shape
         (torch.Size([4, 32]), torch.Size([4, 32]))
     """
 
