@@ -7,10 +7,9 @@
     L_self = mean_i L1(SRF_i, f_i),   L_cross = mean_i L1(CRF_i, f_i)                      (Eq. 5)
     representation = concat[U_1, ..., U_S, mean_{i<j} S_ij]          (N, S * unique_dim + shared_dim)
 
-All *(ours)*: one ``Enc_u`` per sequence (``share_unique_encoder=True``: the paper's one); ``Enc_s`` symmetric
-(``S_ij = S_ji``); decoders take the mean of their shared vectors; every MLP is Linear → GELU → Linear; S = 2:
-the cross path uses ``Enc_s(f_j, f_j)``; targets ``f_i.detach()`` (``detach_targets``); only the decoders of
-the losses switched on are built (Table 3). Notes: benchmarks/results/library_notes.md.
+All *(ours)*: one ``Enc_u`` per sequence (``share_unique_encoder=True``: the paper's one); ``Enc_s`` symmetric;
+decoders take the mean of their shared vectors; MLPs Linear → GELU → Linear; S = 2: cross uses ``Enc_s(f_j, f_j)``;
+targets ``f_i.detach()`` (``detach_targets``); only enabled decoders (Table 3); benchmarks/results/library_notes.md.
 """
 
 from __future__ import annotations
