@@ -31,7 +31,7 @@ def _check_dims(dims: Sequence[int] | None, name: str) -> tuple[int, ...]:
 
 class MultiScaleFusion(nn.Module):
     """``forward(feats_a, feats_b=None)`` → ``(N, out_dim)``; ``in_dims_a``/``in_dims_b``: C_k per stage (``None``: one
-    branch, Table 3's CE-/ME-only); ``out_dim`` d (512); ``stages``: ``"all"`` or the ``"last"`` of each branch.
+    branch, Table 3's CE-/ME-only); ``out_dim`` d (512); ``global_pool`` avg/max; ``stages`` ``"all"``/``"last"``.
 
     Example::
 
