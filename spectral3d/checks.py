@@ -1,15 +1,10 @@
 """Argument and input checks shared by every op, layer and model.
 
-Tensor checks read shapes and dtypes only (no host synchronisation, no ``torch.compile`` graph
-break). Value checks (NaN/Inf, band indices off CPU) run only when :func:`finite_checks_enabled`.
-
-One rule for bad arguments: a value of the wrong *type* (a float or a bool where an int is expected,
-a string where a rate is expected) raises ``TypeError``; a value of the right type outside its range
-(``0`` channels, an even kernel size, a rate of ``1.5``) raises ``ValueError``. Messages read
-``"<name>: expected <what>, got <actual>"``, naming the argument and, per axis, ``D``, ``H`` or ``W``.
-
-``SPECTRAL3D_CHECK_FINITE`` is read by :func:`env_flag`: unset, ``""``, ``0``, ``false``, ``no`` and
-``off`` (any case) mean off, anything else on.
+Tensor checks read shapes and dtypes only (no host sync, no graph break); value checks (NaN/Inf, band indices off
+CPU) run only when :func:`finite_checks_enabled`. Wrong *type* (a float or bool for an int, a string for a rate):
+``TypeError``; right type out of range (``0`` channels, an even kernel, rate ``1.5``): ``ValueError``. Messages
+read ``"<name>: expected <what>, got <actual>"``, naming the argument and the axis ``D``, ``H`` or ``W``.
+:func:`env_flag`: unset, ``""``, ``0``, ``false``, ``no``, ``off`` (any case) mean off, anything else on.
 """
 
 from __future__ import annotations
@@ -60,10 +55,7 @@ def check_floating(x: torch.Tensor, name: str = "x") -> None:
 
 
 def check_divisible(size: Sequence[int], multiple: Sequence[int], name: str = "input size", what: str = "") -> None:
-    """Raise ``ValueError`` naming the axis if a spatial size is not a multiple of ``multiple``.
-
-    ``size`` and ``multiple`` are ``(D, H, W)`` triples; ``what`` says which layer needs it.
-    """
+    """ValueError naming the axis if ``size`` is not a multiple of ``multiple`` (D, H, W); ``what``: who needs it."""
     for axis, s, m in zip(AXES, size, multiple):
         if s % m != 0 or s < m:
             by = f" by {what}" if what else ""
@@ -74,10 +66,8 @@ def check_divisible(size: Sequence[int], multiple: Sequence[int], name: str = "i
 
 
 def check_int(value: int, name: str, minimum: int = 1, odd: bool = False, expected: str | None = None) -> int:
-    """Return ``value`` if it is an int ``>= minimum`` (and odd with ``odd=True``).
-
-    ``TypeError`` for a non-int (a bool included), ``ValueError`` for an int out of range. ``expected``
-    replaces the message's description of a valid value (default: "a positive int", "an int >= minimum").
+    """Return ``value`` if it is an int (not a bool) ``>= minimum`` (odd with ``odd=True``); ``expected``: the message's
+    description of a valid value.
 
     Example::
 
@@ -101,9 +91,7 @@ def check_bool(value: bool, name: str) -> bool:
 
 
 def check_rate(value: float, name: str) -> float:
-    """Return ``value`` as a float if it is a probability in ``[0, 1)`` (a dropout or drop-path rate).
-
-    ``TypeError`` for a non-number (a bool included), ``ValueError`` outside ``[0, 1)``.
+    """Return ``value`` as a float if it is a rate in ``[0, 1)`` (``TypeError`` for a non-number or bool).
 
     Example::
 

@@ -1,7 +1,9 @@
-"""Drop-in 3D layers (DESIGN.md §3–§7), re-exported flat, timm-style.
+"""Drop-in 3D layers (DESIGN.md §3–§7), re-exported flat, timm-style; volumes ``(N, C, D, H, W)`` in and out.
 
-Every layer takes and returns channels-first ``(N, C, D, H, W)`` volumes (DRLM, TabularEncoder and
-MultiScaleFusion work on feature vectors).
+Shared arguments: ``dim``/``channels``/``num_channels`` C; ``kernel_size`` an odd int or ``(D, H, W)`` of odd ints;
+``mlp_ratio``: hidden width ``int(mlp_ratio · C)``; ``drop_path``: stochastic-depth rate of the residual branch;
+``eps``: added in norms (1e-6); ``conv_mlp``: timm's channels-first layout (1×1×1 convs, LayerNorm3d);
+``drop_rate``: dropout before a classifier; ``device``/``dtype``: where and how parameters are created.
 """
 
 from spectral3d.layers.convnextv2_block import ConvNeXtV2Block3d, ConvNeXtV2Body3d, GRNMlp3d

@@ -1,11 +1,9 @@
-"""The 3-D ConvNeXtV2 block shared by SAMBlock and ``backbones3d.convnextv2_3d`` (timm's ``ConvNeXtBlock``,
-``use_grn=True``, its parameter names, no layer scale)::
+"""The 3-D ConvNeXtV2 block of SAMBlock and ``backbones3d.convnextv2_3d``::
 
     Body_k(x) = fc2(GRN(GELU(fc1(LN(DWConv_k(x))))))     C → 4C → C, channels-last after the conv
-    block(x)  = x + DropPath(Body_7(x))
+    block(x)  = x + DropPath(Body_7(x))                  (N, C, D, H, W) → same
 
-``(N, C, D, H, W)`` → same shape. ``conv_mlp=True``: timm's channels-first layout (LayerNorm3d, 1×1×1
-convs). Init as timm's ConvNeXt: truncated normal (std 0.02), zero biases.
+timm's ``ConvNeXtBlock(use_grn=True)`` and its parameter names, no layer scale; init: :func:`init_conv_linear`.
 """
 
 from __future__ import annotations
@@ -32,21 +30,12 @@ def init_conv_linear(module: nn.Module) -> None:
 
 
 class GRNMlp3d(nn.Module):
-    """MLP with Global Response Normalisation: ``fc1 → GELU → GRN3d → fc2``.
-
-    timm's ``GlobalResponseNormMlp`` in 3-D (same parameter names).
-
-    Args:
-        dim: input/output width C.
-        hidden_dim: hidden width (ConvNeXtV2: 4C).
-        conv_mlp: 1×1×1 convs on ``(N, C, D, H, W)`` instead of ``nn.Linear`` on ``(N, D, H, W, C)``.
+    """``fc2(GRN3d(GELU(fc1(x))))``, C → ``hidden_dim`` → C (timm's ``GlobalResponseNormMlp``) on ``(N, D, H, W, C)``.
 
     Example::
 
-        >>> GRNMlp3d(8, 32)(torch.randn(2, 3, 4, 5, 8)).shape
-        torch.Size([2, 3, 4, 5, 8])
-        >>> GRNMlp3d(8, 32, conv_mlp=True)(torch.randn(2, 8, 3, 4, 5)).shape
-        torch.Size([2, 8, 3, 4, 5])
+        >>> GRNMlp3d(8, 32)(torch.randn(2, 3, 4, 5, 8)).shape, GRNMlp3d(8, 32, True)(torch.randn(2, 8, 3, 4, 5)).shape
+        (torch.Size([2, 3, 4, 5, 8]), torch.Size([2, 8, 3, 4, 5]))
     """
 
     def __init__(self, dim: int, hidden_dim: int, conv_mlp: bool = False) -> None:
@@ -62,13 +51,7 @@ class GRNMlp3d(nn.Module):
 
 
 class ConvNeXtV2Body3d(nn.Module):
-    """The residual-free body of a ConvNeXtV2 block: DWConv k → LayerNorm → Linear → GELU → GRN → Linear.
-
-    Args:
-        dim: channels C.
-        kernel_size: depthwise kernel, an odd int or ``(D, H, W)`` of odd ints (default 7).
-        mlp_ratio: hidden width of the MLP is ``int(mlp_ratio * dim)``.
-        conv_mlp: timm's channels-first layout (same function, other weight shapes).
+    """``Body_k(x)``, the residual-free ConvNeXtV2 block (arguments: see :mod:`spectral3d.layers`).
 
     Example::
 
@@ -105,14 +88,7 @@ class ConvNeXtV2Body3d(nn.Module):
 
 
 class ConvNeXtV2Block3d(ConvNeXtV2Body3d):
-    """A 3D ConvNeXtV2 block: ``x + DropPath(Body(x))`` (timm ``ConvNeXtBlock`` with GRN, no layer scale).
-
-    Args:
-        dim: channels C.
-        drop_path: stochastic-depth probability of the residual branch.
-        kernel_size: depthwise kernel (default 7).
-        mlp_ratio: MLP expansion (default 4).
-        conv_mlp: timm's channels-first layout (see :class:`ConvNeXtV2Body3d`).
+    """``x + DropPath(Body_k(x))`` (arguments: see :mod:`spectral3d.layers`).
 
     Example::
 

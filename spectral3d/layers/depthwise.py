@@ -1,9 +1,6 @@
 """``DepthwiseConv3d``: a drop-in ``nn.Conv3d(C, C, k, padding=k // 2, groups=C)`` running
-:func:`spectral3d.ops.depthwise_conv3d` (Triton on CUDA, ``F.conv3d`` elsewhere).
-
-An ``nn.Conv3d`` subclass with its names, shapes (``weight (C, 1, kd, kh, kw)``, ``bias (C,)``) and init,
-so state dicts and weight inflation work unchanged. Stride 1, same-size output, odd sizes
-*(ours: above 7 per axis runs ``F.conv3d``)*.
+:func:`spectral3d.ops.depthwise_conv3d` (same names, shapes, init; output in the input's dtype and memory format).
+Stride 1, same-size output, odd sizes *(ours: above 7 per axis runs ``F.conv3d``)*.
 """
 
 from __future__ import annotations
@@ -28,27 +25,12 @@ def _kernel_size(kernel_size: int | Sequence[int]) -> tuple[int, int, int]:
 
 
 class DepthwiseConv3d(nn.Conv3d):
-    """Depthwise 3-D convolution, stride 1, zero padding ``k // 2``: one ``k``-kernel per channel.
-
-    ``y[n, c] = bias[c] + weight[c, 0] ⋆ x[n, c]`` (cross-correlation, zero "same" padding).
-
-    Args:
-        channels: C, input and output channels.
-        kernel_size: an odd int or a ``(D, H, W)`` triple of odd ints, e.g. ``7`` or ``(1, 7, 7)``.
-        bias: learn a per-channel bias.
-        device: where the parameters are created.
-        dtype: the parameters' dtype.
-    Shapes: ``(N, C, D, H, W)`` → same, input's dtype and memory format.
+    """``y[n, c] = bias[c] + weight[c, 0] ⋆ x[n, c]``; ``weight (C, 1, kd, kh, kw)``, ``bias (C,)``.
 
     Example::
 
-        >>> conv = DepthwiseConv3d(16, (1, 7, 7))
-        >>> conv
-        DepthwiseConv3d(16, kernel_size=(1, 7, 7), bias=True)
-        >>> conv(torch.randn(2, 16, 5, 6, 7)).shape
-        torch.Size([2, 16, 5, 6, 7])
-        >>> sorted((k, tuple(v.shape)) for k, v in conv.state_dict().items())
-        [('bias', (16,)), ('weight', (16, 1, 1, 7, 7))]
+        >>> conv = DepthwiseConv3d(16, (1, 7, 7)); conv(torch.randn(2, 16, 5, 6, 7)).shape, conv.weight.shape
+        (torch.Size([2, 16, 5, 6, 7]), torch.Size([16, 1, 1, 7, 7]))
     """
 
     def __init__(

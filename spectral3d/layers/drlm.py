@@ -1,22 +1,15 @@
-"""DRLM, the Decoupled Representation Learning Module (paper Eq. 3–5, Fig. 4; DESIGN.md §7).
+"""DRLM, the Decoupled Representation Learning Module (paper Eq. 3–5, Fig. 4; DESIGN.md §7); no classifier::
 
-Input: S ≥ 2 vectors ``f_i: (N, d)`` (a list, or one ``(N, S, d)`` tensor). Output :class:`DRLMOutput`:
-``representation: (N, S * unique_dim + shared_dim)`` and the losses ``{"self": L_self, "cross": L_cross}``::
-
-    U_i    = Enc_u^i(f_i)                                  unique part of sequence i       (Eq. 3)
+    U_i    = Enc_u^i(f_i)                                  f_i: (N, d), S ≥ 2 (a list or (N, S, d))     (Eq. 3)
     S_ij   = Enc_s(f_i, f_j)            for i < j          shared part of a pair           (Eq. 3)
     SRF_i  = SDec_i(U_i, mean_{j != i} S_ij)               self-reconstruction             (Eq. 4)
     CRF_i  = CDec_i(U_i, mean_{j<k; j,k != i} S_jk)        cross-reconstruction            (Eq. 4)
     L_self = mean_i L1(SRF_i, f_i),   L_cross = mean_i L1(CRF_i, f_i)                      (Eq. 5)
-    representation = concat[U_1, ..., U_S, mean_{i<j} S_ij]
+    representation = concat[U_1, ..., U_S, mean_{i<j} S_ij]          (N, S * unique_dim + shared_dim)
 
-All *(ours)*: one ``Enc_u`` per sequence (``share_unique_encoder=True``: the paper's single one);
-``Enc_s(a, b) = fc2(GELU(fc1(a) + fc1(b)))`` is symmetric, so ``S_ij = S_ji``; decoders take the mean of
-their shared vectors (one width for any S); every encoder/decoder is Linear → GELU → Linear; with S = 2
-the cross path uses the other sequence's self-pair ``Enc_s(f_j, f_j)``; targets are ``f_i.detach()``
-(``detach_targets``), so the encoders cannot shrink ``f_i`` to lower the loss; only the decoders of the
-losses switched on are built (Table 3's rows). Early in training both losses equal ``mean_i |f_i|``
-(benchmarks/results/library_notes.md). DRLM has no classifier.
+All *(ours)*: one ``Enc_u`` per sequence (``share_unique_encoder=True``: the paper's one); ``Enc_s`` symmetric;
+decoders take the mean of their shared vectors; MLPs Linear → GELU → Linear; S = 2: cross uses ``Enc_s(f_j, f_j)``;
+targets ``f_i.detach()`` (``detach_targets``); only enabled decoders (Table 3); benchmarks/results/library_notes.md.
 """
 
 from __future__ import annotations
@@ -36,30 +29,18 @@ __all__ = ["DRLM", "DRLMOutput", "SymmetricPairEncoder"]
 
 
 class DRLMOutput(NamedTuple):
-    """What :class:`DRLM` returns.
-
-    Attributes:
-        representation: ``(N, S * unique_dim + shared_dim)``, ``concat[U_1..U_S, mean_ij S_ij]``.
-        losses: scalar L1 reconstruction losses, keys ``"self"`` and/or ``"cross"`` (Eq. 5).
-    """
+    """``representation`` ``(N, S * unique_dim + shared_dim)``; ``losses`` scalar L1, keys ``"self"``/``"cross"``."""
 
     representation: torch.Tensor
     losses: dict[str, torch.Tensor]
 
 
 class SymmetricPairEncoder(nn.Module):
-    """``Enc_s(a, b) = fc2(GELU(fc1(a) + fc1(b)))``: a two-layer MLP symmetric in its two inputs.
-
-    Args:
-        in_dim: width ``d`` of each input.
-        hidden_dim: width after ``fc1``.
-        out_dim: width of the shared vector.
+    """``Enc_s(a, b) = fc2(GELU(fc1(a) + fc1(b)))``, ``in_dim → hidden_dim → out_dim``, symmetric in a, b.
 
     Example::
 
-        >>> enc = SymmetricPairEncoder(16, 32, 8)
-        >>> a, b = torch.randn(2, 16), torch.randn(2, 16)
-        >>> torch.allclose(enc(a, b), enc(b, a))
+        >>> enc, (a, b) = SymmetricPairEncoder(16, 32, 8), torch.randn(2, 2, 16); torch.allclose(enc(a, b), enc(b, a))
         True
     """
 
@@ -74,26 +55,11 @@ class SymmetricPairEncoder(nn.Module):
 
 
 class DRLM(nn.Module):
-    """Decoupled Representation Learning Module (paper Eq. 3–5).
-
-    Args:
-        num_sequences: S ≥ 2, the number of feature vectors per sample.
-        dim: width ``d`` of every input feature ``f_i``.
-        unique_dim: width of each unique vector ``U_i`` (default ``dim``).
-        shared_dim: width of each shared vector ``S_ij`` (default ``dim``).
-        hidden_dim: hidden width of every encoder/decoder MLP (default ``dim``).
-        share_unique_encoder: one ``Enc_u`` for all sequences (the paper's literal notation).
-        detach_targets: reconstruct ``f_i.detach()`` (default) rather than ``f_i``.
-        self_reconstruction: build the self decoders and return ``losses["self"]``.
-        cross_reconstruction: build the cross decoders and return ``losses["cross"]``.
-
-    Shapes: S tensors ``(N, dim)`` or ``(N, S, dim)`` → ``representation: (N, S * unique_dim + shared_dim)``.
+    """``unique_dim``/``shared_dim``/``hidden_dim``: ``U_i``, ``S_ij``, MLP widths (d); ``*_reconstruction``: build it.
 
     Example::
 
-        >>> drlm = DRLM(num_sequences=3, dim=32)
-        >>> out = drlm(torch.randn(4, 3, 32))
-        >>> out.representation.shape, sorted(out.losses)
+        >>> out = DRLM(num_sequences=3, dim=32)(torch.randn(4, 3, 32)); out.representation.shape, sorted(out.losses)
         (torch.Size([4, 128]), ['cross', 'self'])
     """
 
@@ -182,7 +148,6 @@ class DRLM(nn.Module):
         return list(features)
 
     def forward(self, features: torch.Tensor | Sequence[torch.Tensor]) -> DRLMOutput:
-        """Decouple, reconstruct and score; see the module docstring for the equations."""
         f = self._as_list(features)
         s = self.num_sequences
         unique = [self.unique_encoders[0 if self.share_unique_encoder else i](f[i]) for i in range(s)]

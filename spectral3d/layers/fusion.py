@@ -1,13 +1,9 @@
-"""DeSamba's multi-scale feature-fusion block (paper Fig. 4; DESIGN.md §6); the design is *(ours)*.
+"""DeSamba's multi-scale feature-fusion block (paper Fig. 4; DESIGN.md §6), *(ours)*; ``pool``: global avg or max::
 
-The CNN (SAMNet) and Mamba (MambaOut3d) branches of one sequence give stage outputs ``(N, C_k, D_k, H_k, W_k)``::
+    z = concat[pool(F_1), ..., pool(F_K)]        F_k: (N, C_k, D_k, H_k, W_k) → z: (N, ΣC_k), K = 4 or 8
+    f = proj(dropout(LN(z)))                     ΣC_k → d  (nn.Linear's default init)
 
-    z = concat[pool(F_1), ..., pool(F_K)]        (N, ΣC_k), K = 4 or 8 (stages="last": 1 or 2)
-    f = proj(dropout(LN(z)))                     ΣC_k → d
-
-``pool`` is a global average (or max), so any spatial sizes fuse; ``in_dims_b=None`` fuses one branch
-(Table 3's CE-only and ME-only rows). The projection keeps ``nn.Linear``'s default init. Why this form
-(measured): benchmarks/results/fusion_ablation.md.
+Measured alternatives: benchmarks/results/fusion_ablation.md.
 """
 
 from __future__ import annotations
@@ -34,24 +30,13 @@ def _check_dims(dims: Sequence[int] | None, name: str) -> tuple[int, ...]:
 
 
 class MultiScaleFusion(nn.Module):
-    """Pool, project and mix the stage outputs of one or two hierarchical encoders into one vector.
-
-    Args:
-        in_dims_a: channels of each stage output of the first branch, e.g. ``(96, 192, 384, 768)``.
-        in_dims_b: channels of each stage output of the second branch, or ``None`` (one branch).
-        out_dim: width ``d`` of the fused vector (512 at paper scale).
-        global_pool: ``"avg"`` or ``"max"`` over ``(D, H, W)``.
-        drop_rate: dropout before the projection.
-        stages: ``"all"`` (every stage output, default) or ``"last"`` (the last one of each branch).
-
-    Shapes: ``forward(feats_a, feats_b=None)``, lists of ``(N, C_k, D_k, H_k, W_k)`` → ``(N, out_dim)``.
+    """``forward(feats_a, feats_b=None)`` → ``(N, out_dim)``; ``in_dims_a``/``in_dims_b``: C_k per stage (``None``: one
+    branch, Table 3's CE-/ME-only); ``out_dim`` d (512); ``global_pool`` avg/max; ``stages`` ``"all"``/``"last"``.
 
     Example::
 
-        >>> fuse = MultiScaleFusion((8, 16), (4, 8), out_dim=32)
-        >>> a = [torch.randn(2, 8, 8, 8, 8), torch.randn(2, 16, 4, 4, 4)]
-        >>> b = [torch.randn(2, 4, 8, 8, 8), torch.randn(2, 8, 4, 4, 4)]
-        >>> fuse(a, b).shape
+        >>> a = [torch.randn(2, 8, 4, 4, 4), torch.randn(2, 16, 2, 2, 2)]
+        >>> MultiScaleFusion((8, 16), (4, 8), out_dim=32)(a, [t[:, : t.shape[1] // 2] for t in a]).shape
         torch.Size([2, 32])
     """
 

@@ -1,15 +1,10 @@
-"""``GatedCNNBlock3d``: MambaOut's Gated CNN block over a volume (DESIGN.md §5), timm's
-``mambaout.GatedConvBlock`` with a 3-D depthwise convolution and timm's parameter names (``norm``, ``fc1``,
-``conv``, ``fc2``, ``ls.gamma``; ``backbones3d.inflate_2d`` maps 2-D checkpoints, a depth-1 volume then
-gives the 2-D block's output). ``x: (N, C, D, H, W)``, ``hidden = int(expansion_ratio · C)``,
-``c = int(conv_ratio · C)``::
+"""MambaOut's Gated CNN block over a volume (DESIGN.md §5): timm's ``mambaout.GatedConvBlock`` and parameter names
+with a 3-D depthwise conv; ``hidden = int(expansion_ratio · C)``, ``c = int(conv_ratio · C)``::
 
     z         = fc1(LN(x))                                     (N, D, H, W, 2·hidden)   channels-last
-    g, i, c_  = split(z, [hidden, hidden − c, c])
-    c_        = DWConv3d_k(c_)                                  depthwise, zero padding k // 2
-    y         = x + DropPath(LayerScale(fc2(GELU(g) ⊙ concat(i, c_))))
+    g, i, c_  = split(z, [hidden, hidden − c, c]);   c_ = DWConv3d_k(c_)    (zero padding k // 2)
+    y         = x + DropPath(LayerScale(fc2(GELU(g) ⊙ concat(i, c_))))     (N, C, D, H, W), channels-last memory
 
-Output ``(N, C, D, H, W)``, a channels-first view of channels-last memory (DESIGN.md §2).
 *(ours)*: the kernel may differ per axis but is odd on each (size-preserving); LayerNorm eps 1e-6.
 """
 
@@ -40,22 +35,12 @@ __all__ = ["GatedCNNBlock3d"]
 
 
 class GatedCNNBlock3d(nn.Module):
-    """MambaOut's Gated CNN block with a depthwise 3-D convolution.
-
-    Args:
-        dim: channels C of input and output.
-        expansion_ratio: hidden width ``int(expansion_ratio · C)`` of the gate and value paths.
-        kernel_size: depthwise kernel, an int or a ``(D, H, W)`` triple of odd sizes.
-        conv_ratio: fraction of C convolved (``int(conv_ratio · C)`` channels, at most hidden).
-        ls_init_value: start value of a per-channel LayerScale on the residual; ``None`` for none.
-        drop_path: stochastic-depth probability of the residual branch.
-        act_layer: activation class of the gate (default ``nn.GELU``).
-        norm_layer: channels-last norm class (default ``nn.LayerNorm`` with eps 1e-6).
+    """``expansion_ratio``/``conv_ratio``: ``hidden``/``c`` (module docstring);
+    ``ls_init_value``: LayerScale or ``None``; ``act_layer``: the gate's GELU; ``norm_layer``: channels-last LN.
 
     Example::
 
-        >>> block = GatedCNNBlock3d(16)
-        >>> block(torch.randn(2, 16, 5, 6, 7)).shape
+        >>> GatedCNNBlock3d(16)(torch.randn(2, 16, 5, 6, 7)).shape
         torch.Size([2, 16, 5, 6, 7])
     """
 
@@ -98,7 +83,6 @@ class GatedCNNBlock3d(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, C, D, H, W) → (N, C, D, H, W)``."""
         check_ndim(x, 5)
         check_channels(x, self.dim)
         check_floating(x)

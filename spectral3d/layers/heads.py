@@ -1,13 +1,8 @@
-"""Classifier heads and global pooling shared by every network (DESIGN.md §5, §9).
+"""Classifier heads and global pooling shared by every network (DESIGN.md §5, §9), timm's names.
 
-``x: (N, C, *spatial)`` (``*spatial`` may be empty): ``p = pool(x)`` ``(N, C)``, ``h = pre_logits(norm(p))``
-``(N, num_features)``, ``logits = fc(Dropout(h))`` ``(N, num_classes)``. :class:`ClassifierHead3d` is timm's
-``ClassifierHead`` (no norm) or ``NormMlpClassifierHead`` without hidden layer (LayerNorm); :class:`MlpHead`
-is MambaOut's (timm's names, 2-D checkpoints load key for key); :func:`global_pool_3d` and
-:func:`channel_linear` serve the models with timm's flat head names (ResNet, DenseNet, EfficientNet).
-
-*(ours)*: ``"max"`` pooling besides ``"avg"`` and ``""``; with ``""`` every position is classified,
-channels-first ``(N, K, *spatial)``; ``reset`` builds the classifier on the head's device and dtype.
+``p = pool(x)`` ``(N, C)``, ``h = pre_logits(norm(p))`` ``(N, num_features)``, ``logits = fc(Dropout(h))`` ``(N, K)``.
+*(ours)*: ``"max"`` pooling besides ``"avg"`` and ``""`` (every position classified, ``(N, K, *spatial)``);
+``reset`` builds the classifier on the head's device and dtype.
 """
 
 from __future__ import annotations
@@ -35,11 +30,6 @@ def check_global_pool(pool_type: str, name: str = "global_pool", allowed: Sequen
 
         >>> check_global_pool("max")
         'max'
-        >>> try:
-        ...     check_global_pool("mean")
-        ... except ValueError as err:
-        ...     print(err)
-        global_pool: expected one of 'avg', 'max' or '' (no pooling), got 'mean'
     """
     if pool_type not in allowed:
         names = [repr(p) for p in allowed if p]
@@ -78,26 +68,14 @@ def channel_linear(x: torch.Tensor, fc: nn.Module) -> torch.Tensor:
 
 
 class ClassifierHead3d(nn.Module):
-    """Global pooling, optional norm, dropout and a Linear classifier.
-
-    Args:
-        in_features: channels C of the incoming features.
-        num_classes: K; 0 makes ``fc`` the identity (the head returns ``(N, num_features)``).
-        pool_type: ``"avg"`` (default), ``"max"`` over every axis after the channel axis, or ``""``.
-        drop_rate: dropout before the classifier.
-        norm_layer: norm class over the last axis (e.g. ``nn.LayerNorm``), or ``None`` for none.
-        bias: whether the classifier has a bias.
-
-    Shapes: ``(N, C, *spatial) → (N, K)``, or ``(N, K, *spatial)`` with ``pool_type=""``;
-    ``num_features`` is the width of ``forward(x, pre_logits=True)``.
+    """``in_features`` C, ``num_classes`` K (0: ``fc`` identity), ``pool_type`` ``"avg"``/``"max"`` over every axis
+    after C or ``""``, ``norm_layer`` over the last axis or ``None``, ``bias`` of ``fc``.
 
     Example::
 
-        >>> head = ClassifierHead3d(16, 3, norm_layer=nn.LayerNorm)
-        >>> head(torch.randn(2, 16, 2, 3, 3)).shape, head(torch.randn(2, 16)).shape
-        (torch.Size([2, 3]), torch.Size([2, 3]))
-        >>> ClassifierHead3d(16, 3, pool_type="")(torch.randn(2, 16, 2, 3, 3)).shape
-        torch.Size([2, 3, 2, 3, 3])
+        >>> head, x = ClassifierHead3d(16, 3, norm_layer=nn.LayerNorm), torch.randn(2, 16, 2, 3, 3)
+        >>> head(x).shape, head(x.mean((2, 3, 4))).shape, ClassifierHead3d(16, 3, pool_type="")(x).shape
+        (torch.Size([2, 3]), torch.Size([2, 3]), torch.Size([2, 3, 2, 3, 3]))
     """
 
     def __init__(
@@ -151,24 +129,12 @@ class ClassifierHead3d(nn.Module):
 
 
 class MlpHead(ClassifierHead3d):
-    """Global pooling, LayerNorm and a two-layer MLP classifier (MambaOut's head).
-
-    Args:
-        in_features: channels C of the incoming features.
-        num_classes: K; 0 makes ``fc`` the identity (the head returns ``(N, num_features)``).
-        pool_type: ``"avg"`` (default), ``"max"`` over every axis after the channel axis, or ``""``.
-        mlp_ratio: hidden width ``int(mlp_ratio · C)``; ``None`` for no hidden layer (``h = LN(p)``, as timm).
-        act_layer: activation class (default ``nn.GELU``).
-        norm_layer: norm class over the last axis (default ``nn.LayerNorm`` with eps 1e-6).
-        drop_rate: dropout before the classifier.
-        bias: whether the classifier has a bias.
-
-    ``num_features``: the width of ``h`` (timm's ``head_hidden_size``).
+    """MambaOut's head, ``pre_logits = fc → act_layer (GELU) → norm_layer``, width ``int(mlp_ratio · C)`` (``None``:
+    none, ``h = LN(p)``); ``norm_layer`` LayerNorm eps 1e-6; other arguments as :class:`ClassifierHead3d`.
 
     Example::
 
-        >>> head = MlpHead(32, num_classes=3)
-        >>> head(torch.randn(2, 32, 4, 5, 6)).shape, head(torch.randn(2, 32, 4, 5, 6), pre_logits=True).shape
+        >>> head, x = MlpHead(32, 3), torch.randn(2, 32, 4, 5, 6); head(x).shape, head(x, pre_logits=True).shape
         (torch.Size([2, 3]), torch.Size([2, 128]))
     """
 

@@ -1,12 +1,8 @@
-"""``LayerNorm3d`` and ``GRN3d`` for 5-D volumes.
-
-``LayerNorm3d``: LayerNorm over channels at every voxel of ``(N, C, D, H, W)``, eps 1e-6 (timm's
-``LayerNorm2d`` in 3-D, same parameter names). ``GRN3d``: ConvNeXtV2's Global Response Normalisation
-(DESIGN.md §4), channels-last ``(N, D, H, W, C)`` or channels-first::
+"""``LayerNorm3d`` and ``GRN3d`` (ConvNeXtV2's Global Response Normalisation, DESIGN.md §4) for 5-D volumes::
 
     Gx = ||x||_2 over (D, H, W),   Nx = Gx / (mean_c Gx + eps),   y = weight * (x * Nx) + bias + x
 
-``eps = 1e-6``, ``weight``/``bias`` zero (identity at init); half precision computed in float32.
+``weight``/``bias`` zero (identity at init); half precision computed in float32.
 """
 
 from __future__ import annotations
@@ -21,16 +17,10 @@ __all__ = ["LayerNorm3d", "GRN3d"]
 
 
 class LayerNorm3d(nn.LayerNorm):
-    """LayerNorm over the channel axis of a channels-first volume.
-
-    Args:
-        num_channels: C.
-        eps: added to the variance (default 1e-6).
-        affine: learn ``weight`` and ``bias``.
+    """LayerNorm over C at every voxel of ``(N, C, D, H, W)`` (timm's ``LayerNorm2d``); ``affine``: learn weight, bias.
 
     Example::
 
-        >>> from spectral3d.layers import LayerNorm3d
         >>> LayerNorm3d(8)(torch.randn(2, 8, 5, 6, 7)).shape
         torch.Size([2, 8, 5, 6, 7])
     """
@@ -47,16 +37,10 @@ class LayerNorm3d(nn.LayerNorm):
 
 
 class GRN3d(nn.Module):
-    """Global Response Normalisation (ConvNeXtV2) over the three spatial axes.
-
-    Args:
-        dim: number of channels C.
-        eps: added to the channel mean of the norms (default 1e-6).
-        channels_last: inputs are ``(N, D, H, W, C)`` (default) rather than ``(N, C, D, H, W)``.
+    """GRN over (D, H, W); ``channels_last``: inputs ``(N, D, H, W, C)`` (default), else ``(N, C, D, H, W)``.
 
     Example::
 
-        >>> from spectral3d.layers import GRN3d
         >>> GRN3d(16)(torch.randn(2, 4, 4, 4, 16)).shape
         torch.Size([2, 4, 4, 4, 16])
     """

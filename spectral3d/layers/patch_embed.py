@@ -1,8 +1,6 @@
-"""Non-overlapping 3-D patch embedding (ViT, Vision Mamba, Swin-V2), timm's ``PatchEmbed`` in 3-D.
-
-``(N, in_chans, D, H, W) → norm(Conv3d(kernel = stride = patch))`` as tokens ``(N, L, embed_dim)``,
-``L = (D/p_D)(H/p_H)(W/p_W)`` (``"NLC"``), or a grid ``(N, D/p_D, H/p_H, W/p_W, embed_dim)`` (``"NDHWC"``);
-each axis a positive multiple of its patch size.
+"""Non-overlapping 3-D patch embedding (ViT, Vision Mamba, Swin-V2), timm's ``PatchEmbed`` in 3-D: tokens
+``(N, L, embed_dim)``, ``L = (D/p_D)(H/p_H)(W/p_W)`` (``"NLC"``), or ``(N, D/p_D, H/p_H, W/p_W, embed_dim)``
+(``"NDHWC"``); each axis a positive multiple of its patch size.
 """
 
 from __future__ import annotations
@@ -20,21 +18,13 @@ _FORMATS = ("NLC", "NDHWC")
 
 
 class PatchEmbed3d(nn.Module):
-    """Strided ``Conv3d`` patch embedding, optionally normalised (module docstring).
-
-    Args:
-        patch_size: kernel and stride, an int or ``(D, H, W)``.
-        in_chans: input channels.
-        embed_dim: token width.
-        norm_layer: applied to the tokens (e.g. ``nn.LayerNorm``); ``None`` for none.
-        output_fmt: ``"NLC"`` (flat tokens) or ``"NDHWC"`` (channels-last grid).
+    """``norm_layer(Conv3d(in_chans, embed_dim, kernel = stride = patch_size)(x))`` (``None``: no norm), ``output_fmt``.
 
     Example::
 
-        >>> PatchEmbed3d((4, 8, 8), 2, 32)(torch.randn(1, 2, 8, 16, 24)).shape  # a 2 x 2 x 3 grid
-        torch.Size([1, 12, 32])
-        >>> PatchEmbed3d(4, 2, 16, nn.LayerNorm, "NDHWC")(torch.randn(1, 2, 8, 12, 16)).shape
-        torch.Size([1, 2, 3, 4, 16])
+        >>> x, grid = torch.randn(1, 2, 8, 16, 24), PatchEmbed3d(4, 2, 16, nn.LayerNorm, "NDHWC")
+        >>> PatchEmbed3d((4, 8, 8), 2, 32)(x).shape, grid(x).shape
+        (torch.Size([1, 12, 32]), torch.Size([1, 2, 4, 6, 16]))
     """
 
     def __init__(

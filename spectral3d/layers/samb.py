@@ -1,25 +1,14 @@
-"""SAMB, the Spectral Adaptive Modulation Block (paper §3.2, Eq. 2; DESIGN.md §3).
+"""SAMB, the Spectral Adaptive Modulation Block (paper §3.2, Eq. 2; DESIGN.md §3), ``(N, C, D, H, W)`` → same::
 
-``x: (N, C, D, H, W)`` real → same shape and dtype, any size ≥ 1; ``t = promote_types(x.dtype, float32)``,
-``Wf = W // 2 + 1``:
+    X = rfftn(x.to(t), norm="ortho")  (N, C, D, H, Wf), Wf = W // 2 + 1;   [R, I, phi] = spectral_features(X), phi = |X|
+    f_e = fc2(GELU(fc1([R, I, phi]) + E[band]))         3C → C → C, kernel enh_kernel_size, E: (B, C) (ours)
+    f_m = 2 sigmoid(Mod(LayerNorm(x)))                   (the 2·sigmoid range is ours)
+    R' = R (1 + alpha (f_m - 1)) + beta f_e phi,   I' = I (1 + alpha (f_m - 1))     (Eq. 2, per-channel alpha, beta)
+    y = irfftn(R' + i I', s=(D, H, W), norm="ortho").to(x.dtype)        t = promote_types(x.dtype, float32)
 
-1. ``X = rfftn(x.to(t), norm="ortho")`` over ``(D, H, W)`` → ``(N, C, D, H, Wf)``.
-2. ``[R, I, phi] = spectral_features(X)``, ``phi = |X|``.
-3. Enhancement *(layout ours)*: ``f_e = fc2(GELU(fc1([R, I, phi]) + E[band]))``, 3C → C → C, kernel
-   ``enh_kernel_size``; ``E: (B, C)`` a learned band embedding *(ours; band_embedding=False: the paper's)*.
-4. ``f_m = 2 sigmoid(Mod(LayerNorm(x)))`` *(the 2·sigmoid range is ours)*, per ``fm_mode``:
-   ``"band"`` *(default, ours)*: avg pool → 1×1×1 conv C → C/r → GELU → 1×1×1 conv → C·B, ``f_m: (N, C, B)``
-   (per-band gains make the block frequency-selective); ``"channel"``: ``f_m: (N, C, 1, 1, 1)``;
-   ``"spectral"``: ``(N, C, D, H, Wf)`` from 1×1×1 convs on ``log1p|rfftn(LayerNorm(x))|``.
-5. Eq. 2, per-channel ``alpha``, ``beta`` *(ours)*: ``R' = R (1 + alpha (f_m - 1)) + beta f_e phi``,
-   ``I' = I (1 + alpha (f_m - 1))``.
-6. ``y = irfftn(R' + i I', s=(D, H, W), norm="ortho").to(x.dtype)``.
-
-Bands: ``min(B - 1, floor(B rho / rho_max))``, ``rho = sqrt((k_d/D)^2 + (k_h/H)^2 + (k_w/W)^2)``,
-``rho_max = sqrt(3)/2`` (:func:`band_index`), cached per input size as a non-persistent int32 buffer.
-Init ``alpha = 1``, ``beta = 0``, last modulator conv zero: the identity (call
-:meth:`SAMB.reset_parameters` after a network-wide init). Steps 2 and 5 are :mod:`spectral3d.ops`
-custom ops. FFTs and Eq. 2 run in ``t``, the convolutions in the module's dtype.
+``fm_mode``: ``"band"`` *(default, ours)*: avg pool → 1×1×1 conv C → C/r → GELU → 1×1×1 conv → C·B, ``f_m: (N, C, B)``;
+``"channel"``: ``(N, C, 1, 1, 1)``; ``"spectral"``: ``(N, C, D, H, Wf)`` from 1×1×1 convs on ``log1p|rfftn(LN(x))|``.
+Bands: :func:`band_index` (int32, cached); init: identity (:meth:`SAMB.reset_parameters`); convs: module dtype.
 """
 
 from __future__ import annotations
@@ -43,24 +32,12 @@ _FFT_DIMS = (-3, -2, -1)
 def band_index(
     size: int | tuple[int, int, int], num_bands: int = 8, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    """Radial frequency band of every bin of the half spectrum of a ``(D, H, W)`` volume.
-
-    ``band = min(B - 1, floor(B * rho / rho_max))`` (module docstring) over ``fftfreq`` (``rfftfreq`` on W),
-    in float64 so that the bands do not depend on the device.
-
-    Args:
-        size: spatial size ``(D, H, W)`` of the real volume (an int means a cube).
-        num_bands: number of bands B (>= 1).
-        device: where to build the index.
-
-    Returns:
-        int64 tensor ``(D, H, W // 2 + 1)`` with values in ``[0, B)``.
+    """Band ``min(B - 1, floor(B rho / rho_max))`` of rfftn bins, ``rho = |(k_d/D, k_h/H, k_w/W)|``, ``rho_max = √3/2``.
 
     Example::
 
-        >>> idx = band_index((4, 6, 8), num_bands=4)
-        >>> idx.shape, int(idx[0, 0, 0]), int(idx.max())
-        (torch.Size([4, 6, 5]), 0, 3)
+        >>> idx = band_index((4, 6, 8), num_bands=4); idx.shape, idx.dtype, int(idx.max())  # (D, H, W // 2 + 1)
+        (torch.Size([4, 6, 5]), torch.int64, 3)
     """
     D, H, W = to_3tuple_int(size, "size")
     check_int(num_bands, "num_bands", expected="an int >= 1")
@@ -73,22 +50,12 @@ def band_index(
 
 
 class SAMB(nn.Module):
-    """Spectral Adaptive Modulation Block: learned, input-dependent filtering in the Fourier domain.
-
-    Args:
-        dim: channels C of the input (and output).
-        fm_mode: ``f_m``'s form: ``"band"`` (per channel and radial band), ``"channel"`` or ``"spectral"`` (per bin).
-        num_bands: radial frequency bands B (of the band embedding and of ``f_m`` in ``"band"`` mode).
-        enh_kernel_size: odd kernel size of the two enhancement convolutions on the spectrum.
-        mod_reduction: hidden width of the modulator is ``max(1, dim // mod_reduction)``.
-        band_embedding: add the learned band embedding ``E`` (``False``: the paper's form, no ``band_embed``).
+    """SAMB (module docstring): ``fm_mode`` ``"band"``/``"channel"``/``"spectral"``; ``num_bands`` B;
+    ``mod_reduction`` r (modulator width ``max(1, dim // r)``); ``band_embedding=False``: the paper's form, no ``E``.
 
     Example::
 
-        >>> samb = SAMB(16)  # identity at init
-        >>> x = torch.randn(2, 16, 9, 10, 11)
-        >>> y = samb(x)
-        >>> y.shape, bool(torch.allclose(y, x, atol=1e-5))
+        >>> x = torch.randn(2, 16, 9, 10, 11); y = SAMB(16)(x); y.shape, bool(torch.allclose(y, x, atol=1e-5))
         (torch.Size([2, 16, 9, 10, 11]), True)
     """
 
@@ -133,8 +100,7 @@ class SAMB(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """The identity-at-init parameters: ``alpha = 1``, ``beta = 0``, last modulator conv zero,
-        band embedding ~ N(0, 0.02) truncated; the other convolutions keep PyTorch's default init."""
+        """Identity at init: ``alpha = 1``, ``beta = 0``, last modulator conv zero, ``E`` ~ trunc N(0, 0.02)."""
         nn.init.ones_(self.alpha)
         nn.init.zeros_(self.beta)
         if self.band_embed is not None:
@@ -171,7 +137,6 @@ class SAMB(nn.Module):
         return 2 * torch.sigmoid(z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply SAMB to ``x: (N, C, D, H, W)``; returns the same shape and dtype."""
         check_ndim(x, 5)
         check_channels(x, self.dim)
         size = (x.shape[-3], x.shape[-2], x.shape[-1])

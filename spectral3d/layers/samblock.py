@@ -1,19 +1,12 @@
-"""SAMBlock, the two-branch block of SAMNet (paper Fig. 2b, Eq. 1; DESIGN.md §4).
+"""SAMBlock, the two-branch block of SAMNet (paper Fig. 2b, Eq. 1; DESIGN.md §4), ``(N, C, D, H, W)`` → same::
 
-``x: (N, C, D, H, W)`` → same shape; ``Body_k`` is the ConvNeXtV2 block body
-(:mod:`spectral3d.layers.convnextv2_block`)::
+    F1, F2 = Body_7(x), Body_7(DWConv_3(SAMB(x)))           spatial, frequency branch (Body_k: convnextv2_block)
+    theta  = sigmoid(Conv_1x1x1(concat[F1, F2]))            2C -> C, per voxel and channel
+    F_out  = theta * (w1 * F1 + w2 * F2)                    Eq. 1
+    y      = 0.5 * x + 0.5 * DropPath(F_out)  (residual="paper", default)  or  x + DropPath(F_out)  ("identity")
 
-    F1    = Body_7(x)                                       spatial branch
-    F2    = Body_7(DWConv_3(SAMB(x)))                       frequency branch
-    theta = sigmoid(Conv_1x1x1(concat[F1, F2]))             2C -> C, per voxel and channel
-    F_out = theta * (w1 * F1 + w2 * F2)                     Eq. 1
-    y     = 0.5 * x + 0.5 * DropPath(F_out)                 residual="paper" (default)
-    y     = x + DropPath(F_out)                             residual="identity"
-
-*(ours)*: the 3×3 conv after SAMB is depthwise; the gate is a 1×1×1 conv; the paper's branch weights are
-learnable scalars ``branch_weights = (w1, w2)``, 0.5 each; timm's ConvNeXt init (trunc. normal std 0.02,
-zero bias) for this block's convs and linears, SAMB keeps its identity init. ``residual="paper"`` halves
-the identity path at every block; when that trains poorly: benchmarks/results/fusion_ablation.md.
+*(ours)*: depthwise 3×3 conv after SAMB; 1×1×1 gate; learnable ``branch_weights = (w1, w2)`` (0.5); timm's ConvNeXt
+init, SAMB's identity init. ``"paper"`` vs ``"identity"``: benchmarks/results/fusion_ablation.md.
 """
 
 from __future__ import annotations
@@ -32,26 +25,12 @@ RESIDUALS = ("paper", "identity")
 
 
 class SAMBlock(nn.Module):
-    """SAMNet's block: a ConvNeXtV2 spatial branch and a SAMB frequency branch, gated (paper Eq. 1).
-
-    Args:
-        dim: channels C.
-        drop_path: stochastic-depth probability of ``F_out``.
-        kernel_size: depthwise kernel of both bodies (paper: 7).
-        freq_kernel_size: depthwise kernel after SAMB (paper: 3).
-        mlp_ratio: MLP expansion of both bodies (ConvNeXtV2: 4).
-        fm_mode: SAMB's modulation form (``"band"``, ``"channel"``, ``"spectral"``).
-        num_bands: SAMB's radial frequency bands.
-        enh_kernel_size: SAMB's enhancement kernel.
-        band_embedding: SAMB's learned band embedding (``False``: the paper's form).
-        residual: ``"paper"`` (``0.5·x + 0.5·F_out``) or ``"identity"`` (``x + F_out``); module docstring.
-
-    Submodules ``spatial`` (F1), ``samb``, ``conv_freq``, ``frequency`` (F2), ``gate``; ``branch_weights`` ``(2,)``.
+    """``kernel_size``/``freq_kernel_size``: DWConv of ``spatial``, ``frequency`` (7) / ``conv_freq`` (3); ``fm_mode``,
+    ``num_bands``, ``enh_kernel_size``, ``band_embedding``: :class:`SAMB`'s; ``residual``: ``"paper"``/``"identity"``.
 
     Example::
 
-        >>> block = SAMBlock(16, drop_path=0.1)
-        >>> block(torch.randn(2, 16, 7, 8, 9)).shape
+        >>> SAMBlock(16, drop_path=0.1)(torch.randn(2, 16, 7, 8, 9)).shape
         torch.Size([2, 16, 7, 8, 9])
     """
 

@@ -1,17 +1,12 @@
-"""A band-energy front end at input resolution: SAMNet's ``spectral_stem`` (DESIGN.md §5).
+"""SAMNet's ``spectral_stem``, a band-energy front end (DESIGN.md §5); ``x: (N, C, D, H, W)`` →
+``(N, out_chs, D/s, H/s, W/s)``, ``s = stride`` dividing every axis, in ``t = promote_types(x.dtype, float32)``::
 
-``x: (N, C, D, H, W)`` → ``(N, out_chs, D/s, H/s, W/s)``, ``s = stride``, every axis a positive multiple
-of ``s``; computed in ``t = promote_types(x.dtype, float32)``, returned in ``x``'s dtype:
+    X       = rfftn(x.to(t), norm="ortho")
+    Y_{c,k} = irfftn(X_c · g[c, k, band])                  k < K = num_bands, g: (C, K, B), init copy k = band k (ours)
+    E_{c,k} = log(AvgPool_s(Y_{c,k}²) / w_k + eps)         w_k: share of bins in band k, white noise → 0 (ours)
+    out     = Conv1x1(BN(E))                               C·K → out_chs, BatchNorm3d without affine (ours)
 
-1. ``X = rfftn(x.to(t), norm="ortho")`` over ``(D, H, W)``.
-2. Radial band split *(ours)*: ``Y_{c,k} = irfftn(X_c · g[c, k, band])``, ``k < K = num_bands``, band of
-   each bin from :func:`spectral3d.layers.samb.band_index`, gains ``g: (C, K, B)`` initialised so copy
-   ``k`` keeps band ``k``.
-3. Log band energy relative to white noise *(ours)*: ``E_{c,k} = log(AvgPool_s(Y_{c,k}²) / w_k + eps)``,
-   ``w_k`` the share of bins in band ``k`` (unit white noise gives ``E ≈ 0``).
-4. ``out = Conv1x1(BN(E))``, ``C·K → out_chs``, ``BN`` a ``BatchNorm3d`` without affine *(ours)*.
-
-Why (measured): benchmarks/results/frequency_pathway.md.
+Bands: :func:`spectral3d.layers.samb.band_index`. Measured: benchmarks/results/frequency_pathway.md.
 """
 
 from __future__ import annotations
@@ -29,20 +24,11 @@ _FFT_DIMS = (-3, -2, -1)
 
 
 class SpectralStem3d(nn.Module):
-    """Learned radial band split of each input channel, local log energy per band, standardised, projected.
-
-    Args:
-        in_chs: input channels C.
-        out_chs: output channels.
-        stride: pooling of the band energies (SAMNet's stem stride, 4).
-        num_bands: radial bands B = band-passed copies K per channel.
-        eps: added to the relative band energy before the logarithm.
+    """``in_chs`` C → ``out_chs``; ``stride`` s (SAMNet: 4), ``num_bands`` K = B, ``eps`` in the log (module docstring).
 
     Example::
 
-        >>> from spectral3d.layers import SpectralStem3d
-        >>> stem = SpectralStem3d(2, 16)
-        >>> stem(torch.randn(3, 2, 32, 32, 16)).shape
+        >>> SpectralStem3d(2, 16)(torch.randn(3, 2, 32, 32, 16)).shape
         torch.Size([3, 16, 8, 8, 4])
     """
 
@@ -60,7 +46,7 @@ class SpectralStem3d(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Gains: the identity band split; projection: PyTorch's default (its inputs have unit variance)."""
+        """Identity band split; PyTorch's default projection init."""
         with torch.no_grad():
             self.band_gains.copy_(torch.eye(self.num_bands).expand(self.in_chs, -1, -1))
         self.norm.reset_running_stats()

@@ -4,8 +4,7 @@
     z = concat[where(m, 0, x), m]      (N, 2F): the value (0 where missing) and whether it is missing
     t = fc2(GELU(norm(fc1(z))))        Linear 2F → hidden, LayerNorm, GELU, Linear hidden → dim
 
-The mask keeps a missing value apart from a measured 0; ``forward(None, batch_size=N)`` means every value
-missing. Inputs should be standardised (the data pipeline does it) and are cast to the parameters' dtype.
+Inputs are standardised upstream and cast to the parameters' dtype.
 """
 
 from __future__ import annotations
@@ -20,20 +19,11 @@ __all__ = ["TabularEncoder"]
 
 
 class TabularEncoder(nn.Module):
-    """Encode ``(N, F)`` clinical features with NaN marking missing values into ``(N, dim)``.
-
-    Args:
-        num_features: F, the number of clinical columns.
-        dim: output width ``d_t``.
-        hidden_dim: width of the hidden layer (default ``max(dim, 4 * num_features)``).
-        drop_rate: dropout after the activation.
+    """``num_features`` F columns (NaN: missing) → ``dim``; ``hidden_dim`` ``max(dim, 4F)``; ``drop_rate`` after GELU.
 
     Example::
 
-        >>> enc = TabularEncoder(num_features=8, dim=32)
-        >>> x = torch.randn(4, 8)
-        >>> x[0, 3] = float("nan")   # a missing value
-        >>> enc(x).shape, enc(None, batch_size=4).shape
+        >>> enc, x = TabularEncoder(8, 32), torch.randn(4, 8); x[0, 3] = float("nan"); enc(x).shape, enc(None, 4).shape
         (torch.Size([4, 32]), torch.Size([4, 32]))
     """
 

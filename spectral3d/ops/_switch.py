@@ -77,10 +77,7 @@ def kernel_mode(op: str) -> str:
 
 
 def kernel_path(op: str, t: torch.Tensor, covered: bool) -> str:
-    """Where a custom op runs for tensor ``t`` in ``op``'s mode: ``"triton"`` (wrapped launch on CUDA),
-    ``"interpret"`` (direct launch on CPU under ``TRITON_INTERPRET=1``) or ``"torch"`` (its PyTorch
-    implementation: modes ``reference``/``autograd``, arguments the kernels do not cover (``covered``),
-    ``auto`` off CUDA, fake/meta tensors). Mode ``triton`` elsewhere raises a ``RuntimeError``."""
+    """``"triton"`` (CUDA), ``"interpret"`` (CPU, ``TRITON_INTERPRET=1``) or ``"torch"`` for ``t`` in ``op``'s mode."""
     mode = kernel_mode(op)
     if mode in ("reference", "autograd") or not covered:
         return "torch"
@@ -105,12 +102,10 @@ def kernel_path(op: str, t: torch.Tensor, covered: bool) -> str:
 def use_kernels(mode: str, ops: Iterable[str] | None = None) -> Iterator[None]:
     """Run ``ops`` (default: every op of :data:`OPS`) in ``mode`` inside the ``with`` block.
 
-    Process-wide (not thread-local), as timm's layer-config context managers; ``torch.compile`` reads the mode
-    while tracing (``torch._dynamo.reset()`` to switch a compiled model).
+    Process-wide, as timm's layer-config context managers; ``torch.compile`` reads it while tracing.
 
     Example::
 
-        >>> from spectral3d.ops import spectral_features, use_kernels, kernel_mode
         >>> with use_kernels("autograd", ops={"spectral_features"}):
         ...     kernel_mode("spectral_features"), kernel_mode("depthwise_conv3d")
         ('autograd', 'auto')

@@ -7,12 +7,10 @@
     dweight[c, 0, i, j, k] = sum_{n, d, h, w} dy[n, c, d, h, w] * x[n, c, d + i - pd, h + j - ph, w + k - pw]
     dbias[c] = sum_{n, d, h, w} dy[n, c, d, h, w]
 
-i.e. ``F.conv3d(x, weight, bias, padding=(pd, ph, pw), groups=C)``. Modes (:func:`spectral3d.ops.use_kernels`):
-``auto``: Triton on CUDA for fp32/bf16/fp16 and kernels up to 7 per axis, ``F.conv3d`` otherwise;
-``triton``: also on CPU under ``TRITON_INTERPRET=1``; ``reference``: the custom op with ``F.conv3d``;
-``autograd``: ``F.conv3d`` itself. The output keeps ``x``'s memory format; autocast casts as ``F.conv3d``;
-the backward is a custom op too (double backward). FLOPs: ``2 N C D H W kd kh kw`` forward, the same
-for each gradient *(ours: torch's ``conv_backward_flop`` counts the grouped weight gradient C times)*.
+i.e. ``F.conv3d(x, weight, bias, padding=(pd, ph, pw), groups=C)``. Paths (:func:`spectral3d.ops.use_kernels`):
+Triton on CUDA for fp32/bf16/fp16 and kernels up to 7 per axis (CPU: ``TRITON_INTERPRET=1``), else ``F.conv3d``.
+Output in ``x``'s memory format. FLOPs ``2 N C D H W kd kh kw`` forward and per gradient *(ours: torch's
+``conv_backward_flop`` counts the grouped weight gradient C times)*.
 """
 
 import math
@@ -72,19 +70,10 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
 
 
 def depthwise_conv3d_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.conv3d(x, weight, bias, padding=k // 2, groups=C)``: the oracle of the op (plain autograd).
-
-    Args:
-        x: ``(N, C, D, H, W)``.
-        weight: ``(C, 1, kd, kh, kw)``, odd sizes.
-        bias: ``(C,)`` or ``None``.
-
-    Returns:
-        ``(N, C, D, H, W)``.
+    """``F.conv3d(x, weight, bias, padding=k // 2, groups=C)``: the oracle of :func:`depthwise_conv3d`.
 
     Example::
 
-        >>> from spectral3d.ops import depthwise_conv3d_reference
         >>> depthwise_conv3d_reference(torch.randn(2, 4, 5, 6, 7), torch.randn(4, 1, 3, 3, 3)).shape
         torch.Size([2, 4, 5, 6, 7])
     """
@@ -207,8 +196,8 @@ def _setup_backward_context(ctx, inputs, output) -> None:
 
 
 def _double_backward(ctx, gg_x, gg_w, gg_b):
-    """The backward's own gradients (double backward), with the same two ops:
-    ``<gg_x, dx> = <conv(gg_x, w), dy>``, ``<gg_w, dw> = <conv(x, gg_w), dy>``, ``<gg_b, db> = <gg_b, sum dy>``."""
+    """Double backward: ``<gg_x, dx> = <conv(gg_x, w), dy>``, ``<gg_w, dw> = <conv(x, gg_w), dy>``,
+    ``<gg_b, db> = <gg_b, sum dy>``."""
     grad, x, weight = ctx.saved_tensors
     input_grad, weight_grad, bias_grad = ctx.outputs
     need_grad, need_x, need_w = ctx.needs_input_grad[:3]
@@ -270,25 +259,16 @@ for _device in ("cpu", "cuda"):
 # public function
 # --------------------------------------------------------------------------------------------
 def depthwise_conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """Depthwise 3-D convolution, stride 1, zero "same" padding (module docstring).
-
-    The custom op ``torch.ops.spectral3d.depthwise_conv3d`` after argument validation.
+    """Depthwise 3-D conv, stride 1, zero "same" padding: the custom op ``torch.ops.spectral3d.depthwise_conv3d``.
 
     Args:
-        x: ``(N, C, D, H, W)``, any floating dtype and memory format.
-        weight: ``(C, 1, kd, kh, kw)``, odd sizes (the Triton kernels up to 7 per axis), ``x``'s dtype.
-        bias: ``(C,)`` or ``None``.
+        x, weight, bias: ``(N, C, D, H, W)`` any float dtype and memory format; ``(C, 1, kd, kh, kw)`` odd sizes,
+            ``x``'s dtype; ``(C,)`` or ``None``. Returns ``x``'s shape, dtype and memory format.
 
-    Returns:
-        ``(N, C, D, H, W)`` in ``x``'s dtype and memory format.
-
-    Raises:
-        TypeError: a non-tensor argument or a non-floating ``x``.
-        ValueError: other shapes, an even kernel size, mixed devices.
+    ``TypeError``/``ValueError`` name a non-tensor, non-floating ``x``, bad shape, even kernel or mixed devices.
 
     Example::
 
-        >>> from spectral3d.ops import depthwise_conv3d
         >>> x = torch.randn(2, 8, 5, 6, 7).to(memory_format=torch.channels_last_3d)
         >>> y = depthwise_conv3d(x, torch.randn(8, 1, 1, 7, 7), torch.zeros(8))
         >>> y.shape, y.is_contiguous(memory_format=torch.channels_last_3d)

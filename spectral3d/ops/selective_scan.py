@@ -1,7 +1,4 @@
-"""Selective scan (Mamba's S6 recurrence) in pure PyTorch, chunked, with a sequential oracle.
-
-Gu & Dao, "Mamba" (2023), Algorithm 2, with ``mamba_ssm``'s ``selective_scan_fn`` signature. Batch ``b``,
-channel ``d``, state ``n``, token ``t``::
+"""Selective scan (Mamba's S6, Gu & Dao 2023, Alg. 2; ``mamba_ssm``'s ``selective_scan_fn`` signature)::
 
     Δ[b,d,t]   = softplus(delta[b,d,t] + delta_bias[d])   (bias / softplus optional)
     h[b,d,n,t] = exp(Δ[b,d,t]·A[d,n]) · h[b,d,n,t-1] + Δ[b,d,t] · B[b,n,t] · u[b,d,t],   h[...,-1] = 0
@@ -10,13 +7,9 @@ channel ``d``, state ``n``, token ``t``::
 
 Shapes: ``u``, ``delta``, ``z``: ``(B, D, L)``; ``A``: ``(D, N)``; ``B``, ``C``: ``(B, N, L)`` or ``(B, G, N, L)``
 (``G`` groups of ``D / G`` channels); ``D``, ``delta_bias``: ``(D,)``. Output ``(B, D, L)`` in ``u``'s dtype,
-computed in ``promote_types(u.dtype, float32)``.
-
-:func:`selective_scan` runs ``mamba_ssm``'s CUDA kernel where it applies, else :func:`selective_scan_chunked`
-*(ours)*: chunks of ``chunk_size`` tokens carry ``h`` ``(B, D, N)``; inside a chunk ``h_t = exp(Δ_t A) h_{t-1} + x_t``
-is a Hillis–Steele scan, ``h_t ← h_t + exp(A · W_t) · h_{t-s}``, ``W_t ← W_t + W_{t-s}`` (``W`` the summed step
-sizes), whose exponents are all ≤ 0; each chunk is checkpointed when gradients are needed. Why this form:
-benchmarks/results/library_notes.md. :func:`selective_scan_reference` is the token loop, the tests' oracle.
+computed in ``promote_types(u.dtype, float32)``. :func:`selective_scan_chunked` *(ours)*: chunks carry ``h``
+``(B, D, N)``; inside one a Hillis–Steele scan ``h_t ← h_t + exp(A · W_t) · h_{t-s}``, ``W_t ← W_t + W_{t-s}``
+(``W`` summed step sizes, exponents ≤ 0), checkpointed per chunk. Notes: benchmarks/results/library_notes.md.
 """
 
 from __future__ import annotations
@@ -142,9 +135,7 @@ def selective_scan_reference(
     delta_softplus: bool = False,
     return_last_state: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """The selective scan as a plain loop over the ``L`` tokens (the oracle; slow, any float dtype).
-
-    Arguments, shapes and result are those of :func:`selective_scan`.
+    """The token loop over ``L`` (the oracle; any float dtype); arguments as :func:`selective_scan`.
 
     Example::
 
@@ -175,11 +166,7 @@ def selective_scan_reference(
 def _scan_chunk(
     u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, h0: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scan one chunk of ``T`` tokens from the carried state ``h0``.
-
-    Shapes: ``u``, ``delta`` ``(b, G, D/G, T)``; ``A`` ``(G, D/G, N)``; ``B``, ``C`` ``(b, G, T, N)``;
-    ``h0`` ``(b, G, D/G, N)``. Returns ``Σ_n C·h`` ``(b, G, D/G, T)`` and the last state (``h0``'s shape).
-    """
+    """Scan one chunk from state ``h0`` ``(b, G, D/G, N)``; return ``Σ_n C·h`` ``(b, G, D/G, T)`` and the last state."""
     length = u.shape[-1]
     h = (delta * u).unsqueeze(-1) * B.unsqueeze(2)  # (b, G, D/G, T, N): local states from a zero state
     window = delta  # Σ Δ over the tokens that h[t] covers; its log-decay is A · window[t] ≤ 0
@@ -207,13 +194,7 @@ def selective_scan_chunked(
     return_last_state: bool = False,
     chunk_size: int = 16,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """The selective scan in pure PyTorch: parallel scans inside chunks, the state carried between them.
-
-    Any device and float dtype (module docstring). Arguments and result as :func:`selective_scan`, plus:
-
-    Args:
-        chunk_size: tokens per chunk (``>= 1``): work grows with its log2, Python overhead with ``L / chunk_size``
-            (``benchmarks/vim_scan_scaling.py`` sweeps it).
+    """The chunked PyTorch scan (module docstring), any device and float dtype; arguments as :func:`selective_scan`.
 
     Example::
 
@@ -275,25 +256,14 @@ def selective_scan(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Mamba's selective scan ``y = SSM(Δ, A, B, C)(u) + D·u``, gated by ``silu(z)`` (module docstring).
 
-    Same arguments and result as ``mamba_ssm``'s ``selective_scan_fn``.
+    Arguments, shapes and result as ``mamba_ssm``'s ``selective_scan_fn`` (module docstring; ``A`` negative,
+    ``D``, ``z``, ``delta_bias`` may be ``None``), plus:
 
     Args:
-        u: input ``(B, D, L)``.
-        delta: step sizes before bias/softplus ``(B, D, L)``.
-        A: state matrix (diagonal per channel) ``(D, N)``; Mamba keeps it negative.
-        B: input projection ``(B, N, L)`` or ``(B, G, N, L)``.
-        C: output projection, same shape as ``B``.
-        D: skip connection ``(D,)``, or ``None``.
-        z: gate ``(B, D, L)``; the output is multiplied by ``silu(z)``. ``None`` for no gate.
-        delta_bias: ``(D,)`` added to ``delta`` before the softplus, or ``None``.
-        delta_softplus: apply ``softplus`` to ``delta (+ delta_bias)``.
-        return_last_state: also return the final state ``h`` ``(B, D, N)``.
-        chunk_size: tokens per chunk of the PyTorch path (:func:`selective_scan_chunked`).
-        backend: ``"auto"`` (``mamba_ssm``'s kernel for CUDA float32/16/bf16 when it imports, else PyTorch;
-            ``use_kernels`` applies), ``"torch"`` or ``"mamba_ssm"`` (``RuntimeError`` if it cannot run).
-
-    Returns:
-        ``out`` ``(B, D, L)`` in ``u``'s dtype; ``(out, last_state)`` with ``return_last_state``.
+        return_last_state: also return the final ``h`` ``(B, D, N)``: ``(out, last_state)``.
+        chunk_size: tokens per chunk of :func:`selective_scan_chunked` (work ~ log2, Python overhead ~ L / chunk).
+        backend: ``"auto"`` (``mamba_ssm``'s kernel on CUDA fp32/fp16/bf16 when it imports, else PyTorch; per
+            ``use_kernels``), ``"torch"`` or ``"mamba_ssm"`` (``RuntimeError`` if it cannot run).
 
     Example::
 

@@ -8,8 +8,7 @@ Per-channel ``alpha``, ``beta`` *(ours)* on the half spectrum ``X = R + iI`` of 
 
 Shapes: ``X`` complex ``(N, C, D, H, Wf)``, ``f_e`` real of the same shape, ``alpha``, ``beta`` ``(C,)``, ``f_m``
 per-channel ``(N, C, 1, 1, 1)``, full ``(N, C, D, H, Wf)`` or banded ``(N, C, B)`` with ``band_index``
-``(D, H, Wf)`` in ``[0, B)`` (gathered per bin, never materialised). Backward (``gR + i gI`` incoming,
-``s = gR * R + gI * I``, ``dphi/dR = R / phi``, 0 where ``phi = 0``)::
+``(D, H, Wf)`` in ``[0, B)`` (gathered per bin). Backward (``gR + i gI`` in, ``s = gR R + gI I``, ``R/phi`` 0 at 0)::
 
     dR     = gR * g + gR * beta * f_e * R / phi       dI = gI * g + gR * beta * f_e * I / phi
     df_e   = gR * beta * phi                          df_m = alpha * s  (summed to f_m's form)
@@ -18,13 +17,10 @@ per-channel ``(N, C, 1, 1, 1)``, full ``(N, C, D, H, Wf)`` or banded ``(N, C, B)
 ``spectral_features(X) = concat[R, I, phi]`` ``(N, 3C, D, H, Wf)``; backward
 ``dX = (gR + g_phi R/phi) + i (gI + g_phi I/phi)``.
 
-Modes (:func:`spectral3d.ops.use_kernels`): ``auto`` (Triton on CUDA for complex64, PyTorch otherwise),
-``triton`` (on CPU only under ``TRITON_INTERPRET=1``; complex128 runs PyTorch), ``reference`` (the custom op
-with PyTorch), ``autograd`` (the ``*_reference`` functions). Eager kernel calls on plain tensors skip the
-dispatcher through a ``torch.autograd.Function`` *(ours)*, argument checks cached per signature.
-Precision *(ours)*: computed in ``X``'s real dtype, low-precision inputs upcast, each gradient in its
-input's dtype and shape, reductions in a fixed order (bitwise reproducible). FLOPs (DESIGN.md §10) per
-spectrum element: the ``*_FLOPS_PER_ELEMENT`` constants.
+Paths (:func:`spectral3d.ops.use_kernels`): Triton on CUDA for complex64 (CPU: ``TRITON_INTERPRET=1``), else
+PyTorch; eager calls on plain tensors skip the dispatcher via a ``torch.autograd.Function`` *(ours)*. Precision
+*(ours)*: ``X``'s real dtype, each gradient in its input's dtype and shape, fixed-order (reproducible) reductions.
+FLOPs per spectrum element (DESIGN.md §10): ``*_FLOPS_PER_ELEMENT``.
 """
 
 import math
@@ -90,11 +86,7 @@ def _check_modulation_args(
     beta: object,
     band_index: object,
 ) -> str:
-    """Validate the arguments of Eq. 2 (shapes, dtypes, devices) and return the form of ``f_m``.
-
-    Returns ``"channel"``, ``"full"`` or ``"band"``. Reads metadata only (the values of ``band_index``:
-    :func:`_check_band_range`).
-    """
+    """Check Eq. 2's shapes, dtypes, devices (metadata only); return ``f_m``'s form: channel, full or band."""
     X = _check_spectrum(X)
     N, C, D, H, Wf = X.shape
     full = (N, C, D, H, Wf)
@@ -165,8 +157,7 @@ def _modulation_form(
 
 
 def _check_band_range(band_index: torch.Tensor, num_bands: int) -> None:
-    """Values in ``[0, num_bands)``; checked on CPU (the PyTorch gather would wrap negative indices), elsewhere
-    only with SPECTRAL3D_CHECK_FINITE on (the kernels clamp indices)."""
+    """Values in ``[0, num_bands)``; on CPU always, elsewhere with SPECTRAL3D_CHECK_FINITE (kernels clamp)."""
     if torch.compiler.is_compiling() or band_index.numel() == 0:
         return
     from torch._subclasses.fake_tensor import is_fake
@@ -209,27 +200,11 @@ def spectral_modulation_reference(
     *,
     validate: bool = True,
 ) -> torch.Tensor:
-    """Eq. 2 in plain differentiable PyTorch (the oracle of the custom op), ``X = R + iI``::
-
-        g  = 1 + alpha * (f_m - 1)
-        R' = R * g + beta * f_e * |X|
-        I' = I * g
-
-    Args:
-        X: complex spectrum ``(N, C, D, H, Wf)`` (complex64 or complex128).
-        f_m: modulation gain, ``(N, C, 1, 1, 1)``, ``(N, C, D, H, Wf)`` or ``(N, C, B)``.
-        f_e: enhancement map ``(N, C, D, H, Wf)``, real.
-        alpha: ``(C,)`` weight of ``f_m - 1``.
-        beta: ``(C,)`` weight of ``f_e * |X|``.
-        band_index: ``(D, H, Wf)`` integer band of each bin; required with a banded ``f_m``.
-        validate: check shapes, dtypes and band indices first (the op's own paths pass ``False``).
-
-    Returns:
-        The modulated spectrum, ``X``'s shape and dtype (computed in ``X``'s real dtype).
+    """Eq. 2 in plain differentiable PyTorch, the oracle of :func:`spectral_modulation` (same arguments and result;
+    ``validate``: check the arguments first, the op's own paths pass ``False``).
 
     Example::
 
-        >>> from spectral3d.ops import spectral_modulation_reference
         >>> X = torch.randn(2, 4, 5, 6, 4, dtype=torch.complex64)
         >>> f_m, f_e = torch.rand(2, 4, 1, 1, 1), torch.randn(2, 4, 5, 6, 4)
         >>> spectral_modulation_reference(X, f_m, f_e, torch.ones(4), torch.zeros(4)).shape
@@ -243,17 +218,10 @@ def spectral_modulation_reference(
 
 
 def spectral_features_reference(X: torch.Tensor) -> torch.Tensor:
-    """``concat[Re X, Im X, |X|]`` along channels in plain differentiable PyTorch.
-
-    Args:
-        X: complex spectrum ``(N, C, D, H, Wf)``.
-
-    Returns:
-        ``(N, 3C, D, H, Wf)`` in ``X``'s real dtype.
+    """``concat[Re X, Im X, |X|]`` in plain differentiable PyTorch, the oracle of :func:`spectral_features`.
 
     Example::
 
-        >>> from spectral3d.ops import spectral_features_reference
         >>> spectral_features_reference(torch.randn(1, 2, 3, 3, 2, dtype=torch.complex64)).shape
         torch.Size([1, 6, 3, 3, 2])
     """
@@ -272,8 +240,7 @@ def _safe_inverse(phi: torch.Tensor) -> torch.Tensor:
 
 
 def _band_sum(s: torch.Tensor, band_index: torch.Tensor, num_bands: int) -> torch.Tensor:
-    """Segmented sum ``(N, C, D, H, Wf) -> (N, C, B)`` over the bins of each band (a one-hot matmul:
-    deterministic on every device, unlike ``index_add_``)."""
+    """Segmented sum ``(N, C, D, H, Wf) -> (N, C, B)`` per band (one-hot matmul: deterministic, unlike index_add_)."""
     one_hot = torch.nn.functional.one_hot(band_index.reshape(-1).long(), num_bands).to(s.dtype)
     return s.flatten(2) @ one_hot
 
@@ -545,32 +512,19 @@ def spectral_modulation(
     beta: torch.Tensor,
     band_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Eq. 2, ``R' = R (1 + alpha (f_m - 1)) + beta f_e |X|``, ``I' = I (1 + alpha (f_m - 1))``.
-
-    The custom op ``torch.ops.spectral3d.spectral_modulation`` (one node in compiled graphs, its backward a
-    custom op too) after argument validation; implementation per :func:`spectral3d.ops.use_kernels`.
+    """Eq. 2, ``R' = R (1 + alpha (f_m - 1)) + beta f_e |X|``, ``I' = I (1 + alpha (f_m - 1))``: the custom op
+    ``torch.ops.spectral3d.spectral_modulation``; shapes, backward and paths: module docstring.
 
     Args:
-        X: complex spectrum ``(N, C, D, H, Wf)`` (complex64 or complex128).
-        f_m: gain ``(N, C, 1, 1, 1)``, ``(N, C, D, H, Wf)`` or ``(N, C, B)`` (with ``band_index``), any float dtype.
-        f_e: enhancement map ``(N, C, D, H, Wf)``, real, any float dtype.
-        alpha: ``(C,)`` weight of ``f_m - 1``.
-        beta: ``(C,)`` weight of ``f_e * |X|``.
-        band_index: ``(D, H, Wf)`` integers in ``[0, B)``; only with a banded ``f_m``.
+        X: complex64/complex128 spectrum ``(N, C, D, H, Wf)``; ``f_e``: real, same shape; ``alpha``, ``beta``: ``(C,)``.
+        f_m: gain ``(N, C, 1, 1, 1)``, ``(N, C, D, H, Wf)`` or ``(N, C, B)`` with ``band_index`` ``(D, H, Wf)``.
 
-    Returns:
-        The modulated spectrum, ``X``'s shape and dtype; gradients to every input, ``f_m``'s in its own form.
-
-    Raises:
-        TypeError: ``X`` not complex, a real input not floating point, ``band_index`` not integer.
-        ValueError: other shapes, mixed devices, a banded ``f_m`` without ``band_index`` or with indices
-            outside ``[0, B)`` (the kernels clamp them: checked on CPU or with ``SPECTRAL3D_CHECK_FINITE``),
-            NaN/Inf in ``X`` (with ``SPECTRAL3D_CHECK_FINITE``).
+    Returns ``X``'s shape and dtype. ``TypeError``/``ValueError`` name a bad dtype, shape, device or band index
+    (indices and NaN/Inf in ``X`` off CPU only with ``SPECTRAL3D_CHECK_FINITE``).
 
     Example::
 
         >>> from spectral3d.layers.samb import band_index
-        >>> from spectral3d.ops import spectral_modulation
         >>> X = torch.fft.rfftn(torch.randn(2, 4, 6, 6, 6), dim=(-3, -2, -1), norm="ortho")
         >>> f_m, f_e = 2 * torch.rand(2, 4, 8), torch.randn(2, 4, 6, 6, 4)
         >>> Y = spectral_modulation(X, f_m, f_e, torch.ones(4), torch.zeros(4), band_index((6, 6, 6), 8))
@@ -598,19 +552,11 @@ def spectral_modulation(
 
 
 def spectral_features(X: torch.Tensor) -> torch.Tensor:
-    """``concat[Re X, Im X, |X|]`` along channels: the input of SAMB's frequency enhancement.
-
-    The custom op ``torch.ops.spectral3d.spectral_features``, differentiable with ``d|X|/dX = X / |X|`` (0 at 0).
-
-    Args:
-        X: complex spectrum ``(N, C, D, H, Wf)`` (complex64 or complex128).
-
-    Returns:
-        ``(N, 3C, D, H, Wf)`` in ``X``'s real dtype: real part, imaginary part, magnitude.
+    """``concat[Re X, Im X, |X|]``: complex ``(N, C, D, H, Wf)`` → ``(N, 3C, D, H, Wf)`` in ``X``'s real dtype
+    (custom op ``torch.ops.spectral3d.spectral_features``; ``d|X|/dX = X / |X|``, 0 at 0).
 
     Example::
 
-        >>> from spectral3d.ops import spectral_features
         >>> spectral_features(torch.randn(2, 4, 5, 5, 3, dtype=torch.complex64)).shape
         torch.Size([2, 12, 5, 5, 3])
     """

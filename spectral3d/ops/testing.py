@@ -94,10 +94,7 @@ def record_launch(name: str) -> None:
 
 @contextlib.contextmanager
 def poison_outputs(enabled: bool = True) -> Iterator[None]:
-    """Fill every kernel output with NaN before the kernel runs: an element it forgets to write shows.
-
-    ``enabled=False`` turns poisoning off inside the block (e.g. to count a host path's ops).
-    """
+    """NaN-fill every kernel output before the kernel runs (``enabled=False``: off inside the block)."""
     saved = _hooks["poison"]
     _hooks["poison"] = enabled
     try:
@@ -149,10 +146,7 @@ class _AtenOpCounter(TorchDispatchMode):
 
 @contextlib.contextmanager
 def count_aten_ops() -> Iterator[Counter]:
-    """Yield a ``Counter`` of the ops dispatched inside the block (``"aten.mul"``, ``"spectral3d.spectral_features"``).
-
-    A ``TorchDispatchMode``, so the ops inside the custom ops are counted too; :data:`NO_KERNEL_OPS` launch no kernel.
-    """
+    """Yield a ``Counter`` of the ops dispatched in the block, inside custom ops too (``"aten.mul"``, ...)."""
     counter: Counter = Counter()
     with _AtenOpCounter(counter):
         yield counter
@@ -170,21 +164,10 @@ def make_modulation_inputs(
     requires_grad: bool = False,
     seed: int = 0,
 ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-    """Random (never zero) inputs of Eq. 2 for the spectrum of a real ``shape = (N, C, D, H, W)`` volume.
+    """Random (never zero) ``([X, f_m, f_e, alpha, beta], band_index or None)`` of Eq. 2 for a real ``shape`` volume.
 
-    Args:
-        form: ``"channel"``, ``"full"`` or ``"band"`` (the form of ``f_m``).
-        shape: the real volume's shape; the spectrum is ``(N, C, D, H, W // 2 + 1)``.
-        num_bands: ``B`` of a banded ``f_m``.
-        dtype: real dtype (``X`` is its complex counterpart).
-        device: where the tensors live.
-        layout: ``"contiguous"``, ``"channels_last"`` or ``"sliced"`` (strided views on every spatial axis).
-        band_index: ``(D, H, Wf)`` bands for a banded ``f_m``; default: random, every band populated where possible.
-        requires_grad: make ``X, f_m, f_e, alpha, beta`` leaves that require grad.
-        seed: the generator's seed.
-
-    Returns:
-        ``([X, f_m, f_e, alpha, beta], band_index)``; ``band_index`` is ``None`` unless ``form == "band"``.
+    ``form``: ``f_m``'s form; ``layout``: ``"contiguous"``, ``"channels_last"`` or ``"sliced"`` (strided views);
+    ``band_index`` default: random, every band populated where possible; ``dtype`` real (``X`` complex).
     """
     if form not in ("channel", "full", "band"):
         raise ValueError(f"form: expected 'channel', 'full' or 'band', got {form!r}")

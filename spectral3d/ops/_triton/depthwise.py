@@ -1,31 +1,11 @@
-"""Triton kernels of the depthwise 3-D convolution and their launchers (stride 1, zero "same" padding).
+"""Triton kernels and launchers of :func:`spectral3d.ops.depthwise_conv3d` (odd ``k <= 7``; maths at the op).
 
-``y[n, c, d, h, w] = b[c] + sum_{i, j, k} w[c, i, j, k] * x[n, c, d + i - pd, h + j - ph, w + k - pw]``
-with odd ``kd, kh, kw <= 7`` and ``pd = kd // 2`` (likewise ``ph``, ``pw``).
-
-Design *(ours)*; the op is bound by on-chip reuse (~2k^3 FLOPs per byte), not by HBM:
-
-- Forward: a program computes a ``[BLOCK_S, BLOCK_C]`` output tile (positions of one sample's flattened
-  ``(D, H, W)`` volume x channels) in fp32 registers and writes it once. Positions are decoded once; a tap
-  is then a scalar shift of their offsets, masked where it leaves the volume. Depth and height taps are
-  runtime loops over the taps that reach the tile (padding-only taps are skipped), width taps unrolled.
-- Channels-last (channel stride 1, also a channel slice) is the vector axis: ``C`` and the strides arrive
-  in units of ``ALIGN`` (the largest power of two <= 16 dividing them), so the compiler knows every row
-  offset is aligned and loads/stores 16 B at a time. NCDHW input is copied once to channels-last by
-  default (``nc_via_cl``; the output is still written NCDHW); the native NCDHW path (W as the unit
-  stride, unaligned scalar loads) is kept for measurement (``benchmarks/gpu_depthwise.py``).
-- Grad input is the forward kernel on ``dy`` with the taps flipped (``dx = conv(dy, flip(w))``). Weights
-  travel as a ``(taps, C)`` float32 table (a copy of ``k^3 C`` values), the bias as float32 (zeros for
-  none), so forward and grad input share one compiled kernel.
-- Grad weight and bias: a program (chunk of position tiles, tap row ``(i, j)``, channel block) adds
-  ``dy * x`` shifted by the ``KW`` width taps of its row into a ``[KWP, BLOCK_S, BLOCK_C]`` fp32 register
-  block over its chunk, reduces it once and writes its partials ``(chunks, taps [+ 1 bias row], C)``; a
-  finishing kernel sums the chunks in a fixed order. No atomics: the gradients are bitwise repeatable.
-- ``DROP_TAP >= 0`` (tests only) leaves out that tap: a kernel known to be wrong, for the test of the tests.
-
-Tile sizes come from :func:`forward_config` / :func:`wgrad_config` (a heuristic on ``C``, ``D H W`` and
-``k``, to be tuned on a GPU); under ``TRITON_INTERPRET=1`` a program covers a whole sample so that few
-programs are interpreted.
+*(ours)*: forward and grad input (``dx = conv(dy, flip(w))``, one kernel, fp32 ``(taps, C)`` weight table) write a
+``[BLOCK_S, BLOCK_C]`` tile (one sample's flat positions × channels) from fp32 registers, a tap being a masked
+scalar shift of the offsets (padding-only taps skipped); channel stride 1 is the vector axis, ``C`` and strides in
+units of ``ALIGN`` (≤ 16) for 16 B accesses; NCDHW is read through one channels-last copy (``nc_via_cl``) or
+natively; grad weight/bias: per-chunk fp32 partials ``(chunks, taps [+ 1], C)`` summed in fixed order by a second
+kernel (no atomics, bitwise repeatable); ``DROP_TAP`` (tests) leaves out a tap. Tiles: :func:`forward_config`.
 """
 
 from __future__ import annotations
@@ -74,8 +54,7 @@ def _unscale(CA, sa_d, sa_h, sa_o, D, H, W, ALIGN: tl.constexpr, BLOCK_S: tl.con
 
 @triton.jit
 def _positions(s0, S, H, W, BLOCK_S: tl.constexpr):
-    """Positions ``q = s0 + [0, BLOCK_S)`` of a sample's flattened (D, H, W) volume: their mask, ``d, h, w``,
-    and the ranges ``[lo, hi]`` of ``d, h, w`` over the tile (scalars, to skip taps that miss it)."""
+    """Mask, ``d, h, w`` and tile ranges ``[lo, hi]`` of positions ``s0 + [0, BLOCK_S)`` of a flat (D, H, W)."""
     q = s0 + tl.arange(0, BLOCK_S)
     HW = H * W
     d = q // HW
@@ -103,14 +82,7 @@ def _dw_fwd_kernel(
     CHANNELS_LAST: tl.constexpr, OUT_CHANNELS_LAST: tl.constexpr, EVEN_C: tl.constexpr, ALIGN: tl.constexpr,
     BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr, DROP_TAP: tl.constexpr,
 ):  # fmt: skip
-    """``y = conv(x, w) + b`` at ``BLOCK_S`` positions of sample ``n`` x ``BLOCK_C`` channels.
-
-    ``C = CA * ALIGN`` and ``x``'s strides ``(n, d, h, o) = ALIGN * sa_*`` are passed in units of ``ALIGN``
-    (so the compiler sees the alignment of every channels-last row; ``ALIGN = 1`` for NCDHW); ``o`` is x's
-    w stride channels-last, its c stride otherwise. ``y`` is dense, channels-last or NCDHW
-    (``OUT_CHANNELS_LAST``). A tap is a scalar shift of the positions' offsets, masked where it leaves the
-    volume.
-    """
+    """``y = conv(x, w) + b`` on a ``[BLOCK_S, BLOCK_C]`` tile of sample ``n``; ``C``, strides in ``ALIGN`` units."""
     PD: tl.constexpr = KD // 2
     PH: tl.constexpr = KH // 2
     PW: tl.constexpr = KW // 2
@@ -183,10 +155,7 @@ def _dw_wgrad_kernel(
     CHANNELS_LAST: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN_C: tl.constexpr, ALIGN: tl.constexpr,
     BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr, DROP_TAP: tl.constexpr,
 ):  # fmt: skip
-    """Partial ``sum dy * x_shifted`` for the ``KW`` taps of tap row ``(i, j)`` and a channel block, over the
-    position tiles ``[chunk * PER_CHUNK, (chunk + 1) * PER_CHUNK)`` of the ``TILES = N * cdiv(S, BLOCK_S)``;
-    the centre row also sums ``dy`` (the bias gradient). ``dy`` is dense in the layout of ``x``; ``C`` and
-    ``x``'s strides come in units of ``ALIGN`` as for the forward kernel."""
+    """Partial ``sum dy * x_shifted`` (centre row: also ``sum dy``); grid (chunk, tap row ``(i, j)``, channel block)."""
     PD: tl.constexpr = KD // 2
     PH: tl.constexpr = KH // 2
     PW: tl.constexpr = KW // 2
@@ -310,13 +279,7 @@ def _warps(elements: int) -> int:
 
 
 def forward_config(N: int, C: int, S: int, channels_last: bool, interpret: bool | None = None) -> TileConfig:
-    """Tile of the forward / grad-input kernel for ``N`` samples of ``C`` channels and ``S = D * H * W`` positions.
-
-    A heuristic *(ours)*: channels-last takes the largest channel block of 32/16/8 dividing ``C`` and
-    ~2048 elements per program, then halves the channel block (to 8) while fewer than ~512 programs would
-    run (small late stages); NCDHW takes up to 1024 positions. ``benchmarks/gpu_depthwise.py`` sweeps
-    alternatives. In the interpreter one program covers up to 2048 positions x 32 channels.
-    """
+    """Forward tile *(ours)*: channel block 32/16/8 dividing C, ~2048 elements, ≥ ~512 programs; NCDHW ≤ 1024."""
     if interpreting() if interpret is None else interpret:
         return TileConfig(min(_pow2(S), 2048), min(_pow2(C), 32), 4)
     if channels_last:
@@ -356,11 +319,7 @@ def _tiles_per_chunk(tiles: int, rows: int, cblocks: int, interpret: bool) -> in
 # layout
 # --------------------------------------------------------------------------------------------
 def channels_last(x: torch.Tensor) -> bool:
-    """Whether the kernels read ``x`` with the channel axis as the unit stride (else W is).
-
-    Contiguous tensors (also when the two formats coincide: C = 1, a 1x1x1 volume) are read as NCDHW;
-    otherwise a unit channel stride (channels-last, or a channel slice of it) means channels-last.
-    """
+    """Whether ``x`` is read with a unit channel stride (else W); contiguous tensors read as NCDHW."""
     return not x.is_contiguous() and x.shape[1] > 1 and x.stride(1) == 1
 
 
@@ -388,8 +347,7 @@ def _alloc(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, cl:
 
 
 def _align(cl: bool, x: torch.Tensor, C: int, block_c: int) -> int:
-    """Largest power of two (<= 16, <= block_c) dividing C and x's (n, d, h, w) strides: the unit in which
-    the kernels receive them (channels-last only; 1 for NCDHW, whose taps shift the unit-stride axis)."""
+    """Largest power of two (≤ 16, ≤ block_c) dividing C and x's strides, channels-last (1 for NCDHW)."""
     if not cl:
         return 1
     g = 16
@@ -446,8 +404,7 @@ def _conv(
 
 
 def _layouts(x: torch.Tensor, nc_via_cl: bool) -> tuple[bool, bool]:
-    """(layout the kernels read, layout of the output): channels-last in, channels-last out; NCDHW in,
-    NCDHW out, read channels-last after one copy when ``nc_via_cl``."""
+    """(layout read, layout written): the input's, NCDHW read through a channels-last copy if ``nc_via_cl``."""
     out_cl = channels_last(x)
     return out_cl or nc_via_cl, out_cl
 
@@ -465,18 +422,7 @@ def forward(
     nc_via_cl: bool = True,
     drop_tap: int = -1,
 ) -> torch.Tensor:
-    """``depthwise_conv3d(x, weight, bias)`` with the Triton kernel; output dense in ``x``'s layout.
-
-    Args:
-        x: ``(N, C, D, H, W)`` fp32/bf16/fp16, contiguous, channels-last or any view with a unit channel
-            (or W) stride; other views are copied once.
-        weight: ``(C, 1, kd, kh, kw)`` of ``x``'s dtype, odd sizes ``<= 7``.
-        bias: ``(C,)`` or ``None``.
-        wrap: launch through ``torch.library.wrap_triton`` (inside the custom op on CUDA).
-        config: tile override (tests, sweeps); default :func:`forward_config`.
-        nc_via_cl: read an NCDHW ``x`` through a channels-last copy (default) instead of natively.
-        drop_tap: tests only: leave out tap ``(i * kh + j) * kw + k`` (a deliberately wrong kernel).
-    """
+    """Launch the forward kernel, grid (tiles, channel blocks); output dense in ``x``'s layout."""
     cl, out_cl = _layouts(x, nc_via_cl)
     return _conv(_readable(x, cl), weight, bias, cl, out_cl, False, wrap, config, drop_tap)
 
@@ -496,13 +442,7 @@ def backward(
     nc_via_cl: bool = True,
     drop_tap: int = -1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(dx, dw, db)`` of :func:`forward`; an output not asked for is an empty tensor.
-
-    ``dx`` is the forward kernel on ``grad`` with flipped taps (``x``'s layout); ``dw`` (``weight``'s dtype,
-    contiguous) and ``db`` (``grad``'s dtype) come from per-chunk partials summed in chunk order.
-    ``tiles_per_chunk`` overrides how many position tiles one partial covers; ``nc_via_cl`` as for
-    :func:`forward` (``grad`` and ``x`` are then read through channels-last copies).
-    """
+    """``(dx, dw, db)`` of :func:`forward` (empty where not asked for): flipped-tap forward, then wgrad + finish."""
     N, C, D, H, W = x.shape
     KD, KH, KW = weight.shape[2:]
     cl, out_cl = _layouts(x, nc_via_cl)

@@ -1,30 +1,10 @@
-"""Triton kernels of the spectral ops: Eq. 2 forward/backward and the ``[R, I, |X|]`` features.
+"""Triton kernels of the spectral ops (Eq. 2 forward/backward, ``[R, I, |X|]``; maths at the public ops).
 
-Grid *(ours)*: one 1-D launch of ``N * C * nblk`` programs, ``nblk = cdiv(S, BLOCK)``, ``S = D * H * Wf``
-bins per ``(n, c)`` row; program ``pid`` handles bins ``[blk * BLOCK, (blk + 1) * BLOCK)`` of row
-``pid // nblk = n * C + c``, so ``alpha[c]``, ``beta[c]`` and a per-channel ``f_m[n, c]`` are scalars of
-the program and a banded ``f_m[n, c, :]`` is a tiny gather that stays in L1. Complex tensors arrive as
-their ``view_as_real`` float views: one ``(BLOCK, 2)`` load, ``tl.split`` into real and imaginary parts.
-
-Two entry points per kernel: ``*_contig_kernel`` for contiguous tensors (row offsets follow from
-``C`` and ``S``: 9 to 17 launch arguments) and the strided one, which takes every tensor's
-``(n, c, d, h, w)`` strides (channels-last or sliced inputs need no copy); when every spatial block
-is dense (``SPATIAL_CONTIG``) the bin offset is ``offs`` times the element size, otherwise two
-divisions give ``d, h, w``. A contiguous entry calls (inlines) the strided kernel with the strides
-computed from ``C`` and ``S`` in int64.
-
-All arithmetic is float32 whatever the storage dtype of ``f_m`` / ``f_e`` / ``alpha`` / ``beta``
-(bf16/fp16 under autocast); stores cast to the destination dtype. ``band`` holds integers of any
-width and is clamped to ``[0, B)``, so a bad index never reads outside ``f_m``.
-
-Backward reductions *(ours)*: each program writes its block's partial sums (one row of ``KP`` floats:
-the ``f_m``/``alpha`` sums and the ``beta`` sum), then takes a ticket, ``atomic_add(ticket[c], 1)``
-with acquire-release semantics after a CTA barrier. The program that draws the channel's last
-ticket (``N * nblk - 1``) resets ``ticket[c]`` to 0 for the next launch (and CUDA-graph replays) and
-sums the channel's partials in a fixed index order (batch, then block, ``RBLOCK`` rows at a time,
-through L2 with ``.cg`` loads), writing grad ``f_m`` (per-channel or banded), grad ``alpha`` and grad
-``beta`` in their dtypes. Which program finishes depends on arrival order; what it sums does not,
-so gradients are bitwise reproducible, with no second kernel and no host-side reduction.
+*(ours)*: grid 1-D, ``N * C * cdiv(S, BLOCK)`` programs over ``S = D H Wf`` bins per ``(n, c)`` row (``alpha[c]``,
+``beta[c]``, per-channel ``f_m`` are program scalars); complex as ``view_as_real`` ``(BLOCK, 2)`` loads; a
+``*_contig_kernel`` entry (strides from ``C``, ``S``) and a strided one (channels-last or sliced, no copy); fp32
+arithmetic, ``band`` clamped to ``[0, B)``; backward: per-block partial rows, an acquire-release ticket per channel,
+the last program sums the partials in fixed order (bitwise reproducible, no second kernel) and re-zeroes the ticket.
 """
 
 from __future__ import annotations
@@ -173,11 +153,7 @@ def _gain_strides(C, S, FM_FORM: tl.constexpr, NUM_BANDS: tl.constexpr):
 
 @triton.jit
 def _block_partials(s, gr, fe, phi, fm, band, FM_FORM: tl.constexpr, NUM_BANDS: tl.constexpr, KP: tl.constexpr):
-    """This block's row of partial sums, ``KP`` floats (``K = KP`` used, the rest 0).
-
-    Per-channel ``[sum s, sum gR f_e phi]``; full ``[sum (f_m - 1) s, sum gR f_e phi]``; banded
-    ``[sum_{band 0} s, ..., sum_{band B-1} s, sum gR f_e phi]`` (``s = gR R + gI I``, 0 on masked lanes).
-    """
+    """This block's ``KP`` partial sums: the ``f_m`` (per form) or ``alpha`` sums of ``s``, then ``sum gR f_e phi``."""
     k = tl.arange(0, KP)
     if FM_FORM == FM_CHANNEL:
         row = tl.where(k == 0, tl.sum(s, axis=0), 0.0)
@@ -198,12 +174,7 @@ def _finish_channel(c, N, nblk, part_ptr, fm_ptr, alpha_ptr, gfm_ptr, galpha_ptr
                     sm_n, sm_c, sm_w, sgm_n, sgm_c, sgm_w,
                     FM_FORM: tl.constexpr, NUM_BANDS: tl.constexpr, KP: tl.constexpr,
                     RBLOCK: tl.constexpr):  # fmt: skip
-    """Channel ``c``'s reductions from its ``N * nblk`` partial rows, summed in index order.
-
-    ``S_n = sum_blk partials[c, n, blk]``; grad ``f_m[n, c, k] = alpha S_n[k]`` (per-channel/banded),
-    grad ``alpha = sum_n sum_k (f_m[n, c, k] - 1) S_n[k]`` (full: ``sum_n S_n[0]``), grad ``beta =
-    sum_n S_n[nb]``.
-    """
+    """Channel ``c``'s grad ``f_m``, ``alpha``, ``beta`` from its ``N * nblk`` partial rows, summed in index order."""
     k = tl.arange(0, KP)
     nb = NUM_BANDS if FM_FORM == FM_BAND else 1
     is_gain = k < nb

@@ -1,21 +1,6 @@
-"""Launchers of the spectral Triton kernels: plain functions over tensors, one launch each.
-
-The custom ops of :mod:`spectral3d.ops.spectral_modulation` call them with ``wrap=True`` on CUDA
-(kernels go through ``torch.library.wrap_triton``, so ``torch.compile`` sees them); the eager fast
-path and the interpreter (``TRITON_INTERPRET=1`` at process start, CPU tensors) call them with
-``wrap=False``, running the very same kernels.
-
-Each launcher allocates its outputs like its inputs (``empty_like``: same layout; through
-:mod:`spectral3d.ops.testing`, whose hooks poison outputs and count launches in tests), reads complex
-tensors through ``view_as_real`` (no copy) and launches the ``*_contig_kernel`` entry when every
-tensor is contiguous, the strided one otherwise (channels-last or sliced inputs cost no copy). No
-other kernel runs: ``band_index`` is read in whatever integer dtype it has (SAMB caches an int32
-one), and the backward's per-channel reductions finish inside its launch (``kernels`` docstring). The
-finish counts on a zeroed int32 ticket per channel, which the kernel leaves zeroed: in eager mode one
-buffer per (device, stream, C) is allocated once and reused (stream-ordered, safe under CUDA-graph
-capture and replay); while tracing (``torch.compile``, ``torch.export``) it is a ``zeros`` of the graph.
-Block size: ``BLOCK = 1024`` bins per program with 4 warps (8 complex bins per thread); ``block``
-overrides it (tests use small blocks to give each channel many programs and tickets).
+"""Launchers of the spectral Triton kernels, one launch each: ``wrap=True`` inside the custom ops on CUDA
+(``torch.library.wrap_triton``), ``wrap=False`` for the eager path and the interpreter. Outputs via
+:mod:`spectral3d.ops.testing` ``empty_like`` (input's layout); ``BLOCK = 1024`` bins, 4 warps (``block``: tests).
 """
 
 from __future__ import annotations
@@ -101,11 +86,7 @@ def _traced(t: torch.Tensor) -> bool:
 
 
 def tickets(device: torch.device, channels: int) -> torch.Tensor:
-    """The zeroed int32 tickets (one per channel) of the backward launches on ``device``'s current stream.
-
-    Allocated once per (device, stream, ``channels``) and kept for the life of the process (a CUDA graph
-    that captured a launch keeps pointing at it); every launch leaves it zeroed.
-    """
+    """Zeroed int32 tickets, one per channel, kept per (device, stream, C) for the process (CUDA-graph safe)."""
     stream = torch._C._cuda_getCurrentRawStream(device.index) if device.type == "cuda" else 0
     key = (device, stream, channels)
     buf = _TICKETS.get(key)
@@ -172,12 +153,7 @@ def modulation_backward(
     wrap: bool,
     block: int = BLOCK,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of Eq. 2 for ``X, f_m, f_e, alpha, beta``, each in its input's shape and dtype, in one launch.
-
-    The launch writes ``grad_X``, ``grad_f_e`` (and a full ``grad_f_m``) element-wise and, through each
-    channel's last program, ``grad_f_m`` (per-channel/banded), ``grad_alpha`` and ``grad_beta`` from
-    per-block partial sums added in a fixed order (bitwise reproducible).
-    """
+    """Gradients of Eq. 2 for ``X, f_m, f_e, alpha, beta`` (inputs' shapes and dtypes) in one launch."""
     N, C, D, H, Wf = X.shape
     S = D * H * Wf
     form = _form(f_m)
