@@ -90,12 +90,8 @@ _NO_ARITHMETIC = frozenset(
 def fft_flops(shape: Sequence[int], dim: Sequence[int], kind: str) -> int:
     """``round(batch · factor · n · log2(n))``, ``n = prod(shape[d] for d in dim)``, ``batch = prod(shape) / n``.
 
-    Args:
-        shape: the *real* signal's shape for ``"r2c"``/``"c2r"`` (``rfftn`` input, ``irfftn`` output), else complex.
-        dim: the transformed axes (negative allowed).
-        kind: ``"r2c"``, ``"c2r"`` (factor 2.5) or ``"c2c"`` (factor 5).
-
-    Example::
+    ``shape``: the *real* signal's (``rfftn`` input, ``irfftn`` output) for ``kind`` ``"r2c"``/``"c2r"`` (factor 2.5),
+    else complex (``"c2c"``, factor 5); ``dim``: the transformed axes. Example::
 
         >>> fft_flops((2, 3, 8, 8, 8), dim=(-3, -2, -1), kind="r2c")  # 6 signals of 512 points
         69120
@@ -176,13 +172,9 @@ def _pooling_formulas() -> dict[Any, Callable[..., int]]:
 
 def register_flop_formulas() -> list[str]:
     """Register the FFT and CPU-SDPA formulas into torch's FLOP registry; returns the ops this call added.
+    Done on import; an op that has a formula is left alone. Example::
 
-    Done on import (a plain ``FlopCounterMode`` then sees FFTs); an op that has a formula is left alone.
-
-    Example::
-
-        >>> import spectral3d.flops as flops
-        >>> flops.register_flop_formulas()  # already done on import
+        >>> register_flop_formulas()  # already done on import
         []
     """
     added = []
@@ -212,9 +204,8 @@ class FlopReport:
 
     Example::
 
-        >>> rep = count(nn.Conv3d(1, 2, 3), torch.randn(1, 1, 5, 5, 5, device="meta"))
-        >>> rep.flops, rep.macs
-        (2916, 1458.0)
+        >>> count(nn.Conv3d(1, 2, 3), torch.randn(1, 1, 5, 5, 5, device="meta")).macs
+        1458.0
     """
 
     flops: int
@@ -298,14 +289,7 @@ def _tensor_shapes(obj: Any) -> list[tuple[int, ...]]:
 
 def count(model: Callable[..., Any], *inputs: Any, count_pooling: bool = False, **kwargs: Any) -> FlopReport:
     """The :class:`FlopReport` of one forward call ``model(*inputs, **kwargs)``, under ``no_grad`` and in eval mode.
-
-    Args:
-        model: an ``nn.Module`` (its mode is restored) or any callable; on ``meta``: no compute.
-        *inputs: positional inputs (tensors, or containers of tensors).
-        count_pooling: also count 3D max/avg pooling (module docstring).
-        **kwargs: keyword inputs of the forward call.
-
-    Example::
+    ``model``: an ``nn.Module`` (mode restored) or any callable; ``count_pooling``: see the module docstring. Example::
 
         >>> m = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 4**3, 2))
         >>> rep = count(m, torch.randn(1, 3, 4, 4, 4))
@@ -355,18 +339,9 @@ def model_inputs(
     dtype: torch.dtype = torch.float32,
 ) -> tuple[tuple[torch.Tensor, ...], dict[str, Any]]:
     """Random ``(args, kwargs)`` for ``model(*args, **kwargs)``, from a registry model's ``pretrained_cfg``.
-
-    ``x: (N, C, D, H, W)``; a multi-sequence model (``cfg["sequences"]``) with ``cfg["num_tabular"] > 0`` also gets
-    ``tabular: (N, F)``.
-
-    Args:
-        cfg: the model's ``pretrained_cfg`` (``input_size`` ``(C, D, H, W)``).
-        input_size: ``None`` (the cfg's), ``(C, D, H, W)``, or ``(D, H, W)`` / an int (a cube) with the cfg's ``C``.
-        batch: batch size ≥ 1.
-        device: where the tensors live (``"meta"``: no memory, no compute).
-        dtype: floating dtype of the volume.
-
-    Example::
+    ``x: (N, C, D, H, W)``, plus ``tabular: (N, F)`` when ``cfg["sequences"]`` and ``cfg["num_tabular"] > 0``.
+    ``input_size``: ``None`` (the cfg's), ``(C, D, H, W)``, or ``(D, H, W)`` / an int (a cube) with the cfg's ``C``;
+    ``dtype``: the volume's. Example::
 
         >>> args, _ = model_inputs({"input_size": (3, 64, 96, 96)}, input_size=32)
         >>> tuple(args[0].shape)
@@ -439,16 +414,8 @@ def count_model(
     **model_kwargs: Any,
 ) -> FlopReport:
     """The :class:`FlopReport` of a registry model (built on ``device``, ``meta`` by default) at its cfg input size.
-
-    Args:
-        name_or_model: a ``backbones3d`` registry name, or a model with a ``pretrained_cfg``.
-        input_size: ``None`` (``pretrained_cfg["input_size"]``), ``(C, D, H, W)``, ``(D, H, W)`` or an int.
-        batch: batch size (FLOPs scale linearly; DESIGN.md §10 reports batch 1).
-        device: where a model named by string is built and where the inputs live.
-        count_pooling: passed to :func:`count`.
-        **model_kwargs: passed to ``backbones3d.create_model`` when a name is given.
-
-    Example::
+    ``name_or_model``: a registry name (``model_kwargs`` go to ``create_model``) or a model with a ``pretrained_cfg``;
+    ``input_size`` as in :func:`model_inputs`; FLOPs scale linearly with ``batch``. Example::
 
         >>> rep = count_model("resnet50_3d")  # paper-scale, on meta: no compute  # doctest: +SKIP
         >>> print(f"{rep.macs / 1e9:.1f} GMACs")  # doctest: +SKIP
@@ -552,17 +519,10 @@ def fvcore_macs(
     by_operator: bool = False,
 ) -> float | tuple[float, dict[str, float]]:
     """fvcore's MACs for ``model(*inputs)`` (traced in eval mode on real tensors: use a small input), FFTs added.
+    ``count_norms``: keep fvcore's handles for norms, 2D upsampling/pooling, ``grid_sampler``; ``by_operator``: return
+    ``(total, per_op)``. Example::
 
-    Args:
-        model: the module.
-        inputs: a tensor or a tuple of positional inputs.
-        count_norms: keep fvcore's handles for norms, 2D upsampling/pooling and ``grid_sampler`` (1–5 per element).
-        by_operator: also return fvcore's per-operator MACs, as ``(total, per_op)``.
-
-    Example::
-
-        >>> m = nn.Conv3d(1, 2, 3)
-        >>> fvcore_macs(m, torch.randn(1, 1, 5, 5, 5))
+        >>> fvcore_macs(nn.Conv3d(1, 2, 3), torch.randn(1, 1, 5, 5, 5))
         1458.0
     """
     if not isinstance(model, nn.Module):
