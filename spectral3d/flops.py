@@ -1,23 +1,18 @@
 """FLOP and MAC counting that sees FFTs, SDPA on CPU and custom ops (DESIGN.md §10).
 
-One multiply-add = 2 FLOPs (``FlopCounterMode``'s unit); ``MACs = FLOPs / 2`` beside (fvcore and the paper report
-MACs). matmul, linear, conv and SDPA use torch's formulas; these are registered on the aten ops dispatch sees (on
-import, idempotent, never replacing one):
+One multiply-add = 2 FLOPs (``FlopCounterMode``'s unit), ``MACs = FLOPs / 2`` (fvcore's and the paper's unit).
+matmul/linear/conv/SDPA: torch's formulas. Registered on import (never replacing one) for the aten ops dispatch sees:
 
-- FFTs (FFTW's convention), per signal of ``n`` points (the product of the transformed sizes), times the batch
-  (the product of the others): ``_fft_r2c`` and ``_fft_c2r`` ``2.5·n·log2(n)`` (``n`` from the real sizes, for
-  ``c2r`` the *output*, not ``W // 2 + 1``), ``_fft_c2c`` ``5·n·log2(n)``. SAMB's ``rfftn → irfftn`` over
-  ``(D, H, W)`` of ``(N, C, D, H, W)`` costs ``2 · N·C · 2.5·n·log2(n)``, ``n = D·H·W``.
-- *(ours)* ``aten._scaled_dot_product_flash_attention_for_cpu`` (and backward): torch's own SDPA count
-  (``4·B·H·L·S·E`` forward), which plain ``FlopCounterMode`` misses on CPU.
-- The ``torch.ops.spectral3d.*`` custom ops register their formulas next to the ops.
+- FFTs (FFTW's convention), per signal of ``n`` points (product of transformed sizes) times the batch (the others):
+  ``_fft_r2c``, ``_fft_c2r`` ``2.5·n·log2(n)`` (``n`` from the real sizes: ``c2r``'s *output*), ``_fft_c2c``
+  ``5·n·log2(n)``. SAMB's ``rfftn → irfftn`` over ``(D, H, W)`` of ``(N, C, D, H, W)``: ``2·N·C·2.5·n·log2(n)``.
+- *(ours)* CPU SDPA ``aten._scaled_dot_product_flash_attention_for_cpu`` (+ backward): torch's ``4·B·H·L·S·E``.
+- ``torch.ops.spectral3d.*``: formulas registered next to the ops.
 - 3D pooling only with ``count_pooling=True`` *(ours: off, as fvcore and the paper)*: one FLOP per window element
   per output element; one per input element for adaptive pooling.
 
-Not counted (as fvcore and ``FlopCounterMode``): elementwise ops, reductions, norms; every such op that ran is
-listed in :attr:`FlopReport.uncounted`, so a zero is never silent. On ``meta`` tensors counting costs no compute.
-:func:`fvcore_macs` cross-checks with fvcore plus FFT and depthwise handles, *(ours)* its norm and 2D
-upsampling/pooling handles off by default so both count the same operations.
+Not counted (as fvcore): elementwise ops, reductions, norms; they are listed in :attr:`FlopReport.uncounted`.
+:func:`fvcore_macs` cross-checks (fvcore + FFT/depthwise handles; *(ours)* norm/2D handles off by default).
 """
 
 from __future__ import annotations
@@ -89,7 +84,6 @@ _NO_ARITHMETIC = frozenset(
 # --------------------------------------------------------------------------------------------
 def fft_flops(shape: Sequence[int], dim: Sequence[int], kind: str) -> int:
     """``round(batch · factor · n · log2(n))``, ``n = prod(shape[d] for d in dim)``, ``batch = prod(shape) / n``.
-
     ``shape``: the *real* signal's (``rfftn`` input, ``irfftn`` output) for ``kind`` ``"r2c"``/``"c2r"`` (factor 2.5),
     else complex (``"c2c"``, factor 5); ``dim``: the transformed axes. Example::
 
@@ -172,7 +166,7 @@ def _pooling_formulas() -> dict[Any, Callable[..., int]]:
 
 def register_flop_formulas() -> list[str]:
     """Register the FFT and CPU-SDPA formulas into torch's FLOP registry; returns the ops this call added.
-    Done on import; an op that has a formula is left alone. Example::
+    Done on import; an op with a formula is left alone. Example::
 
         >>> register_flop_formulas()  # already done on import
         []
@@ -292,8 +286,7 @@ def count(model: Callable[..., Any], *inputs: Any, count_pooling: bool = False, 
     ``model``: an ``nn.Module`` (mode restored) or any callable; ``count_pooling``: see the module docstring. Example::
 
         >>> m = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 4**3, 2))
-        >>> rep = count(m, torch.randn(1, 3, 4, 4, 4))
-        >>> rep.flops == 2 * (8 * 3 * 27 * 4**3) + 2 * (8 * 4**3 * 2)
+        >>> count(m, torch.randn(1, 3, 4, 4, 4)).flops == 2 * (8 * 3 * 27 * 4**3) + 2 * (8 * 4**3 * 2)
         True
     """
     if not callable(model):
@@ -417,8 +410,7 @@ def count_model(
     ``name_or_model``: a registry name (``model_kwargs`` go to ``create_model``) or a model with a ``pretrained_cfg``;
     ``input_size`` as in :func:`model_inputs`; FLOPs scale linearly with ``batch``. Example::
 
-        >>> rep = count_model("resnet50_3d")  # paper-scale, on meta: no compute  # doctest: +SKIP
-        >>> print(f"{rep.macs / 1e9:.1f} GMACs")  # doctest: +SKIP
+        >>> count_model("resnet50_3d").macs / 1e9  # GMACs, paper-scale on meta: no compute  # doctest: +SKIP
     """
     if isinstance(name_or_model, str):
         model = _build(name_or_model, device, **model_kwargs)
