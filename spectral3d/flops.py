@@ -511,7 +511,7 @@ def fvcore_macs(
     by_operator: bool = False,
 ) -> float | tuple[float, dict[str, float]]:
     """fvcore's MACs for ``model(*inputs)`` (traced in eval mode on real tensors: use a small input), FFTs added.
-    ``count_norms``: keep fvcore's norm, 2D and ``grid_sampler`` handles; ``by_operator``: ``(total, per_op)``. Example::
+    ``count_norms``: keep fvcore's norm, 2D, ``grid_sampler`` handles; ``by_operator``: ``(total, per_op)``. Example::
 
         >>> fvcore_macs(nn.Conv3d(1, 2, 3), torch.randn(1, 1, 5, 5, 5))
         1458.0
