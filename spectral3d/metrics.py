@@ -388,13 +388,8 @@ def delong_test(y_true: Any, scores_a: Any, scores_b: Any) -> dict[str, Any]:
 
     ``z = (AUC_a − AUC_b) / SE`` (variance: section comment above), two-sided normal p-value; ties count ½.
     Equal AUCs give ``p = 1``; a non-zero difference with zero variance ``p = 0``.
-
-    Args:
-        y_true: ``(n,)`` labels, 1/True = positive; at least 2 positives and 2 negatives.
-        scores_a, scores_b: ``(n,)`` scores of the two models (higher = more positive).
-
-    Returns:
-        ``auc_a``, ``auc_b``, ``difference`` (a − b), ``se``, ``z``, ``p_value``, ``n_positive``, ``n_negative``.
+    ``y_true``: ``(n,)`` 1/True = positive, ≥ 2 of each; ``scores_a``, ``scores_b``: ``(n,)``, higher = more positive.
+    Returns ``auc_a``, ``auc_b``, ``difference`` (a − b), ``se``, ``z``, ``p_value``, ``n_positive``, ``n_negative``.
 
     Example::
 
@@ -419,14 +414,8 @@ def delong_test_ovr(
     y_true: Any, probs_a: Any, probs_b: Any, class_names: Sequence[str] | None = None
 ) -> dict[str, dict[str, Any]]:
     """:func:`delong_test` per class, one-vs-rest, on the class columns of two models' probabilities.
-
-    Args:
-        y_true: ``(n,)`` class indices in ``[0, K)``.
-        probs_a, probs_b: ``(n, K)`` probabilities (or any scores) of the two models.
-        class_names: K names (default ``"0".."K-1"``).
-
-    Returns:
-        class name → the :func:`delong_test` dict (NaN values with fewer than 2 cases in or out of the class).
+    ``probs_a``, ``probs_b``: ``(n, K)`` (any scores); ``class_names``: K names (default ``"0".."K-1"``). Returns
+    class name → the :func:`delong_test` dict (NaN values with fewer than 2 cases in or out of the class).
 
     Example::
 
@@ -454,14 +443,8 @@ def paired_bootstrap_auc(
     Both are scored on the same resamples (those of :func:`classification_metrics` for the seed): ``d* = AUC*_a −
     AUC*_b``; percentile CI of the difference; *(ours: Hall & Wilson's shifted null)* two-sided
     ``p = (1 + #{|d* − d| ≥ |d|}) / (B + 1)`` over the resamples where both are defined (identical models: 1).
-
-    Args:
-        y_true: ``(n,)`` class indices in ``[0, K)``.
-        probs_a, probs_b: ``(n, K)`` class probabilities of the two models.
-        n_bootstrap, seed, ci: resamples B ≥ 1, their seed, the confidence level of the difference's CI.
-
-    Returns:
-        ``auc_a``, ``auc_b``, ``difference``, ``ci`` (of the difference), ``p_value``, ``n_bootstrap`` (used).
+    ``probs_a``, ``probs_b``: ``(n, K)``; ``n_bootstrap``, ``seed``, ``ci``: resamples B ≥ 1, their seed, the CI level.
+    Returns ``auc_a``, ``auc_b``, ``difference``, ``ci`` (of the difference), ``p_value``, ``n_bootstrap`` (used).
 
     Example::
 
