@@ -496,13 +496,7 @@ def bootstrap_ci_of_mean(
 
     Each resample (those of :func:`classification_metrics` for the seed) is scored for every model and averaged
     (S = 1: ``classification_metrics(...)["ci"]``); a resample where a metric is undefined is left out for it.
-
-    Args:
-        y_true: ``(n,)`` class indices.
-        probs: ``(S, n, K)`` class probabilities of the S models on the same cases.
-        n_bootstrap, seed, ci: resamples ≥ 1, their seed, the confidence level.
-
-    Example::
+    ``probs``: ``(S, n, K)``, S models on the same cases; ``n_bootstrap``, ``seed``, ``ci`` as above. Example::
 
         >>> rng = np.random.default_rng(0); y = rng.integers(0, 3, 40)
         >>> p = rng.dirichlet(np.ones(3), (2, 40))
@@ -527,14 +521,8 @@ def mcnemar_test(y_true: Any, pred_a: Any, pred_b: Any, exact: bool | None = Non
     ``b`` = cases a gets right and b wrong, ``c`` the reverse. Exact: ``p = min(1, 2·P[X ≤ min(b, c)])``,
     ``X ~ Bin(b + c, ½)``; chi-square (continuity-corrected): ``(|b − c| − 1)² / (b + c)``, 1 dof. *(ours)* Exact
     while ``b + c < MCNEMAR_EXACT_BELOW`` (25). No discordant pair: ``p = 1``.
-
-    Args:
-        y_true: ``(n,)`` class indices.
-        pred_a, pred_b: ``(n,)`` predicted class indices of the two models.
-        exact: force the exact (True) or the chi-square (False) form; ``None`` chooses as above.
-
-    Returns:
-        ``accuracy_a``, ``accuracy_b``, ``b``, ``c``, ``statistic`` (b or χ²), ``p_value``, ``method`` (exact/chi2).
+    ``pred_a``, ``pred_b``: ``(n,)`` predicted classes; ``exact``: force exact (True) / chi-square (False), ``None`` as
+    above. Returns ``accuracy_a``, ``accuracy_b``, ``b``, ``c``, ``statistic`` (b or χ²), ``p_value``, ``method``.
 
     Example::
 
