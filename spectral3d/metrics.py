@@ -100,11 +100,7 @@ def midranks(x: np.ndarray) -> np.ndarray:
 
 def binary_auc(y_true_binary: Any, score: Any) -> float:
     """ROC AUC (Mann–Whitney): ``(Σ_{i positive} r_i - n₁(n₁ + 1)/2) / (n₁ n₀)``, ``r`` = :func:`midranks` of ``score``.
-
-    P(a random positive scores above a random negative), ties ½ (scikit-learn's trapezoidal area); ``nan`` if
-    either class is empty.
-
-    Example::
+    P(positive scores above negative), ties ½ (scikit-learn's); ``nan`` if either class is empty. Example::
 
         >>> binary_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
         0.75
@@ -230,16 +226,9 @@ def classification_metrics(
     ci: float = 0.95,
 ) -> dict[str, Any]:
     """The paper's metrics, their macro versions, per-class AUC, confusion matrix and bootstrap CIs.
-
-    Args:
-        y_true: ``(n,)`` integer class indices.
-        probs: ``(n, K)`` class probabilities.
-        class_names: K names, in column order (default ``"0".."K-1"``).
-        n_bootstrap, seed, ci: bootstrap resamples for the CIs (0: none), their seed, the confidence level.
-
-    Returns:
-        A JSON-ready dict: each of ``SCALAR_METRICS`` (in [0, 1]), ``per_class_auc``, ``confusion_matrix`` (K×K,
-        rows = true class), ``class_names``, ``support``, ``n``, ``absent_classes``; ``ci`` if ``n_bootstrap > 0``.
+    ``class_names``: K, column order (default ``"0".."K-1"``); ``n_bootstrap``, ``seed``, ``ci``: resamples (0: no CI),
+    their seed, the CI level. Returns a JSON-ready dict: each of ``SCALAR_METRICS`` (in [0, 1]), ``per_class_auc``,
+    ``confusion_matrix`` (K×K, rows = true), ``class_names``, ``support``, ``n``, ``absent_classes``; ``ci`` if B > 0.
 
     Example::
 
