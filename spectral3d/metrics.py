@@ -118,7 +118,6 @@ def binary_auc(y_true_binary: Any, score: Any) -> float:
 
 def _weighted_ovr_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """One-vs-rest AUC per class for each row of case weights ``(B, n) -> (B, K)``, ``nan`` if a class is empty.
-
     Per tie group ``g`` in score order: ``Σ_g P_g (N_<g + N_g / 2) / (P N)``, ``P_g``/``N_g`` the weights of the
     group's positives/negatives, ``N_<g`` of the negatives below it (:func:`binary_auc` for unit weights).
     """
@@ -269,10 +268,7 @@ _TABLE_COLUMNS = (
 
 def metrics_table(results: dict[str, dict[str, Any]], with_ci: bool = False) -> str:
     """A markdown table laid out like the paper's Table 1 (values in %), one row per model.
-
-    Args:
-        results: model name → the dict returned by :func:`classification_metrics`.
-        with_ci: append the 95 % CI under each value as ``[lo–hi]``.
+    ``results``: model name → :func:`classification_metrics` dict; ``with_ci``: add each 95 % CI as ``[lo–hi]``.
     """
     header = "| Model | " + " | ".join(c for c, _ in _TABLE_COLUMNS) + " |"
     lines = [header, "|---" * (len(_TABLE_COLUMNS) + 1) + "|"]
