@@ -1,23 +1,18 @@
 """FLOP and MAC counting that sees FFTs, SDPA on CPU and custom ops (DESIGN.md §10).
 
-One multiply-add = 2 FLOPs (``FlopCounterMode``'s unit); ``MACs = FLOPs / 2`` beside (fvcore and the paper report
-MACs). matmul, linear, conv and SDPA use torch's formulas; these are registered on the aten ops dispatch sees (on
-import, idempotent, never replacing one):
+One multiply-add = 2 FLOPs (``FlopCounterMode``'s unit), ``MACs = FLOPs / 2`` (fvcore's and the paper's unit).
+matmul/linear/conv/SDPA: torch's formulas. Registered on import (never replacing one) for the aten ops dispatch sees:
 
-- FFTs (FFTW's convention), per signal of ``n`` points (the product of the transformed sizes), times the batch
-  (the product of the others): ``_fft_r2c`` and ``_fft_c2r`` ``2.5·n·log2(n)`` (``n`` from the real sizes, for
-  ``c2r`` the *output*, not ``W // 2 + 1``), ``_fft_c2c`` ``5·n·log2(n)``. SAMB's ``rfftn → irfftn`` over
-  ``(D, H, W)`` of ``(N, C, D, H, W)`` costs ``2 · N·C · 2.5·n·log2(n)``, ``n = D·H·W``.
-- *(ours)* ``aten._scaled_dot_product_flash_attention_for_cpu`` (and backward): torch's own SDPA count
-  (``4·B·H·L·S·E`` forward), which plain ``FlopCounterMode`` misses on CPU.
-- The ``torch.ops.spectral3d.*`` custom ops register their formulas next to the ops.
+- FFTs (FFTW's convention), per signal of ``n`` points (product of transformed sizes) times the batch (the others):
+  ``_fft_r2c``, ``_fft_c2r`` ``2.5·n·log2(n)`` (``n`` from the real sizes: ``c2r``'s *output*), ``_fft_c2c``
+  ``5·n·log2(n)``. SAMB's ``rfftn → irfftn`` over ``(D, H, W)`` of ``(N, C, D, H, W)``: ``2·N·C·2.5·n·log2(n)``.
+- *(ours)* CPU SDPA ``aten._scaled_dot_product_flash_attention_for_cpu`` (+ backward): torch's ``4·B·H·L·S·E``.
+- ``torch.ops.spectral3d.*``: formulas registered next to the ops.
 - 3D pooling only with ``count_pooling=True`` *(ours: off, as fvcore and the paper)*: one FLOP per window element
   per output element; one per input element for adaptive pooling.
 
-Not counted (as fvcore and ``FlopCounterMode``): elementwise ops, reductions, norms; every such op that ran is
-listed in :attr:`FlopReport.uncounted`, so a zero is never silent. On ``meta`` tensors counting costs no compute.
-:func:`fvcore_macs` cross-checks with fvcore plus FFT and depthwise handles, *(ours)* its norm and 2D
-upsampling/pooling handles off by default so both count the same operations.
+Not counted (as fvcore): elementwise ops, reductions, norms; they are listed in :attr:`FlopReport.uncounted`.
+:func:`fvcore_macs` cross-checks (fvcore + FFT/depthwise handles; *(ours)* norm/2D handles off by default).
 """
 
 from __future__ import annotations
@@ -89,13 +84,8 @@ _NO_ARITHMETIC = frozenset(
 # --------------------------------------------------------------------------------------------
 def fft_flops(shape: Sequence[int], dim: Sequence[int], kind: str) -> int:
     """``round(batch · factor · n · log2(n))``, ``n = prod(shape[d] for d in dim)``, ``batch = prod(shape) / n``.
-
-    Args:
-        shape: the *real* signal's shape for ``"r2c"``/``"c2r"`` (``rfftn`` input, ``irfftn`` output), else complex.
-        dim: the transformed axes (negative allowed).
-        kind: ``"r2c"``, ``"c2r"`` (factor 2.5) or ``"c2c"`` (factor 5).
-
-    Example::
+    ``shape``: the *real* signal's (``rfftn`` input, ``irfftn`` output) for ``kind`` ``"r2c"``/``"c2r"`` (factor 2.5),
+    else complex (``"c2c"``, factor 5); ``dim``: the transformed axes. Example::
 
         >>> fft_flops((2, 3, 8, 8, 8), dim=(-3, -2, -1), kind="r2c")  # 6 signals of 512 points
         69120
@@ -176,13 +166,9 @@ def _pooling_formulas() -> dict[Any, Callable[..., int]]:
 
 def register_flop_formulas() -> list[str]:
     """Register the FFT and CPU-SDPA formulas into torch's FLOP registry; returns the ops this call added.
+    Done on import; an op with a formula is left alone. Example::
 
-    Done on import (a plain ``FlopCounterMode`` then sees FFTs); an op that has a formula is left alone.
-
-    Example::
-
-        >>> import spectral3d.flops as flops
-        >>> flops.register_flop_formulas()  # already done on import
+        >>> register_flop_formulas()  # already done on import
         []
     """
     added = []
@@ -212,9 +198,8 @@ class FlopReport:
 
     Example::
 
-        >>> rep = count(nn.Conv3d(1, 2, 3), torch.randn(1, 1, 5, 5, 5, device="meta"))
-        >>> rep.flops, rep.macs
-        (2916, 1458.0)
+        >>> count(nn.Conv3d(1, 2, 3), torch.randn(1, 1, 5, 5, 5, device="meta")).macs
+        1458.0
     """
 
     flops: int
@@ -298,18 +283,10 @@ def _tensor_shapes(obj: Any) -> list[tuple[int, ...]]:
 
 def count(model: Callable[..., Any], *inputs: Any, count_pooling: bool = False, **kwargs: Any) -> FlopReport:
     """The :class:`FlopReport` of one forward call ``model(*inputs, **kwargs)``, under ``no_grad`` and in eval mode.
-
-    Args:
-        model: an ``nn.Module`` (its mode is restored) or any callable; on ``meta``: no compute.
-        *inputs: positional inputs (tensors, or containers of tensors).
-        count_pooling: also count 3D max/avg pooling (module docstring).
-        **kwargs: keyword inputs of the forward call.
-
-    Example::
+    ``model``: an ``nn.Module`` (mode restored) or any callable; ``count_pooling``: see the module docstring. Example::
 
         >>> m = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 4**3, 2))
-        >>> rep = count(m, torch.randn(1, 3, 4, 4, 4))
-        >>> rep.flops == 2 * (8 * 3 * 27 * 4**3) + 2 * (8 * 4**3 * 2)
+        >>> count(m, torch.randn(1, 3, 4, 4, 4)).flops == 2 * (8 * 3 * 27 * 4**3) + 2 * (8 * 4**3 * 2)
         True
     """
     if not callable(model):
@@ -355,18 +332,9 @@ def model_inputs(
     dtype: torch.dtype = torch.float32,
 ) -> tuple[tuple[torch.Tensor, ...], dict[str, Any]]:
     """Random ``(args, kwargs)`` for ``model(*args, **kwargs)``, from a registry model's ``pretrained_cfg``.
-
-    ``x: (N, C, D, H, W)``; a multi-sequence model (``cfg["sequences"]``) with ``cfg["num_tabular"] > 0`` also gets
-    ``tabular: (N, F)``.
-
-    Args:
-        cfg: the model's ``pretrained_cfg`` (``input_size`` ``(C, D, H, W)``).
-        input_size: ``None`` (the cfg's), ``(C, D, H, W)``, or ``(D, H, W)`` / an int (a cube) with the cfg's ``C``.
-        batch: batch size ≥ 1.
-        device: where the tensors live (``"meta"``: no memory, no compute).
-        dtype: floating dtype of the volume.
-
-    Example::
+    ``x: (N, C, D, H, W)``, plus ``tabular: (N, F)`` when ``cfg["sequences"]`` and ``cfg["num_tabular"] > 0``.
+    ``input_size``: ``None`` (the cfg's), ``(C, D, H, W)``, or ``(D, H, W)`` / an int (a cube) with the cfg's ``C``;
+    ``dtype``: the volume's. Example::
 
         >>> args, _ = model_inputs({"input_size": (3, 64, 96, 96)}, input_size=32)
         >>> tuple(args[0].shape)
@@ -441,19 +409,10 @@ def count_model(
     **model_kwargs: Any,
 ) -> FlopReport:
     """The :class:`FlopReport` of a registry model (built on ``device``, ``meta`` by default) at its cfg input size.
+    ``name_or_model``: a registry name (``model_kwargs`` go to ``create_model``) or a model with a ``pretrained_cfg``;
+    ``input_size`` as in :func:`model_inputs`; FLOPs scale linearly with ``batch``. Example::
 
-    Args:
-        name_or_model: a ``backbones3d`` registry name, or a model with a ``pretrained_cfg``.
-        input_size: ``None`` (``pretrained_cfg["input_size"]``), ``(C, D, H, W)``, ``(D, H, W)`` or an int.
-        batch: batch size (FLOPs scale linearly; DESIGN.md §10 reports batch 1).
-        device: where a model named by string is built and where the inputs live.
-        count_pooling: passed to :func:`count`.
-        **model_kwargs: passed to ``backbones3d.create_model`` when a name is given.
-
-    Example::
-
-        >>> rep = count_model("resnet50_3d")  # paper-scale, on meta: no compute  # doctest: +SKIP
-        >>> print(f"{rep.macs / 1e9:.1f} GMACs")  # doctest: +SKIP
+        >>> count_model("resnet50_3d").macs / 1e9  # GMACs, paper-scale on meta: no compute  # doctest: +SKIP
     """
     if isinstance(name_or_model, str):
         model = _build(name_or_model, device, **model_kwargs)
@@ -554,17 +513,9 @@ def fvcore_macs(
     by_operator: bool = False,
 ) -> float | tuple[float, dict[str, float]]:
     """fvcore's MACs for ``model(*inputs)`` (traced in eval mode on real tensors: use a small input), FFTs added.
+    ``count_norms``: keep fvcore's norm, 2D, ``grid_sampler`` handles; ``by_operator``: ``(total, per_op)``. Example::
 
-    Args:
-        model: the module.
-        inputs: a tensor or a tuple of positional inputs.
-        count_norms: keep fvcore's handles for norms, 2D upsampling/pooling and ``grid_sampler`` (1–5 per element).
-        by_operator: also return fvcore's per-operator MACs, as ``(total, per_op)``.
-
-    Example::
-
-        >>> m = nn.Conv3d(1, 2, 3)
-        >>> fvcore_macs(m, torch.randn(1, 1, 5, 5, 5))
+        >>> fvcore_macs(nn.Conv3d(1, 2, 3), torch.randn(1, 1, 5, 5, 5))
         1458.0
     """
     if not isinstance(model, nn.Module):

@@ -100,11 +100,7 @@ def midranks(x: np.ndarray) -> np.ndarray:
 
 def binary_auc(y_true_binary: Any, score: Any) -> float:
     """ROC AUC (Mann–Whitney): ``(Σ_{i positive} r_i - n₁(n₁ + 1)/2) / (n₁ n₀)``, ``r`` = :func:`midranks` of ``score``.
-
-    P(a random positive scores above a random negative), ties ½ (scikit-learn's trapezoidal area); ``nan`` if
-    either class is empty.
-
-    Example::
+    P(positive scores above negative), ties ½ (scikit-learn's); ``nan`` if either class is empty. Example::
 
         >>> binary_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
         0.75
@@ -122,7 +118,6 @@ def binary_auc(y_true_binary: Any, score: Any) -> float:
 
 def _weighted_ovr_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """One-vs-rest AUC per class for each row of case weights ``(B, n) -> (B, K)``, ``nan`` if a class is empty.
-
     Per tie group ``g`` in score order: ``Σ_g P_g (N_<g + N_g / 2) / (P N)``, ``P_g``/``N_g`` the weights of the
     group's positives/negatives, ``N_<g`` of the negatives below it (:func:`binary_auc` for unit weights).
     """
@@ -230,16 +225,9 @@ def classification_metrics(
     ci: float = 0.95,
 ) -> dict[str, Any]:
     """The paper's metrics, their macro versions, per-class AUC, confusion matrix and bootstrap CIs.
-
-    Args:
-        y_true: ``(n,)`` integer class indices.
-        probs: ``(n, K)`` class probabilities.
-        class_names: K names, in column order (default ``"0".."K-1"``).
-        n_bootstrap, seed, ci: bootstrap resamples for the CIs (0: none), their seed, the confidence level.
-
-    Returns:
-        A JSON-ready dict: each of ``SCALAR_METRICS`` (in [0, 1]), ``per_class_auc``, ``confusion_matrix`` (K×K,
-        rows = true class), ``class_names``, ``support``, ``n``, ``absent_classes``; ``ci`` if ``n_bootstrap > 0``.
+    ``class_names``: K, column order (default ``"0".."K-1"``); ``n_bootstrap``, ``seed``, ``ci``: resamples (0: no CI),
+    their seed, the CI level. Returns a JSON-ready dict: each of ``SCALAR_METRICS`` (in [0, 1]), ``per_class_auc``,
+    ``confusion_matrix`` (K×K, rows = true), ``class_names``, ``support``, ``n``, ``absent_classes``; ``ci`` if B > 0.
 
     Example::
 
@@ -280,10 +268,7 @@ _TABLE_COLUMNS = (
 
 def metrics_table(results: dict[str, dict[str, Any]], with_ci: bool = False) -> str:
     """A markdown table laid out like the paper's Table 1 (values in %), one row per model.
-
-    Args:
-        results: model name → the dict returned by :func:`classification_metrics`.
-        with_ci: append the 95 % CI under each value as ``[lo–hi]``.
+    ``results``: model name → :func:`classification_metrics` dict; ``with_ci``: add each 95 % CI as ``[lo–hi]``.
     """
     header = "| Model | " + " | ".join(c for c, _ in _TABLE_COLUMNS) + " |"
     lines = [header, "|---" * (len(_TABLE_COLUMNS) + 1) + "|"]
@@ -388,13 +373,8 @@ def delong_test(y_true: Any, scores_a: Any, scores_b: Any) -> dict[str, Any]:
 
     ``z = (AUC_a − AUC_b) / SE`` (variance: section comment above), two-sided normal p-value; ties count ½.
     Equal AUCs give ``p = 1``; a non-zero difference with zero variance ``p = 0``.
-
-    Args:
-        y_true: ``(n,)`` labels, 1/True = positive; at least 2 positives and 2 negatives.
-        scores_a, scores_b: ``(n,)`` scores of the two models (higher = more positive).
-
-    Returns:
-        ``auc_a``, ``auc_b``, ``difference`` (a − b), ``se``, ``z``, ``p_value``, ``n_positive``, ``n_negative``.
+    ``y_true``: ``(n,)`` 1/True = positive, ≥ 2 of each; ``scores_a``, ``scores_b``: ``(n,)``, higher = more positive.
+    Returns ``auc_a``, ``auc_b``, ``difference`` (a − b), ``se``, ``z``, ``p_value``, ``n_positive``, ``n_negative``.
 
     Example::
 
@@ -419,14 +399,8 @@ def delong_test_ovr(
     y_true: Any, probs_a: Any, probs_b: Any, class_names: Sequence[str] | None = None
 ) -> dict[str, dict[str, Any]]:
     """:func:`delong_test` per class, one-vs-rest, on the class columns of two models' probabilities.
-
-    Args:
-        y_true: ``(n,)`` class indices in ``[0, K)``.
-        probs_a, probs_b: ``(n, K)`` probabilities (or any scores) of the two models.
-        class_names: K names (default ``"0".."K-1"``).
-
-    Returns:
-        class name → the :func:`delong_test` dict (NaN values with fewer than 2 cases in or out of the class).
+    ``probs_a``, ``probs_b``: ``(n, K)`` (any scores); ``class_names``: K names (default ``"0".."K-1"``). Returns
+    class name → the :func:`delong_test` dict (NaN values with fewer than 2 cases in or out of the class).
 
     Example::
 
@@ -454,14 +428,8 @@ def paired_bootstrap_auc(
     Both are scored on the same resamples (those of :func:`classification_metrics` for the seed): ``d* = AUC*_a −
     AUC*_b``; percentile CI of the difference; *(ours: Hall & Wilson's shifted null)* two-sided
     ``p = (1 + #{|d* − d| ≥ |d|}) / (B + 1)`` over the resamples where both are defined (identical models: 1).
-
-    Args:
-        y_true: ``(n,)`` class indices in ``[0, K)``.
-        probs_a, probs_b: ``(n, K)`` class probabilities of the two models.
-        n_bootstrap, seed, ci: resamples B ≥ 1, their seed, the confidence level of the difference's CI.
-
-    Returns:
-        ``auc_a``, ``auc_b``, ``difference``, ``ci`` (of the difference), ``p_value``, ``n_bootstrap`` (used).
+    ``probs_a``, ``probs_b``: ``(n, K)``; ``n_bootstrap``, ``seed``, ``ci``: resamples B ≥ 1, their seed, the CI level.
+    Returns ``auc_a``, ``auc_b``, ``difference``, ``ci`` (of the difference), ``p_value``, ``n_bootstrap`` (used).
 
     Example::
 
@@ -513,13 +481,7 @@ def bootstrap_ci_of_mean(
 
     Each resample (those of :func:`classification_metrics` for the seed) is scored for every model and averaged
     (S = 1: ``classification_metrics(...)["ci"]``); a resample where a metric is undefined is left out for it.
-
-    Args:
-        y_true: ``(n,)`` class indices.
-        probs: ``(S, n, K)`` class probabilities of the S models on the same cases.
-        n_bootstrap, seed, ci: resamples ≥ 1, their seed, the confidence level.
-
-    Example::
+    ``probs``: ``(S, n, K)``, S models on the same cases; ``n_bootstrap``, ``seed``, ``ci`` as above. Example::
 
         >>> rng = np.random.default_rng(0); y = rng.integers(0, 3, 40)
         >>> p = rng.dirichlet(np.ones(3), (2, 40))
@@ -544,14 +506,8 @@ def mcnemar_test(y_true: Any, pred_a: Any, pred_b: Any, exact: bool | None = Non
     ``b`` = cases a gets right and b wrong, ``c`` the reverse. Exact: ``p = min(1, 2·P[X ≤ min(b, c)])``,
     ``X ~ Bin(b + c, ½)``; chi-square (continuity-corrected): ``(|b − c| − 1)² / (b + c)``, 1 dof. *(ours)* Exact
     while ``b + c < MCNEMAR_EXACT_BELOW`` (25). No discordant pair: ``p = 1``.
-
-    Args:
-        y_true: ``(n,)`` class indices.
-        pred_a, pred_b: ``(n,)`` predicted class indices of the two models.
-        exact: force the exact (True) or the chi-square (False) form; ``None`` chooses as above.
-
-    Returns:
-        ``accuracy_a``, ``accuracy_b``, ``b``, ``c``, ``statistic`` (b or χ²), ``p_value``, ``method`` (exact/chi2).
+    ``pred_a``, ``pred_b``: ``(n,)`` predicted classes; ``exact``: force exact (True) / chi-square (False), ``None`` as
+    above. Returns ``accuracy_a``, ``accuracy_b``, ``b``, ``c``, ``statistic`` (b or χ²), ``p_value``, ``method``.
 
     Example::
 
