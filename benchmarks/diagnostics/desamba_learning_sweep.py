@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))  # frequency_task (tensor_splits)
 
 DIMS, DEPTHS = (40, 80, 160, 320), (2, 2, 6, 2)  # ConvNeXtV2-atto
 
@@ -103,16 +106,11 @@ def load_cohort(cohort: str, cache: str | None) -> dict[str, tuple[torch.Tensor,
     """``{split: (volumes (N, 3, 32, 32, 32), tabular, labels)}``, preprocessed as ``spectral3d train`` does."""
     if cache and os.path.exists(cache):
         return torch.load(cache)
-    from spectral3d.data import Cohort, MRIDataset, PreprocessConfig, collate
+    from frequency_task import tensor_splits
 
-    c = Cohort.from_folder(cohort)
-    pre = PreprocessConfig(input_size=(32, 32, 32), spacing=1.0)
-    train = MRIDataset(c, c.split("train"), pre)
-    out = {}
-    for split in ("train", "val", "test"):
-        ds = MRIDataset(c, c.split(split), pre, tabular_stats=train.tabular_stats)
-        batch = collate([ds[i] for i in range(len(ds))])
-        out[split] = (batch.volume, batch.tabular, batch.label)
+    from spectral3d.data import Cohort, PreprocessConfig
+
+    out = tensor_splits(Cohort.from_folder(cohort), PreprocessConfig(input_size=(32, 32, 32), spacing=1.0))
     if cache:
         torch.save(out, cache)
     return out

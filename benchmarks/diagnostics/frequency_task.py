@@ -53,14 +53,19 @@ def load(
     if not (root / "cases.csv").exists():
         write_synthetic_cohort(root, task="texture", cases=cases, seed=seed, lesion=FREQUENCY_ONLY, overwrite=True)
     cohort = Cohort.from_folder(root, sequences=sequences)
-    pre = PreprocessConfig(input_size=size, spacing=spacing, crop="centre")
+    out = tensor_splits(cohort, PreprocessConfig(input_size=size, spacing=spacing, crop="centre"))
+    torch.save(out, cached)
+    return out
+
+
+def tensor_splits(cohort: Cohort, pre: PreprocessConfig) -> dict[str, Split]:
+    """Every split of ``cohort`` stacked, the clinical columns standardised with the training split's statistics."""
     train = MRIDataset(cohort, cohort.split("train"), pre)
     out = {}
     for split in ("train", "val", "test"):
         ds = MRIDataset(cohort, cohort.split(split), pre, tabular_stats=train.tabular_stats)
         batch = collate([ds[i] for i in range(len(ds))])
         out[split] = (batch.volume, batch.tabular, batch.label)
-    torch.save(out, cached)
     return out
 
 
