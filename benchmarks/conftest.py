@@ -55,10 +55,7 @@ from typing import Any
 import pytest
 import torch
 
-try:
-    import compile_counts
-except ModuleNotFoundError:  # imported as ``benchmarks.conftest`` (tests/test_bench_report.py) rather than by pytest
-    from benchmarks import compile_counts
+from benchmarks import compile_counts  # one module, however this conftest is imported (pyproject: pythonpath ".")
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"  # committed tables: written only with --bench-save

@@ -26,6 +26,7 @@ import argparse
 import itertools
 import json
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -50,9 +51,8 @@ def summary(path: Path) -> str:
         runs[(r["variant"], r["seed"])] = r  # the last record of a (variant, seed) wins
 
     def stat(values: list[float]) -> str:
-        t = torch.tensor(values, dtype=torch.float64)
-        sd = f" ± {t.std().item():.3f}" if len(values) > 1 else ""
-        return f"{t.mean().item():.3f}{sd}"
+        sd = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+        return f"{statistics.mean(values):.3f}{sd}"
 
     rows = [
         "| variant | seeds | val AUC, last 3 epochs | val AUC, best epoch | test ACC (info) | test AUC (info) |",
